@@ -1,0 +1,1 @@
+"""Users: profile and e-mail verification (sign-up pages and certificate login come later)."""

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from ca import services
+from ca.pki.errors import CAKeyError
+
+
+class Command(BaseCommand):
+    help = (
+        "Import an existing CA certificate and key. The key may be unencrypted or encrypted with the "
+        "CA passphrase (ENROLL_CA_PASSPHRASE); it is stored encrypted with that passphrase."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--cert", required=True, type=Path, help="CA certificate, PEM or DER.")
+        parser.add_argument("--key", required=True, type=Path, help="CA private key, PEM or DER.")
+        parser.add_argument("--slug", help="Short name used in URLs (default: from the CN).")
+        parser.add_argument("--default", action="store_true", help="Make this the CA that issues client certificates.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            cert_pem = options["cert"].read_bytes()
+            key_pem = options["key"].read_bytes()
+        except OSError as exc:
+            raise CommandError(f"{exc.filename}: {exc.strerror}") from None
+        try:
+            ca = services.import_ca(
+                cert_pem=cert_pem, key_pem=key_pem, key_passphrase=settings.ENROLL_CA_PASSPHRASE or None,
+                slug=options["slug"], make_default=True if options["default"] else None,
+            )
+        except (services.CAError, CAKeyError) as exc:
+            raise CommandError(str(exc)) from None
+        parent = f", under {ca.parent.slug}" if ca.parent else ""
+        self.stdout.write(f"imported CA {ca.name}{parent}, valid until {ca.not_after:%Y-%m-%d}")
+        self.stdout.write(ca.slug)

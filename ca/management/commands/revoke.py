@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from ca import services
+from ca.models import CertificateAuthority, CrlPublication, RevocationReason
+
+
+class Command(BaseCommand):
+    help = "Revoke a certificate by serial (hex, colons optional) and publish a new CRL. Prints the CRL number."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("serial")
+        parser.add_argument(
+            "--reason", required=True,
+            choices=[r.value for r in RevocationReason if r != RevocationReason.UNSPECIFIED],
+        )
+        parser.add_argument("--ca", metavar="SLUG", help="Only needed if several CAs issued this serial.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        ca = None
+        if options["ca"]:
+            ca = CertificateAuthority.objects.filter(slug=options["ca"]).first()
+            if ca is None:
+                raise CommandError(f"There is no CA with the slug '{options['ca']}'.")
+        try:
+            certificate = services.find_certificate(serial=options["serial"], ca=ca)
+            with transaction.atomic():
+                services.revoke_certificate(certificate=certificate, reason=RevocationReason(options["reason"]))
+        except services.CAError as exc:
+            raise CommandError(str(exc)) from None
+        crl = CrlPublication.objects.filter(ca=certificate.ca).order_by("-number").first()
+        assert crl is not None
+        self.stdout.write(f"revoked {certificate.serial} ({certificate.subject}); CRL of {certificate.ca.slug}:")
+        self.stdout.write(str(crl.number))

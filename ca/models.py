@@ -1,0 +1,182 @@
+"""The CA's records: authorities, issued certificates, revocations and CRL publications.
+
+Models own rules about one row; steps across rows (issue, revoke, publish) live in :mod:`ca.services`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import cached_property
+
+from cryptography import x509
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+from ca.pki.profiles import IssuerUrls
+from ca.pki.serials import format_serial_colons
+
+
+class CertificateAuthority(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=64)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    certificate_der = models.BinaryField()
+    key_file = models.CharField(max_length=255, help_text="File name of the encrypted key in the CA key folder.")
+    key_type = models.CharField(max_length=16)
+    subject = models.CharField(max_length=512)
+    serial = models.CharField(max_length=42)
+    not_before = models.DateTimeField()
+    not_after = models.DateTimeField()
+    fingerprint_sha256 = models.CharField(max_length=64)
+    is_default = models.BooleanField(
+        default=False, help_text="The CA that signs client certificates (exactly one at a time)."
+    )
+    created_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "certificate authority"
+        verbose_name_plural = "certificate authorities"
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"], condition=models.Q(is_default=True), name="ca_one_default"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.slug})"
+
+    @cached_property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(bytes(self.certificate_der))
+
+    def public_url(self, name: str) -> str:
+        return settings.ENROLL_PUBLIC_URL + reverse(name, kwargs={"slug": self.slug})
+
+    @property
+    def urls(self) -> IssuerUrls:
+        """The URLs written into certificates this CA issues."""
+        return IssuerUrls(crl_url=self.public_url("ca:crl-der"), ca_issuers_url=self.public_url("ca:cert-der"))
+
+    def chain(self) -> list[CertificateAuthority]:
+        """This CA and its parents, up to the root."""
+        chain: list[CertificateAuthority] = []
+        node: CertificateAuthority | None = self
+        while node is not None and node not in chain:
+            chain.append(node)
+            node = node.parent
+        return chain
+
+
+class CertificateStatus(models.TextChoices):
+    VALID = "valid", "Valid"
+    REVOKED = "revoked", "Revoked"
+    EXPIRED = "expired", "Expired"
+    NOT_YET_VALID = "not_yet_valid", "Not yet valid"
+
+
+class Certificate(models.Model):
+    """A certificate this portal signed. The serial is reserved (row inserted) before signing."""
+
+    ca = models.ForeignKey(CertificateAuthority, on_delete=models.PROTECT, related_name="certificates")
+    serial = models.CharField(max_length=42, help_text="Upper-case hex, as nginx prints $ssl_client_serial.")
+    der = models.BinaryField()
+    subject = models.CharField(max_length=512)
+    not_before = models.DateTimeField()
+    not_after = models.DateTimeField(db_index=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="certificates"
+    )
+    fingerprint_sha256 = models.CharField(max_length=64, db_index=True)
+    spki_sha256 = models.CharField(max_length=64, db_index=True)
+    profile = models.CharField(max_length=32)
+    request_sha256 = models.CharField(max_length=64, help_text="SHA-256 of the request it was issued for.")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["ca", "serial"], name="certificate_unique_serial_per_ca")]
+
+    def __str__(self) -> str:
+        return f"{self.subject} #{self.serial}"
+
+    @cached_property
+    def x509(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(bytes(self.der))
+
+    @property
+    def serial_int(self) -> int:
+        return int(self.serial, 16)
+
+    @property
+    def serial_colons(self) -> str:
+        return format_serial_colons(serial=self.serial_int)
+
+    def status_at(self, when: dt.datetime) -> CertificateStatus:
+        if hasattr(self, "revocation"):
+            return CertificateStatus.REVOKED
+        if when >= self.not_after:
+            return CertificateStatus.EXPIRED
+        if when < self.not_before:
+            return CertificateStatus.NOT_YET_VALID
+        return CertificateStatus.VALID
+
+
+class RevocationReason(models.TextChoices):
+    """RFC 5280 section 5.3.1 reason codes (removeFromCRL and aACompromise are not used here)."""
+
+    UNSPECIFIED = "unspecified", "Unspecified"
+    KEY_COMPROMISE = "key_compromise", "Key compromise"
+    CA_COMPROMISE = "ca_compromise", "CA compromise"
+    AFFILIATION_CHANGED = "affiliation_changed", "Affiliation changed"
+    SUPERSEDED = "superseded", "Superseded"
+    CESSATION_OF_OPERATION = "cessation_of_operation", "Cessation of operation"
+    CERTIFICATE_HOLD = "certificate_hold", "Certificate hold"
+    PRIVILEGE_WITHDRAWN = "privilege_withdrawn", "Privilege withdrawn"
+
+    @property
+    def flag(self) -> x509.ReasonFlags:
+        return x509.ReasonFlags[self.value]
+
+
+class Revocation(models.Model):
+    certificate = models.OneToOneField(Certificate, on_delete=models.PROTECT, related_name="revocation")
+    reason = models.CharField(max_length=32, choices=RevocationReason.choices)
+    revoked_at = models.DateTimeField(db_index=True)
+    invalidity_date = models.DateTimeField(
+        null=True, blank=True, help_text="When the key is known or suspected to have been compromised."
+    )
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-revoked_at"]
+
+    def __str__(self) -> str:
+        return f"{self.certificate.serial} ({self.reason})"
+
+
+class CrlPublication(models.Model):
+    """One signed CRL. Every web process serves the newest row, so all serve the same bytes."""
+
+    ca = models.ForeignKey(CertificateAuthority, on_delete=models.PROTECT, related_name="crls")
+    number = models.PositiveBigIntegerField()
+    this_update = models.DateTimeField()
+    next_update = models.DateTimeField()
+    der = models.BinaryField()
+    sha256 = models.CharField(max_length=64)
+    entries = models.PositiveIntegerField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "CRL publication"
+        ordering = ["-number"]
+        get_latest_by = "number"
+        constraints = [models.UniqueConstraint(fields=["ca", "number"], name="crl_unique_number_per_ca")]
+
+    def __str__(self) -> str:
+        return f"CRL #{self.number} of {self.ca.slug}"

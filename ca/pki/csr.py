@@ -1,0 +1,244 @@
+"""Parse and check a submitted PKCS#10 certificate signing request (RFC 2986).
+
+Accepted encodings: PEM with the label ``CERTIFICATE REQUEST`` (RFC 7468 section 7) or ``NEW CERTIFICATE
+REQUEST`` (what Java's keytool writes), DER, or bare base64 of the DER. Line breaks (LF or CRLF), blank
+lines and spaces around the base64 are tolerated; exactly one request must be present.
+
+Order of checks: size (before any parsing), private-key detection (refused, never echoed), encoding,
+DER structure, then the request's self-signature (RFC 2986 section 3: the signature over
+CertificationRequestInfo proves possession of the private key), then key and signature policy.
+Nothing from the request's subject or attributes is trusted: the CA builds subjects from the account.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass
+
+from asn1crypto import core as asn1_core
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+
+from .errors import Refusal, RequestRefused
+from .keypolicy import KeyInfo, check_public_key, check_signature_hash
+
+#: Largest submission accepted, checked before any parsing. An RSA 4096 CSR in PEM is about 1.7 KiB.
+MAX_SUBMISSION_BYTES = 16 * 1024
+
+REQUEST_LABELS = ("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST")
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----(.*?)-----END \1-----", re.DOTALL)
+_PEM_BEGIN = re.compile(rb"-----BEGIN ([^-\r\n]*)-----")
+_BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")
+
+PRIVATE_KEY_WARNING = (
+    "This is a private key. Never send your private key to anyone, this portal included: it stays on "
+    "your computer. Nothing of it was stored. Submit the certificate request (CSR) made from it instead, "
+    "for example: openssl req -new -key my.key -out my.csr. If this key was sent anywhere else, "
+    "treat it as compromised and make a new one."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRequest:
+    """A request that passed every check. ``der`` is the canonical form to store."""
+
+    der: bytes
+    sha256: str
+    csr: x509.CertificateSigningRequest
+    key: KeyInfo
+    requested_subject: str  # shown to administrators as "requested, ignored"
+
+    @property
+    def public_key_der(self) -> bytes:
+        return self.csr.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+
+def _refuse_private_key_der(der: bytes) -> None:
+    """Refuse DER that is an unencrypted or encrypted private key (PKCS#8, PKCS#1, SEC 1)."""
+    try:
+        serialization.load_der_private_key(der, password=None)
+    except TypeError:  # encrypted PKCS#8: it is a private key that needs a password
+        raise RequestRefused(Refusal.PRIVATE_KEY, PRIVATE_KEY_WARNING) from None
+    except (ValueError, UnsupportedAlgorithm):
+        return
+    raise RequestRefused(Refusal.PRIVATE_KEY, PRIVATE_KEY_WARNING)
+
+
+def _b64decode(text: bytes, *, what: str) -> bytes:
+    compact = b"".join(text.split())
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestRefused(
+            Refusal.BAD_ENCODING,
+            f"The {what} is not valid base64: it has been altered or cut. Copy the whole file again, "
+            "from the -----BEGIN line to the -----END line.",
+        ) from None
+
+
+def _from_pem(data: bytes) -> bytes:
+    begins = _PEM_BEGIN.findall(data)
+    if any(b"PRIVATE KEY" in label for label in begins):
+        raise RequestRefused(Refusal.PRIVATE_KEY, PRIVATE_KEY_WARNING)
+    blocks = _PEM_BLOCK.findall(data)
+    if len(begins) > len(blocks) or not blocks:
+        raise RequestRefused(
+            Refusal.TRUNCATED,
+            "The request is incomplete: a -----BEGIN line has no matching -----END line. "
+            "Copy the whole file, including the last line.",
+        )
+    if len(blocks) > 1:
+        raise RequestRefused(
+            Refusal.MULTIPLE,
+            f"The text contains {len(blocks)} PEM blocks; submit exactly one certificate request at a time.",
+        )
+    label = blocks[0][0].decode("ascii")
+    if label in ("CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE"):
+        raise RequestRefused(
+            Refusal.CERTIFICATE,
+            "This is a certificate, not a certificate request. Submit the CSR "
+            "(-----BEGIN CERTIFICATE REQUEST-----) made with: openssl req -new -key my.key -out my.csr.",
+        )
+    if label not in REQUEST_LABELS:
+        raise RequestRefused(
+            Refusal.NOT_A_REQUEST,
+            f"This is a PEM block of type '{label}', not a certificate request. Submit the CSR "
+            "(-----BEGIN CERTIFICATE REQUEST-----).",
+        )
+    return _b64decode(blocks[0][1], what="certificate request")
+
+
+def _decode(data: bytes) -> bytes:
+    """Return the DER of the one object in ``data`` (raw DER is returned as it is, never stripped)."""
+    if data[:1] == b"\x30":
+        return data
+    data = data.strip()
+    if b"-----BEGIN" in data:
+        return _from_pem(data)
+    if _BASE64_TEXT.fullmatch(data):
+        return _b64decode(data, what="submission")
+    raise RequestRefused(
+        Refusal.NOT_A_REQUEST,
+        "This is not a certificate request. Submit a PKCS#10 CSR in PEM "
+        "(-----BEGIN CERTIFICATE REQUEST-----) or DER form.",
+    )
+
+
+def _check_one_der_object(der: bytes) -> None:
+    try:
+        asn1_core.Asn1Value.load(der, strict=True)
+    except ValueError as exc:
+        if "extra data" in str(exc).lower() or "trailing" in str(exc).lower():
+            raise RequestRefused(
+                Refusal.MULTIPLE,
+                "There is extra data after the certificate request; submit exactly one request.",
+            ) from None
+        raise RequestRefused(
+            Refusal.TRUNCATED if "insufficient data" in str(exc).lower() else Refusal.MALFORMED,
+            "The certificate request is damaged or incomplete and cannot be read. "
+            "Make it again with openssl req or keytool -certreq and submit the whole file.",
+        ) from None
+
+
+def _load_csr(der: bytes) -> x509.CertificateSigningRequest:
+    _refuse_private_key_der(der)
+    _check_one_der_object(der)
+    try:
+        return x509.load_der_x509_csr(der)
+    except ValueError:
+        pass
+    try:
+        x509.load_der_x509_certificate(der)
+    except ValueError:
+        pass
+    else:
+        raise RequestRefused(
+            Refusal.CERTIFICATE,
+            "This is a certificate, not a certificate request. Submit the CSR made with: "
+            "openssl req -new -key my.key -out my.csr.",
+        )
+    raise RequestRefused(
+        Refusal.MALFORMED,
+        "This is not a valid PKCS#10 certificate request. Make it again with openssl req or "
+        "keytool -certreq and submit the whole file.",
+    )
+
+
+def _verify_self_signature(csr: x509.CertificateSigningRequest) -> None:
+    try:
+        valid = csr.is_signature_valid
+    except (UnsupportedAlgorithm, ValueError):
+        valid = None
+    if valid is None:
+        raise RequestRefused(
+            Refusal.SIGNATURE_ALGORITHM,
+            "The request's signature uses an algorithm the portal does not accept. Sign it with "
+            "SHA-256 and an RSA or ECDSA key (for example: openssl req -new -sha256 ...).",
+        )
+    if not valid:
+        raise RequestRefused(
+            Refusal.BAD_SIGNATURE,
+            "The request's signature does not match its public key: the request was altered after it "
+            "was signed, or is damaged. Make a new request from your key and submit it unchanged.",
+        )
+
+
+def check_csr_der(*, der: bytes) -> ParsedRequest:
+    """Check a DER-encoded CSR: one object, valid self-signature, key and signature policy.
+
+    Used both at submission and again by the CA right before signing.
+    """
+    csr = _load_csr(der)
+    _verify_self_signature(csr)
+    try:
+        public_key = csr.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        raise RequestRefused(
+            Refusal.KEY_TYPE,
+            "The request's public key is of a type the portal does not accept. "
+            "Use an ECDSA P-256 or RSA 3072 key.",
+        ) from None
+    key = check_public_key(public_key=public_key)
+    try:
+        hash_algorithm = csr.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        hash_algorithm = None
+    check_signature_hash(algorithm=hash_algorithm)
+    try:
+        requested_subject = csr.subject.rfc4514_string()
+    except ValueError:
+        requested_subject = "(unreadable)"
+    return ParsedRequest(
+        der=der,
+        sha256=hashlib.sha256(der).hexdigest(),
+        csr=csr,
+        key=key,
+        requested_subject=requested_subject,
+    )
+
+
+def parse_csr(*, data: bytes | str) -> ParsedRequest:
+    """Parse a submission (PEM, DER or bare base64) into a checked request, or raise RequestRefused.
+
+    The size cap is applied to the raw submission before anything else is looked at.
+    """
+    raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
+    if len(raw) > MAX_SUBMISSION_BYTES:
+        raise RequestRefused(
+            Refusal.TOO_LARGE,
+            f"The submission is {len(raw)} bytes; a certificate request is at most "
+            f"{MAX_SUBMISSION_BYTES // 1024} KiB. Submit only the CSR file.",
+        )
+    if not raw.strip():
+        raise RequestRefused(Refusal.EMPTY, "Nothing was submitted. Paste or upload your CSR file.")
+    der = _decode(raw)
+    if not der:
+        raise RequestRefused(Refusal.EMPTY, "The PEM block is empty. Paste the whole CSR file.")
+    return check_csr_der(der=der)

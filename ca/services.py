@@ -1,0 +1,516 @@
+"""CA operations across rows: create or import a CA, issue, revoke, publish and serve CRLs, export.
+
+Everything that signs loads the CA key through :mod:`ca.pki.keys` (the only reader of key files).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils.text import slugify
+
+from ca.clock import utcnow
+from ca.models import (
+    CertificateAuthority,
+    Certificate,
+    CrlPublication,
+    Revocation,
+    RevocationReason,
+)
+from ca.pki import crl as pki_crl
+from ca.pki import keys as pki_keys
+from ca.pki.csr import ParsedRequest, check_csr_der
+from ca.pki.errors import CAKeyError
+from ca.pki.pem import pem_armor
+from ca.pki.profiles import (
+    Profile,
+    ProfileError,
+    SubjectInfo,
+    build_ca_certificate,
+    build_ca_name,
+    build_client_certificate,
+    get_profile,
+    validity_window,
+)
+from ca.pki.serials import format_serial, new_serial, parse_serial
+
+logger = logging.getLogger(__name__)
+
+
+class CAError(Exception):
+    """A CA operation cannot be done; the message says why and what to do."""
+
+
+# --- keys ------------------------------------------------------------------------------------------
+
+_key_cache: dict[tuple[int, str, int], pki_keys.CAPrivateKey] = {}
+_key_cache_lock = threading.Lock()
+
+
+def key_path(ca: CertificateAuthority) -> Path:
+    return Path(settings.ENROLL_CA_KEY_DIR) / ca.key_file
+
+
+def load_key(ca: CertificateAuthority) -> pki_keys.CAPrivateKey:
+    """The CA's private key, decrypted once per process and file version."""
+    path = key_path(ca)
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError as exc:
+        raise CAKeyError(f"The key file of CA '{ca.slug}' ({path}) cannot be read: {exc.strerror}.") from None
+    cache_key = (ca.pk, ca.key_file, mtime)
+    with _key_cache_lock:
+        cached = _key_cache.get(cache_key)
+    if cached is not None:
+        return cached
+    key = pki_keys.load_ca_key(path=path, passphrase=settings.ENROLL_CA_PASSPHRASE, certificate=ca.certificate)
+    with _key_cache_lock:
+        _key_cache[cache_key] = key
+    return key
+
+
+def clear_key_cache() -> None:
+    with _key_cache_lock:
+        _key_cache.clear()
+
+
+# --- creating and importing CAs --------------------------------------------------------------------
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:56] or "ca"
+    slug, counter = base, 2
+    while CertificateAuthority.objects.filter(slug=slug).exists():
+        slug, counter = f"{base}-{counter}", counter + 1
+    return slug
+
+
+def _fingerprint(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
+
+
+def _save_ca(
+    *,
+    slug: str,
+    name: str,
+    certificate: x509.Certificate,
+    key: pki_keys.CAPrivateKey,
+    key_type: str,
+    parent: CertificateAuthority | None,
+    make_default: bool,
+    now: dt.datetime,
+) -> CertificateAuthority:
+    key_file = f"{slug}-{secrets.token_hex(4)}.key.pem"
+    pki_keys.save_ca_key(
+        key=key, path=Path(settings.ENROLL_CA_KEY_DIR) / key_file, passphrase=settings.ENROLL_CA_PASSPHRASE
+    )
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    with transaction.atomic():
+        if make_default:
+            CertificateAuthority.objects.filter(is_default=True).update(is_default=False)
+        ca = CertificateAuthority.objects.create(
+            slug=slug,
+            name=name,
+            parent=parent,
+            certificate_der=der,
+            key_file=key_file,
+            key_type=key_type,
+            subject=certificate.subject.rfc4514_string(),
+            serial=format_serial(serial=certificate.serial_number),
+            not_before=certificate.not_valid_before_utc,
+            not_after=certificate.not_valid_after_utc,
+            fingerprint_sha256=_fingerprint(der),
+            is_default=make_default,
+            created_at=now,
+        )
+        publish_crl(ca=ca, now=now)
+    return ca
+
+
+def create_ca(
+    *,
+    name: str,
+    key_type: pki_keys.CAKeyType = pki_keys.CAKeyType.EC_P256,
+    days: int = 3650,
+    parent: CertificateAuthority | None = None,
+    slug: str | None = None,
+    make_default: bool | None = None,
+    now: dt.datetime | None = None,
+) -> CertificateAuthority:
+    """Generate a CA key and certificate (root, or intermediate under ``parent``) and publish its first CRL.
+
+    The first CA created becomes the default issuer unless ``make_default`` says otherwise.
+    """
+    now = now or utcnow()
+    slug = slug or _unique_slug(name)
+    if CertificateAuthority.objects.filter(slug=slug).exists():
+        raise CAError(f"A CA with the slug '{slug}' exists already; choose another --slug.")
+    if make_default is None:
+        make_default = not CertificateAuthority.objects.filter(is_default=True).exists()
+    key = pki_keys.generate_ca_key(key_type=key_type)
+    not_before = now - dt.timedelta(minutes=5)
+    not_after = now + dt.timedelta(days=days)
+    try:
+        if parent is None:
+            certificate = build_ca_certificate(
+                subject=build_ca_name(common_name=name, organization=settings.ENROLL_ORGANIZATION or None),
+                key=key, serial=new_serial(), not_before=not_before, not_after=not_after,
+            )
+        else:
+            not_after = min(not_after, parent.not_after)
+            certificate = build_ca_certificate(
+                subject=build_ca_name(common_name=name, organization=settings.ENROLL_ORGANIZATION or None),
+                key=key, serial=new_serial(), not_before=not_before, not_after=not_after,
+                issuer=parent.certificate, issuer_key=load_key(parent), issuer_urls=parent.urls,
+            )
+    except (ProfileError, CAKeyError) as exc:
+        raise CAError(str(exc)) from exc
+    return _save_ca(slug=slug, name=name, certificate=certificate, key=key, key_type=str(key_type),
+                    parent=parent, make_default=make_default, now=now)
+
+
+def import_ca(
+    *,
+    cert_pem: bytes,
+    key_pem: bytes,
+    key_passphrase: str | None = None,
+    slug: str | None = None,
+    make_default: bool | None = None,
+    now: dt.datetime | None = None,
+) -> CertificateAuthority:
+    """Take over an existing CA: check the certificate is a CA and the key matches, store the key encrypted.
+
+    The parent is found among the known CAs by issuer name and signature; a CA whose issuer is not here
+    (an intermediate of an offline root) is imported without a parent.
+    """
+    now = now or utcnow()
+    try:
+        certificate = (
+            x509.load_pem_x509_certificate(cert_pem)
+            if b"-----BEGIN" in cert_pem
+            else x509.load_der_x509_certificate(cert_pem)
+        )
+    except ValueError:
+        raise CAError("The CA certificate file is not a PEM or DER certificate.") from None
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+        certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    except x509.ExtensionNotFound as exc:
+        raise CAError(f"The certificate lacks the {exc.oid._name} extension a CA certificate needs.") from None
+    if not constraints.ca or not usage.key_cert_sign or not usage.crl_sign:
+        raise CAError("The certificate is not a CA certificate (cA=TRUE, keyCertSign and cRLSign are needed).")
+    try:
+        key = pki_keys.load_private_key_pem(pem=key_pem, passphrase=key_passphrase)
+        pki_keys.check_key_matches(key=key, certificate=certificate)
+    except CAKeyError as exc:
+        raise CAError(str(exc)) from exc
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    if CertificateAuthority.objects.filter(fingerprint_sha256=_fingerprint(der)).exists():
+        raise CAError("This CA certificate has been imported already.")
+    parent = None
+    for candidate in CertificateAuthority.objects.exclude(fingerprint_sha256=_fingerprint(der)):
+        if candidate.certificate.subject == certificate.issuer:
+            try:
+                certificate.verify_directly_issued_by(candidate.certificate)
+            except (ValueError, TypeError, x509.InvalidSignature):
+                continue
+            parent = candidate
+            break
+    common_name = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    name = str(common_name[0].value) if common_name else certificate.subject.rfc4514_string()
+    if make_default is None:
+        make_default = not CertificateAuthority.objects.filter(is_default=True).exists()
+    key_type = (
+        f"rsa-{key.key_size}"
+        if isinstance(key, pki_keys.rsa.RSAPrivateKey)
+        else f"ec-{key.curve.name}"
+    )
+    return _save_ca(slug=slug or _unique_slug(name), name=name[:64], certificate=certificate, key=key,
+                    key_type=key_type, parent=parent, make_default=make_default, now=now)
+
+
+def default_ca() -> CertificateAuthority:
+    ca = CertificateAuthority.objects.filter(is_default=True).first()
+    if ca is None:
+        raise CAError("No CA issues certificates yet: create one with manage.py init_ca --name NAME.")
+    return ca
+
+
+# --- issuing ---------------------------------------------------------------------------------------
+
+
+def issue_certificate(
+    *,
+    request_der: bytes,
+    subject: SubjectInfo,
+    owner: AbstractBaseUser | None,
+    ca: CertificateAuthority | None = None,
+    profile_name: str = "client",
+    validity: dt.timedelta | None = None,
+    now: dt.datetime | None = None,
+) -> Certificate:
+    """Re-check a stored PKCS#10 request and sign a certificate for it with the account's subject.
+
+    Raises :class:`ca.pki.errors.RequestRefused` or :class:`CAError` and signs nothing on any problem.
+    Must run inside a transaction: the serial is reserved by inserting the row before signing.
+    """
+    parsed: ParsedRequest = check_csr_der(der=request_der)
+    return _sign(parsed=parsed, subject=subject, owner=owner, ca=ca or default_ca(),
+                 profile_name=profile_name, validity=validity, now=now or utcnow())
+
+
+def _sign(
+    *,
+    parsed: ParsedRequest,
+    subject: SubjectInfo,
+    owner: AbstractBaseUser | None,
+    ca: CertificateAuthority,
+    profile_name: str,
+    validity: dt.timedelta | None,
+    now: dt.datetime,
+) -> Certificate:
+    try:
+        profile = get_profile(name=profile_name)
+        key = load_key(ca)
+        not_before, not_after = validity_window(
+            now=now,
+            validity=validity or dt.timedelta(days=settings.ENROLL_CERT_VALIDITY_DAYS),
+            issuer=ca.certificate,
+        )
+    except (ProfileError, CAKeyError) as exc:
+        raise CAError(str(exc)) from exc
+    with transaction.atomic():
+        return _reserve_and_sign(parsed=parsed, subject=subject, owner=owner, ca=ca, profile=profile,
+                                 key=key, not_before=not_before, not_after=not_after, now=now)
+
+
+def _reserve_and_sign(
+    *,
+    parsed: ParsedRequest,
+    subject: SubjectInfo,
+    owner: AbstractBaseUser | None,
+    ca: CertificateAuthority,
+    profile: Profile,
+    key: pki_keys.CAPrivateKey,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    now: dt.datetime,
+) -> Certificate:
+    for _attempt in range(5):
+        serial = new_serial()
+        try:
+            with transaction.atomic():
+                row = Certificate.objects.create(
+                    ca=ca, serial=format_serial(serial=serial), der=b"", subject="", not_before=not_before,
+                    not_after=not_after, owner=owner, spki_sha256=parsed.key.spki_sha256,
+                    profile=profile.name, request_sha256=parsed.sha256, created_at=now,
+                )
+        except IntegrityError:
+            logger.warning("serial collision on CA %s, drawing another", ca.slug)
+            continue
+        break
+    else:
+        raise CAError("Could not reserve a unique serial number; try again.")
+    try:
+        certificate = build_client_certificate(
+            profile=profile, public_key=parsed.csr.public_key(), subject=subject, issuer=ca.certificate,
+            issuer_key=key, serial=serial, not_before=not_before, not_after=not_after, urls=ca.urls,
+        )
+    except ProfileError as exc:
+        raise CAError(str(exc)) from exc
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    row.der = der
+    row.subject = certificate.subject.rfc4514_string()
+    row.fingerprint_sha256 = _fingerprint(der)
+    row.save(update_fields=["der", "subject", "fingerprint_sha256"])
+    logger.info("issued %s serial %s on CA %s", row.subject, row.serial, ca.slug)
+    return row
+
+
+# --- revoking and CRLs -----------------------------------------------------------------------------
+
+
+def find_certificate(*, serial: str, ca: CertificateAuthority | None = None) -> Certificate:
+    """Look a certificate up by serial (hex, colons optional, any case)."""
+    try:
+        canonical = format_serial(serial=parse_serial(text=serial))
+    except ValueError as exc:
+        raise CAError(str(exc)) from None
+    matches = Certificate.objects.filter(serial=canonical).exclude(der=b"")
+    if ca is not None:
+        matches = matches.filter(ca=ca)
+    found = list(matches.select_related("ca")[:2])
+    if not found:
+        raise CAError(f"No certificate with serial {canonical} was issued here.")
+    if len(found) > 1:
+        raise CAError(f"Several CAs issued serial {canonical}; name the CA with --ca.")
+    return found[0]
+
+
+class AlreadyRevoked(CAError):
+    pass
+
+
+def revoke_certificate(
+    *,
+    certificate: Certificate,
+    reason: RevocationReason,
+    by: AbstractBaseUser | None = None,
+    invalidity_date: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+) -> Revocation:
+    """Record a revocation and publish a new CRL as soon as the revocation is committed."""
+    now = now or utcnow()
+    if invalidity_date is not None and invalidity_date > now:
+        raise CAError("The invalidity date cannot be in the future.")
+    with transaction.atomic():
+        locked = Certificate.objects.select_for_update().get(pk=certificate.pk)
+        if Revocation.objects.filter(certificate=locked).exists():
+            raise AlreadyRevoked(f"Certificate {locked.serial} is revoked already.")
+        revocation = Revocation.objects.create(
+            certificate=locked, reason=reason, revoked_at=now,
+            invalidity_date=invalidity_date, revoked_by=by,
+        )
+        # Not robust on purpose: if signing the new CRL fails, the caller must hear it (the revocation
+        # itself is committed; current_crl() also re-signs when it sees a revocation newer than the CRL).
+        ca = locked.ca
+        transaction.on_commit(lambda: publish_crl(ca=ca))
+    logger.info("revoked serial %s on CA %s (%s)", locked.serial, ca.slug, reason)
+    return revocation
+
+
+def crl_lifetime() -> dt.timedelta:
+    return dt.timedelta(hours=settings.ENROLL_CRL_LIFETIME_HOURS)
+
+
+def is_stale(publication: CrlPublication, *, now: dt.datetime) -> bool:
+    """A CRL is re-signed once half of its lifetime has passed, long before nextUpdate."""
+    return now >= publication.this_update + (publication.next_update - publication.this_update) / 2
+
+
+def publish_crl(
+    *, ca: CertificateAuthority, now: dt.datetime | None = None, unless_newer_than: int | None = None
+) -> CrlPublication:
+    """Sign and store a new CRL for ``ca`` with every revoked certificate that has not long expired.
+
+    The CA row is locked for the whole step, so CRL numbers are strictly increasing and a CRL signed
+    after a revocation commits always lists it. The number is at least the Unix time, so it keeps
+    increasing even after an older database backup is restored.
+    Entries stay until their certificate expired more than one CRL lifetime ago (RFC 5280 5.1.2.6:
+    at least one regularly scheduled CRL after expiry lists it).
+    """
+    lifetime = crl_lifetime()
+    with transaction.atomic():
+        locked = CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
+        now = now or utcnow()
+        this_update = now.replace(microsecond=0)
+        latest = CrlPublication.objects.filter(ca=locked).order_by("-number").first()
+        if unless_newer_than is not None and latest is not None and latest.number > unless_newer_than:
+            return latest  # another process re-signed while this one waited for the lock
+        number = max((latest.number + 1) if latest else 1, int(this_update.timestamp()))
+        read_at = utcnow()
+        rows = (
+            Revocation.objects.filter(certificate__ca=locked, certificate__not_after__gt=this_update - lifetime)
+            .order_by("revoked_at", "pk")
+            .values_list("certificate__serial", "revoked_at", "reason", "invalidity_date")
+        )
+        entries = [
+            pki_crl.CrlEntry(
+                serial=int(serial, 16), revoked_at=revoked_at, reason=RevocationReason(reason).flag,
+                invalidity_date=invalidity_date,
+            )
+            for serial, revoked_at, reason, invalidity_date in rows.iterator(chunk_size=10000)
+        ]
+        try:
+            signed = pki_crl.build_crl(
+                issuer=locked.certificate, issuer_key=load_key(locked), number=number,
+                this_update=this_update, next_update=this_update + lifetime, entries=entries,
+            )
+        except CAKeyError as exc:
+            raise CAError(str(exc)) from exc
+        der = signed.public_bytes(serialization.Encoding.DER)
+        publication = CrlPublication.objects.create(
+            ca=locked, number=number, this_update=this_update, next_update=this_update + lifetime,
+            der=der, sha256=hashlib.sha256(der).hexdigest(), entries=len(entries), created_at=read_at,
+        )
+    logger.info("published CRL #%s of CA %s with %s entries", number, locked.slug, len(entries))
+    return publication
+
+
+def _has_unpublished_revocations(publication: CrlPublication) -> bool:
+    """A revocation recorded after the CRL read its entries (its own publication must have failed)."""
+    return Revocation.objects.filter(
+        certificate__ca_id=publication.ca_id, revoked_at__gt=publication.created_at
+    ).exists()
+
+
+def current_crl(*, ca: CertificateAuthority, now: dt.datetime | None = None) -> CrlPublication:
+    """The CRL to serve: the newest one, re-signed first when it is half-way to nextUpdate.
+
+    Never returns an expired CRL: if it cannot be re-signed in time, :class:`CAError` is raised.
+    """
+    now = now or utcnow()
+    latest = CrlPublication.objects.filter(ca=ca).order_by("-number").first()
+    if latest is not None and not is_stale(latest, now=now) and not _has_unpublished_revocations(latest):
+        return latest
+    try:
+        return publish_crl(ca=ca, now=now, unless_newer_than=latest.number if latest else 0)
+    except CAError:
+        logger.exception("could not re-sign the CRL of CA %s", ca.slug)
+        if latest is not None and latest.next_update > now:
+            return latest
+        raise
+
+
+# --- exporting -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Export:
+    content: bytes
+    content_type: str
+    extension: str
+
+
+EXPORT_FORMATS = ("pem", "der", "chain", "pkcs7")
+
+
+def export_certificate(*, certificate: Certificate, fmt: str) -> Export:
+    """A certificate as PEM, DER, full chain PEM (leaf first) or certs-only PKCS#7 (PEM)."""
+    der = bytes(certificate.der)
+    chain = certificate.ca.chain()
+    match fmt:
+        case "pem":
+            return Export(pem_armor(der=der, label="CERTIFICATE"), "application/x-pem-file", "pem")
+        case "der":
+            return Export(der, "application/pkix-cert", "cer")
+        case "chain":
+            parts = [der, *(bytes(ca.certificate_der) for ca in chain)]
+            return Export(b"".join(pem_armor(der=p, label="CERTIFICATE") for p in parts),
+                          "application/x-pem-file", "chain.pem")
+        case "pkcs7":
+            certs = [certificate.x509, *(ca.certificate for ca in chain)]
+            return Export(pkcs7.serialize_certificates(certs, serialization.Encoding.PEM),
+                          "application/x-pkcs7-certificates", "p7b")
+    raise CAError(f"Unknown format '{fmt}'; use one of {', '.join(EXPORT_FORMATS)}.")
+
+
+def ca_certificate_pem(ca: CertificateAuthority) -> bytes:
+    return pem_armor(der=bytes(ca.certificate_der), label="CERTIFICATE")
+
+
+def crl_pem(publication: CrlPublication) -> bytes:
+    return pem_armor(der=bytes(publication.der), label="X509 CRL")

@@ -1,0 +1,1 @@
+"""The Django project package and the enrollment app (requests, their flow, submission)."""

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ca.pki.csr import MAX_SUBMISSION_BYTES
+from ca.pki.errors import RequestRefused
+from enroll import flows
+from enroll.management.commands._common import get_user
+
+
+class Command(BaseCommand):
+    help = "Submit a CSR (PEM or DER, a file or - for standard input) for a user. Prints the request id last."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--user", required=True, metavar="USERNAME")
+        parser.add_argument("file", help="CSR file, or - to read standard input.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        owner = get_user(options["user"])
+        try:
+            if options["file"] == "-":
+                data = sys.stdin.buffer.read(MAX_SUBMISSION_BYTES + 1)
+            else:
+                with Path(options["file"]).open("rb") as handle:
+                    data = handle.read(MAX_SUBMISSION_BYTES + 1)
+        except OSError as exc:
+            raise CommandError(f"{options['file']}: {exc.strerror}") from None
+        try:
+            request = flows.submit_csr(owner=owner, data=data)
+        except RequestRefused as exc:
+            raise CommandError(exc.message) from None
+        self.stdout.write(f"submitted {request.key_description} request for {options['user']}; request id:")
+        self.stdout.write(str(request.pk))

@@ -1,0 +1,61 @@
+"""Enrollment requests: what a user submitted and where it stands.
+
+A request's status changes only in :mod:`enroll.flows`.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from ca.models import Certificate
+
+
+class RequestKind(models.TextChoices):
+    CSR = "csr", "PKCS#10 CSR"
+    SPKAC = "spkac", "SPKAC (keygen)"
+
+
+class RequestStatus(models.TextChoices):
+    SUBMITTED = "submitted", "Submitted"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    ISSUED = "issued", "Issued"
+    FAILED = "failed", "Failed"
+
+
+class EnrollmentRequest(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="enrollment_requests")
+    kind = models.CharField(max_length=8, choices=RequestKind.choices, default=RequestKind.CSR)
+    request_der = models.BinaryField(help_text="The request as submitted, in DER.")
+    request_sha256 = models.CharField(max_length=64, db_index=True)
+    key_description = models.CharField(max_length=32)
+    spki_sha256 = models.CharField(max_length=64, db_index=True)
+    requested_subject = models.CharField(
+        max_length=1024, blank=True, help_text="The subject the request asked for; ignored."
+    )
+    profile = models.CharField(max_length=32, default="client")
+    status = models.CharField(
+        max_length=16, choices=RequestStatus.choices, default=RequestStatus.SUBMITTED, db_index=True
+    )
+    created_at = models.DateTimeField()
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True, help_text="Why it was rejected or why issuing failed.")
+    certificate = models.OneToOneField(
+        Certificate, null=True, blank=True, on_delete=models.PROTECT, related_name="enrollment_request"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(status="issued") | models.Q(certificate__isnull=False),
+                name="issued_request_has_certificate",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"request #{self.pk} by {self.owner} ({self.status})"

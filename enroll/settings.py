@@ -1,0 +1,130 @@
+"""Django settings, all read from the environment (see README, "Configuration")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from enroll import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env.get_bool("DJANGO_DEBUG", default=False)
+
+_secret_key = env.get("DJANGO_SECRET_KEY")
+if not _secret_key:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set when DJANGO_DEBUG is off."
+        )
+    _secret_key = "django-insecure-development-only-key-do-not-use-in-production"
+SECRET_KEY = _secret_key
+
+ALLOWED_HOSTS = env.get_list(
+    "DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"] if DEBUG else []
+)
+
+DATA_DIR = Path(env.get("ENROLL_DATA_DIR") or BASE_DIR / "var").resolve()
+
+_database_url = env.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'enroll.sqlite3'}"
+try:
+    _database = dj_database_url.parse(_database_url, conn_max_age=60)
+except ValueError as exc:  # unknown scheme, bad URL
+    raise ImproperlyConfigured(f"DATABASE_URL is not usable: {exc}") from None
+if _database["ENGINE"] == "django.db.backends.sqlite3":
+    if _database["NAME"] and _database["NAME"] != ":memory:":
+        Path(_database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # IMMEDIATE transactions take the write lock at BEGIN, so concurrent writers queue instead of
+    # failing with "database is locked" half-way through a transaction.
+    _database["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}
+    _database["CONN_MAX_AGE"] = 0
+elif _database["ENGINE"] != "django.db.backends.postgresql":
+    raise ImproperlyConfigured("DATABASE_URL must be sqlite:///PATH or postgres://USER:PASSWORD@HOST/NAME.")
+DATABASES = {"default": _database}
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "ca.apps.CaConfig",
+    "accounts.apps.AccountsConfig",
+    "enroll.apps.EnrollConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "enroll.urls"
+WSGI_APPLICATION = "enroll.wsgi.application"
+ASGI_APPLICATION = "enroll.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "static"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {"ca": {"level": "INFO"}, "enroll": {"level": "INFO"}},
+}
+
+# --- The CA -----------------------------------------------------------------------------------------
+#: Absolute base URL written into certificates (CRL distribution point, caIssuers).
+ENROLL_PUBLIC_URL = env.get_url("ENROLL_PUBLIC_URL", default="http://127.0.0.1:8000")
+#: Passphrase that encrypts the CA key files (PKCS#8). Required to create or use a CA.
+ENROLL_CA_PASSPHRASE = env.get("ENROLL_CA_PASSPHRASE") or ""
+#: Where CA key files live (inside the data dir by default).
+ENROLL_CA_KEY_DIR = DATA_DIR / "ca"
+#: O= in issued subjects (empty: none).
+ENROLL_ORGANIZATION = env.get("ENROLL_ORGANIZATION", "Enroll Portal") or ""
+#: Validity of client certificates, in days (never past the CA's own notAfter).
+ENROLL_CERT_VALIDITY_DAYS = env.get_int("ENROLL_CERT_VALIDITY_DAYS", default=365, minimum=1, maximum=3650)
+#: CRL lifetime (nextUpdate - thisUpdate), in hours. Re-signed when half of it has passed.
+ENROLL_CRL_LIFETIME_HOURS = env.get_int("ENROLL_CRL_LIFETIME_HOURS", default=168, minimum=2, maximum=24 * 31)
+#: Longest Cache-Control max-age for the CRL, in seconds (never beyond the CRL's nextUpdate).
+ENROLL_CRL_MAX_AGE = env.get_int("ENROLL_CRL_MAX_AGE", default=60, minimum=0, maximum=86400)

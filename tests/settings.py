@@ -1,0 +1,18 @@
+"""Test settings: the real settings module, fed a test environment.
+
+DATABASE_URL passes through, so the same suite runs on SQLite (default) and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production-0123456789abcdef")
+os.environ.setdefault("ENROLL_DATA_DIR", tempfile.mkdtemp(prefix="enroll-test-"))
+os.environ.setdefault("ENROLL_PUBLIC_URL", "http://pki.example.test")
+os.environ.setdefault("ENROLL_CA_PASSPHRASE", "test-passphrase-0123456789")
+
+from enroll.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
