@@ -38,7 +38,13 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
         Path(_database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # IMMEDIATE transactions take the write lock at BEGIN, so concurrent writers queue instead of
     # failing with "database is locked" half-way through a transaction.
-    _database["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}
+    # WAL lets readers (CRL downloads) run while a writer commits; synchronous=NORMAL is durable in
+    # WAL mode except for the last transactions on power loss (not on a process crash).
+    _database["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
     _database["CONN_MAX_AGE"] = 0
 elif _database["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must be sqlite:///PATH or postgres://USER:PASSWORD@HOST/NAME.")

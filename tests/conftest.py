@@ -1,0 +1,100 @@
+"""Shared fixtures: a CA, alice, bob, an administrator, CSR helpers and real-program lookup."""
+
+from __future__ import annotations
+
+import os
+import sys
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.x509.oid import NameOID
+from django.contrib.auth.models import User
+
+from accounts.services import mark_email_verified
+from ca import services
+from ca.models import Certificate, CertificateAuthority
+from enroll import flows
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+#: Set in CI: a real-client test whose program is missing fails instead of being skipped.
+REQUIRE_REAL_CLIENTS = os.environ.get("ENROLL_REQUIRE_REAL_CLIENTS", "") == "1"
+
+
+def fixture_bytes(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def need_program(name: str) -> str:
+    """Path of a real program the test needs; skip (or fail in CI) when it is missing."""
+    found = shutil.which(name)
+    if found is None:
+        venv_bin = Path(sys.executable).parent / name
+        found = str(venv_bin) if venv_bin.exists() else None
+    if found is None:
+        message = f"{name} is not installed"
+        if REQUIRE_REAL_CLIENTS:
+            pytest.fail(f"{message} (ENROLL_REQUIRE_REAL_CLIENTS=1)")
+        pytest.skip(message)
+    return found
+
+
+def make_csr(
+    key: CertificateIssuerPrivateKeyTypes | None = None,
+    *,
+    common_name: str = "whatever-the-csr-says",
+    extensions: list[tuple[x509.ExtensionType, bool]] | None = None,
+    encoding: serialization.Encoding = serialization.Encoding.PEM,
+) -> bytes:
+    """A CSR made with `cryptography` (EC P-256 key unless one is given)."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    )
+    for extension, critical in extensions or []:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(key, hashes.SHA256()).public_bytes(encoding)
+
+
+@pytest.fixture
+def ca(db: None) -> CertificateAuthority:
+    """A root CA (EC P-256) that issues client certificates."""
+    return services.create_ca(name="Test Root CA", slug="test-root", make_default=True)
+
+
+@pytest.fixture
+def alice(db: None) -> User:
+    user = User.objects.create_user("alice", "alice@example.com", "alice-password-123")
+    mark_email_verified(user)
+    return user
+
+
+@pytest.fixture
+def bob(db: None) -> User:
+    user = User.objects.create_user("bob", "bob@example.com", "bob-password-123")
+    mark_email_verified(user)
+    return user
+
+
+@pytest.fixture
+def admin_user(db: None) -> User:
+    return User.objects.create_superuser("admin", "admin@example.com", "admin-password-123")
+
+
+@pytest.fixture
+def issue_for() -> Callable[..., Certificate]:
+    """Submit and approve a CSR for a user; return the certificate."""
+
+    def issue(user: User, csr: bytes | None = None) -> Certificate:
+        request = flows.submit_csr(owner=user, data=csr or make_csr())
+        approved = flows.approve(request_id=request.pk)
+        assert approved.certificate is not None, approved.reason
+        return approved.certificate
+
+    return issue
