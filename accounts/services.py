@@ -2,13 +2,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.contrib.auth.models import AbstractBaseUser
-
 from accounts.models import Profile
 from ca.clock import utcnow
+from ca.types import Account
 
 
-def verified_email(user: AbstractBaseUser) -> str | None:
+def verified_email(user: Account) -> str | None:
     """The user's e-mail address if it is verified and still the account's address, else None."""
     profile = Profile.objects.filter(user=user).first()
     email = getattr(user, "email", "")
@@ -17,7 +16,8 @@ def verified_email(user: AbstractBaseUser) -> str | None:
     return email if profile.verified_email.lower() == email.lower() else None
 
 
-def mark_email_verified(user: AbstractBaseUser, *, now: dt.datetime | None = None) -> None:
+def mark_email_verified(user: Account, *, now: dt.datetime | None = None) -> None:
     Profile.objects.update_or_create(
-        user=user, defaults={"email_verified_at": now or utcnow(), "verified_email": getattr(user, "email", "")}
+        user=user,
+        defaults={"email_verified_at": now or utcnow(), "verified_email": getattr(user, "email", "")},
     )

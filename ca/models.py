@@ -24,7 +24,9 @@ class CertificateAuthority(models.Model):
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
     )
     certificate_der = models.BinaryField()
-    key_file = models.CharField(max_length=255, help_text="File name of the encrypted key in the CA key folder.")
+    key_file = models.CharField(
+        max_length=255, help_text="File name of the encrypted key in the CA key folder."
+    )
     key_type = models.CharField(max_length=16)
     subject = models.CharField(max_length=512)
     serial = models.CharField(max_length=42)
@@ -59,7 +61,9 @@ class CertificateAuthority(models.Model):
     @property
     def urls(self) -> IssuerUrls:
         """The URLs written into certificates this CA issues."""
-        return IssuerUrls(crl_url=self.public_url("ca:crl-der"), ca_issuers_url=self.public_url("ca:cert-der"))
+        return IssuerUrls(
+            crl_url=self.public_url("ca:crl-der"), ca_issuers_url=self.public_url("ca:cert-der")
+        )
 
     def chain(self) -> list[CertificateAuthority]:
         """This CA and its parents, up to the root."""
@@ -98,7 +102,9 @@ class Certificate(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        constraints = [models.UniqueConstraint(fields=["ca", "serial"], name="certificate_unique_serial_per_ca")]
+        constraints = [
+            models.UniqueConstraint(fields=["ca", "serial"], name="certificate_unique_serial_per_ca")
+        ]
 
     def __str__(self) -> str:
         return f"{self.subject} #{self.serial}"

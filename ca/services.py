@@ -14,17 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from ca.clock import utcnow
 from ca.models import (
-    CertificateAuthority,
     Certificate,
+    CertificateAuthority,
     CrlPublication,
     Revocation,
     RevocationReason,
@@ -45,6 +46,7 @@ from ca.pki.profiles import (
     validity_window,
 )
 from ca.pki.serials import format_serial, new_serial, parse_serial
+from ca.types import Account
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +77,9 @@ def load_key(ca: CertificateAuthority) -> pki_keys.CAPrivateKey:
         cached = _key_cache.get(cache_key)
     if cached is not None:
         return cached
-    key = pki_keys.load_ca_key(path=path, passphrase=settings.ENROLL_CA_PASSPHRASE, certificate=ca.certificate)
+    key = pki_keys.load_ca_key(
+        path=path, passphrase=settings.ENROLL_CA_PASSPHRASE, certificate=ca.certificate
+    )
     with _key_cache_lock:
         _key_cache[cache_key] = key
     return key
@@ -113,9 +117,14 @@ def _save_ca(
     now: dt.datetime,
 ) -> CertificateAuthority:
     key_file = f"{slug}-{secrets.token_hex(4)}.key.pem"
-    pki_keys.save_ca_key(
-        key=key, path=Path(settings.ENROLL_CA_KEY_DIR) / key_file, passphrase=settings.ENROLL_CA_PASSPHRASE
-    )
+    try:
+        pki_keys.save_ca_key(
+            key=key,
+            path=Path(settings.ENROLL_CA_KEY_DIR) / key_file,
+            passphrase=settings.ENROLL_CA_PASSPHRASE,
+        )
+    except CAKeyError as exc:
+        raise CAError(str(exc)) from exc
     der = certificate.public_bytes(serialization.Encoding.DER)
     with transaction.atomic():
         if make_default:
@@ -166,19 +175,53 @@ def create_ca(
         if parent is None:
             certificate = build_ca_certificate(
                 subject=build_ca_name(common_name=name, organization=settings.ENROLL_ORGANIZATION or None),
-                key=key, serial=new_serial(), not_before=not_before, not_after=not_after,
+                key=key,
+                serial=new_serial(),
+                not_before=not_before,
+                not_after=not_after,
             )
         else:
             not_after = min(not_after, parent.not_after)
             certificate = build_ca_certificate(
                 subject=build_ca_name(common_name=name, organization=settings.ENROLL_ORGANIZATION or None),
-                key=key, serial=new_serial(), not_before=not_before, not_after=not_after,
-                issuer=parent.certificate, issuer_key=load_key(parent), issuer_urls=parent.urls,
+                key=key,
+                serial=new_serial(),
+                not_before=not_before,
+                not_after=not_after,
+                issuer=parent.certificate,
+                issuer_key=load_key(parent),
+                issuer_urls=parent.urls,
             )
     except (ProfileError, CAKeyError) as exc:
         raise CAError(str(exc)) from exc
-    return _save_ca(slug=slug, name=name, certificate=certificate, key=key, key_type=str(key_type),
-                    parent=parent, make_default=make_default, now=now)
+    return _save_ca(
+        slug=slug,
+        name=name,
+        certificate=certificate,
+        key=key,
+        key_type=str(key_type),
+        parent=parent,
+        make_default=make_default,
+        now=now,
+    )
+
+
+#: The names create_ca uses (CAKeyType), so imported and generated CAs read alike.
+_EC_KEY_TYPES = {"secp256r1": "ec-p256", "secp384r1": "ec-p384"}
+
+
+def _load_import_key(*, key_pem: bytes, key_passphrase: str | None) -> pki_keys.CAPrivateKey:
+    """The key to import, unencrypted or encrypted with ``key_passphrase``.
+
+    An unencrypted key is read without the passphrase (`cryptography` refuses a password for a key
+    that is not encrypted), so the operator's configured passphrase does not get in the way.
+    """
+    try:
+        return pki_keys.load_private_key_pem(pem=key_pem, passphrase=None)
+    except CAKeyError:
+        if not key_passphrase:
+            raise
+    return pki_keys.load_private_key_pem(pem=key_pem, passphrase=key_passphrase)
 
 
 def import_ca(
@@ -209,11 +252,15 @@ def import_ca(
         usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
         certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
     except x509.ExtensionNotFound as exc:
-        raise CAError(f"The certificate lacks the {exc.oid._name} extension a CA certificate needs.") from None
+        raise CAError(
+            f"The certificate lacks the {exc.oid._name} extension a CA certificate needs."
+        ) from None
     if not constraints.ca or not usage.key_cert_sign or not usage.crl_sign:
-        raise CAError("The certificate is not a CA certificate (cA=TRUE, keyCertSign and cRLSign are needed).")
+        raise CAError(
+            "The certificate is not a CA certificate (cA=TRUE, keyCertSign and cRLSign are needed)."
+        )
     try:
-        key = pki_keys.load_private_key_pem(pem=key_pem, passphrase=key_passphrase)
+        key = _load_import_key(key_pem=key_pem, key_passphrase=key_passphrase)
         pki_keys.check_key_matches(key=key, certificate=certificate)
     except CAKeyError as exc:
         raise CAError(str(exc)) from exc
@@ -225,7 +272,7 @@ def import_ca(
         if candidate.certificate.subject == certificate.issuer:
             try:
                 certificate.verify_directly_issued_by(candidate.certificate)
-            except (ValueError, TypeError, x509.InvalidSignature):
+            except (ValueError, TypeError, InvalidSignature):
                 continue
             parent = candidate
             break
@@ -233,13 +280,20 @@ def import_ca(
     name = str(common_name[0].value) if common_name else certificate.subject.rfc4514_string()
     if make_default is None:
         make_default = not CertificateAuthority.objects.filter(is_default=True).exists()
-    key_type = (
-        f"rsa-{key.key_size}"
-        if isinstance(key, pki_keys.rsa.RSAPrivateKey)
-        else f"ec-{key.curve.name}"
+    if isinstance(key, rsa.RSAPrivateKey):
+        key_type = f"rsa-{key.key_size}"
+    else:
+        key_type = _EC_KEY_TYPES.get(key.curve.name, f"ec-{key.curve.name}")
+    return _save_ca(
+        slug=slug or _unique_slug(name),
+        name=name[:64],
+        certificate=certificate,
+        key=key,
+        key_type=key_type,
+        parent=parent,
+        make_default=make_default,
+        now=now,
     )
-    return _save_ca(slug=slug or _unique_slug(name), name=name[:64], certificate=certificate, key=key,
-                    key_type=key_type, parent=parent, make_default=make_default, now=now)
 
 
 def default_ca() -> CertificateAuthority:
@@ -256,7 +310,7 @@ def issue_certificate(
     *,
     request_der: bytes,
     subject: SubjectInfo,
-    owner: AbstractBaseUser | None,
+    owner: Account | None,
     ca: CertificateAuthority | None = None,
     profile_name: str = "client",
     validity: dt.timedelta | None = None,
@@ -268,15 +322,22 @@ def issue_certificate(
     Must run inside a transaction: the serial is reserved by inserting the row before signing.
     """
     parsed: ParsedRequest = check_csr_der(der=request_der)
-    return _sign(parsed=parsed, subject=subject, owner=owner, ca=ca or default_ca(),
-                 profile_name=profile_name, validity=validity, now=now or utcnow())
+    return _sign(
+        parsed=parsed,
+        subject=subject,
+        owner=owner,
+        ca=ca or default_ca(),
+        profile_name=profile_name,
+        validity=validity,
+        now=now or utcnow(),
+    )
 
 
 def _sign(
     *,
     parsed: ParsedRequest,
     subject: SubjectInfo,
-    owner: AbstractBaseUser | None,
+    owner: Account | None,
     ca: CertificateAuthority,
     profile_name: str,
     validity: dt.timedelta | None,
@@ -293,15 +354,24 @@ def _sign(
     except (ProfileError, CAKeyError) as exc:
         raise CAError(str(exc)) from exc
     with transaction.atomic():
-        return _reserve_and_sign(parsed=parsed, subject=subject, owner=owner, ca=ca, profile=profile,
-                                 key=key, not_before=not_before, not_after=not_after, now=now)
+        return _reserve_and_sign(
+            parsed=parsed,
+            subject=subject,
+            owner=owner,
+            ca=ca,
+            profile=profile,
+            key=key,
+            not_before=not_before,
+            not_after=not_after,
+            now=now,
+        )
 
 
 def _reserve_and_sign(
     *,
     parsed: ParsedRequest,
     subject: SubjectInfo,
-    owner: AbstractBaseUser | None,
+    owner: Account | None,
     ca: CertificateAuthority,
     profile: Profile,
     key: pki_keys.CAPrivateKey,
@@ -314,9 +384,17 @@ def _reserve_and_sign(
         try:
             with transaction.atomic():
                 row = Certificate.objects.create(
-                    ca=ca, serial=format_serial(serial=serial), der=b"", subject="", not_before=not_before,
-                    not_after=not_after, owner=owner, spki_sha256=parsed.key.spki_sha256,
-                    profile=profile.name, request_sha256=parsed.sha256, created_at=now,
+                    ca=ca,
+                    serial=format_serial(serial=serial),
+                    der=b"",
+                    subject="",
+                    not_before=not_before,
+                    not_after=not_after,
+                    owner=owner,
+                    spki_sha256=parsed.key.spki_sha256,
+                    profile=profile.name,
+                    request_sha256=parsed.sha256,
+                    created_at=now,
                 )
         except IntegrityError:
             logger.warning("serial collision on CA %s, drawing another", ca.slug)
@@ -326,8 +404,15 @@ def _reserve_and_sign(
         raise CAError("Could not reserve a unique serial number; try again.")
     try:
         certificate = build_client_certificate(
-            profile=profile, public_key=parsed.csr.public_key(), subject=subject, issuer=ca.certificate,
-            issuer_key=key, serial=serial, not_before=not_before, not_after=not_after, urls=ca.urls,
+            profile=profile,
+            public_key=parsed.csr.public_key(),
+            subject=subject,
+            issuer=ca.certificate,
+            issuer_key=key,
+            serial=serial,
+            not_before=not_before,
+            not_after=not_after,
+            urls=ca.urls,
         )
     except ProfileError as exc:
         raise CAError(str(exc)) from exc
@@ -364,30 +449,54 @@ class AlreadyRevoked(CAError):
     pass
 
 
+class CrlNotPublished(CAError):
+    """The revocation is recorded, but the CRL that lists it could not be signed."""
+
+
 def revoke_certificate(
     *,
     certificate: Certificate,
     reason: RevocationReason,
-    by: AbstractBaseUser | None = None,
+    by: Account | None = None,
     invalidity_date: dt.datetime | None = None,
     now: dt.datetime | None = None,
 ) -> Revocation:
-    """Record a revocation and publish a new CRL as soon as the revocation is committed."""
-    now = now or utcnow()
-    if invalidity_date is not None and invalidity_date > now:
+    """Record a revocation and publish a new CRL as soon as the revocation is committed.
+
+    The CA row is locked (as publish_crl does) before the revocation time is taken, so every CRL either
+    was read before this revocation's time (current_crl() then sees it as unpublished) or after its
+    commit (and lists it): a revocation cannot fall between two CRLs unnoticed.
+    """
+    if invalidity_date is not None and invalidity_date > (now or utcnow()):
         raise CAError("The invalidity date cannot be in the future.")
     with transaction.atomic():
+        CertificateAuthority.objects.select_for_update().only("pk").get(pk=certificate.ca_id)
+        now = now or utcnow()
         locked = Certificate.objects.select_for_update().get(pk=certificate.pk)
         if Revocation.objects.filter(certificate=locked).exists():
             raise AlreadyRevoked(f"Certificate {locked.serial} is revoked already.")
         revocation = Revocation.objects.create(
-            certificate=locked, reason=reason, revoked_at=now,
-            invalidity_date=invalidity_date, revoked_by=by,
+            certificate=locked,
+            reason=reason,
+            revoked_at=now,
+            invalidity_date=invalidity_date,
+            revoked_by=by,
         )
         # Not robust on purpose: if signing the new CRL fails, the caller must hear it (the revocation
         # itself is committed; current_crl() also re-signs when it sees a revocation newer than the CRL).
         ca = locked.ca
-        transaction.on_commit(lambda: publish_crl(ca=ca))
+        serial = locked.serial
+
+        def publish_after_commit() -> None:
+            try:
+                publish_crl(ca=ca)
+            except CAError as exc:
+                raise CrlNotPublished(
+                    f"Certificate {serial} is revoked, but the new CRL could not be signed: {exc} "
+                    "Fix that and run manage.py publish_crl."
+                ) from exc
+
+        transaction.on_commit(publish_after_commit)
     logger.info("revoked serial %s on CA %s (%s)", locked.serial, ca.slug, reason)
     return revocation
 
@@ -423,28 +532,42 @@ def publish_crl(
         number = max((latest.number + 1) if latest else 1, int(this_update.timestamp()))
         read_at = utcnow()
         rows = (
-            Revocation.objects.filter(certificate__ca=locked, certificate__not_after__gt=this_update - lifetime)
+            Revocation.objects.filter(
+                certificate__ca=locked, certificate__not_after__gt=this_update - lifetime
+            )
             .order_by("revoked_at", "pk")
             .values_list("certificate__serial", "revoked_at", "reason", "invalidity_date")
         )
         entries = [
             pki_crl.CrlEntry(
-                serial=int(serial, 16), revoked_at=revoked_at, reason=RevocationReason(reason).flag,
+                serial=int(serial, 16),
+                revoked_at=revoked_at,
+                reason=RevocationReason(reason).flag,
                 invalidity_date=invalidity_date,
             )
             for serial, revoked_at, reason, invalidity_date in rows.iterator(chunk_size=10000)
         ]
         try:
             signed = pki_crl.build_crl(
-                issuer=locked.certificate, issuer_key=load_key(locked), number=number,
-                this_update=this_update, next_update=this_update + lifetime, entries=entries,
+                issuer=locked.certificate,
+                issuer_key=load_key(locked),
+                number=number,
+                this_update=this_update,
+                next_update=this_update + lifetime,
+                entries=entries,
             )
         except CAKeyError as exc:
             raise CAError(str(exc)) from exc
         der = signed.public_bytes(serialization.Encoding.DER)
         publication = CrlPublication.objects.create(
-            ca=locked, number=number, this_update=this_update, next_update=this_update + lifetime,
-            der=der, sha256=hashlib.sha256(der).hexdigest(), entries=len(entries), created_at=read_at,
+            ca=locked,
+            number=number,
+            this_update=this_update,
+            next_update=this_update + lifetime,
+            der=der,
+            sha256=hashlib.sha256(der).hexdigest(),
+            entries=len(entries),
+            created_at=read_at,
         )
     logger.info("published CRL #%s of CA %s with %s entries", number, locked.slug, len(entries))
     return publication
@@ -499,12 +622,18 @@ def export_certificate(*, certificate: Certificate, fmt: str) -> Export:
             return Export(der, "application/pkix-cert", "cer")
         case "chain":
             parts = [der, *(bytes(ca.certificate_der) for ca in chain)]
-            return Export(b"".join(pem_armor(der=p, label="CERTIFICATE") for p in parts),
-                          "application/x-pem-file", "chain.pem")
+            return Export(
+                b"".join(pem_armor(der=p, label="CERTIFICATE") for p in parts),
+                "application/x-pem-file",
+                "chain.pem",
+            )
         case "pkcs7":
             certs = [certificate.x509, *(ca.certificate for ca in chain)]
-            return Export(pkcs7.serialize_certificates(certs, serialization.Encoding.PEM),
-                          "application/x-pkcs7-certificates", "p7b")
+            return Export(
+                pkcs7.serialize_certificates(certs, serialization.Encoding.PEM),
+                "application/x-pkcs7-certificates",
+                "p7b",
+            )
     raise CAError(f"Unknown format '{fmt}'; use one of {', '.join(EXPORT_FORMATS)}.")
 
 

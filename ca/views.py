@@ -23,8 +23,14 @@ CA_CERT_MAX_AGE = 3600
 
 
 def _respond(
-    request: HttpRequest, *, body: bytes, content_type: str, filename: str, etag: str,
-    last_modified: dt.datetime, max_age: int,
+    request: HttpRequest,
+    *,
+    body: bytes,
+    content_type: str,
+    filename: str,
+    etag: str,
+    last_modified: dt.datetime,
+    max_age: int,
 ) -> HttpResponseBase:
     response = HttpResponse(body, content_type=content_type)
     response["ETag"] = f'"{etag}"'
@@ -45,8 +51,15 @@ def ca_certificate(request: HttpRequest, slug: str, fmt: str) -> HttpResponseBas
         body, content_type, name = services.ca_certificate_pem(ca), "application/x-pem-file", f"{slug}.pem"
     else:
         body, content_type, name = bytes(ca.certificate_der), "application/pkix-cert", f"{slug}.crt"
-    return _respond(request, body=body, content_type=content_type, filename=name, etag=ca.fingerprint_sha256,
-                    last_modified=ca.created_at, max_age=CA_CERT_MAX_AGE)
+    return _respond(
+        request,
+        body=body,
+        content_type=content_type,
+        filename=name,
+        etag=ca.fingerprint_sha256,
+        last_modified=ca.created_at,
+        max_age=CA_CERT_MAX_AGE,
+    )
 
 
 @require_safe
@@ -59,7 +72,8 @@ def crl(request: HttpRequest, slug: str, fmt: str) -> HttpResponseBase:
         response = HttpResponse(
             "The CRL cannot be signed right now and the last one has expired. "
             "The operator must check the CA key and passphrase and run manage.py publish_crl.\n",
-            status=503, content_type="text/plain; charset=utf-8",
+            status=503,
+            content_type="text/plain; charset=utf-8",
         )
         response["Retry-After"] = "60"
         return response
@@ -71,5 +85,12 @@ def crl(request: HttpRequest, slug: str, fmt: str) -> HttpResponseBase:
     else:
         body, content_type, name = bytes(publication.der), "application/pkix-crl", f"{slug}.crl"
         etag = publication.sha256
-    return _respond(request, body=body, content_type=content_type, filename=name, etag=etag,
-                    last_modified=publication.this_update, max_age=max_age)
+    return _respond(
+        request,
+        body=body,
+        content_type=content_type,
+        filename=name,
+        etag=etag,
+        last_modified=publication.this_update,
+        max_age=max_age,
+    )

@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -34,7 +34,12 @@ from ca.pki.serials import format_serial, new_serial
 from enroll import flows
 
 
-def emit(out: TextIO, **figure: Any) -> None:
+class Output(Protocol):
+    def write(self, text: str, /) -> Any: ...
+    def flush(self) -> Any: ...
+
+
+def emit(out: Output, **figure: Any) -> None:
     out.write(json.dumps(figure) + "\n")
     out.flush()
 
@@ -89,21 +94,30 @@ def _fill_revocations(ca: CertificateAuthority, owner: User, count: int, now: dt
         size = min(batch, count - start)
         certificates = Certificate.objects.bulk_create(
             Certificate(
-                ca=ca, serial=format_serial(serial=new_serial()), der=b"\x30\x00", subject="CN=bench",
-                not_before=now - dt.timedelta(days=1), not_after=now + dt.timedelta(days=365), owner=owner,
-                fingerprint_sha256="0" * 64, spki_sha256="0" * 64, profile="client",
-                request_sha256="0" * 64, created_at=now,
+                ca=ca,
+                serial=format_serial(serial=new_serial()),
+                der=b"\x30\x00",
+                subject="CN=bench",
+                not_before=now - dt.timedelta(days=1),
+                not_after=now + dt.timedelta(days=365),
+                owner=owner,
+                fingerprint_sha256="0" * 64,
+                spki_sha256="0" * 64,
+                profile="client",
+                request_sha256="0" * 64,
+                created_at=now,
             )
             for _ in range(size)
         )
         if connection.vendor == "sqlite":  # bulk_create returns primary keys on PostgreSQL and SQLite 3.35+
             certificates = list(Certificate.objects.filter(ca=ca).order_by("-pk")[:size])
         Revocation.objects.bulk_create(
-            Revocation(certificate=c, reason=RevocationReason.SUPERSEDED, revoked_at=now) for c in certificates
+            Revocation(certificate=c, reason=RevocationReason.SUPERSEDED, revoked_at=now)
+            for c in certificates
         )
 
 
-def bench_crl(out: TextIO, sizes: list[int]) -> None:
+def bench_crl(out: Output, sizes: list[int]) -> None:
     now = utcnow()
     ca = services.create_ca(name="Bench CRL CA", slug="bench-crl", make_default=False)
     owner = User.objects.create_user("bench-crl-owner")
@@ -117,12 +131,24 @@ def bench_crl(out: TextIO, sizes: list[int]) -> None:
 
         def build(entries: list[pki_crl.CrlEntry] = entries) -> float:
             started = time.perf_counter()
-            pki_crl.build_crl(issuer=ca.certificate, issuer_key=key, number=1, this_update=now,
-                              next_update=now + dt.timedelta(days=7), entries=entries)
+            pki_crl.build_crl(
+                issuer=ca.certificate,
+                issuer_key=key,
+                number=1,
+                this_update=now,
+                next_update=now + dt.timedelta(days=7),
+                entries=entries,
+            )
             return time.perf_counter() - started
 
         seconds, peak = in_child(build)
-        emit(out, figure="crl_build_core", entries=size, seconds=round(seconds, 4), peak_rss_mib=round(peak / 1024, 1))
+        emit(
+            out,
+            figure="crl_build_core",
+            entries=size,
+            seconds=round(seconds, 4),
+            peak_rss_mib=round(peak / 1024, 1),
+        )
 
         def publish() -> float:
             started = time.perf_counter()
@@ -130,11 +156,17 @@ def bench_crl(out: TextIO, sizes: list[int]) -> None:
             return time.perf_counter() - started
 
         seconds, peak = in_child(publish)
-        emit(out, figure="crl_publish_with_db", database=connection.vendor, entries=size,
-             seconds=round(seconds, 4), peak_rss_mib=round(peak / 1024, 1))
+        emit(
+            out,
+            figure="crl_publish_with_db",
+            database=connection.vendor,
+            entries=size,
+            seconds=round(seconds, 4),
+            peak_rss_mib=round(peak / 1024, 1),
+        )
 
 
-def bench_issuance(out: TextIO, count: int) -> None:
+def bench_issuance(out: Output, count: int) -> None:
     ca = services.create_ca(name="Bench Issuing CA", slug="bench-issuing", make_default=True)
     key = services.load_key(ca)
     owner = User.objects.create_user("bench-user", "bench@example.com")
@@ -145,9 +177,15 @@ def bench_issuance(out: TextIO, count: int) -> None:
     started = time.perf_counter()
     for private_key in public_keys:
         build_client_certificate(
-            profile=get_profile(name="client"), public_key=private_key.public_key(),
-            subject=SubjectInfo(common_name="bench-user", email="bench@example.com"), issuer=ca.certificate,
-            issuer_key=key, serial=new_serial(), not_before=not_before, not_after=not_after, urls=ca.urls,
+            profile=get_profile(name="client"),
+            public_key=private_key.public_key(),
+            subject=SubjectInfo(common_name="bench-user", email="bench@example.com"),
+            issuer=ca.certificate,
+            issuer_key=key,
+            serial=new_serial(),
+            not_before=not_before,
+            not_after=not_after,
+            urls=ca.urls,
         ).public_bytes(serialization.Encoding.DER)
     raw = count / (time.perf_counter() - started)
     emit(out, figure="issue_raw_cryptography", ca_key="ec-p256", certificates=count, per_second=round(raw, 1))
@@ -164,11 +202,19 @@ def bench_issuance(out: TextIO, count: int) -> None:
     for request_id in request_ids:
         flows.approve(request_id=request_id)
     rate = count / (time.perf_counter() - started)
-    emit(out, figure="issue_through_flow", database=connection.vendor, ca_key="ec-p256", certificates=count,
-         per_second=round(rate, 1), raw_per_second=round(raw, 1), share_of_raw=round(rate / raw, 3))
+    emit(
+        out,
+        figure="issue_through_flow",
+        database=connection.vendor,
+        ca_key="ec-p256",
+        certificates=count,
+        per_second=round(rate, 1),
+        raw_per_second=round(raw, 1),
+        share_of_raw=round(rate / raw, 3),
+    )
 
 
-def run(*, out: TextIO = sys.stdout, crl_sizes: list[int], issue_count: int) -> None:
+def run(*, out: Output = sys.stdout, crl_sizes: list[int], issue_count: int) -> None:
     with throwaway_database():
         if issue_count:
             bench_issuance(out, issue_count)

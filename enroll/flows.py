@@ -13,7 +13,6 @@ import datetime as dt
 import logging
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 
 from accounts.services import verified_email
@@ -23,6 +22,7 @@ from ca.models import Certificate
 from ca.pki.csr import parse_csr
 from ca.pki.errors import RequestRefused
 from ca.pki.profiles import SubjectInfo
+from ca.types import Account
 from enroll.models import EnrollmentRequest, RequestKind, RequestStatus
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class FlowError(Exception):
     """A step is not allowed in the request's current state; the message says why."""
 
 
-def submit_csr(*, owner: AbstractBaseUser, data: bytes | str, now: dt.datetime | None = None) -> EnrollmentRequest:
+def submit_csr(*, owner: Account, data: bytes | str, now: dt.datetime | None = None) -> EnrollmentRequest:
     """Check a CSR and store it as a new SUBMITTED request. Raises RequestRefused; stores nothing then."""
     parsed = parse_csr(data=data)
     return EnrollmentRequest.objects.create(
@@ -47,7 +47,7 @@ def submit_csr(*, owner: AbstractBaseUser, data: bytes | str, now: dt.datetime |
     )
 
 
-def subject_for(owner: AbstractBaseUser) -> SubjectInfo:
+def subject_for(owner: Account) -> SubjectInfo:
     """The certificate subject comes from the account, never from the request."""
     return SubjectInfo(
         common_name=owner.get_username(),
@@ -64,7 +64,7 @@ def _lock(request_id: int) -> EnrollmentRequest:
 
 
 def approve(
-    *, request_id: int, by: AbstractBaseUser | None = None, now: dt.datetime | None = None
+    *, request_id: int, by: Account | None = None, now: dt.datetime | None = None
 ) -> EnrollmentRequest:
     """Approve a SUBMITTED request and issue its certificate; ends ISSUED or FAILED (with the reason).
 
@@ -75,12 +75,14 @@ def approve(
     with transaction.atomic():
         request = _lock(request_id)
         if request.status != RequestStatus.SUBMITTED:
-            raise FlowError(f"Request #{request.pk} is {request.get_status_display().lower()}; only "
-                            "submitted requests can be approved.")
+            raise FlowError(
+                f"Request #{request.pk} is {request.get_status_display().lower()}; only "
+                "submitted requests can be approved."
+            )
         if by is not None and by.pk == request.owner_id:
             raise FlowError("Nobody may approve their own request; ask another administrator.")
         request.status = RequestStatus.APPROVED
-        request.decided_by = by  # type: ignore[assignment]
+        request.decided_by = by
         request.decided_at = now
         request.save(update_fields=["status", "decided_by", "decided_at"])
         _issue(request, now=now)
@@ -96,14 +98,19 @@ def _issue(request: EnrollmentRequest, *, now: dt.datetime) -> None:
             if request.kind != RequestKind.CSR:
                 raise FlowError(f"Requests of kind {request.kind} cannot be issued yet.")
             certificate = ca_services.issue_certificate(
-                request_der=bytes(request.request_der), subject=subject_for(request.owner),
-                owner=request.owner, profile_name=request.profile, now=now,
+                request_der=bytes(request.request_der),
+                subject=subject_for(request.owner),
+                owner=request.owner,
+                profile_name=request.profile,
+                now=now,
             )
     except (RequestRefused, ca_services.CAError, FlowError) as exc:
         reason = str(exc)
     except Exception as exc:  # anything else after approval must still end FAILED, never stuck
         logger.exception("issuing request #%s failed", request.pk)
-        reason = f"Internal error while signing ({type(exc).__name__}); the operator has the details in the log."
+        reason = (
+            f"Internal error while signing ({type(exc).__name__}); the operator has the details in the log."
+        )
     if certificate is None:
         request.status = RequestStatus.FAILED
         request.reason = f"Issuing failed: {reason}"
@@ -116,7 +123,7 @@ def _issue(request: EnrollmentRequest, *, now: dt.datetime) -> None:
 
 
 def reject(
-    *, request_id: int, reason: str, by: AbstractBaseUser | None = None, now: dt.datetime | None = None
+    *, request_id: int, reason: str, by: Account | None = None, now: dt.datetime | None = None
 ) -> EnrollmentRequest:
     """Reject a SUBMITTED request with a reason the owner will read."""
     reason = reason.strip()
@@ -125,11 +132,13 @@ def reject(
     with transaction.atomic():
         request = _lock(request_id)
         if request.status != RequestStatus.SUBMITTED:
-            raise FlowError(f"Request #{request.pk} is {request.get_status_display().lower()}; only "
-                            "submitted requests can be rejected.")
+            raise FlowError(
+                f"Request #{request.pk} is {request.get_status_display().lower()}; only "
+                "submitted requests can be rejected."
+            )
         request.status = RequestStatus.REJECTED
         request.reason = reason
-        request.decided_by = by  # type: ignore[assignment]
+        request.decided_by = by
         request.decided_at = now or utcnow()
         request.save(update_fields=["status", "reason", "decided_by", "decided_at"])
     return request

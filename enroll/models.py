@@ -25,7 +25,9 @@ class RequestStatus(models.TextChoices):
 
 
 class EnrollmentRequest(models.Model):
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="enrollment_requests")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="enrollment_requests"
+    )
     kind = models.CharField(max_length=8, choices=RequestKind.choices, default=RequestKind.CSR)
     request_der = models.BinaryField(help_text="The request as submitted, in DER.")
     request_sha256 = models.CharField(max_length=64, db_index=True)

@@ -19,7 +19,7 @@ if not _secret_key:
         raise ImproperlyConfigured(
             "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set when DJANGO_DEBUG is off."
         )
-    _secret_key = "django-insecure-development-only-key-do-not-use-in-production"
+    _secret_key = "django-insecure-development-only-key-do-not-use-in-production"  # noqa: S105 (debug only)
 SECRET_KEY = _secret_key
 
 ALLOWED_HOSTS = env.get_list(

@@ -58,11 +58,42 @@ def main(argv: list[str]) -> int:
     port = free_port()
     log = workdir / "server.log"
     try:
-        subprocess.run([*as_postgres, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                        "-E", "UTF8", "--no-sync"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                *as_postgres,
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         options = f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c fsync=off -c max_connections=100"
-        subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options,
-                        "-w", "-t", "60", "start"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                *as_postgres,
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(log),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         env = dict(os.environ, DATABASE_URL=f"postgres://postgres@127.0.0.1:{port}/postgres")
         print(f"PostgreSQL {bindir.parent.name} on 127.0.0.1:{port}: {' '.join(command)}", flush=True)
         started = time.monotonic()
@@ -71,8 +102,11 @@ def main(argv: list[str]) -> int:
         return result.returncode
     finally:
         if (data / "postmaster.pid").exists():
-            subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                           check=False, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                check=False,
+                stdout=subprocess.DEVNULL,
+            )
         shutil.rmtree(workdir, ignore_errors=True)
 
 

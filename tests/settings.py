@@ -13,6 +13,6 @@ os.environ.setdefault("ENROLL_DATA_DIR", tempfile.mkdtemp(prefix="enroll-test-")
 os.environ.setdefault("ENROLL_PUBLIC_URL", "http://pki.example.test")
 os.environ.setdefault("ENROLL_CA_PASSPHRASE", "test-passphrase-0123456789")
 
-from enroll.settings import *  # noqa: E402,F403
+from enroll.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

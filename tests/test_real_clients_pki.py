@@ -44,8 +44,9 @@ def test_pkilint_finds_nothing_in_issued_certificates_and_crls(
     bob.save()
     without_email = issue_for(bob)
     extra = [issue_for(alice) for _ in range(3)]
-    services.revoke_certificate(certificate=with_email, reason=RevocationReason.KEY_COMPROMISE,
-                                invalidity_date=with_email.not_before)
+    services.revoke_certificate(
+        certificate=with_email, reason=RevocationReason.KEY_COMPROMISE, invalidity_date=with_email.not_before
+    )
     services.revoke_certificate(certificate=extra[0], reason=RevocationReason.UNSPECIFIED)
     services.revoke_certificate(certificate=extra[1], reason=RevocationReason.CERTIFICATE_HOLD)
     services.revoke_certificate(certificate=extra[2], reason=RevocationReason.CESSATION_OF_OPERATION)
@@ -72,13 +73,16 @@ def test_pkilint_finds_nothing_in_root_and_intermediate_certificates(db: None, t
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _verify(tmp_path: Path, chain: list[CertificateAuthority], leaf: Certificate, *crl: bool) -> subprocess.CompletedProcess[str]:
+def _verify(
+    tmp_path: Path, chain: list[CertificateAuthority], leaf: Certificate, *crl: bool
+) -> subprocess.CompletedProcess[str]:
     bundle = write(tmp_path / "bundle.pem", b"".join(services.ca_certificate_pem(ca) for ca in chain))
     leaf_path = write(tmp_path / "leaf.pem", services.export_certificate(certificate=leaf, fmt="pem").content)
     args = [need_program("openssl"), "verify", "-purpose", "sslclient", "-CAfile", str(bundle)]
     if crl:
-        crls = write(tmp_path / "crls.pem",
-                     b"".join(services.crl_pem(services.current_crl(ca=ca)) for ca in chain))
+        crls = write(
+            tmp_path / "crls.pem", b"".join(services.crl_pem(services.current_crl(ca=ca)) for ca in chain)
+        )
         args += ["-crl_check_all", "-CRLfile", str(crls)]
     return run(*args, str(leaf_path))
 
@@ -110,7 +114,11 @@ def test_openssl_refuses_a_certificate_for_server_authentication(
 ) -> None:
     certificate = issue_for(alice)
     bundle = write(tmp_path / "ca.pem", services.ca_certificate_pem(ca))
-    leaf = write(tmp_path / "leaf.pem", services.export_certificate(certificate=certificate, fmt="pem").content)
-    result = run(need_program("openssl"), "verify", "-purpose", "sslserver", "-CAfile", str(bundle), str(leaf))
+    leaf = write(
+        tmp_path / "leaf.pem", services.export_certificate(certificate=certificate, fmt="pem").content
+    )
+    result = run(
+        need_program("openssl"), "verify", "-purpose", "sslserver", "-CAfile", str(bundle), str(leaf)
+    )
     assert result.returncode != 0
     assert "error 26" in result.stderr + result.stdout  # unsuitable certificate purpose

@@ -5,8 +5,11 @@ REQUEST`` (what Java's keytool writes), DER, or bare base64 of the DER. Line bre
 lines and spaces around the base64 are tolerated; exactly one request must be present.
 
 Order of checks: size (before any parsing), private-key detection (refused, never echoed), encoding,
-DER structure, then the request's self-signature (RFC 2986 section 3: the signature over
-CertificationRequestInfo proves possession of the private key), then key and signature policy.
+DER structure (one object: a request followed by anything is "more than one"; anything else that leads is
+refused for what it is), the signature's hash (MD5 and SHA-1 cannot be verified at all by OpenSSL 3, so they
+are named as the reason instead of a "bad signature"), then the request's self-signature (RFC 2986
+section 3: the signature over CertificationRequestInfo proves possession of the private key), then key and
+signature policy.
 Nothing from the request's subject or attributes is trusted: the CA builds subjects from the account.
 """
 
@@ -18,10 +21,10 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from asn1crypto import core as asn1_core
+from asn1crypto import parser as asn1_parser
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 
 from .errors import Refusal, RequestRefused
 from .keypolicy import KeyInfo, check_public_key, check_signature_hash
@@ -131,25 +134,30 @@ def _decode(data: bytes) -> bytes:
     )
 
 
-def _check_one_der_object(der: bytes) -> None:
+def _leading_der_object(der: bytes) -> bytes:
+    """The first DER object in ``der`` (X.690 TLV), or a refusal if it is cut short or unreadable."""
     try:
-        asn1_core.Asn1Value.load(der, strict=True)
+        _class, _method, _tag, header, contents, trailer = asn1_parser.parse(der)
     except ValueError as exc:
-        if "extra data" in str(exc).lower() or "trailing" in str(exc).lower():
-            raise RequestRefused(
-                Refusal.MULTIPLE,
-                "There is extra data after the certificate request; submit exactly one request.",
-            ) from None
         raise RequestRefused(
             Refusal.TRUNCATED if "insufficient data" in str(exc).lower() else Refusal.MALFORMED,
             "The certificate request is damaged or incomplete and cannot be read. "
             "Make it again with openssl req or keytool -certreq and submit the whole file.",
         ) from None
+    return der[: len(header) + len(contents) + len(trailer)]
 
 
 def _load_csr(der: bytes) -> x509.CertificateSigningRequest:
     _refuse_private_key_der(der)
-    _check_one_der_object(der)
+    leading = _leading_der_object(der)
+    if len(leading) != len(der):
+        # Refuse a leading private key, certificate or non-request for what it is; only a real request
+        # followed by more data is "more than one".
+        _load_csr(leading)
+        raise RequestRefused(
+            Refusal.MULTIPLE,
+            "There is extra data after the certificate request; submit exactly one request.",
+        )
     try:
         return x509.load_der_x509_csr(der)
     except ValueError:
@@ -169,6 +177,14 @@ def _load_csr(der: bytes) -> x509.CertificateSigningRequest:
         "This is not a valid PKCS#10 certificate request. Make it again with openssl req or "
         "keytool -certreq and submit the whole file.",
     )
+
+
+def _signature_hash(csr: x509.CertificateSigningRequest) -> hashes.HashAlgorithm | None:
+    """The hash of the request's signature algorithm; None for Ed25519/Ed448 and unknown algorithms."""
+    try:
+        return csr.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        return None
 
 
 def _verify_self_signature(csr: x509.CertificateSigningRequest) -> None:
@@ -196,6 +212,10 @@ def check_csr_der(*, der: bytes) -> ParsedRequest:
     Used both at submission and again by the CA right before signing.
     """
     csr = _load_csr(der)
+    hash_algorithm = _signature_hash(csr)
+    if hash_algorithm is not None:
+        # MD5 / SHA-1 signatures do not verify at all under OpenSSL 3: name the algorithm as the reason.
+        check_signature_hash(algorithm=hash_algorithm)
     _verify_self_signature(csr)
     try:
         public_key = csr.public_key()
@@ -206,10 +226,6 @@ def check_csr_der(*, der: bytes) -> ParsedRequest:
             "Use an ECDSA P-256 or RSA 3072 key.",
         ) from None
     key = check_public_key(public_key=public_key)
-    try:
-        hash_algorithm = csr.signature_hash_algorithm
-    except UnsupportedAlgorithm:
-        hash_algorithm = None
     check_signature_hash(algorithm=hash_algorithm)
     try:
         requested_subject = csr.subject.rfc4514_string()

@@ -141,10 +141,16 @@ def check_public_key(*, public_key: PublicKeyTypes) -> KeyInfo:
 
 def check_signature_hash(*, algorithm: hashes.HashAlgorithm | None) -> None:
     """Refuse request signatures that do not use SHA-256, SHA-384 or SHA-512."""
-    name = algorithm.name if algorithm is not None else "none"
-    if name not in ALLOWED_SIGNATURE_HASHES:
+    if algorithm is None:
         raise RequestRefused(
             Refusal.SIGNATURE_ALGORITHM,
-            f"The request is signed with {name.upper()}, which is no longer safe. Sign it with SHA-256 "
-            "(for example: openssl req -new -sha256 ...).",
+            "The request's signature algorithm is not one the portal accepts (it uses no SHA-2 hash). "
+            "Sign it with SHA-256 and an RSA or ECDSA key (for example: openssl req -new -sha256 ...).",
+        )
+    if algorithm.name not in ALLOWED_SIGNATURE_HASHES:
+        why = "is no longer safe" if algorithm.name in ("md5", "sha1") else "is not accepted"
+        raise RequestRefused(
+            Refusal.SIGNATURE_ALGORITHM,
+            f"The request is signed with {algorithm.name.upper()}, which {why}: only SHA-256, SHA-384 and "
+            "SHA-512 are accepted. Sign it with SHA-256 (for example: openssl req -new -sha256 ...).",
         )

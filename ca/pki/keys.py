@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
@@ -47,7 +48,7 @@ def generate_ca_key(*, key_type: CAKeyType) -> CAPrivateKey:
     raise ValueError(f"unknown CA key type {key_type!r}")
 
 
-def signature_hash_for(*, key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlgorithm:
+def signature_hash_for(*, key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | hashes.SHA384:
     """The hash to sign with: SHA-384 for P-384 and RSA 4096, SHA-256 otherwise (RFC 5480 section 4)."""
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
         return hashes.SHA384()
@@ -94,10 +95,16 @@ def load_private_key_pem(*, pem: bytes, passphrase: str | None) -> CAPrivateKey:
         try:
             key = loader(pem, password=password)
         except TypeError:
+            # `cryptography` raises TypeError both for a missing and for an unneeded password.
+            if password is None:
+                raise CAKeyError(
+                    "The CA key file is encrypted but no passphrase was given; set ENROLL_CA_PASSPHRASE."
+                ) from None
             raise CAKeyError(
-                "The CA key file is encrypted but no passphrase was given; set ENROLL_CA_PASSPHRASE."
+                "The CA key file is not encrypted, but CA keys must be stored encrypted (PKCS#8 with a "
+                "passphrase). Import it with import_ca, which stores it encrypted."
             ) from None
-        except ValueError as exc:
+        except (ValueError, UnsupportedAlgorithm) as exc:
             last_error = exc
             continue
         if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
@@ -116,7 +123,9 @@ def load_ca_key(*, path: Path, passphrase: str, certificate: x509.Certificate) -
     except OSError as exc:
         raise CAKeyError(f"The CA key file {path} cannot be read: {exc.strerror}.") from None
     if not passphrase:
-        raise CAKeyError("No CA passphrase is configured; set ENROLL_CA_PASSPHRASE or ENROLL_CA_PASSPHRASE_FILE.")
+        raise CAKeyError(
+            "No CA passphrase is configured; set ENROLL_CA_PASSPHRASE or ENROLL_CA_PASSPHRASE_FILE."
+        )
     key = load_private_key_pem(pem=pem, passphrase=passphrase)
     check_key_matches(key=key, certificate=certificate)
     return key
@@ -124,8 +133,6 @@ def load_ca_key(*, path: Path, passphrase: str, certificate: x509.Certificate) -
 
 def check_key_matches(*, key: CAPrivateKey, certificate: x509.Certificate) -> None:
     """Refuse a key whose public half is not the certificate's public key."""
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    if key.public_key().public_bytes(serialization.Encoding.DER, spki) != certificate.public_key().public_bytes(
-        serialization.Encoding.DER, spki
-    ):
+    der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(der, spki) != certificate.public_key().public_bytes(der, spki):
         raise CAKeyError("The CA key does not belong to the CA certificate.")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from .keys import CAPrivateKey, signature_hash_for
 
@@ -99,13 +99,21 @@ def _issuer_extensions(
     builder: x509.CertificateBuilder, *, issuer: x509.Certificate, urls: IssuerUrls
 ) -> x509.CertificateBuilder:
     ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    access = [x509.AccessDescription(x509.AuthorityInformationAccessOID.CA_ISSUERS,
-                                     x509.UniformResourceIdentifier(urls.ca_issuers_url))]
+    access = [
+        x509.AccessDescription(
+            AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(urls.ca_issuers_url)
+        )
+    ]
     if urls.ocsp_url:
-        access.insert(0, x509.AccessDescription(x509.AuthorityInformationAccessOID.OCSP,
-                                                x509.UniformResourceIdentifier(urls.ocsp_url)))
+        access.insert(
+            0,
+            x509.AccessDescription(
+                AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(urls.ocsp_url)
+            ),
+        )
+    aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
     return (
-        builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+        builder.add_extension(aki, critical=False)
         .add_extension(
             x509.CRLDistributionPoints(
                 [x509.DistributionPoint([x509.UniformResourceIdentifier(urls.crl_url)], None, None, None)]
@@ -117,7 +125,11 @@ def _issuer_extensions(
 
 
 def validity_window(
-    *, now: dt.datetime, validity: dt.timedelta, issuer: x509.Certificate, backdate: dt.timedelta = DEFAULT_BACKDATE
+    *,
+    now: dt.datetime,
+    validity: dt.timedelta,
+    issuer: x509.Certificate,
+    backdate: dt.timedelta = DEFAULT_BACKDATE,
 ) -> tuple[dt.datetime, dt.datetime]:
     """notBefore = now - backdate; notAfter = now + validity, capped at the issuer's notAfter."""
     if now.tzinfo is None:
@@ -153,9 +165,15 @@ def build_client_certificate(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -204,9 +222,15 @@ def build_ca_certificate(
         )
         .add_extension(
             x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )

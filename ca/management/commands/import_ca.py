@@ -21,7 +21,9 @@ class Command(BaseCommand):
         parser.add_argument("--cert", required=True, type=Path, help="CA certificate, PEM or DER.")
         parser.add_argument("--key", required=True, type=Path, help="CA private key, PEM or DER.")
         parser.add_argument("--slug", help="Short name used in URLs (default: from the CN).")
-        parser.add_argument("--default", action="store_true", help="Make this the CA that issues client certificates.")
+        parser.add_argument(
+            "--default", action="store_true", help="Make this the CA that issues client certificates."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -31,8 +33,11 @@ class Command(BaseCommand):
             raise CommandError(f"{exc.filename}: {exc.strerror}") from None
         try:
             ca = services.import_ca(
-                cert_pem=cert_pem, key_pem=key_pem, key_passphrase=settings.ENROLL_CA_PASSPHRASE or None,
-                slug=options["slug"], make_default=True if options["default"] else None,
+                cert_pem=cert_pem,
+                key_pem=key_pem,
+                key_passphrase=settings.ENROLL_CA_PASSPHRASE or None,
+                slug=options["slug"],
+                make_default=True if options["default"] else None,
             )
         except (services.CAError, CAKeyError) as exc:
             raise CommandError(str(exc)) from None

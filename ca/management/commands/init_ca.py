@@ -16,11 +16,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--name", required=True, help="Common name of the CA, e.g. 'Example Client CA'.")
-        parser.add_argument("--key-type", choices=[t.value for t in CAKeyType], default=CAKeyType.EC_P256.value)
+        parser.add_argument(
+            "--key-type", choices=[t.value for t in CAKeyType], default=CAKeyType.EC_P256.value
+        )
         parser.add_argument("--days", type=int, default=3650, help="Validity in days (default 3650).")
         parser.add_argument("--parent", metavar="SLUG", help="Make an intermediate signed by this CA.")
         parser.add_argument("--slug", help="Short name used in URLs (default: from --name).")
-        parser.add_argument("--default", action="store_true", help="Make this the CA that issues client certificates.")
+        parser.add_argument(
+            "--default", action="store_true", help="Make this the CA that issues client certificates."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not 1 <= options["days"] <= 36500:
@@ -32,11 +36,17 @@ class Command(BaseCommand):
                 raise CommandError(f"There is no CA with the slug '{options['parent']}'.")
         try:
             ca = services.create_ca(
-                name=options["name"], key_type=CAKeyType(options["key_type"]), days=options["days"],
-                parent=parent, slug=options["slug"], make_default=True if options["default"] else None,
+                name=options["name"],
+                key_type=CAKeyType(options["key_type"]),
+                days=options["days"],
+                parent=parent,
+                slug=options["slug"],
+                make_default=True if options["default"] else None,
             )
         except (services.CAError, CAKeyError) as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(f"created CA {ca.name}, subject {ca.subject}, valid until {ca.not_after:%Y-%m-%d}"
-                          + (", issues client certificates" if ca.is_default else ""))
+        self.stdout.write(
+            f"created CA {ca.name}, subject {ca.subject}, valid until {ca.not_after:%Y-%m-%d}"
+            + (", issues client certificates" if ca.is_default else "")
+        )
         self.stdout.write(ca.slug)

@@ -11,12 +11,15 @@ from ca.models import CertificateAuthority, CrlPublication, RevocationReason
 
 
 class Command(BaseCommand):
-    help = "Revoke a certificate by serial (hex, colons optional) and publish a new CRL. Prints the CRL number."
+    help = (
+        "Revoke a certificate by serial (hex, colons optional) and publish a new CRL. Prints the CRL number."
+    )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("serial")
         parser.add_argument(
-            "--reason", required=True,
+            "--reason",
+            required=True,
             choices=[r.value for r in RevocationReason if r != RevocationReason.UNSPECIFIED],
         )
         parser.add_argument("--ca", metavar="SLUG", help="Only needed if several CAs issued this serial.")
@@ -30,10 +33,14 @@ class Command(BaseCommand):
         try:
             certificate = services.find_certificate(serial=options["serial"], ca=ca)
             with transaction.atomic():
-                services.revoke_certificate(certificate=certificate, reason=RevocationReason(options["reason"]))
+                services.revoke_certificate(
+                    certificate=certificate, reason=RevocationReason(options["reason"])
+                )
         except services.CAError as exc:
             raise CommandError(str(exc)) from None
         crl = CrlPublication.objects.filter(ca=certificate.ca).order_by("-number").first()
         assert crl is not None
-        self.stdout.write(f"revoked {certificate.serial} ({certificate.subject}); CRL of {certificate.ca.slug}:")
+        self.stdout.write(
+            f"revoked {certificate.serial} ({certificate.subject}); CRL of {certificate.ca.slug}:"
+        )
         self.stdout.write(str(crl.number))

@@ -22,5 +22,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         if request.status != RequestStatus.ISSUED or request.certificate is None:
             raise CommandError(f"Request #{request.pk} approved, but {request.reason}")
-        self.stdout.write(f"issued {request.certificate.subject}, valid until {request.certificate.not_after:%Y-%m-%d}")
+        self.stdout.write(
+            f"issued {request.certificate.subject}, valid until {request.certificate.not_after:%Y-%m-%d}"
+        )
         self.stdout.write(request.certificate.serial)

@@ -15,8 +15,11 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--crl-sizes", default="1000,10000,100000",
-                            help="Comma-separated numbers of revoked entries (default 1000,10000,100000).")
+        parser.add_argument(
+            "--crl-sizes",
+            default="1000,10000,100000",
+            help="Comma-separated numbers of revoked entries (default 1000,10000,100000).",
+        )
         parser.add_argument("--issue", type=int, default=1000, help="Certificates to issue (default 1000).")
 
     def handle(self, *args: Any, **options: Any) -> None:

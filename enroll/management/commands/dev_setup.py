@@ -26,7 +26,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.DEBUG:
-            raise CommandError("dev_setup is for development only; set DJANGO_DEBUG=true (never in production).")
+            raise CommandError(
+                "dev_setup is for development only; set DJANGO_DEBUG=true (never in production)."
+            )
         if not CertificateAuthority.objects.exists():
             try:
                 ca = services.create_ca(name="Development Client CA", days=3650)
@@ -38,7 +40,7 @@ class Command(BaseCommand):
         username = options["admin"]
         if not user_model._default_manager.filter(username=username).exists():
             password = secrets.token_urlsafe(12)
-            user = user_model._default_manager.create_superuser(  # type: ignore[attr-defined]
+            user = user_model._default_manager.create_superuser(
                 username=username, email=f"{username}@example.com", password=password
             )
             mark_email_verified(user)
@@ -46,10 +48,14 @@ class Command(BaseCommand):
             with os.fdopen(fd, "w") as handle:
                 handle.write(password + "\n")
         try:
-            password = password_file.read_text().strip()
+            shown = password_file.read_text().strip()
         except OSError:
-            password = "(unknown: reset it with python manage.py changepassword admin)"
+            shown = f"(unknown: set one with python manage.py changepassword {username})"
         base = settings.ENROLL_PUBLIC_URL
-        self.stdout.write(self.style.SUCCESS(f"Admin login: {base}/admin/  user: {username}  password: {password}"))
+        self.stdout.write(
+            self.style.SUCCESS(f"Admin login: {base}/admin/  user: {username}  password: {shown}")
+        )
         for ca in CertificateAuthority.objects.all():
-            self.stdout.write(f"CA {ca.slug}: certificate {ca.public_url('ca:cert-pem')}  CRL {ca.public_url('ca:crl-pem')}")
+            self.stdout.write(
+                f"CA {ca.slug}: certificate {ca.public_url('ca:cert-pem')}  CRL {ca.public_url('ca:crl-pem')}"
+            )
