@@ -66,10 +66,12 @@ def _maxrss_kib() -> int:
 def in_child(work: Callable[[], float]) -> tuple[float, int]:
     """Run ``work`` in a forked child; return (its seconds, its peak RSS growth in KiB)."""
     read_fd, write_fd = os.pipe()
+    # Close before forking: a child closing an inherited PostgreSQL connection would end the parent's
+    # session too. Both reconnect on their next query.
+    connection.close()
     pid = os.fork()
     if pid == 0:  # child
         os.close(read_fd)
-        connection.close()  # never share the parent's database socket
         try:
             base = _maxrss_kib()
             seconds = work()
