@@ -186,3 +186,40 @@ class CrlPublication(models.Model):
 
     def __str__(self) -> str:
         return f"CRL #{self.number} of {self.ca.slug}"
+
+
+class AuditEvent(models.TextChoices):
+    SIGN_UP = "sign_up", "Sign-up"
+    EMAIL_VERIFIED = "email_verified", "E-mail verified"
+    REQUEST_SUBMITTED = "request_submitted", "Request submitted"
+    REQUEST_APPROVED = "request_approved", "Request approved"
+    REQUEST_REJECTED = "request_rejected", "Request rejected"
+    REQUEST_FAILED = "request_failed", "Issuing failed"
+    CERTIFICATE_ISSUED = "certificate_issued", "Certificate issued"
+    CERTIFICATE_REVOKED = "certificate_revoked", "Certificate revoked"
+    CRL_PUBLISHED = "crl_published", "CRL published"
+    CA_CREATED = "ca_created", "CA created"
+
+
+class AuditEntry(models.Model):
+    """One thing that happened, who did it and to what. Written by :func:`ca.audit.record`, never edited."""
+
+    created_at = models.DateTimeField(db_index=True)
+    event = models.CharField(max_length=32, choices=AuditEvent.choices, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, blank=True, help_text="Kept if the account is deleted.")
+    subject_user = models.CharField(max_length=150, blank=True, help_text="The account concerned.")
+    ca_slug = models.CharField(max_length=64, blank=True)
+    request_sha256 = models.CharField(max_length=64, blank=True)
+    serial = models.CharField(max_length=42, blank=True, db_index=True)
+    crl_number = models.PositiveBigIntegerField(null=True, blank=True)
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name_plural = "audit entries"
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.get_event_display()}"

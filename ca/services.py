@@ -22,8 +22,10 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
+from ca import audit
 from ca.clock import utcnow
 from ca.models import (
+    AuditEvent,
     Certificate,
     CertificateAuthority,
     CrlPublication,
@@ -143,6 +145,9 @@ def _save_ca(
             fingerprint_sha256=_fingerprint(der),
             is_default=make_default,
             created_at=now,
+        )
+        audit.record(
+            event=AuditEvent.CA_CREATED, ca_slug=ca.slug, serial=ca.serial, detail=ca.subject, now=now
         )
         publish_crl(ca=ca, now=now)
     return ca
@@ -311,6 +316,7 @@ def issue_certificate(
     request_der: bytes,
     subject: SubjectInfo,
     owner: Account | None,
+    actor: Account | None = None,
     ca: CertificateAuthority | None = None,
     profile_name: str = "client",
     validity: dt.timedelta | None = None,
@@ -326,6 +332,7 @@ def issue_certificate(
         parsed=parsed,
         subject=subject,
         owner=owner,
+        actor=actor,
         ca=ca or default_ca(),
         profile_name=profile_name,
         validity=validity,
@@ -338,6 +345,7 @@ def _sign(
     parsed: ParsedRequest,
     subject: SubjectInfo,
     owner: Account | None,
+    actor: Account | None,
     ca: CertificateAuthority,
     profile_name: str,
     validity: dt.timedelta | None,
@@ -354,75 +362,66 @@ def _sign(
     except (ProfileError, CAKeyError) as exc:
         raise CAError(str(exc)) from exc
     with transaction.atomic():
-        return _reserve_and_sign(
-            parsed=parsed,
-            subject=subject,
-            owner=owner,
+        row = Certificate(
             ca=ca,
-            profile=profile,
-            key=key,
+            der=b"",
+            subject="",
             not_before=not_before,
             not_after=not_after,
+            owner=owner,
+            spki_sha256=parsed.key.spki_sha256,
+            profile=profile.name,
+            request_sha256=parsed.sha256,
+            created_at=now,
+        )
+        serial = _reserve_serial(row)
+        try:
+            certificate = build_client_certificate(
+                profile=profile,
+                public_key=parsed.csr.public_key(),
+                subject=subject,
+                issuer=ca.certificate,
+                issuer_key=key,
+                serial=serial,
+                not_before=not_before,
+                not_after=not_after,
+                urls=ca.urls,
+            )
+        except ProfileError as exc:
+            raise CAError(str(exc)) from exc
+        der = certificate.public_bytes(serialization.Encoding.DER)
+        row.der = der
+        row.subject = certificate.subject.rfc4514_string()
+        row.fingerprint_sha256 = _fingerprint(der)
+        row.save(update_fields=["der", "subject", "fingerprint_sha256"])
+        audit.record(
+            event=AuditEvent.CERTIFICATE_ISSUED,
+            actor=actor,
+            subject_user=owner,
+            ca_slug=ca.slug,
+            request_sha256=parsed.sha256,
+            serial=row.serial,
+            detail=row.subject,
             now=now,
         )
-
-
-def _reserve_and_sign(
-    *,
-    parsed: ParsedRequest,
-    subject: SubjectInfo,
-    owner: Account | None,
-    ca: CertificateAuthority,
-    profile: Profile,
-    key: pki_keys.CAPrivateKey,
-    not_before: dt.datetime,
-    not_after: dt.datetime,
-    now: dt.datetime,
-) -> Certificate:
-    for _attempt in range(5):
-        serial = new_serial()
-        try:
-            with transaction.atomic():
-                row = Certificate.objects.create(
-                    ca=ca,
-                    serial=format_serial(serial=serial),
-                    der=b"",
-                    subject="",
-                    not_before=not_before,
-                    not_after=not_after,
-                    owner=owner,
-                    spki_sha256=parsed.key.spki_sha256,
-                    profile=profile.name,
-                    request_sha256=parsed.sha256,
-                    created_at=now,
-                )
-        except IntegrityError:
-            logger.warning("serial collision on CA %s, drawing another", ca.slug)
-            continue
-        break
-    else:
-        raise CAError("Could not reserve a unique serial number; try again.")
-    try:
-        certificate = build_client_certificate(
-            profile=profile,
-            public_key=parsed.csr.public_key(),
-            subject=subject,
-            issuer=ca.certificate,
-            issuer_key=key,
-            serial=serial,
-            not_before=not_before,
-            not_after=not_after,
-            urls=ca.urls,
-        )
-    except ProfileError as exc:
-        raise CAError(str(exc)) from exc
-    der = certificate.public_bytes(serialization.Encoding.DER)
-    row.der = der
-    row.subject = certificate.subject.rfc4514_string()
-    row.fingerprint_sha256 = _fingerprint(der)
-    row.save(update_fields=["der", "subject", "fingerprint_sha256"])
     logger.info("issued %s serial %s on CA %s", row.subject, row.serial, ca.slug)
     return row
+
+
+def _reserve_serial(row: Certificate) -> int:
+    """Insert ``row`` with a fresh random serial (unique per CA by constraint); return the serial."""
+    for _attempt in range(5):
+        serial = new_serial()
+        row.serial = format_serial(serial=serial)
+        try:
+            with transaction.atomic():
+                row.save(force_insert=True)
+        except IntegrityError:
+            logger.warning("serial collision on CA %s, drawing another", row.ca.slug)
+            row.pk = None
+            continue
+        return serial
+    raise CAError("Could not reserve a unique serial number; try again.")
 
 
 # --- revoking and CRLs -----------------------------------------------------------------------------
@@ -482,6 +481,15 @@ def revoke_certificate(
             invalidity_date=invalidity_date,
             revoked_by=by,
         )
+        audit.record(
+            event=AuditEvent.CERTIFICATE_REVOKED,
+            actor=by,
+            subject_user=locked.owner,
+            ca_slug=locked.ca.slug,
+            serial=locked.serial,
+            detail=str(reason),
+            now=now,
+        )
         # Not robust on purpose: if signing the new CRL fails, the caller must hear it (the revocation
         # itself is committed; current_crl() also re-signs when it sees a revocation newer than the CRL).
         ca = locked.ca
@@ -511,7 +519,11 @@ def is_stale(publication: CrlPublication, *, now: dt.datetime) -> bool:
 
 
 def publish_crl(
-    *, ca: CertificateAuthority, now: dt.datetime | None = None, unless_newer_than: int | None = None
+    *,
+    ca: CertificateAuthority,
+    now: dt.datetime | None = None,
+    unless_newer_than: int | None = None,
+    by: Account | None = None,
 ) -> CrlPublication:
     """Sign and store a new CRL for ``ca`` with every revoked certificate that has not long expired.
 
@@ -568,6 +580,14 @@ def publish_crl(
             sha256=hashlib.sha256(der).hexdigest(),
             entries=len(entries),
             created_at=read_at,
+        )
+        audit.record(
+            event=AuditEvent.CRL_PUBLISHED,
+            actor=by,
+            ca_slug=locked.slug,
+            crl_number=number,
+            detail=f"{len(entries)} entries, next update {this_update + lifetime:%Y-%m-%d %H:%M} UTC",
+            now=now,
         )
     logger.info("published CRL #%s of CA %s with %s entries", number, locked.slug, len(entries))
     return publication

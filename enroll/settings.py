@@ -57,6 +57,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "crispy_forms",
+    "crispy_bootstrap5",
     "ca.apps.CaConfig",
     "accounts.apps.AccountsConfig",
     "enroll.apps.EnrollConfig",
@@ -64,6 +66,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -108,6 +111,35 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "static"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+
+CRISPY_ALLOWED_TEMPLATE_PACKS = "bootstrap5"
+CRISPY_TEMPLATE_PACK = "bootstrap5"
+
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "portal:dashboard"
+LOGOUT_REDIRECT_URL = "accounts:login"
+
+# --- E-mail: console in development, SMTP from the environment in production ------------------------
+_email_host = env.get("EMAIL_HOST")
+if _email_host:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = _email_host
+    EMAIL_PORT = env.get_int("EMAIL_PORT", default=587, minimum=1, maximum=65535)
+    EMAIL_HOST_USER = env.get("EMAIL_HOST_USER") or ""
+    EMAIL_HOST_PASSWORD = env.get("EMAIL_HOST_PASSWORD") or ""
+    EMAIL_USE_TLS = env.get_bool("EMAIL_USE_TLS", default=True)
+else:  # development; in production the check accounts.W001 warns that mail only reaches the log
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+DEFAULT_FROM_EMAIL = env.get("DEFAULT_FROM_EMAIL", "Enroll Portal <noreply@localhost>") or ""
+
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 
@@ -132,5 +164,9 @@ ENROLL_ORGANIZATION = env.get("ENROLL_ORGANIZATION", "Enroll Portal") or ""
 ENROLL_CERT_VALIDITY_DAYS = env.get_int("ENROLL_CERT_VALIDITY_DAYS", default=365, minimum=1, maximum=3650)
 #: CRL lifetime (nextUpdate - thisUpdate), in hours. Re-signed when half of it has passed.
 ENROLL_CRL_LIFETIME_HOURS = env.get_int("ENROLL_CRL_LIFETIME_HOURS", default=168, minimum=2, maximum=24 * 31)
+#: Renewals by the owner of a still-valid, unrevoked certificate are approved without an administrator.
+ENROLL_AUTO_APPROVE_RENEWALS = env.get_bool("ENROLL_AUTO_APPROVE_RENEWALS", default=False)
+#: How long an e-mail verification link stays valid, in hours.
+ENROLL_EMAIL_VERIFICATION_HOURS = env.get_int("ENROLL_EMAIL_VERIFICATION_HOURS", default=48, minimum=1, maximum=720)
 #: Longest Cache-Control max-age for the CRL, in seconds (never beyond the CRL's nextUpdate).
 ENROLL_CRL_MAX_AGE = env.get_int("ENROLL_CRL_MAX_AGE", default=60, minimum=0, maximum=86400)

@@ -15,4 +15,9 @@ os.environ.setdefault("ENROLL_CA_PASSPHRASE", "test-passphrase-0123456789")
 
 from enroll.settings import *  # noqa: F403
 
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# No collectstatic in tests: serve from the finders, without the manifest.
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True
