@@ -38,7 +38,6 @@ from ca.pki.csr import ParsedRequest, check_csr_der
 from ca.pki.errors import CAKeyError
 from ca.pki.pem import pem_armor
 from ca.pki.profiles import (
-    Profile,
     ProfileError,
     SubjectInfo,
     build_ca_certificate,

@@ -167,6 +167,8 @@ ENROLL_CRL_LIFETIME_HOURS = env.get_int("ENROLL_CRL_LIFETIME_HOURS", default=168
 #: Renewals by the owner of a still-valid, unrevoked certificate are approved without an administrator.
 ENROLL_AUTO_APPROVE_RENEWALS = env.get_bool("ENROLL_AUTO_APPROVE_RENEWALS", default=False)
 #: How long an e-mail verification link stays valid, in hours.
-ENROLL_EMAIL_VERIFICATION_HOURS = env.get_int("ENROLL_EMAIL_VERIFICATION_HOURS", default=48, minimum=1, maximum=720)
+ENROLL_EMAIL_VERIFICATION_HOURS = env.get_int(
+    "ENROLL_EMAIL_VERIFICATION_HOURS", default=48, minimum=1, maximum=720
+)
 #: Longest Cache-Control max-age for the CRL, in seconds (never beyond the CRL's nextUpdate).
 ENROLL_CRL_MAX_AGE = env.get_int("ENROLL_CRL_MAX_AGE", default=60, minimum=0, maximum=86400)
