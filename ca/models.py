@@ -62,7 +62,9 @@ class CertificateAuthority(models.Model):
     def urls(self) -> IssuerUrls:
         """The URLs written into certificates this CA issues."""
         return IssuerUrls(
-            crl_url=self.public_url("ca:crl-der"), ca_issuers_url=self.public_url("ca:cert-der")
+            crl_url=self.public_url("ca:crl-der"),
+            ca_issuers_url=self.public_url("ca:cert-der"),
+            ocsp_url=self.public_url("ca:ocsp") if settings.ENROLL_OCSP_IN_AIA else None,
         )
 
     def chain(self) -> list[CertificateAuthority]:

@@ -34,8 +34,10 @@ from ca.models import (
 )
 from ca.pki import crl as pki_crl
 from ca.pki import keys as pki_keys
+from ca.pki import ocsp as pki_ocsp
 from ca.pki.csr import ParsedRequest, check_csr_der
 from ca.pki.errors import CAKeyError
+from ca.pki.ocsp import CertificateState, OcspAnswer
 from ca.pki.pem import pem_armor
 from ca.pki.profiles import (
     ProfileError,
@@ -615,6 +617,45 @@ def current_crl(*, ca: CertificateAuthority, now: dt.datetime | None = None) -> 
         if latest is not None and latest.next_update > now:
             return latest
         raise
+
+
+# --- OCSP ------------------------------------------------------------------------------------------
+
+
+def ocsp_response(
+    *, ca: CertificateAuthority, request_der: bytes, now: dt.datetime | None = None
+) -> OcspAnswer:
+    """Answer an OCSP request for ``ca`` from the database (a revocation counts from its commit)."""
+    now = now or utcnow()
+
+    def lookup(serial: int) -> CertificateState | None:
+        if serial <= 0 or serial.bit_length() > 160:
+            return None
+        row = (
+            Certificate.objects.filter(ca=ca, serial=format_serial(serial=serial))
+            .exclude(der=b"")
+            .values_list("revocation__revoked_at", "revocation__reason")
+            .first()
+        )
+        if row is None:
+            return None
+        revoked_at, reason = row
+        return CertificateState(
+            revoked_at=revoked_at, reason=RevocationReason(reason).flag if reason else None
+        )
+
+    try:
+        key = load_key(ca)
+    except CAKeyError as exc:
+        raise CAError(str(exc)) from exc
+    return pki_ocsp.respond(
+        request_der=request_der,
+        issuer=ca.certificate,
+        issuer_key=key,
+        lookup=lookup,
+        now=now,
+        validity=dt.timedelta(seconds=settings.ENROLL_OCSP_VALIDITY_SECONDS),
+    )
 
 
 # --- exporting -------------------------------------------------------------------------------------

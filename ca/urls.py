@@ -11,4 +11,6 @@ urlpatterns = [
     path("pki/<slug:slug>.pem", views.ca_certificate, {"fmt": "pem"}, name="cert-pem"),
     path("pki/<slug:slug>.crl", views.crl, {"fmt": "der"}, name="crl-der"),
     path("pki/<slug:slug>.crl.pem", views.crl, {"fmt": "pem"}, name="crl-pem"),
+    path("pki/<slug:slug>/ocsp", views.ocsp, name="ocsp"),
+    path("pki/<slug:slug>/ocsp/<path:encoded>", views.ocsp, name="ocsp-get"),
 ]

@@ -6,14 +6,18 @@ reaches past the CRL's nextUpdate; conditional requests get 304.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
+import hashlib
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.utils.cache import get_conditional_response, patch_cache_control
 from django.utils.http import http_date
-from django.views.decorators.http import require_safe
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods, require_safe
 
 from ca import services
 from ca.clock import utcnow
@@ -94,3 +98,50 @@ def crl(request: HttpRequest, slug: str, fmt: str) -> HttpResponseBase:
         last_modified=publication.this_update,
         max_age=max_age,
     )
+
+
+#: Largest OCSP request read (a request for one certificate is about 100 bytes; with a nonce, 150).
+MAX_OCSP_REQUEST_BYTES = 4096
+
+
+@csrf_exempt  # OCSP clients (nginx, openssl) POST DER, not forms; nothing changes state
+@require_http_methods(["GET", "HEAD", "POST"])
+def ocsp(request: HttpRequest, slug: str, encoded: str | None = None) -> HttpResponseBase:
+    """RFC 6960 responder: POST with a DER body, or GET with the base64 request in the path (A.1)."""
+    ca = get_object_or_404(CertificateAuthority, slug=slug)
+    if request.method == "POST":
+        if request.content_type != "application/ocsp-request":
+            return HttpResponse(
+                "Send an OCSP request (application/ocsp-request).\n",
+                status=415,
+                content_type="text/plain; charset=utf-8",
+            )
+        body = request.read(MAX_OCSP_REQUEST_BYTES + 1)
+    else:
+        try:
+            body = base64.b64decode((encoded or "").encode("ascii"), validate=True)
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            body = b""
+    if len(body) > MAX_OCSP_REQUEST_BYTES:
+        body = b""  # answered as malformedRequest
+    try:
+        answer = services.ocsp_response(ca=ca, request_der=body)
+    except services.CAError:
+        unavailable = HttpResponse(status=503)
+        unavailable["Retry-After"] = "60"
+        return unavailable
+    response = HttpResponse(answer.der, content_type="application/ocsp-response")
+    if (
+        request.method == "POST"
+        or answer.has_nonce
+        or answer.this_update is None
+        or answer.next_update is None
+    ):
+        response["Cache-Control"] = "no-cache, no-store, max-age=0"
+        return response
+    response["Last-Modified"] = http_date(answer.this_update.timestamp())
+    response["Expires"] = http_date(answer.next_update.timestamp())
+    max_age = int((answer.next_update - utcnow()).total_seconds())
+    patch_cache_control(response, public=True, max_age=max(0, max_age), no_transform=True)
+    response["ETag"] = f'"{hashlib.sha256(answer.der).hexdigest()}"'
+    return response
