@@ -177,7 +177,11 @@ def sync(
     fetched: list[Fetched] = []
     for url in urls:
         previous = state.get(url, {})
-        pem_value, number_value, etag_value = previous.get("pem"), previous.get("number"), previous.get("etag")
+        pem_value, number_value, etag_value = (
+            previous.get("pem"),
+            previous.get("number"),
+            previous.get("etag"),
+        )
         installed_pem = pem_value if isinstance(pem_value, str) else None
         installed_number = number_value if isinstance(number_value, int) else None
         etag = etag_value if isinstance(etag_value, str) and installed_pem else None
