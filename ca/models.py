@@ -225,3 +225,20 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.get_event_display()}"
+
+
+class CrlFetch(models.Model):
+    """The newest CRL a front server (``enroll-crl-sync --node NAME``) fetched from this portal."""
+
+    ca = models.ForeignKey(CertificateAuthority, on_delete=models.CASCADE, related_name="fetches")
+    node = models.CharField(max_length=64)
+    number = models.PositiveBigIntegerField(help_text="CRL number the node has.")
+    since = models.DateTimeField(help_text="When the node first fetched this CRL number.")
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        ordering = ["node"]
+        constraints = [models.UniqueConstraint(fields=["ca", "node"], name="crl_fetch_one_row_per_node")]
+
+    def __str__(self) -> str:
+        return f"{self.node} has CRL #{self.number} of {self.ca.slug}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import re
 import secrets
 import threading
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from ca.models import (
     AuditEvent,
     Certificate,
     CertificateAuthority,
+    CrlFetch,
     CrlPublication,
     Revocation,
     RevocationReason,
@@ -617,6 +619,61 @@ def current_crl(*, ca: CertificateAuthority, now: dt.datetime | None = None) -> 
         if latest is not None and latest.next_update > now:
             return latest
         raise
+
+
+# --- propagation to front servers -------------------------------------------------------------------
+
+_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def record_fetch(*, ca: CertificateAuthority, node: str, number: int, now: dt.datetime | None = None) -> None:
+    """Note that front server ``node`` now has CRL ``number`` (ignores malformed names)."""
+    if not _NODE_NAME.fullmatch(node):
+        return
+    now = now or utcnow()
+    updated = CrlFetch.objects.filter(ca=ca, node=node, number=number).update(last_seen=now)
+    if not updated:
+        CrlFetch.objects.update_or_create(
+            ca=ca, node=node, defaults={"number": number, "since": now, "last_seen": now}
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    node: str
+    number: int
+    since: dt.datetime
+    last_seen: dt.datetime
+    current: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CrlHealth:
+    ca: CertificateAuthority
+    crl: CrlPublication | None
+    seconds_left: int
+    nodes: list[NodeState]
+
+    @property
+    def summary(self) -> str:
+        """E.g. "CRL #42: web1, web2 have it; web3 still at #41 since 10:02"."""
+        if self.crl is None:
+            return "no CRL yet"
+        current = [n.node for n in self.nodes if n.current]
+        behind = [f"{n.node} still at #{n.number} since {n.since:%H:%M}" for n in self.nodes if not n.current]
+        parts = [f"{', '.join(current)} {'has' if len(current) == 1 else 'have'} it"] if current else []
+        return f"CRL #{self.crl.number}: " + ("; ".join(parts + behind) or "no front server has reported yet")
+
+
+def crl_health(*, ca: CertificateAuthority, now: dt.datetime | None = None) -> CrlHealth:
+    now = now or utcnow()
+    latest = CrlPublication.objects.filter(ca=ca).order_by("-number").first()
+    nodes = [
+        NodeState(f.node, f.number, f.since, f.last_seen, latest is not None and f.number >= latest.number)
+        for f in CrlFetch.objects.filter(ca=ca).order_by("node")
+    ]
+    seconds_left = int((latest.next_update - now).total_seconds()) if latest else 0
+    return CrlHealth(ca=ca, crl=latest, seconds_left=seconds_left, nodes=nodes)
 
 
 # --- OCSP ------------------------------------------------------------------------------------------

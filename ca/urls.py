@@ -7,6 +7,7 @@ from ca import views
 app_name = "ca"
 
 urlpatterns = [
+    path("pki/health.json", views.health, name="health"),
     path("pki/<slug:slug>.crt", views.ca_certificate, {"fmt": "der"}, name="cert-der"),
     path("pki/<slug:slug>.pem", views.ca_certificate, {"fmt": "pem"}, name="cert-pem"),
     path("pki/<slug:slug>.crl", views.crl, {"fmt": "der"}, name="crl-der"),

@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.utils.cache import get_conditional_response, patch_cache_control
 from django.utils.http import http_date
@@ -81,6 +81,9 @@ def crl(request: HttpRequest, slug: str, fmt: str) -> HttpResponseBase:
         )
         response["Retry-After"] = "60"
         return response
+    node = request.headers.get("X-Enroll-Node")
+    if node:
+        services.record_fetch(ca=ca, node=node, number=publication.number, now=now)
     seconds_left = int((publication.next_update - now).total_seconds())
     max_age = min(settings.ENROLL_CRL_MAX_AGE, seconds_left)
     if fmt == "pem":
@@ -144,4 +147,37 @@ def ocsp(request: HttpRequest, slug: str, encoded: str | None = None) -> HttpRes
     max_age = int((answer.next_update - utcnow()).total_seconds())
     patch_cache_control(response, public=True, max_age=max(0, max_age), no_transform=True)
     response["ETag"] = f'"{hashlib.sha256(answer.der).hexdigest()}"'
+    return response
+
+
+@require_safe
+def health(request: HttpRequest) -> HttpResponseBase:
+    """Per CA: the newest CRL, seconds until its nextUpdate, and which front servers have it."""
+    now = utcnow()
+    authorities = []
+    for ca in CertificateAuthority.objects.order_by("created_at"):
+        state = services.crl_health(ca=ca, now=now)
+        authorities.append(
+            {
+                "ca": ca.slug,
+                "crl_number": state.crl.number if state.crl else None,
+                "this_update": state.crl.this_update.isoformat() if state.crl else None,
+                "next_update": state.crl.next_update.isoformat() if state.crl else None,
+                "seconds_left": state.seconds_left,
+                "summary": state.summary,
+                "nodes": [
+                    {
+                        "node": n.node,
+                        "crl_number": n.number,
+                        "current": n.current,
+                        "since": n.since.isoformat(),
+                        "last_seen": n.last_seen.isoformat(),
+                    }
+                    for n in state.nodes
+                ],
+            }
+        )
+    healthy = all(a["crl_number"] is not None and int(str(a["seconds_left"])) > 0 for a in authorities)
+    response = JsonResponse({"ok": healthy, "now": now.isoformat(), "authorities": authorities})
+    response["Cache-Control"] = "no-cache"
     return response

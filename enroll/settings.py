@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from enroll import env
+
+# Lets generic classes such as admin.ModelAdmin[Model] be subscripted at run time (typing only).
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -167,7 +171,9 @@ ENROLL_CRL_LIFETIME_HOURS = env.get_int("ENROLL_CRL_LIFETIME_HOURS", default=168
 #: Put the OCSP responder's URL into issued certificates' authorityInfoAccess.
 ENROLL_OCSP_IN_AIA = env.get_bool("ENROLL_OCSP_IN_AIA", default=True)
 #: How long an OCSP response is valid (nextUpdate - thisUpdate), in seconds; caches keep it that long.
-ENROLL_OCSP_VALIDITY_SECONDS = env.get_int("ENROLL_OCSP_VALIDITY_SECONDS", default=300, minimum=10, maximum=86400)
+ENROLL_OCSP_VALIDITY_SECONDS = env.get_int(
+    "ENROLL_OCSP_VALIDITY_SECONDS", default=300, minimum=10, maximum=86400
+)
 #: Renewals by the owner of a still-valid, unrevoked certificate are approved without an administrator.
 ENROLL_AUTO_APPROVE_RENEWALS = env.get_bool("ENROLL_AUTO_APPROVE_RENEWALS", default=False)
 #: How long an e-mail verification link stays valid, in hours.
