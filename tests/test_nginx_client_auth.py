@@ -1,0 +1,218 @@
+"""Certificates issued through the enrollment flow, presented by Chromium (Playwright) to a real nginx that
+trusts the portal's CA bundle and CRL bundle: accepted, refused without a certificate, refused once revoked
+and the republished CRL reloaded; a broken CRL is refused by ``nginx -t`` and the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from django.contrib.auth.models import User
+from pytest_django import DjangoCaptureOnCommitCallbacks
+
+from ca import services
+from ca.models import Certificate, CertificateAuthority, RevocationReason
+from enroll import flows
+from tests.conftest import make_csr, need_program
+from tests.realclients import (  # noqa: F401  (fixtures)
+    ChromiumThread,
+    NginxError,
+    NginxFactory,
+    NginxServer,
+    chromium,
+    client_certificate,
+    new_context,
+    nginx_factory,
+    screenshot_dir,
+    write_file,
+)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
+pytestmark = [pytest.mark.real_client, pytest.mark.django_db]
+
+BODY = re.compile(r"verify=(?P<verify>\S*) serial=(?P<serial>\S*) dn=(?P<dn>.*)")
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """A user's certificate as issued by the portal, and the key files that stayed on their machine."""
+
+    username: str
+    certificate: Certificate
+    cert_path: Path
+    key_path: Path
+    pfx_path: Path | None = None
+    passphrase: str | None = None
+
+    def client_certificate(self, origin: str) -> dict[str, str]:
+        """Playwright's entry: the PKCS#12 file when there is one, else the PEM certificate and key."""
+        if self.pfx_path is not None:
+            return client_certificate(origin, pfx_path=self.pfx_path, passphrase=self.passphrase)
+        return client_certificate(origin, cert_path=self.cert_path, key_path=self.key_path)
+
+
+def enroll(user: User, folder: Path) -> Client:
+    """What a user does by hand: make a key, submit a CSR, get it approved, download the PEM certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = user.get_username()
+    key_path = write_file(
+        folder / f"{name}.key.pem",
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+        mode=0o600,
+    )
+    request = flows.submit_csr(owner=user, data=make_csr(key))
+    approved = flows.approve(request_id=request.pk)
+    assert approved.certificate is not None, approved.reason
+    pem = services.export_certificate(certificate=approved.certificate, fmt="pem").content
+    return Client(name, approved.certificate, write_file(folder / f"{name}.cert.pem", pem), key_path)
+
+
+def with_pkcs12(client: Client, folder: Path) -> Client:
+    """The .p12 a user makes for a browser with the command the portal shows (OpenSSL 3: AES-256)."""
+    pfx_path, passphrase = folder / f"{client.username}.p12", "p12-passphrase"
+    command = [need_program("openssl"), "pkcs12", "-export", "-name", client.username]
+    command += ["-inkey", str(client.key_path), "-in", str(client.cert_path)]
+    command += ["-out", str(pfx_path), "-passout", f"pass:{passphrase}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    return replace(client, pfx_path=pfx_path, passphrase=passphrase)
+
+
+def ca_bundle(chain: list[CertificateAuthority]) -> bytes:
+    return b"".join(services.ca_certificate_pem(ca) for ca in chain)
+
+
+def crl_bundle(chain: list[CertificateAuthority]) -> bytes:
+    """One current PEM CRL for every CA in the chain (nginx wants them all)."""
+    return b"".join(services.crl_pem(services.current_crl(ca=ca)) for ca in chain)
+
+
+def make_chain(root: CertificateAuthority, kind: str) -> list[CertificateAuthority]:
+    if kind == "root":
+        return [root]
+    issuing = services.create_ca(name="Test Issuing CA", parent=root, make_default=True)
+    return [root, issuing]
+
+
+def revoke(certificate: Certificate, capture: DjangoCaptureOnCommitCallbacks) -> None:
+    """Revoke as the admin screen does; the on-commit CRL publication runs as it would in production."""
+    with capture(execute=True):
+        services.revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    status: int
+    text: str
+
+
+def visit(
+    browser: Browser, server: NginxServer, client: Client | None, *, screenshot: str | None = None
+) -> Visit:
+    """GET the server's page in a fresh context, with ``client``'s certificate or none."""
+    certificates = [client.client_certificate(server.origin)] if client is not None else []
+    context = new_context(browser, certificates=certificates)
+    try:
+        page = context.new_page()
+        response = page.goto(server.url, wait_until="load")
+        assert response is not None
+        text = page.locator("body").inner_text()
+        if screenshot:
+            page.screenshot(path=str(screenshot_dir() / f"{screenshot}.png"), full_page=True)
+        return Visit(response.status, text)
+    finally:
+        context.close()
+
+
+def assert_accepted(seen: Visit, client: Client) -> None:
+    assert seen.status == 200, seen.text
+    match = BODY.search(seen.text)
+    assert match is not None, seen.text
+    assert match["verify"] == "SUCCESS"
+    # nginx prints the serial as upper-case hex; the portal stores and shows it in the same form.
+    assert match["serial"] == client.certificate.serial
+    assert f"CN={client.username}" in match["dn"]
+
+
+def assert_refused(seen: Visit, reason: str) -> None:
+    assert seen.status == 400, seen.text
+    assert reason in seen.text
+    assert "verify=" not in seen.text
+
+
+@pytest.mark.parametrize("kind", ["root", "intermediate"])
+def test_nginx_accepts_an_issued_certificate_and_refuses_it_once_revoked(
+    kind: str,
+    ca: CertificateAuthority,
+    alice: User,
+    bob: User,
+    tmp_path: Path,
+    nginx_factory: NginxFactory,  # noqa: F811
+    chromium: ChromiumThread,  # noqa: F811
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
+    chain = make_chain(ca, kind)
+    alice_client = enroll(alice, tmp_path)
+    bob_client = with_pkcs12(enroll(bob, tmp_path), tmp_path)
+    assert alice_client.certificate.ca == chain[-1]
+    server = nginx_factory(ca_bundle=ca_bundle(chain), crl_bundle=crl_bundle(chain))
+
+    accepted = chromium.call(visit, server, alice_client, screenshot=f"nginx-{kind}-accepted")
+    assert_accepted(accepted, alice_client)
+    assert_refused(
+        chromium.call(visit, server, None, screenshot=f"nginx-{kind}-no-certificate"),
+        "No required SSL certificate was sent",
+    )
+
+    revoke(alice_client.certificate, django_capture_on_commit_callbacks)
+    # nginx still holds the CRL it loaded at start: the revocation needs the republished CRL and a reload.
+    assert_accepted(chromium.call(visit, server, alice_client), alice_client)
+    assert services.current_crl(ca=chain[-1]).entries == 1
+    server.update_crl(crl_bundle(chain))
+
+    revoked = chromium.call(visit, server, alice_client, screenshot=f"nginx-{kind}-revoked")
+    assert_refused(revoked, "The SSL certificate error")
+    assert "certificate revoked" in server.error_log()
+    assert_accepted(chromium.call(visit, server, bob_client), bob_client)
+
+
+def test_a_truncated_crl_is_refused_and_the_old_one_keeps_serving(
+    ca: CertificateAuthority,
+    alice: User,
+    tmp_path: Path,
+    nginx_factory: NginxFactory,  # noqa: F811
+    chromium: ChromiumThread,  # noqa: F811
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
+    chain = make_chain(ca, "intermediate")
+    alice_client = enroll(alice, tmp_path)
+    server = nginx_factory(ca_bundle=ca_bundle(chain), crl_bundle=crl_bundle(chain))
+    assert_accepted(chromium.call(visit, server, alice_client), alice_client)
+    loaded = server.crl_path.read_bytes()
+    workers = server.workers()
+
+    revoke(alice_client.certificate, django_capture_on_commit_callbacks)
+    republished = crl_bundle(chain)
+    with pytest.raises(NginxError, match="nginx -t refused the new CRL"):
+        server.update_crl(republished[: len(republished) - 200])
+
+    # Not reloaded: the same workers, the previous file back in place, the old CRL still serving.
+    assert server.workers() == workers
+    assert server.crl_path.read_bytes() == loaded
+    still = chromium.call(visit, server, alice_client, screenshot="nginx-truncated-crl-old-crl-serving")
+    assert_accepted(still, alice_client)
+
+    server.update_crl(republished)
+    assert server.workers().isdisjoint(workers)
+    assert_refused(chromium.call(visit, server, alice_client), "The SSL certificate error")
