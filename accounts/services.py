@@ -1,10 +1,39 @@
+"""Accounts logic: sign-up, e-mail verification tokens and mails, e-mail change.
+
+Views stay thin and call these. A verification token is a signed (``django.core.signing``) object holding
+the account id, a keyed hash of the e-mail address it was sent to, and the time it was made
+(:func:`ca.clock.utcnow`). It is valid for ``settings.ENROLL_EMAIL_VERIFICATION_HOURS``, only for that
+account and only while that address is still the account's address; once the address is verified, the link
+just says so. Links in e-mails are absolute, built from ``settings.ENROLL_PUBLIC_URL``.
+"""
+
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core import signing
+from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
+from django.db import transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils.crypto import constant_time_compare, salted_hmac
 
 from accounts.models import Profile
+from ca import audit
 from ca.clock import utcnow
+from ca.models import AuditEvent
 from ca.types import Account
+
+logger = logging.getLogger(__name__)
+
+VERIFY_SALT = "accounts.verify-email"
 
 
 def verified_email(user: Account) -> str | None:
@@ -21,3 +50,178 @@ def mark_email_verified(user: Account, *, now: dt.datetime | None = None) -> Non
         user=user,
         defaults={"email_verified_at": now or utcnow(), "verified_email": getattr(user, "email", "")},
     )
+
+
+def absolute_url(path: str) -> str:
+    """An absolute link for an e-mail: the portal's public URL and ``path`` (from ``reverse``)."""
+    return settings.ENROLL_PUBLIC_URL + path
+
+
+def verification_lifetime() -> dt.timedelta:
+    return dt.timedelta(hours=settings.ENROLL_EMAIL_VERIFICATION_HOURS)
+
+
+# --- tokens ----------------------------------------------------------------------------------------
+
+
+def _address_digest(email: str) -> str:
+    """A keyed hash of the address: binds the token to it without putting the address in the URL."""
+    return salted_hmac(VERIFY_SALT, email.strip().lower()).hexdigest()[:32]
+
+
+def make_verification_token(user: Account, *, now: dt.datetime | None = None) -> str:
+    """A signed token that verifies ``user``'s current e-mail address for a limited time."""
+    issued = int((now or utcnow()).timestamp())
+    payload = {"u": str(user.pk), "e": _address_digest(getattr(user, "email", "")), "t": issued}
+    return signing.Signer(salt=VERIFY_SALT).sign_object(payload)
+
+
+class TokenState(enum.Enum):
+    VALID = "valid"
+    #: Not made by us: tampered with, truncated, from another installation, or the account is gone.
+    INVALID = "invalid"
+    EXPIRED = "expired"
+    #: Made for an address the account no longer has.
+    OLD_ADDRESS = "old-address"
+    ALREADY_VERIFIED = "already-verified"
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    state: TokenState
+    user: Account | None = None
+    #: When the link stopped (or stops) working; None for an invalid token.
+    expires_at: dt.datetime | None = None
+
+
+def check_verification_token(token: str, *, now: dt.datetime | None = None) -> TokenCheck:
+    """What a verification token is worth now. Never raises, whatever the input."""
+    try:
+        payload: Any = signing.Signer(salt=VERIFY_SALT).unsign_object(token)
+        user_id, digest, issued = payload["u"], payload["e"], payload["t"]
+        if not isinstance(user_id, str) or not isinstance(digest, str) or not isinstance(issued, int):
+            raise ValueError("unexpected payload")
+        issued_at = dt.datetime.fromtimestamp(issued, tz=dt.UTC)
+        user = get_user_model()._default_manager.filter(pk=user_id, is_active=True).first()
+    except (signing.BadSignature, ValueError, TypeError, KeyError, OverflowError, OSError, ValidationError):
+        return TokenCheck(TokenState.INVALID)
+    if user is None:
+        return TokenCheck(TokenState.INVALID)
+    expires_at = issued_at + verification_lifetime()
+    email = getattr(user, "email", "")
+    if not email or not constant_time_compare(digest, _address_digest(email)):
+        return TokenCheck(TokenState.OLD_ADDRESS, user, expires_at)
+    if verified_email(user) is not None:
+        return TokenCheck(TokenState.ALREADY_VERIFIED, user, expires_at)
+    if (now or utcnow()) >= expires_at:
+        return TokenCheck(TokenState.EXPIRED, user, expires_at)
+    return TokenCheck(TokenState.VALID, user, expires_at)
+
+
+def verify_email(token: str, *, now: dt.datetime | None = None) -> TokenCheck:
+    """Verify the address a token was made for. Returns the check; the address is verified iff VALID.
+
+    The account's profile row is locked, so a link opened twice at once verifies (and audits) once.
+    """
+    now = now or utcnow()
+    with transaction.atomic():
+        check = check_verification_token(token, now=now)
+        if check.state is not TokenState.VALID or check.user is None:
+            return check
+        Profile.objects.select_for_update().get_or_create(user=check.user)
+        check = check_verification_token(token, now=now)  # re-read under the lock
+        if check.state is not TokenState.VALID or check.user is None:
+            return check
+        mark_email_verified(check.user, now=now)
+        audit.record(event=AuditEvent.EMAIL_VERIFIED, actor=check.user, subject_user=check.user, now=now)
+    return check
+
+
+# --- mails -----------------------------------------------------------------------------------------
+
+
+def _send(*, to: str, subject_template: str, body_template: str, context: dict[str, Any]) -> bool:
+    """Send one plain-text e-mail; a mail server problem is logged, never raised. True if it went out."""
+    subject = " ".join(render_to_string(subject_template, context).split())
+    body = render_to_string(body_template, context)
+    try:
+        send_mail(subject, body, None, [to])
+    except Exception:  # SMTP down, address refused, ...: the caller tells the person to try again
+        logger.exception("could not send the e-mail '%s' to %s", subject, to)
+        return False
+    return True
+
+
+def send_verification_email(user: Account, *, now: dt.datetime | None = None) -> bool:
+    """Mail a fresh verification link to the account's current address. True if it was sent."""
+    email = getattr(user, "email", "")
+    if not email:
+        return False
+    now = now or utcnow()
+    token = make_verification_token(user, now=now)
+    context = {
+        "user": user,
+        "email": email,
+        "link": absolute_url(reverse("accounts:verify-email", kwargs={"token": token})),
+        "hours": settings.ENROLL_EMAIL_VERIFICATION_HOURS,
+        "expires_at": now + verification_lifetime(),
+        "profile_url": absolute_url(reverse("accounts:profile")),
+    }
+    return _send(
+        to=email,
+        subject_template="accounts/email/verify_email_subject.txt",
+        body_template="accounts/email/verify_email.txt",
+        context=context,
+    )
+
+
+def send_email_changed_notice(user: Account, *, old_email: str) -> bool:
+    """Tell the previous address that the account's address changed (so a take-over does not go unseen)."""
+    if not old_email:
+        return False
+    context = {
+        "user": user,
+        "old_email": old_email,
+        "new_email": getattr(user, "email", ""),
+        "password_reset_url": absolute_url(reverse("accounts:password-reset")),
+    }
+    return _send(
+        to=old_email,
+        subject_template="accounts/email/email_changed_subject.txt",
+        body_template="accounts/email/email_changed.txt",
+        context=context,
+    )
+
+
+# --- account changes -------------------------------------------------------------------------------
+
+
+def email_in_use(email: str, *, exclude: Account | None = None) -> bool:
+    """Whether another account already has this address (compared case-insensitively)."""
+    users = get_user_model()._default_manager.filter(email__iexact=email.strip())
+    if exclude is not None:
+        users = users.exclude(pk=exclude.pk)
+    return users.exists()
+
+
+def sign_up(*, username: str, email: str, password: str, now: dt.datetime | None = None) -> Account:
+    """Create the account and its profile and audit it, all or nothing. The caller sends the mail."""
+    now = now or utcnow()
+    manager: Any = get_user_model()._default_manager
+    with transaction.atomic():
+        user: Account = manager.create_user(username=username, email=email, password=password)
+        Profile.objects.create(user=user)
+        audit.record(event=AuditEvent.SIGN_UP, actor=user, subject_user=user, now=now)
+    return user
+
+
+def change_email(user: Account, new_email: str) -> str:
+    """Give the account a new address, unverified. Returns the old address."""
+    old_email: str = getattr(user, "email", "")
+    with transaction.atomic():
+        user.email = new_email
+        user.save(update_fields=["email"])
+        Profile.objects.update_or_create(
+            user=user, defaults={"email_verified_at": None, "verified_email": ""}
+        )
+    return old_email

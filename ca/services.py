@@ -76,7 +76,11 @@ def load_key(ca: CertificateAuthority) -> pki_keys.CAPrivateKey:
     try:
         mtime = path.stat().st_mtime_ns
     except OSError as exc:
-        raise CAKeyError(f"The key file of CA '{ca.slug}' ({path}) cannot be read: {exc.strerror}.") from None
+        logger.error("the key file of CA %s (%s) cannot be read: %s", ca.slug, path, exc.strerror)
+        raise CAKeyError(
+            f"The key of CA '{ca.slug}' cannot be read ({exc.strerror}); "
+            "the operator must restore its key file."
+        ) from None
     cache_key = (ca.pk, ca.key_file, mtime)
     with _key_cache_lock:
         cached = _key_cache.get(cache_key)

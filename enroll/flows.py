@@ -5,6 +5,14 @@ Every step runs in a transaction that holds the request's row lock (SELECT ... F
 administrators approving at once yield one certificate. Approval and issuance commit together: a
 request is never left APPROVED without an outcome; if anything fails after approval the request ends
 FAILED with the reason (and nothing is signed), and if the process dies the whole step rolls back.
+
+Each step writes its audit entry in the same transaction, and queues the owner's e-mail about a decision
+with ``transaction.on_commit`` (so nobody hears about a decision that was rolled back).
+
+Renewal: a new request linked to a certificate (``renewal_of``); the subject comes from the account as
+always, the certificate gets a new serial. A key that was on a certificate revoked for key compromise is
+refused in any request. With ``settings.ENROLL_AUTO_APPROVE_RENEWALS`` a renewal by the owner of a
+still-valid, unrevoked certificate is approved at once (``decided_by`` None).
 """
 
 from __future__ import annotations
@@ -16,34 +24,166 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.services import verified_email
+from ca import audit
 from ca import services as ca_services
 from ca.clock import utcnow
-from ca.models import Certificate
+from ca.models import AuditEvent, Certificate, Revocation, RevocationReason
 from ca.pki.csr import parse_csr
 from ca.pki.errors import RequestRefused
 from ca.pki.profiles import SubjectInfo
 from ca.types import Account
-from enroll.models import EnrollmentRequest, RequestKind, RequestStatus
+from enroll import notifications
+from enroll.models import RENEWING_STATUSES, EnrollmentRequest, RequestKind, RequestStatus
 
 logger = logging.getLogger(__name__)
+
+#: The reason recorded on a renewal the flow approved by itself.
+AUTO_APPROVED_RENEWAL = "auto-approved renewal"
+
+#: The revocation reasons owners may pick for their own certificates.
+SELF_REVOCATION_REASONS = (
+    RevocationReason.KEY_COMPROMISE,
+    RevocationReason.SUPERSEDED,
+    RevocationReason.CESSATION_OF_OPERATION,
+)
 
 
 class FlowError(Exception):
     """A step is not allowed in the request's current state; the message says why."""
 
 
-def submit_csr(*, owner: Account, data: bytes | str, now: dt.datetime | None = None) -> EnrollmentRequest:
-    """Check a CSR and store it as a new SUBMITTED request. Raises RequestRefused; stores nothing then."""
+class SubmissionRefused(FlowError):
+    """The portal's rules refuse a submission (unverified address, compromised key, renewal rules).
+
+    The PKI core's own refusals (bad CSR, weak key, ...) stay :class:`RequestRefused`. Nothing is stored.
+    """
+
+
+EMAIL_NOT_VERIFIED = (
+    "Verify your e-mail address first: certificates carry it, so the portal only takes requests from "
+    "accounts with a verified address. Open the link in the e-mail we sent you, or ask for a new one on "
+    "your profile page."
+)
+KEY_COMPROMISED = (
+    "This key was reported as compromised: a certificate for it was revoked for key compromise. "
+    "It can never be certified again. Make a new key on your computer and submit a request made from it."
+)
+
+
+def submission_blocker(owner: Account) -> str | None:
+    """Why ``owner`` cannot submit requests in the portal right now, or None if they can."""
+    if verified_email(owner) is None:
+        return EMAIL_NOT_VERIFIED
+    return None
+
+
+def key_is_compromised(spki_sha256: str) -> bool:
+    """Whether a certificate for this public key was revoked for key compromise (any owner, any CA)."""
+    return Revocation.objects.filter(
+        certificate__spki_sha256=spki_sha256, reason=RevocationReason.KEY_COMPROMISE
+    ).exists()
+
+
+def renewal_blocker(certificate: Certificate) -> str | None:
+    """Why ``certificate`` cannot be renewed now (a renewal is pending or done), or None."""
+    renewal = certificate.renewals.filter(status__in=RENEWING_STATUSES).order_by("-created_at").first()
+    if renewal is None:
+        return None
+    if renewal.status == RequestStatus.ISSUED:
+        return (
+            f"This certificate was renewed already (request #{renewal.pk}). Renew the new certificate "
+            "instead when its time comes."
+        )
+    return (
+        f"A renewal of this certificate is waiting for a decision (request #{renewal.pk}). "
+        "You will get an e-mail when it is decided."
+    )
+
+
+def submit_csr(
+    *,
+    owner: Account,
+    data: bytes | str,
+    now: dt.datetime | None = None,
+    renewal_of: Certificate | None = None,
+    require_verified_email: bool = False,
+) -> EnrollmentRequest:
+    """Check a CSR and store it as a new SUBMITTED request.
+
+    Raises RequestRefused (the PKI core's checks) or SubmissionRefused (the portal's rules); stores nothing
+    then. The portal passes ``require_verified_email=True``; the operator's command line may submit for
+    any account. ``renewal_of`` makes the request a renewal of one of the owner's certificates (see
+    :func:`submit_renewal`).
+    """
+    now = now or utcnow()
+    if require_verified_email and (blocker := submission_blocker(owner)) is not None:
+        raise SubmissionRefused(blocker)
     parsed = parse_csr(data=data)
-    return EnrollmentRequest.objects.create(
-        owner=owner,
-        kind=RequestKind.CSR,
-        request_der=parsed.der,
-        request_sha256=parsed.sha256,
-        key_description=parsed.key.description,
-        spki_sha256=parsed.key.spki_sha256,
-        requested_subject=parsed.requested_subject[:1024],
-        created_at=now or utcnow(),
+    with transaction.atomic():
+        if renewal_of is not None:
+            renewal_of = _lock_renewable(renewal_of, owner=owner)
+        if key_is_compromised(parsed.key.spki_sha256):
+            raise SubmissionRefused(KEY_COMPROMISED)
+        request = EnrollmentRequest.objects.create(
+            owner=owner,
+            kind=RequestKind.CSR,
+            request_der=parsed.der,
+            request_sha256=parsed.sha256,
+            key_description=parsed.key.description,
+            spki_sha256=parsed.key.spki_sha256,
+            requested_subject=parsed.requested_subject[:1024],
+            created_at=now,
+            renewal_of=renewal_of,
+        )
+        audit.record(
+            event=AuditEvent.REQUEST_SUBMITTED,
+            actor=owner,
+            subject_user=owner,
+            request_sha256=request.request_sha256,
+            serial=renewal_of.serial if renewal_of is not None else "",
+            detail=f"request #{request.pk}, {request.key_description}"
+            + (f", renewal of {renewal_of.serial}" if renewal_of is not None else ""),
+            now=now,
+        )
+        if renewal_of is not None and _auto_approves(renewal_of, owner=owner, now=now):
+            _approve_locked(request, by=None, now=now, reason=AUTO_APPROVED_RENEWAL)
+    return request
+
+
+def submit_renewal(
+    *, owner: Account, certificate: Certificate, data: bytes | str, now: dt.datetime | None = None
+) -> EnrollmentRequest:
+    """Submit a CSR that renews ``certificate`` (the owner's own, with a verified address).
+
+    The same key may be used again unless it was revoked for key compromise. With
+    ``settings.ENROLL_AUTO_APPROVE_RENEWALS`` the request is approved and issued at once when the
+    certificate is still valid and not revoked; the returned request is then ISSUED (or FAILED).
+    """
+    return submit_csr(owner=owner, data=data, now=now, renewal_of=certificate, require_verified_email=True)
+
+
+def _lock_renewable(certificate: Certificate, *, owner: Account) -> Certificate:
+    """Lock the certificate row (two renewals at once give one) and check it can be renewed by ``owner``."""
+    locked = (
+        Certificate.objects.select_for_update()
+        .select_related("ca")
+        .filter(pk=certificate.pk, owner=owner)
+        .exclude(der=b"")
+        .first()
+    )
+    if locked is None:
+        raise SubmissionRefused("Only the owner of a certificate can renew it.")
+    if (blocker := renewal_blocker(locked)) is not None:
+        raise SubmissionRefused(blocker)
+    return locked
+
+
+def _auto_approves(certificate: Certificate, *, owner: Account, now: dt.datetime) -> bool:
+    return (
+        bool(settings.ENROLL_AUTO_APPROVE_RENEWALS)
+        and certificate.owner_id == owner.pk
+        and not Revocation.objects.filter(certificate=certificate).exists()
+        and certificate.not_before <= now < certificate.not_after
     )
 
 
@@ -81,12 +221,33 @@ def approve(
             )
         if by is not None and by.pk == request.owner_id:
             raise FlowError("Nobody may approve their own request; ask another administrator.")
-        request.status = RequestStatus.APPROVED
-        request.decided_by = by
-        request.decided_at = now
-        request.save(update_fields=["status", "decided_by", "decided_at"])
-        _issue(request, now=now)
+        _approve_locked(request, by=by, now=now)
     return request
+
+
+def _approve_locked(
+    request: EnrollmentRequest, *, by: Account | None, now: dt.datetime, reason: str = ""
+) -> None:
+    """APPROVED, then issue (ISSUED or FAILED); the caller holds the row lock inside a transaction."""
+    request.status = RequestStatus.APPROVED
+    request.decided_by = by
+    request.decided_at = now
+    update_fields = ["status", "decided_by", "decided_at"]
+    if reason:
+        request.reason = reason
+        update_fields.append("reason")
+    request.save(update_fields=update_fields)
+    audit.record(
+        event=AuditEvent.REQUEST_APPROVED,
+        actor=by,
+        subject_user=request.owner,
+        request_sha256=request.request_sha256,
+        detail=f"request #{request.pk}" + (f", {reason}" if reason else ""),
+        now=now,
+    )
+    _issue(request, now=now)
+    request_id = request.pk
+    transaction.on_commit(lambda: notifications.notify_decision(request_id=request_id), robust=True)
 
 
 def _issue(request: EnrollmentRequest, *, now: dt.datetime) -> None:
@@ -97,12 +258,18 @@ def _issue(request: EnrollmentRequest, *, now: dt.datetime) -> None:
         with transaction.atomic():
             if request.kind != RequestKind.CSR:
                 raise FlowError(f"Requests of kind {request.kind} cannot be issued yet.")
+            if key_is_compromised(request.spki_sha256):
+                raise FlowError(
+                    "the key of this request was reported as compromised (a certificate for it was "
+                    "revoked for key compromise after the request was submitted)."
+                )
             certificate = ca_services.issue_certificate(
                 request_der=bytes(request.request_der),
                 subject=subject_for(request.owner),
                 owner=request.owner,
                 profile_name=request.profile,
                 now=now,
+                actor=request.decided_by,
             )
     except (RequestRefused, ca_services.CAError, FlowError) as exc:
         reason = str(exc)
@@ -115,6 +282,13 @@ def _issue(request: EnrollmentRequest, *, now: dt.datetime) -> None:
         request.status = RequestStatus.FAILED
         request.reason = f"Issuing failed: {reason}"
         request.save(update_fields=["status", "reason"])
+        audit.record(
+            event=AuditEvent.REQUEST_FAILED,
+            subject_user=request.owner,
+            request_sha256=request.request_sha256,
+            detail=f"request #{request.pk}: {request.reason}",
+            now=now,
+        )
         logger.warning("request #%s failed: %s", request.pk, reason)
         return
     request.status = RequestStatus.ISSUED
@@ -141,4 +315,42 @@ def reject(
         request.decided_by = by
         request.decided_at = now or utcnow()
         request.save(update_fields=["status", "reason", "decided_by", "decided_at"])
+        audit.record(
+            event=AuditEvent.REQUEST_REJECTED,
+            actor=by,
+            subject_user=request.owner,
+            request_sha256=request.request_sha256,
+            detail=f"request #{request.pk}: {reason}",
+            now=request.decided_at,
+        )
+        request_id = request.pk
+        transaction.on_commit(lambda: notifications.notify_decision(request_id=request_id), robust=True)
     return request
+
+
+# --- the owner's own certificates ------------------------------------------------------------------
+
+
+def revoke_own_certificate(
+    *,
+    owner: Account,
+    certificate: Certificate,
+    reason: RevocationReason,
+    invalidity_date: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+) -> Revocation:
+    """Revoke one of ``owner``'s certificates with a reason owners may give; the CRL follows on commit.
+
+    Raises FlowError for someone else's certificate or a reason owners cannot pick, and
+    :class:`ca.services.CAError` (AlreadyRevoked, a future invalidity date, CrlNotPublished after the
+    revocation committed) from the CA service.
+    """
+    if certificate.owner_id != owner.pk:
+        raise FlowError("Only the owner of a certificate can revoke it here.")
+    if reason not in SELF_REVOCATION_REASONS:
+        raise FlowError("Pick one of the reasons offered: key compromise, superseded or no longer needed.")
+    if invalidity_date is not None and reason != RevocationReason.KEY_COMPROMISE:
+        raise FlowError("A date of compromise only goes with the reason key compromise.")
+    return ca_services.revoke_certificate(
+        certificate=certificate, reason=reason, by=owner, invalidity_date=invalidity_date, now=now
+    )

@@ -49,6 +49,14 @@ class EnrollmentRequest(models.Model):
     certificate = models.OneToOneField(
         Certificate, null=True, blank=True, on_delete=models.PROTECT, related_name="enrollment_request"
     )
+    renewal_of = models.ForeignKey(
+        Certificate,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="renewals",
+        help_text="The certificate this request renews, if it is a renewal.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -61,3 +69,38 @@ class EnrollmentRequest(models.Model):
 
     def __str__(self) -> str:
         return f"request #{self.pk} by {self.owner} ({self.status})"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status in PENDING_STATUSES
+
+
+#: A request that is waiting for, or got, a certificate: a renewal in one of these states means the
+#: certificate it renews needs no further renewal (and no more expiry reminders).
+PENDING_STATUSES = (RequestStatus.SUBMITTED, RequestStatus.APPROVED)
+RENEWING_STATUSES = (RequestStatus.SUBMITTED, RequestStatus.APPROVED, RequestStatus.ISSUED)
+
+
+class ReminderDays(models.IntegerChoices):
+    """How many days before expiry the owner is reminded (each reminder once)."""
+
+    THIRTY = 30, "30 days"
+    SEVEN = 7, "7 days"
+    ONE = 1, "1 day"
+
+
+class ExpiryReminder(models.Model):
+    """One expiry reminder sent for a certificate; the unique constraint makes each one go out once."""
+
+    certificate = models.ForeignKey(Certificate, on_delete=models.CASCADE, related_name="expiry_reminders")
+    days = models.PositiveSmallIntegerField(choices=ReminderDays.choices)
+    sent_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-sent_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["certificate", "days"], name="expiry_reminder_once_per_threshold")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.days}-day reminder for {self.certificate.serial}"

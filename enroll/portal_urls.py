@@ -1,7 +1,22 @@
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import path
+
+from enroll import views
 
 app_name = "portal"
 
-urlpatterns: list[URLPattern] = []
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("requests/new/", views.request_new, name="request-new"),
+    path("requests/<int:pk>/", views.request_detail, name="request-detail"),
+    path("certificates/<int:pk>/", views.certificate_detail, name="certificate-detail"),
+    path(
+        "certificates/<int:pk>/download/<str:fmt>/",
+        views.certificate_download,
+        name="certificate-download",
+    ),
+    path("certificates/<int:pk>/revoke/", views.certificate_revoke, name="certificate-revoke"),
+    path("certificates/<int:pk>/renew/", views.certificate_renew, name="certificate-renew"),
+    path("help/", views.help_page, name="help"),
+]

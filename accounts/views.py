@@ -1,0 +1,210 @@
+"""Account pages: sign-up, e-mail verification, login/logout, password reset and change, profile.
+
+Thin views: the logic lives in :mod:`accounts.services`. Every change of state is a POST with CSRF.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accounts import services
+from accounts.forms import EmailChangeForm, SignUpForm
+from accounts.models import Profile
+from accounts.services import TokenState
+from ca.types import Account
+
+#: The backend that checked the password at sign-up (other backends, e.g. certificate login, may follow).
+SIGN_UP_BACKEND = "django.contrib.auth.backends.ModelBackend"
+
+MAIL_FAILED = (
+    "We could not send the e-mail just now. Please try again in a few minutes with "
+    "“Send a new link” on your profile page."
+)
+
+
+def _account(request: HttpRequest) -> Account:
+    """The logged-in account (only for views behind ``login_required``)."""
+    user = request.user
+    assert isinstance(user, Account), "login_required guards this view"
+    return user
+
+
+# --- sign-up and verification ----------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect(settings.LOGIN_REDIRECT_URL)
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = services.sign_up(
+            username=form.cleaned_data["username"],
+            email=form.cleaned_data["email"],
+            password=form.cleaned_data["password1"],
+        )
+        login(request, user, backend=SIGN_UP_BACKEND)
+        if services.send_verification_email(user):
+            messages.success(
+                request,
+                f"Welcome, {user.get_username()}! We sent a link to {user.email}. "
+                "Open it to confirm your address; then you can request certificates.",
+            )
+        else:
+            messages.warning(request, f"Welcome, {user.get_username()}! {MAIL_FAILED}")
+        return redirect("accounts:profile")
+    return render(request, "accounts/signup.html", {"form": form})
+
+
+@require_http_methods(["GET", "POST"])
+def verify_email(request: HttpRequest, token: str) -> HttpResponse:
+    """GET shows what the link is for and a confirm button; POST verifies (mail scanners only GET)."""
+    if request.method == "POST":
+        check = services.verify_email(token)
+        if check.state is TokenState.VALID and check.user is not None:
+            messages.success(
+                request,
+                f"Thank you: {check.user.email} is verified. You can now request certificates.",
+            )
+            if request.user.is_authenticated:
+                return redirect(settings.LOGIN_REDIRECT_URL)
+            return redirect("accounts:login")
+    else:
+        check = services.check_verification_token(token)
+    if check.state is TokenState.VALID:
+        template = "accounts/verify_confirm.html"
+    else:
+        template = "accounts/verify_problem.html"
+    context = {
+        "check": check,
+        "state": check.state.value,
+        "token": token,
+        "account": check.user,
+        "hours": settings.ENROLL_EMAIL_VERIFICATION_HOURS,
+        "is_own_account": check.user is not None and request.user.pk == check.user.pk,
+    }
+    status = 400 if check.state is TokenState.INVALID else 200
+    return render(request, template, context, status=status)
+
+
+@require_POST
+def resend_verification(request: HttpRequest) -> HttpResponse:
+    """Send a new link: to the logged-in account, or to the account an (expired) link was made for."""
+    if request.user.is_authenticated:
+        user = _account(request)
+        if services.verified_email(user) is not None:
+            messages.info(request, f"Your e-mail address {user.email} is already verified.")
+        elif services.send_verification_email(user):
+            messages.success(
+                request,
+                f"We sent a new link to {user.email}. It may take a minute; check your spam folder too.",
+            )
+        else:
+            messages.error(request, MAIL_FAILED)
+        return redirect("accounts:profile")
+
+    check = services.check_verification_token(request.POST.get("token", ""))
+    if check.state is TokenState.ALREADY_VERIFIED:
+        messages.info(request, "That e-mail address is already verified. Log in to continue.")
+    elif check.state is not TokenState.INVALID and check.user is not None:
+        if services.send_verification_email(check.user):
+            messages.success(
+                request,
+                "We sent a new link to the account's e-mail address. "
+                "It may take a minute; check your spam folder too.",
+            )
+        else:
+            messages.error(request, MAIL_FAILED)
+    else:
+        messages.info(
+            request,
+            "Log in, then press “Send a new link” on your profile page to get a fresh verification link.",
+        )
+    return redirect("accounts:login")
+
+
+# --- profile ---------------------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def profile(request: HttpRequest) -> HttpResponse:
+    user = _account(request)
+    form = EmailChangeForm(user, request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        old_email = services.change_email(user, form.cleaned_data["email"])
+        services.send_email_changed_notice(user, old_email=old_email)
+        if services.send_verification_email(user):
+            messages.success(
+                request,
+                f"Your e-mail address is now {user.email}. We sent a link there: open it to verify the new "
+                "address. Until then you cannot request certificates.",
+            )
+        else:
+            messages.warning(request, f"Your e-mail address is now {user.email}. {MAIL_FAILED}")
+        return redirect("accounts:profile")
+    context: dict[str, Any] = {
+        "nav": "profile",
+        "form": form,
+        "verified": services.verified_email(user) is not None,
+        "profile": Profile.objects.filter(user=user).first(),
+        "hours": settings.ENROLL_EMAIL_VERIFICATION_HOURS,
+    }
+    return render(request, "accounts/profile.html", context)
+
+
+# --- Django's auth views with our templates --------------------------------------------------------
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "accounts/login.html"
+    redirect_authenticated_user = True
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    template_name = "accounts/password_reset_form.html"
+    email_template_name = "accounts/email/password_reset.txt"
+    subject_template_name = "accounts/email/password_reset_subject.txt"
+    success_url = reverse_lazy("accounts:password-reset-done")
+
+    @property
+    def extra_email_context(self) -> dict[str, Any]:
+        """Links from the portal's public URL (never the request's Host header), and the link's lifetime."""
+        return {
+            "portal_url": settings.ENROLL_PUBLIC_URL,
+            "reset_hours": max(1, settings.PASSWORD_RESET_TIMEOUT // 3600),
+        }
+
+
+class PasswordResetDoneView(auth_views.PasswordResetDoneView):
+    template_name = "accounts/password_reset_done.html"
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    template_name = "accounts/password_reset_confirm.html"
+    success_url = reverse_lazy("accounts:password-reset-complete")
+
+
+class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
+    template_name = "accounts/password_reset_complete.html"
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    template_name = "accounts/password_change_form.html"
+    success_url = reverse_lazy("accounts:password-change-done")
+    extra_context = {"nav": "profile"}
+
+
+class PasswordChangeDoneView(auth_views.PasswordChangeDoneView):
+    template_name = "accounts/password_change_done.html"
+    extra_context = {"nav": "profile"}

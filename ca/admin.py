@@ -1,0 +1,319 @@
+"""Django admin for the CA: certificates, CAs, CRL publications and the audit log, all read-only.
+
+Nothing here edits a CA record: certificates are never edited, revocations go through the revocation
+screen (:mod:`ca.admin_views`, ``admin:ca-revocation``) and :func:`ca.services.revoke_certificate`, CRLs
+through :func:`ca.services.publish_crl`, and the audit log is written by :func:`ca.audit.record` only.
+Add, change and delete are refused for everyone, superusers included.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+from ca import admin_views
+from ca.admin_views import badge, hex_search
+from ca.clock import utcnow
+from ca.models import (
+    AuditEntry,
+    Certificate,
+    CertificateAuthority,
+    CertificateStatus,
+    CrlPublication,
+)
+from ca.pki.pem import pem_armor
+
+if TYPE_CHECKING:
+    _CertificateAdmin = admin.ModelAdmin[Certificate]
+    _AuthorityAdmin = admin.ModelAdmin[CertificateAuthority]
+    _CrlAdmin = admin.ModelAdmin[CrlPublication]
+    _AuditAdmin = admin.ModelAdmin[AuditEntry]
+else:
+    _CertificateAdmin = _AuthorityAdmin = _CrlAdmin = _AuditAdmin = admin.ModelAdmin
+
+STATUS_COLORS = {
+    CertificateStatus.VALID: "green",
+    CertificateStatus.REVOKED: "red",
+    CertificateStatus.EXPIRED: "grey",
+    CertificateStatus.NOT_YET_VALID: "amber",
+}
+
+
+class ReadOnlyAdminMixin:
+    """No add, change or delete for anyone; the view permission (or superuser) lets people look."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class CertificateStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            (CertificateStatus.VALID, "Valid"),
+            (CertificateStatus.REVOKED, "Revoked"),
+            (CertificateStatus.EXPIRED, "Expired"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        now = utcnow()
+        match self.value():
+            case CertificateStatus.VALID:
+                return queryset.filter(revocation__isnull=True, not_before__lte=now, not_after__gt=now)
+            case CertificateStatus.REVOKED:
+                return queryset.filter(revocation__isnull=False)
+            case CertificateStatus.EXPIRED:
+                return queryset.filter(revocation__isnull=True, not_after__lte=now)
+        return queryset
+
+
+@admin.register(Certificate)
+class CertificateAdmin(ReadOnlyAdminMixin, _CertificateAdmin):
+    list_display = ["serial_display", "subject", "owner", "ca", "not_after", "status_badge"]
+    list_filter = [CertificateStatusFilter, "ca"]
+    list_select_related = ["ca", "owner", "revocation"]
+    search_fields = ["serial", "subject", "owner__username", "owner__email", "fingerprint_sha256"]
+    search_help_text = (
+        "Serial (hex, with or without colons, any case), subject, owner's username or e-mail, "
+        "SHA-256 fingerprint."
+    )
+    actions = ["revoke_selected"]
+    fieldsets = [
+        (None, {"fields": ["serial_display", "serial_hex", "subject", "owner", "ca", "status_badge"]}),
+        ("Validity", {"fields": ["not_before", "not_after", "created_at"]}),
+        ("Revocation", {"fields": ["revocation_details"]}),
+        (
+            "Key and request",
+            {"fields": ["fingerprint_sha256", "spki_sha256", "request_sha256", "profile", "pem"]},
+        ),
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Certificate]:
+        return super().get_queryset(request).exclude(der=b"").defer("der")
+
+    @admin.display(description="serial", ordering="serial")
+    def serial_display(self, obj: Certificate) -> str:
+        return format_html('<code title="{}">{}</code>', obj.serial_colons, obj.serial)
+
+    @admin.display(description="serial, as openssl and browsers print it")
+    def serial_hex(self, obj: Certificate) -> str:
+        return format_html("<code>{}</code>", obj.serial_colons)
+
+    @admin.display(description="status")
+    def status_badge(self, obj: Certificate) -> str:
+        status = obj.status_at(utcnow())
+        return badge(status.label, STATUS_COLORS[status])
+
+    @admin.display(description="revocation")
+    def revocation_details(self, obj: Certificate) -> str:
+        if not hasattr(obj, "revocation"):
+            return "Not revoked."
+        revocation = obj.revocation
+        parts = [
+            ("Reason", revocation.get_reason_display()),
+            ("Revoked at", f"{revocation.revoked_at:%Y-%m-%d %H:%M:%S} UTC"),
+            ("Revoked by", str(revocation.revoked_by or "the operator (command line) or the system")),
+        ]
+        if revocation.invalidity_date is not None:
+            parts.append(("Invalidity date", f"{revocation.invalidity_date:%Y-%m-%d %H:%M:%S} UTC"))
+        return format_html_join(mark_safe("<br>"), "{}: {}", parts)
+
+    @admin.display(description="certificate (PEM)")
+    def pem(self, obj: Certificate) -> str:
+        text = pem_armor(der=bytes(obj.der), label="CERTIFICATE").decode("ascii")
+        return format_html('<pre class="enroll-pem">{}</pre>', text)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Certificate], search_term: str
+    ) -> tuple[QuerySet[Certificate], bool]:
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        extra = hex_search(search_term, exact=("fingerprint_sha256", "spki_sha256"), serial="serial")
+        if extra is not None:
+            results = results | queryset.filter(extra)
+        return results, may_have_duplicates
+
+    # --- revocation ---
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return admin_views.can_revoke(request)
+
+    @admin.action(description="Revoke selected certificates…", permissions=["revoke"])
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[Certificate]) -> HttpResponse:
+        ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
+        return HttpResponseRedirect(f"{reverse('admin:ca-revocation')}?{urlencode({'ids': ids})}")
+
+    def get_urls(self) -> list[URLPattern]:
+        site = self.admin_site
+
+        def revocation(request: HttpRequest) -> HttpResponse:
+            return admin_views.revocation_view(request, site)
+
+        def republish(request: HttpRequest, ca_id: int) -> HttpResponse:
+            return admin_views.republish_view(request, site, ca_id)
+
+        return [
+            path("revocation/", site.admin_view(revocation), name="ca-revocation"),
+            path("revocation/republish/<int:ca_id>/", site.admin_view(republish), name="ca-crl-republish"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "can_revoke": admin_views.can_revoke(request)}
+        return super().changelist_view(request, extra_context)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "can_revoke": admin_views.can_revoke(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+@admin.register(CertificateAuthority)
+class CertificateAuthorityAdmin(ReadOnlyAdminMixin, _AuthorityAdmin):
+    list_display = ["slug", "name", "parent", "is_default", "key_type", "not_after", "public_links"]
+    list_select_related = ["parent"]
+    fields = [
+        "slug",
+        "name",
+        "parent",
+        "is_default",
+        "subject",
+        "serial",
+        "key_type",
+        "key_file",
+        "not_before",
+        "not_after",
+        "fingerprint_sha256",
+        "created_at",
+        "public_urls",
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CertificateAuthority]:
+        return super().get_queryset(request).defer("certificate_der")
+
+    @admin.display(description="public files")
+    def public_links(self, obj: CertificateAuthority) -> str:
+        links = [
+            (reverse(name, kwargs={"slug": obj.slug}), label)
+            for name, label in [
+                ("ca:cert-der", "CA cert"),
+                ("ca:cert-pem", "PEM"),
+                ("ca:crl-der", "CRL"),
+                ("ca:crl-pem", "CRL PEM"),
+            ]
+        ]
+        return format_html_join(" · ", '<a href="{}">{}</a>', links)
+
+    @admin.display(description="public URLs (as written into certificates)")
+    def public_urls(self, obj: CertificateAuthority) -> str:
+        urls = [
+            (label, url, url)
+            for label, url in [
+                ("CA certificate (DER)", obj.public_url("ca:cert-der")),
+                ("CA certificate (PEM)", obj.public_url("ca:cert-pem")),
+                ("CRL (DER)", obj.public_url("ca:crl-der")),
+                ("CRL (PEM, for nginx and Apache)", obj.public_url("ca:crl-pem")),
+            ]
+        ]
+        return format_html_join(mark_safe("<br>"), '{}: <a href="{}">{}</a>', urls)
+
+
+@admin.register(CrlPublication)
+class CrlPublicationAdmin(ReadOnlyAdminMixin, _CrlAdmin):
+    list_display = ["number", "ca", "this_update", "next_update", "entries", "sha256", "created_at"]
+    list_filter = ["ca"]
+    list_select_related = ["ca"]
+    search_fields = ["=number", "sha256"]
+    date_hierarchy = "this_update"
+    fields = ["ca", "number", "this_update", "next_update", "entries", "size", "sha256", "created_at"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CrlPublication]:
+        return super().get_queryset(request).defer("der")
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[CrlPublication], search_term: str
+    ) -> tuple[QuerySet[CrlPublication], bool]:
+        term = search_term.strip()
+        if term.isdigit():
+            return queryset.filter(number=int(term[:20])) if len(term) < 20 else queryset.none(), False
+        return queryset.filter(sha256__icontains=term), False
+
+    @admin.display(description="size (bytes)")
+    def size(self, obj: CrlPublication) -> int:
+        return len(bytes(obj.der))
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdminMixin, _AuditAdmin):
+    """The audit log: visible to staff with the view permission, never editable, even by superusers."""
+
+    list_display = [
+        "created_at",
+        "event",
+        "actor_display",
+        "subject_user",
+        "ca_slug",
+        "serial",
+        "short_request_sha256",
+        "crl_number",
+        "detail",
+    ]
+    list_filter = ["event", "created_at"]
+    date_hierarchy = "created_at"
+    search_fields = ["serial", "request_sha256", "actor_name", "subject_user", "ca_slug"]
+    search_help_text = "Serial (any format), request SHA-256, actor's or account's username, CRL number."
+    fields = [
+        "created_at",
+        "event",
+        "actor_display",
+        "subject_user",
+        "ca_slug",
+        "serial",
+        "request_sha256",
+        "crl_number",
+        "detail",
+    ]
+    actions = None
+
+    @admin.display(description="actor", ordering="actor_name")
+    def actor_display(self, obj: AuditEntry) -> str:
+        return obj.actor_name or "system / command line"
+
+    @admin.display(description="request SHA-256")
+    def short_request_sha256(self, obj: AuditEntry) -> str:
+        if not obj.request_sha256:
+            return ""
+        return format_html('<code title="{}">{}…</code>', obj.request_sha256, obj.request_sha256[:16])
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[AuditEntry], search_term: str
+    ) -> tuple[QuerySet[AuditEntry], bool]:
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        if term.isdigit() and len(term) < 20:
+            results = results | queryset.filter(crl_number=int(term))
+        extra = hex_search(term, exact=("request_sha256",), serial="serial")
+        if extra is not None:
+            results = results | queryset.filter(extra)
+        return results, may_have_duplicates

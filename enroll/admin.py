@@ -1,0 +1,322 @@
+"""Django admin for enrollment requests: look, approve, reject.
+
+The admin never edits a request: status, certificate and decision change only through
+:mod:`enroll.flows` (``approve`` and ``reject``), called by the actions "Approve selected requests" and
+"Reject selected requests…" (a reason form in between) and by the buttons on a request's page.
+Deciding needs the model's change permission (``enroll.change_enrollmentrequest``); looking needs the view
+or change permission. Nobody approves their own request, superusers included (the flow refuses it).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
+
+from ca.admin_views import acting_user, badge, hex_search
+from ca.pki.pem import pem_armor
+from ca.types import Account
+from enroll import flows
+from enroll.models import EnrollmentRequest, RequestStatus
+
+if TYPE_CHECKING:
+    _RequestAdmin = admin.ModelAdmin[EnrollmentRequest]
+else:
+    _RequestAdmin = admin.ModelAdmin
+
+admin.site.site_header = "Enroll administration"
+admin.site.site_title = "Enroll"
+admin.site.index_title = "Administration"
+
+#: Approving and rejecting need this permission.
+DECIDE_PERMISSION = "enroll.change_enrollmentrequest"
+
+IGNORED_SUBJECT_NOTE = "requested, ignored: the certificate subject comes from the account"
+
+STATUS_COLORS = {
+    RequestStatus.SUBMITTED: "blue",
+    RequestStatus.APPROVED: "blue",
+    RequestStatus.REJECTED: "grey",
+    RequestStatus.ISSUED: "green",
+    RequestStatus.FAILED: "red",
+}
+
+
+class RejectForm(forms.Form):
+    reason = forms.CharField(
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 70}),
+        label="Reason",
+        help_text="The requester reads it: say what is wrong and what to do instead.",
+        error_messages={"required": "Give a reason for the rejection; the requester reads it."},
+    )
+
+
+def _has_field(model: type[EnrollmentRequest], name: str) -> bool:
+    try:
+        model._meta.get_field(name)
+    except FieldDoesNotExist:
+        return False
+    return True
+
+
+@admin.register(EnrollmentRequest)
+class EnrollmentRequestAdmin(_RequestAdmin):
+    list_display = ["id", "owner", "kind", "status_badge", "key_description", "created_at", "decided_by"]
+    list_display_links = ["id", "owner"]
+    list_filter = ["status", "kind", "created_at"]
+    list_select_related = ["owner", "decided_by"]
+    search_fields = ["owner__username", "owner__email", "request_sha256", "spki_sha256"]
+    search_help_text = (
+        "Username, e-mail, request SHA-256 or SPKI fingerprint (hex, colons allowed), certificate serial."
+    )
+    date_hierarchy = "created_at"
+    actions = ["approve_selected", "reject_selected"]
+    change_form_template = "admin/enroll/enrollmentrequest/change_form.html"
+
+    # --- nothing here is edited: the flow owns every field ---
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: EnrollmentRequest | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: EnrollmentRequest | None = None) -> bool:
+        return False
+
+    def has_decide_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_active and request.user.is_staff and request.user.has_perm(DECIDE_PERMISSION)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[EnrollmentRequest]:
+        return super().get_queryset(request).defer("request_der")
+
+    def get_fieldsets(self, request: HttpRequest, obj: EnrollmentRequest | None = None) -> Any:
+        request_fields = ["owner_display", "kind", "status_badge", "created_at"]
+        if _has_field(self.model, "renewal_of"):
+            request_fields.append("renewal_link")
+        return [
+            ("Request", {"fields": request_fields}),
+            (
+                "Parsed details",
+                {
+                    "fields": [
+                        "key_type",
+                        "spki_fingerprint",
+                        "request_fingerprint",
+                        "requested_subject_display",
+                        "issued_subject",
+                        "request_pem",
+                    ]
+                },
+            ),
+            ("Decision", {"fields": ["decided_by", "decided_at", "reason", "certificate_link"]}),
+        ]
+
+    # --- columns and fields ---
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: EnrollmentRequest) -> str:
+        return badge(obj.get_status_display(), STATUS_COLORS.get(RequestStatus(obj.status), "grey"))
+
+    @admin.display(description="owner")
+    def owner_display(self, obj: EnrollmentRequest) -> str:
+        email = getattr(obj.owner, "email", "")
+        return f"{obj.owner.get_username()} <{email}>" if email else obj.owner.get_username()
+
+    @admin.display(description="key type and size")
+    def key_type(self, obj: EnrollmentRequest) -> str:
+        return obj.key_description
+
+    @admin.display(description="SPKI fingerprint (SHA-256)")
+    def spki_fingerprint(self, obj: EnrollmentRequest) -> str:
+        return format_html("<code>{}</code>", obj.spki_sha256)
+
+    @admin.display(description="request SHA-256")
+    def request_fingerprint(self, obj: EnrollmentRequest) -> str:
+        return format_html("<code>{}</code>", obj.request_sha256)
+
+    @admin.display(description="requested subject")
+    def requested_subject_display(self, obj: EnrollmentRequest) -> str:
+        return format_html(
+            '<code>{}</code><br><small class="enroll-note">({})</small>',
+            obj.requested_subject or "(empty)",
+            IGNORED_SUBJECT_NOTE,
+        )
+
+    @admin.display(description="certificate subject")
+    def issued_subject(self, obj: EnrollmentRequest) -> str:
+        if obj.certificate is not None:
+            return obj.certificate.subject
+        subject = flows.subject_for(obj.owner)
+        parts = [f"CN={subject.common_name}"]
+        if subject.organization:
+            parts.append(f"O={subject.organization}")
+        email = f"e-mail {subject.email}" if subject.email else "no e-mail (the address is not verified)"
+        return f"{', '.join(parts)}; {email}. Taken from the account when the certificate is signed."
+
+    @admin.display(description="request (PEM)")
+    def request_pem(self, obj: EnrollmentRequest) -> str:
+        label = "CERTIFICATE REQUEST" if obj.kind == "csr" else "SPKAC"
+        text = pem_armor(der=bytes(obj.request_der), label=label).decode("ascii")
+        return format_html('<pre class="enroll-pem">{}</pre>', text)
+
+    @admin.display(description="certificate")
+    def certificate_link(self, obj: EnrollmentRequest) -> str:
+        if obj.certificate is None:
+            return "-"
+        url = reverse("admin:ca_certificate_change", args=[obj.certificate.pk])
+        return format_html('<a href="{}"><code>{}</code></a>', url, obj.certificate.serial_colons)
+
+    @admin.display(description="renewal of")
+    def renewal_link(self, obj: EnrollmentRequest) -> str:
+        renewed = getattr(obj, "renewal_of", None)
+        if renewed is None:
+            return "-"
+        url = reverse("admin:ca_certificate_change", args=[renewed.pk])
+        return format_html('<a href="{}"><code>{}</code></a>', url, renewed.serial_colons)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[EnrollmentRequest], search_term: str
+    ) -> tuple[QuerySet[EnrollmentRequest], bool]:
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        extra = hex_search(search_term, exact=("request_sha256", "spki_sha256"), serial="certificate__serial")
+        if extra is not None:
+            results = results | queryset.filter(extra)
+        return results, may_have_duplicates
+
+    # --- deciding ---
+
+    def _approve(self, request: HttpRequest, request_id: int, by: Account) -> None:
+        try:
+            decided = flows.approve(request_id=request_id, by=by)
+        except flows.FlowError as exc:
+            messages.error(request, f"Request #{request_id} was not approved: {exc}")
+            return
+        owner = decided.owner.get_username()
+        if decided.status == RequestStatus.ISSUED and decided.certificate is not None:
+            messages.success(
+                request,
+                f"Request #{request_id} of {owner} approved: "
+                f"certificate {decided.certificate.serial} issued.",
+            )
+        else:
+            messages.error(
+                request,
+                f"Request #{request_id} of {owner} was approved, but no certificate: {decided.reason}",
+            )
+
+    def _reject(self, request: HttpRequest, request_id: int, reason: str, by: Account) -> bool:
+        try:
+            decided = flows.reject(request_id=request_id, reason=reason, by=by)
+        except flows.FlowError as exc:
+            messages.error(request, f"Request #{request_id} was not rejected: {exc}")
+            return False
+        messages.success(request, f"Request #{request_id} of {decided.owner.get_username()} rejected.")
+        return True
+
+    @admin.action(description="Approve selected requests", permissions=["decide"])
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet[EnrollmentRequest]) -> None:
+        by = acting_user(request)
+        for request_id in queryset.order_by("pk").values_list("pk", flat=True):
+            self._approve(request, request_id, by)
+
+    @admin.action(description="Reject selected requests…", permissions=["decide"])
+    def reject_selected(
+        self, request: HttpRequest, queryset: QuerySet[EnrollmentRequest]
+    ) -> TemplateResponse | None:
+        if request.POST.get("post") == "yes":
+            form = RejectForm(request.POST)
+            if form.is_valid():
+                by = acting_user(request)
+                for request_id in queryset.order_by("pk").values_list("pk", flat=True):
+                    self._reject(request, request_id, form.cleaned_data["reason"], by)
+                return None
+        else:
+            form = RejectForm()
+        return self._reject_page(request, queryset.select_related("owner").order_by("pk"), form, action=True)
+
+    def _reject_page(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[EnrollmentRequest],
+        form: RejectForm,
+        *,
+        action: bool,
+    ) -> TemplateResponse:
+        return TemplateResponse(
+            request,
+            "admin/enroll/enrollmentrequest/reject.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Reject requests",
+                "opts": self.model._meta,
+                "requests": list(queryset),
+                "form": form,
+                "action": action,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
+
+    def _decidable(self, request: HttpRequest, object_id: int) -> EnrollmentRequest:
+        if not self.has_decide_permission(request):
+            raise PermissionDenied
+        return get_object_or_404(EnrollmentRequest.objects.select_related("owner"), pk=object_id)
+
+    def approve_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        obj = self._decidable(request, object_id)
+        self._approve(request, obj.pk, acting_user(request))
+        return HttpResponseRedirect(reverse("admin:enroll_enrollmentrequest_change", args=[obj.pk]))
+
+    def reject_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        obj = self._decidable(request, object_id)
+        if request.method == "POST":
+            form = RejectForm(request.POST)
+            if form.is_valid():
+                self._reject(request, obj.pk, form.cleaned_data["reason"], acting_user(request))
+                return HttpResponseRedirect(reverse("admin:enroll_enrollmentrequest_change", args=[obj.pk]))
+        else:
+            form = RejectForm()
+        return self._reject_page(
+            request, EnrollmentRequest.objects.filter(pk=obj.pk).select_related("owner"), form, action=False
+        )
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "<int:object_id>/approve/",
+                wrap(require_POST(self.approve_view)),
+                name="enroll_enrollmentrequest_approve",
+            ),
+            path("<int:object_id>/reject/", wrap(self.reject_view), name="enroll_enrollmentrequest_reject"),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        obj = self.get_object(request, object_id)
+        context: dict[str, Any] = {**(extra_context or {})}
+        if obj is not None:
+            context["decision"] = {
+                "open": obj.status == RequestStatus.SUBMITTED,
+                "allowed": self.has_decide_permission(request),
+                "own": obj.owner_id == request.user.pk,
+                "reject_form": RejectForm(),
+            }
+        return super().change_view(request, object_id, form_url, context)

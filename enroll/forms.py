@@ -1,0 +1,169 @@
+"""Forms of the end-user pages: submit (or renew with) a CSR, revoke one's own certificate.
+
+The forms check only the shape of the input (one of paste or upload, the size before reading); the CSR
+itself is checked by the flow, whose refusals the view puts back on the form with :meth:`CsrForm.refuse`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from crispy_forms.helper import FormHelper
+from crispy_forms.layout import Submit
+from django import forms
+from django.core.files.uploadedfile import UploadedFile
+from django.http import QueryDict
+
+from ca.clock import utcnow
+from ca.models import RevocationReason
+from ca.pki.csr import MAX_SUBMISSION_BYTES
+from ca.pki.errors import Refusal, RequestRefused
+from enroll.flows import SELF_REVOCATION_REASONS
+
+#: Refusals after which the pasted text is not shown again (a private key, or a wall of text).
+_NOT_ECHOED = (Refusal.PRIVATE_KEY, Refusal.TOO_LARGE)
+
+
+class CsrForm(forms.Form):
+    csr_text = forms.CharField(
+        label="Paste your certificate request (CSR)",
+        required=False,
+        strip=True,
+        widget=forms.Textarea(
+            attrs={
+                "rows": 10,
+                "class": "font-monospace",
+                "spellcheck": "false",
+                "autocomplete": "off",
+                "placeholder": "-----BEGIN CERTIFICATE REQUEST-----\n...\n-----END CERTIFICATE REQUEST-----",
+            }
+        ),
+        help_text="The whole file, from the -----BEGIN line to the -----END line.",
+    )
+    csr_file = forms.FileField(
+        label="… or upload the CSR file",
+        required=False,
+        help_text=f"PEM or DER (.csr, .pem, .der, .req), at most {MAX_SUBMISSION_BYTES // 1024} KiB.",
+        widget=forms.ClearableFileInput(attrs={"accept": ".csr,.pem,.der,.req,.txt"}),
+    )
+
+    def __init__(self, *args: Any, submit_label: str = "Submit request", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.helper = FormHelper()
+        self.helper.form_method = "post"
+        self.helper.form_tag = True
+        self.helper.attrs = {"novalidate": ""}  # errors come back inline from the server, in plain words
+        self.helper.add_input(Submit("submit", submit_label))
+
+    def clean_csr_file(self) -> UploadedFile | None:
+        upload: UploadedFile | None = self.cleaned_data.get("csr_file")
+        if upload is not None and (upload.size or 0) > MAX_SUBMISSION_BYTES:
+            raise forms.ValidationError(
+                f"The file is {upload.size} bytes; a certificate request is at most "
+                f"{MAX_SUBMISSION_BYTES // 1024} KiB. Upload only the CSR file.",
+                code="too_large",
+            )
+        return upload
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        text, upload = cleaned.get("csr_text"), cleaned.get("csr_file")
+        if self.errors:
+            return cleaned
+        if text and upload is not None:
+            raise forms.ValidationError("Paste the request or upload the file, not both.", code="both")
+        if not text and upload is None:
+            raise forms.ValidationError(
+                "Nothing was submitted. Paste your CSR or choose the CSR file.", code="empty"
+            )
+        return cleaned
+
+    def submission(self) -> bytes | str:
+        """The submitted request: the pasted text, or the uploaded bytes (read only after the size check)."""
+        upload: UploadedFile | None = self.cleaned_data.get("csr_file")
+        if upload is not None:
+            upload.seek(0)
+            data: bytes = upload.read(MAX_SUBMISSION_BYTES + 1)
+            return data
+        text: str = self.cleaned_data.get("csr_text") or ""
+        return text
+
+    def full_clean(self) -> None:
+        super().full_clean()
+        if self.errors:
+            self._scrub()
+
+    def _scrub(self, *, always: bool = False) -> None:
+        """Never show a private key (or anything that looks like one) again: empty the text area."""
+        text = str(self.data.get("csr_text", ""))
+        if text and (always or "PRIVATE KEY" in text.upper()):
+            scrubbed = self.data.copy() if isinstance(self.data, QueryDict) else dict(self.data)
+            scrubbed["csr_text"] = ""
+            self.data = scrubbed
+
+    def refuse(self, message: str, *, code: Refusal | None = None) -> None:
+        """Show a refusal of the submitted request inline, on the field it came from."""
+        field = "csr_file" if self.cleaned_data.get("csr_file") is not None else "csr_text"
+        self.add_error(field, message)
+        self._scrub(always=code in _NOT_ECHOED)
+
+    def refuse_request(self, refused: RequestRefused) -> None:
+        self.refuse(refused.message, code=refused.code)
+
+
+class DangerSubmit(Submit):  # type: ignore[misc]  # crispy-forms ships no type hints
+    field_classes = "btn btn-danger"
+
+
+_REASON_LABELS = {
+    RevocationReason.KEY_COMPROMISE: "Key compromise: the private key was lost, stolen or seen by others",
+    RevocationReason.SUPERSEDED: "Superseded: I have a new certificate that replaces this one",
+    RevocationReason.CESSATION_OF_OPERATION: "No longer needed: I stopped using it",
+}
+
+
+class RevokeForm(forms.Form):
+    reason = forms.ChoiceField(
+        label="Why should this certificate stop working?",
+        choices=[(reason.value, _REASON_LABELS[reason]) for reason in SELF_REVOCATION_REASONS],
+        widget=forms.RadioSelect,
+    )
+    invalidity_date = forms.DateField(
+        label="Since when may the key have been compromised? (optional)",
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="Only for key compromise: the first day someone else may have had the key (UTC).",
+    )
+    confirm = forms.BooleanField(
+        label="I understand that this cannot be undone: the certificate stops working everywhere.",
+        required=True,
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.helper = FormHelper()
+        self.helper.form_method = "post"
+        self.helper.add_input(DangerSubmit("submit", "Revoke the certificate"))
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        day: dt.date | None = cleaned.get("invalidity_date")
+        if day is None:
+            return cleaned
+        if cleaned.get("reason") != RevocationReason.KEY_COMPROMISE:
+            self.add_error(
+                "invalidity_date", "A date of compromise only goes with the reason key compromise."
+            )
+        elif day > utcnow().date():
+            self.add_error("invalidity_date", "The date of compromise cannot be in the future.")
+        return cleaned
+
+    def reason_value(self) -> RevocationReason:
+        return RevocationReason(self.cleaned_data["reason"])
+
+    def invalidity_datetime(self) -> dt.datetime | None:
+        day: dt.date | None = self.cleaned_data.get("invalidity_date")
+        if day is None:
+            return None
+        return dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)

@@ -1,0 +1,230 @@
+"""The whole journey in a real browser (Debian Chromium driven by Playwright) against a live portal and a
+real nginx: sign up, verify the e-mail from the outbox, submit a CSR made by `openssl req`, an administrator
+approves in Django admin, the user downloads the certificate, nginx accepts it; the administrator revokes it
+on the revocation screen, nginx reloaded with the republished CRL refuses it.
+
+Every page is saved as a screenshot at desktop and phone width under ``test-artifacts/screenshots/journey``
+(or ``$ENROLL_ARTIFACTS_DIR/journey``).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core import mail
+from pytest_django.live_server_helper import LiveServer
+
+from ca import services
+from ca.models import Certificate, CertificateAuthority
+from enroll.models import EnrollmentRequest, RequestStatus
+from tests.conftest import need_program
+from tests.realclients import (  # noqa: F401  (fixtures)
+    ChromiumThread,
+    NginxFactory,
+    chromium,
+    client_certificate,
+    new_context,
+    nginx_factory,
+    screenshot_dir,
+)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize
+
+pytestmark = [pytest.mark.real_client, pytest.mark.django_db(transaction=True)]
+
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+PASSWORD = "a-long-Passphrase-42"
+
+
+def shoot(page: Page, name: str) -> None:
+    """Save the page at desktop and at phone width."""
+    folder = screenshot_dir() / "journey"
+    folder.mkdir(parents=True, exist_ok=True)
+    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
+        page.set_viewport_size(size)
+        page.screenshot(path=str(folder / f"{name}-{label}.png"), full_page=True)
+    page.set_viewport_size(DESKTOP)
+
+
+class Session:
+    """A browser context that stays open across steps (cookies = the logged-in session)."""
+
+    def __init__(self, browser: Browser, base: str) -> None:
+        self.context: BrowserContext = new_context(browser, viewport=DESKTOP)
+        self.page: Page = self.context.new_page()
+        self.base = base
+
+    def open(self, path: str) -> Page:
+        response = self.page.goto(self.base + path if path.startswith("/") else path)
+        assert response is not None
+        assert response.status < 400, f"{path}: HTTP {response.status}"
+        return self.page
+
+
+def sign_up(browser: Browser, base: str) -> Session:
+    user = Session(browser, base)
+    page = user.open("/accounts/signup/")
+    shoot(page, "01-sign-up")
+    page.fill("input[name=username]", "dora")
+    page.fill("input[name=email]", "dora@example.com")
+    page.fill("input[name=password1]", PASSWORD)
+    page.fill("input[name=password2]", PASSWORD)
+    page.locator("form").filter(has=page.locator("input[name=password1]")).locator("[type=submit]").click()
+    page.wait_for_load_state()
+    assert "/accounts/signup/" not in page.url, page.content()
+    shoot(page, "02-after-sign-up")
+    return user
+
+
+def verify_and_submit(_browser: Browser, user: Session, link: str, csr_pem: str) -> str:
+    page = user.open(link)
+    shoot(page, "03-verify-link")
+    page.get_by_role("button", name="Yes, this is my address").click()
+    page.wait_for_load_state()
+    shoot(page, "04-dashboard-verified")
+    page = user.open("/requests/new/")
+    shoot(page, "05-new-request")
+    page.fill("textarea[name=csr_text]", csr_pem)
+    page.locator("input[type=submit][name=submit], button[type=submit][name=submit]").first.click()
+    page.wait_for_load_state()
+    assert re.search(r"/requests/\d+/$", page.url), page.content()
+    shoot(page, "06-request-submitted")
+    return page.url
+
+
+def admin_login(browser: Browser, base: str) -> Session:
+    admin = Session(browser, base)
+    page = admin.open("/admin/login/")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", "admin-password-123")
+    page.locator("input[type=submit]").click()
+    page.wait_for_load_state()
+    assert "/admin/login/" not in page.url
+    return admin
+
+
+def approve(_browser: Browser, admin: Session, request_id: int) -> None:
+    page = admin.open(f"/admin/enroll/enrollmentrequest/{request_id}/change/")
+    shoot(page, "07-admin-request")
+    page.get_by_role("button", name="Approve and issue").click()
+    page.wait_for_load_state()
+    shoot(page, "08-admin-approved")
+
+
+def download(_browser: Browser, user: Session, certificate_id: int, folder: Path) -> Path:
+    page = user.open("/")
+    shoot(page, "09-dashboard-issued")
+    page = user.open(f"/certificates/{certificate_id}/")
+    shoot(page, "10-certificate")
+    with page.expect_download() as info:
+        page.locator(f"a[href='/certificates/{certificate_id}/download/pem/']").click()
+    target = folder / "dora.pem"
+    info.value.save_as(str(target))
+    return target
+
+
+def visit_nginx(browser: Browser, url: str, certificate: dict[str, str], name: str) -> tuple[int, str]:
+    context = new_context(browser, certificates=[certificate], viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        response = page.goto(url)
+        assert response is not None
+        shoot(page, name)
+        return response.status, page.inner_text("body")
+    finally:
+        context.close()
+
+
+def revoke_on_screen(_browser: Browser, admin: Session, serial: str) -> None:
+    page = admin.open("/admin/ca/certificate/revocation/")
+    shoot(page, "12-revocation-screen")
+    page.fill("#id_serials", serial.lower())
+    page.select_option("#id_reason", "key_compromise")
+    page.get_by_role("button", name=re.compile(r"Review the revocation")).click()
+    page.wait_for_load_state()
+    shoot(page, "13-revocation-confirm")
+    page.get_by_role("button", name=re.compile(r"Yes, revoke 1 certificate")).click()
+    page.wait_for_load_state()
+    shoot(page, "14-revoked")
+
+
+def test_sign_up_to_revocation_in_a_real_browser_against_nginx(
+    live_server: LiveServer,
+    chromium: ChromiumThread,  # noqa: F811
+    nginx_factory: NginxFactory,  # noqa: F811
+    settings: Any,
+    tmp_path: Path,
+) -> None:
+    openssl = need_program("openssl")
+    settings.ENROLL_PUBLIC_URL = live_server.url
+    User.objects.create_superuser("admin", "admin@example.com", "admin-password-123")
+    ca: CertificateAuthority = services.create_ca(name="Journey CA", make_default=True)
+    base = live_server.url
+
+    user = chromium.call(sign_up, base)
+    (message,) = [m for m in mail.outbox if "dora@example.com" in m.to]
+    link = re.search(r"https?://\S+/accounts/verify/\S+", str(message.body))
+    assert link is not None, message.body
+
+    key_path, csr_path = tmp_path / "dora.key", tmp_path / "dora.csr"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key_path),
+            "-out",
+            str(csr_path),
+            "-subj",
+            "/CN=whatever dora types",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    chromium.call(verify_and_submit, user, link.group(0), csr_path.read_text())
+    request = EnrollmentRequest.objects.get(owner__username="dora")
+    assert request.status == RequestStatus.SUBMITTED
+
+    admin = chromium.call(admin_login, base)
+    chromium.call(approve, admin, request.pk)
+    request.refresh_from_db()
+    assert request.status == RequestStatus.ISSUED, request.reason
+    certificate: Certificate = request.certificate  # type: ignore[assignment]
+    assert certificate.subject == "CN=dora,O=Enroll Portal"
+
+    cert_path = chromium.call(download, user, certificate.pk, tmp_path)
+    assert cert_path.read_bytes() == services.export_certificate(certificate=certificate, fmt="pem").content
+
+    def crl_bundle() -> bytes:
+        with urllib.request.urlopen(f"{base}/pki/{ca.slug}.crl.pem", timeout=30) as response:  # noqa: S310
+            return bytes(response.read())
+
+    server = nginx_factory(ca_bundle=services.ca_certificate_pem(ca), crl_bundle=crl_bundle())
+    entry = client_certificate(server.origin, cert_path=cert_path, key_path=key_path)
+    status, body = chromium.call(visit_nginx, server.url, entry, "11-nginx-accepted")
+    assert status == 200
+    assert f"verify=SUCCESS serial={certificate.serial} " in body
+
+    chromium.call(revoke_on_screen, admin, certificate.serial)
+    assert hasattr(Certificate.objects.get(pk=certificate.pk), "revocation")
+    server.update_crl(crl_bundle())
+    status, _body = chromium.call(visit_nginx, server.url, entry, "15-nginx-refused")
+    assert status == 400
+    assert "certificate revoked" in server.error_log()
+    chromium.call(lambda browser, s: s.context.close(), user)
+    chromium.call(lambda browser, s: s.context.close(), admin)
