@@ -147,6 +147,7 @@ class CrlPanel:
     size: int
     health: CrlHealth
     summary: str
+    propagation: services.CrlHealth
 
 
 def _summary(crl: CrlPublication | None, health: CrlHealth, now: dt.datetime) -> str:
@@ -189,7 +190,16 @@ def crl_panels(*, now: dt.datetime) -> list[CrlPanel]:
         else:
             health = crl_health(this_update=crl.this_update, next_update=crl.next_update, now=now)
             size = int(getattr(crl, "size", 0) or 0)
-        panels.append(CrlPanel(ca=ca, crl=crl, size=size, health=health, summary=_summary(crl, health, now)))
+        panels.append(
+            CrlPanel(
+                ca=ca,
+                crl=crl,
+                size=size,
+                health=health,
+                summary=_summary(crl, health, now),
+                propagation=services.crl_health(ca=ca, now=now),
+            )
+        )
     return panels
 
 

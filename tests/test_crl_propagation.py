@@ -76,3 +76,13 @@ def test_the_health_endpoint_reports_every_ca_with_seconds_left(
     assert 0 < entry["seconds_left"] <= 7 * 24 * 3600
     assert entry["nodes"][0]["node"] == "web1"
     assert entry["nodes"][0]["current"] is True
+
+
+def test_the_revocation_screen_shows_who_has_the_newest_crl(
+    client: Client, ca: CertificateAuthority, admin_user: User
+) -> None:
+    fetch(client, ca, "web7")
+    client.force_login(admin_user)
+    page = client.get("/admin/ca/certificate/revocation/").content.decode()
+    assert f"CRL #{services.current_crl(ca=ca).number}: web7 has it" in page
+    assert "<code>web7</code>" in page
