@@ -160,6 +160,22 @@ def _load_state(output: Path) -> dict[str, dict[str, object]]:
     return raw if isinstance(raw, dict) else {}
 
 
+def _run_reload(command: str, *, timeout: float) -> str | None:
+    """Run the reload command; None if it succeeded, else what went wrong."""
+    try:
+        result = subprocess.run(
+            shlex.split(command), capture_output=True, text=True, check=False, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return f"the reload command did not finish within {timeout:g} s"
+    except (OSError, ValueError) as exc:
+        return f"the reload command could not be started ({exc})"
+    if result.returncode == 0:
+        return None
+    detail = (result.stderr or result.stdout).strip().splitlines()
+    return f"the reload command failed (exit {result.returncode}" + (f": {detail[-1]})" if detail else ")")
+
+
 def sync(
     *,
     urls: Sequence[str],
@@ -168,6 +184,7 @@ def sync(
     reload_command: str | None = None,
     node: str | None = None,
     timeout: float = 15.0,
+    reload_timeout: float = 120.0,
     now: dt.datetime | None = None,
 ) -> bool:
     """One sync run. Returns True if the bundle changed (and the reload ran). Raises SyncError."""
@@ -210,18 +227,13 @@ def sync(
 
     write_atomically(output, bundle)
     if reload_command:
-        result = subprocess.run(shlex.split(reload_command), capture_output=True, text=True, check=False)
-        if result.returncode != 0:
+        problem = _run_reload(reload_command, timeout=reload_timeout)
+        if problem:
             if current is not None:
                 write_atomically(output, current)
             else:
                 output.unlink(missing_ok=True)
-            detail = (result.stderr or result.stdout).strip().splitlines()
-            raise SyncError(
-                f"the reload command failed (exit {result.returncode}"
-                + (f": {detail[-1]}" if detail else "")
-                + "); the previous CRL file was put back"
-            )
+            raise SyncError(f"{problem}; the previous CRL file was put back")
     write_atomically(_state_path(output), json.dumps(new_state, indent=1).encode())
     return True
 
@@ -240,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reload-command", help="run when the bundle changed, e.g. 'nginx -s reload'")
     parser.add_argument("--node", help="this server's name, reported to the portal")
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds per request (default 15)")
+    parser.add_argument(
+        "--reload-timeout", type=float, default=120.0, help="seconds the reload may take (default 120)"
+    )
     args = parser.parse_args(argv)
     try:
         changed = sync(
@@ -249,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reload_command=args.reload_command,
             node=args.node,
             timeout=args.timeout,
+            reload_timeout=args.reload_timeout,
         )
     except SyncError as exc:
         print(f"enroll-crl-sync: {exc}; {args.output} left unchanged", file=sys.stderr)

@@ -1,25 +1,36 @@
-"""Real clients and servers for tests: a private nginx with client-certificate checks, Debian's Chromium
-driven by Playwright, throwaway server certificates, free ports and the screenshot folder.
+"""Real clients and servers for tests: private nginx, Apache and node HTTPS servers with client-certificate
+checks, Debian's Chromium driven by Playwright, a plain TLS client (:func:`https_get`), throwaway server
+certificates, free ports, the screenshot folder, and the portal's side (issued client certificates, CA and
+CRL bundles, a real ``enroll-crl-sync`` run).
 
 Not a test module. Fixtures defined here are imported by the test modules that use them, e.g.
 ``from tests.realclients import chromium, nginx_factory  # noqa: F401``.
 
 How the programs behave on these machines is written down in /work/shared/REAL-CLIENTS.md (nginx reads
 its CRL only at start or reload, needs one PEM CRL per CA in the chain, refuses a revoked client with
-HTTP 400; Playwright must use Debian's ``chromium``, never ``playwright install``).
+HTTP 400; Apache needs a graceful restart and answers a revoked client with a TLS alert; node swaps a CRL
+in with ``setSecureContext``; Playwright must use Debian's ``chromium``, never ``playwright install``).
+
+Every server takes a reload mark before something else reloads it (``enroll-crl-sync --reload-command
+server.reload_command``) and waits for it: ``mark = server.reload_mark(); ...; server.wait_reloaded(mark)``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import http.client
 import ipaddress
 import os
+import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
+import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,10 +44,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.conftest import need_program
+from ca import services
+from enroll import flows
+from tests.conftest import make_csr, need_program
 
 if TYPE_CHECKING:
+    from django.contrib.auth.models import User
     from playwright.sync_api import Browser, BrowserContext, Playwright
+
+    from ca.models import Certificate, CertificateAuthority
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -243,11 +259,10 @@ http {{
         ssl_session_tickets off;
 
         ssl_client_certificate {dir}/client-ca.pem;
-        ssl_crl {dir}/client-crl.pem;
-        ssl_verify_client on;
+{crl}        ssl_verify_client on;
         # Leaf, issuing CA, root: depth 2 is what a root + intermediate chain needs (nginx's default is 1).
         ssl_verify_depth {verify_depth};
-
+{ocsp}
         default_type text/plain;
         location / {{
             return 200 "verify=$ssl_client_verify serial=$ssl_client_serial dn=$ssl_client_s_dn\\n";
@@ -267,6 +282,10 @@ class NginxServer:
             ...  # server.origin, server.url, server.update_crl(new_crl_bundle), server.error_log()
 
     The page at ``/`` answers ``verify=$ssl_client_verify serial=$ssl_client_serial dn=$ssl_client_s_dn``.
+
+    ``crl_bundle=None`` leaves ``ssl_crl`` out. ``ocsp_responder`` turns on OCSP checks of client
+    certificates (``ssl_ocsp MODE; ssl_ocsp_responder URL;``, nginx >= 1.19) and ``ocsp_cache`` adds
+    ``ssl_ocsp_cache`` (e.g. ``"shared:ocsp:1m"``): without it nginx asks the responder on every handshake.
     """
 
     def __init__(
@@ -274,15 +293,21 @@ class NginxServer:
         directory: Path,
         *,
         ca_bundle: bytes,
-        crl_bundle: bytes,
+        crl_bundle: bytes | None,
         port: int | None = None,
         verify_depth: int = 2,
+        ocsp_responder: str | None = None,
+        ocsp_mode: str = "on",
+        ocsp_cache: str | None = None,
     ) -> None:
         self.directory = directory.resolve()
         self.ca_bundle = ca_bundle
         self.crl_bundle = crl_bundle
         self.port = port or free_port()
         self.verify_depth = verify_depth
+        self.ocsp_responder = ocsp_responder
+        self.ocsp_mode = ocsp_mode
+        self.ocsp_cache = ocsp_cache
         self.program = ""
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -303,6 +328,16 @@ class NginxServer:
     @property
     def error_log_path(self) -> Path:
         return self.directory / "error.log"
+
+    @property
+    def server_ca_path(self) -> Path:
+        """The throwaway CA that signed this server's TLS certificate (for clients that verify it)."""
+        return self.directory / "server" / "server-ca.pem"
+
+    @property
+    def reload_command(self) -> str:
+        """A shell-free command line that reloads this nginx (for ``enroll-crl-sync --reload-command``)."""
+        return shlex.join(self._argv("-s", "reload"))
 
     @property
     def origin(self) -> str:
@@ -360,7 +395,15 @@ class NginxServer:
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
         server = make_server_certificate(self.directory / "server")
         write_file(self.ca_path, self.ca_bundle)
-        write_file(self.crl_path, self.crl_bundle)
+        crl = ""
+        if self.crl_bundle is not None:
+            write_file(self.crl_path, self.crl_bundle)
+            crl = f"        ssl_crl {self.crl_path};\n"
+        ocsp = ""
+        if self.ocsp_responder is not None:
+            ocsp = f"        ssl_ocsp {self.ocsp_mode};\n        ssl_ocsp_responder {self.ocsp_responder};\n"
+            if self.ocsp_cache is not None:
+                ocsp += f"        ssl_ocsp_cache {self.ocsp_cache};\n"
         self.conf_path.write_text(
             _NGINX_CONF.format(
                 dir=self.directory,
@@ -368,6 +411,8 @@ class NginxServer:
                 server_cert=server.cert_path,
                 server_key=server.key_path,
                 verify_depth=self.verify_depth,
+                crl=crl,
+                ocsp=ocsp,
             )
         )
         checked = self._nginx("-t")
@@ -405,6 +450,18 @@ class NginxServer:
                 )
             time.sleep(0.02)
 
+    def reload_mark(self) -> set[int]:
+        """Note the current workers before something else (e.g. enroll-crl-sync) reloads nginx."""
+        return self.workers()
+
+    def wait_reloaded(self, mark: set[int]) -> None:
+        """Wait until the workers noted by :meth:`reload_mark` have all been replaced by new ones, so the
+        next connection is served by a worker that loaded the new configuration and CRL."""
+        self._wait_until(
+            lambda: bool(self.workers()) and not (self.workers() & mark),
+            "the old nginx workers to exit after the reload",
+        )
+
     def update_crl(self, pem: bytes) -> None:
         """Swap in a new CRL bundle and reload, as a front server's sync job does.
 
@@ -415,6 +472,8 @@ class NginxServer:
         """
         if self.process is None or self.process.poll() is not None:
             raise NginxError("nginx is not running")
+        if self.crl_bundle is None:
+            raise NginxError("this nginx was started without ssl_crl")
         previous = self.crl_path.read_bytes()
         write_file(self.crl_path, pem)
         checked = self._nginx("-t")
@@ -490,6 +549,716 @@ def nginx_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxFac
     finally:
         for server in started:
             server.stop()
+
+
+# --- a plain HTTPS client (Python's ssl module) -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HttpsAnswer:
+    """What a TLS client got: an HTTP status and body, or (``status`` None) the TLS/connection error."""
+
+    status: int | None
+    text: str
+
+    @property
+    def refused_in_tls(self) -> bool:
+        """The server ended the connection during or right after the handshake (no HTTP answer)."""
+        return self.status is None
+
+
+def https_get(
+    url: str,
+    *,
+    server_ca: Path,
+    cert_path: Path | None = None,
+    key_path: Path | None = None,
+    timeout: float = 10.0,
+) -> HttpsAnswer:
+    """GET ``url`` on a fresh connection (no session reuse), presenting ``cert_path``/``key_path`` if given.
+
+    The server's certificate is verified against ``server_ca`` (a failure there raises: it is the test's
+    mistake, not a refusal). A server that refuses the client certificate either answers over HTTP (nginx:
+    400) or ends the connection: with TLS 1.3 the client's handshake is complete before the server has
+    checked the certificate, so the refusal shows up as an alert or a reset on the first read. Both are
+    returned as ``HttpsAnswer(None, reason)``.
+    """
+    context = ssl.create_default_context(cafile=str(server_ca))
+    if cert_path is not None:
+        context.load_cert_chain(str(cert_path), str(key_path) if key_path is not None else None)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError(f"not an https URL: {url}")
+    connection = http.client.HTTPSConnection(parts.hostname, parts.port, context=context, timeout=timeout)
+    try:
+        connection.request("GET", parts.path or "/", headers={"Connection": "close"})
+        response = connection.getresponse()
+        return HttpsAnswer(response.status, response.read().decode("utf-8", errors="replace"))
+    except ssl.SSLCertVerificationError:
+        raise
+    except ssl.SSLError as exc:
+        return HttpsAnswer(None, f"{type(exc).__name__}: {exc.reason or exc}")
+    except ConnectionError as exc:  # reset, aborted, broken pipe, http.client.RemoteDisconnected
+        return HttpsAnswer(None, f"{type(exc).__name__}: {exc}")
+    finally:
+        connection.close()
+
+
+# --- shared by the servers below ---------------------------------------------------------------------------
+
+
+def _wait_for(
+    condition: Callable[[], bool],
+    what: str,
+    *,
+    process: subprocess.Popen[bytes] | None,
+    name: str,
+    logs: Callable[[], str],
+    error: type[RuntimeError],
+) -> None:
+    """Poll ``condition`` until true; raise ``error`` with the logs if ``process`` exits or time runs out."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        if process is not None and process.poll() is not None:
+            raise error(
+                f"{name} exited with status {process.returncode} while waiting for {what}:\n{logs()[-4000:]}"
+            )
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            raise error(f"timed out after {WAIT_SECONDS:.0f} s waiting for {what}:\n{logs()[-4000:]}")
+        time.sleep(0.02)
+
+
+def _end_process(process: subprocess.Popen[bytes] | None, children: set[int]) -> None:
+    """SIGTERM ``process`` (then SIGKILL), and SIGKILL exactly those ``children`` that outlived it."""
+    try:
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=WAIT_SECONDS / 3)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=WAIT_SECONDS / 3)
+    finally:
+        for pid in children:
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _kill_command(sig: signal.Signals, pid: int) -> str:
+    """``kill -SIG PID`` as a command line for ``enroll-crl-sync --reload-command`` (split, no shell)."""
+    kill = shutil.which("kill") or shutil.which("kill", path="/usr/bin:/bin") or need_program("kill")
+    return shlex.join([kill, f"-{sig.name.removeprefix('SIG')}", str(pid)])
+
+
+# --- Apache ----------------------------------------------------------------------------------------------
+
+#: Where Debian's apache2 keeps its modules; a standalone configuration loads them by absolute path.
+APACHE_MODULES = Path("/usr/lib/apache2/modules")
+_APACHE_MODULE_NAMES = ("mpm_event", "authz_core", "socache_shmcb", "ssl", "headers", "rewrite")
+
+
+def apache_program() -> str:
+    """Debian's apache2 (in /usr/sbin, not on a normal user's PATH); else skip (or fail in CI)."""
+    return (
+        shutil.which("apache2") or shutil.which("apache2", path="/usr/sbin:/sbin") or need_program("apache2")
+    )
+
+
+class ApacheError(RuntimeError):
+    """Apache refused its configuration, did not start, exited (a broken CRL on a graceful restart makes
+    it exit) or did not restart in time."""
+
+
+_APACHE_CONF = """\
+# Private test instance: everything under {dir}; started with apache2 -f {dir}/httpd.conf -DFOREGROUND
+ServerRoot {dir}
+ServerName 127.0.0.1
+Listen 127.0.0.1:{port}
+{modules}
+PidFile {dir}/httpd.pid
+DefaultRuntimeDir {dir}/run
+Mutex file:{dir}/run default
+# Apache refuses to serve as root. The parent (root) reads the certificates and CRLs, so the children
+# need no access to pytest's 0700 folders.
+User www-data
+Group www-data
+ErrorLog {dir}/error.log
+LogLevel info
+# Few processes, no keep-alive, no TLS session cache or tickets: every request is a fresh handshake
+# checked against the CRL the current children got from the parent at its last (graceful) restart.
+StartServers 1
+ServerLimit 4
+ThreadsPerChild 4
+MaxRequestWorkers 8
+MinSpareThreads 1
+MaxSpareThreads 8
+KeepAlive Off
+SSLSessionCache none
+SSLSessionTickets off
+
+<VirtualHost 127.0.0.1:{port}>
+    SSLEngine on
+    SSLCertificateFile {server_cert}
+    SSLCertificateKeyFile {server_key}
+
+    SSLCACertificateFile {dir}/client-ca.pem
+    SSLCARevocationFile {dir}/client-crl.pem
+    SSLCARevocationCheck {revocation_check}
+    SSLVerifyClient require
+    SSLVerifyDepth {verify_depth}
+
+    # The page at / answers like the nginx test server's, from no file at all (the children could not
+    # read one): mod_rewrite answers 200, and the "error document" for 200 is an expression.
+    ErrorDocument 200 "verify=%{{SSL_CLIENT_VERIFY}} serial=%{{SSL_CLIENT_M_SERIAL}} dn=%{{SSL_CLIENT_S_DN}}"
+    RewriteEngine on
+    RewriteRule ^ - [R=200,L]
+</VirtualHost>
+"""
+
+
+class ApacheServer:
+    """A private Apache (``apache2 -f DIR/httpd.conf -DFOREGROUND``) on 127.0.0.1:<free port> that requires
+    a client certificate checked against a CA bundle and a PEM CRL bundle (``SSLCARevocationCheck chain``:
+    one CRL per CA in the chain).
+
+    Apache reads the CRL only at (graceful) restart: :meth:`graceful` sends ``SIGUSR1`` and waits for the
+    new generation of children; :attr:`reload_command` is the same as a command line for
+    ``enroll-crl-sync``. A broken CRL file makes Apache exit on that restart (``apache2 -t`` does not
+    notice). The page at ``/`` answers ``verify=... serial=... dn=...`` from mod_ssl's variables.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        ca_bundle: bytes,
+        crl_bundle: bytes,
+        port: int | None = None,
+        verify_depth: int = 2,
+        revocation_check: str = "chain",
+    ) -> None:
+        self.directory = directory.resolve()
+        self.ca_bundle = ca_bundle
+        self.crl_bundle = crl_bundle
+        self.port = port or free_port()
+        self.verify_depth = verify_depth
+        self.revocation_check = revocation_check
+        self.program = ""
+        self.process: subprocess.Popen[bytes] | None = None
+
+    # -- paths and addresses
+
+    @property
+    def conf_path(self) -> Path:
+        return self.directory / "httpd.conf"
+
+    @property
+    def crl_path(self) -> Path:
+        return self.directory / "client-crl.pem"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.directory / "client-ca.pem"
+
+    @property
+    def error_log_path(self) -> Path:
+        return self.directory / "error.log"
+
+    @property
+    def server_ca_path(self) -> Path:
+        """The throwaway CA that signed this server's TLS certificate (for clients that verify it)."""
+        return self.directory / "server" / "server-ca.pem"
+
+    @property
+    def origin(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return self.origin + "/"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def reload_command(self) -> str:
+        """``kill -USR1 PID``: a graceful restart, as ``enroll-crl-sync --reload-command``."""
+        if self.pid is None:
+            raise ApacheError("Apache is not running")
+        return _kill_command(signal.SIGUSR1, self.pid)
+
+    def error_log(self) -> str:
+        """The error log so far (``info``: the reason a client certificate was refused is here)."""
+        return _read(self.error_log_path)
+
+    def _logs(self) -> str:
+        return _read(self.directory / "stderr.log") + "\n" + self.error_log()
+
+    def children(self) -> set[int]:
+        """PIDs of the running child processes."""
+        if self.process is None or self.process.poll() is not None:
+            return set()
+        return _children(self.process.pid)
+
+    def _generations(self) -> int:
+        """How many times the parent has (re)read its configuration and resumed (AH00489)."""
+        return self.error_log().count("resuming normal operations")
+
+    def _apache(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.program, "-f", str(self.conf_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=WAIT_SECONDS,
+            check=False,
+        )
+
+    def _wait_until(self, condition: Callable[[], bool], what: str) -> None:
+        _wait_for(condition, what, process=self.process, name="Apache", logs=self._logs, error=ApacheError)
+
+    # -- life cycle
+
+    def start(self) -> Self:
+        """Write the configuration, check it with ``apache2 -t``, start Apache and wait until it accepts."""
+        if self.process is not None:
+            raise ApacheError("this Apache was started already")
+        self.program = apache_program()
+        for sub in ("run", "server"):
+            (self.directory / sub).mkdir(parents=True, exist_ok=True)
+        server = make_server_certificate(self.directory / "server")
+        write_file(self.ca_path, self.ca_bundle)
+        write_file(self.crl_path, self.crl_bundle)
+        modules = "\n".join(
+            f"LoadModule {name}_module {APACHE_MODULES}/mod_{name}.so" for name in _APACHE_MODULE_NAMES
+        )
+        self.conf_path.write_text(
+            _APACHE_CONF.format(
+                dir=self.directory,
+                port=self.port,
+                modules=modules,
+                server_cert=server.cert_path,
+                server_key=server.key_path,
+                verify_depth=self.verify_depth,
+                revocation_check=self.revocation_check,
+            )
+        )
+        checked = self._apache("-t")
+        if checked.returncode != 0:
+            raise ApacheError(f"apache2 -t refused the configuration:\n{checked.stderr}")
+        with (self.directory / "stderr.log").open("wb") as stderr:
+            self.process = subprocess.Popen(
+                [self.program, "-f", str(self.conf_path), "-DFOREGROUND"],
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+            )
+        try:
+            self._wait_until(
+                lambda: self._generations() >= 1 and bool(self.children()) and _port_open(self.port),
+                "Apache to accept connections",
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def reload_mark(self) -> tuple[int, set[int]]:
+        """Note the generation and children before something else (enroll-crl-sync) restarts Apache."""
+        return self._generations(), self.children()
+
+    def wait_reloaded(self, mark: tuple[int, set[int]]) -> None:
+        """Wait until Apache has resumed after a graceful restart and every old child has exited, so the
+        next connection is served by a child that has the new CRL. Raises if Apache exited instead."""
+        generations, old = mark
+
+        def restarted() -> bool:
+            children = self.children()
+            return self._generations() > generations and bool(children) and not (children & old)
+
+        self._wait_until(restarted, "Apache's graceful restart (new children, old ones gone)")
+
+    def graceful(self) -> None:
+        """Graceful restart (``SIGUSR1``), waiting for it: see :meth:`wait_reloaded`."""
+        if self.process is None or self.process.poll() is not None:
+            raise ApacheError("Apache is not running")
+        mark = self.reload_mark()
+        self.process.send_signal(signal.SIGUSR1)
+        self.wait_reloaded(mark)
+
+    def update_crl(self, pem: bytes) -> None:
+        """Swap in a new CRL bundle (atomically) and restart gracefully. No check first: Apache has none
+        that notices a broken CRL, and it exits on the restart (:class:`ApacheError`)."""
+        write_file(self.crl_path, pem)
+        self.graceful()
+        self.crl_bundle = pem
+
+    def stop(self) -> None:
+        """Stop Apache (SIGTERM to the parent, then SIGKILL; leftover children by PID). Safe to call twice."""
+        _end_process(self.process, self.children())
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+ApacheFactory = Callable[..., ApacheServer]
+
+
+@pytest.fixture
+def apache_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheFactory]:
+    """Start private Apache servers: ``apache_factory(ca_bundle=..., crl_bundle=...)``; stopped at the end."""
+    started: list[ApacheServer] = []
+
+    def start(**kwargs: Any) -> ApacheServer:
+        server = ApacheServer(tmp_path_factory.mktemp("apache"), **kwargs)
+        started.append(server)
+        return server.start()
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+# --- node ------------------------------------------------------------------------------------------------
+
+
+def node_program() -> str:
+    """node (Debian's ``nodejs`` package installs it as ``node``; older ones as ``nodejs``)."""
+    return shutil.which("node") or shutil.which("nodejs") or need_program("node")
+
+
+class NodeError(RuntimeError):
+    """node did not start, exited, or could not swap in a new CRL (the old one stays)."""
+
+
+_NODE_SERVER_JS = r"""// Test HTTPS server for tests/realclients.py (NodeServer).
+// Requires a client certificate checked against a CA bundle and a CRL bundle. SIGHUP, or with a watch
+// interval a change of the CRL file, swaps in the new CRL with server.setSecureContext(): no restart.
+// Prints "listening", "reloaded N", "reload failed: ..." and "tlsClientError: CODE" lines (a certificate
+// refused by rejectUnauthorized is not among those: node ends that connection without an event).
+"use strict";
+const fs = require("fs");
+const https = require("https");
+
+const [keyPath, certPath, caPath, crlPath, port, watchMs] = process.argv.slice(2);
+
+// Every PEM block as a string of its own: node's `crl` option reads only the FIRST CRL of a string or
+// Buffer, and a chain needs one CRL per CA (else every client fails with UNABLE_TO_GET_CRL).
+function pemBlocks(path, label) {
+  const text = fs.readFileSync(path, "latin1");
+  const blocks = text.match(new RegExp(`-----BEGIN ${label}-----[^-]+-----END ${label}-----`, "g")) || [];
+  const begun = text.split(`-----BEGIN ${label}-----`).length - 1;
+  if (blocks.length === 0 || blocks.length !== begun) {
+    throw new Error(`${path}: ${begun} ${label} begun, ${blocks.length} complete`);
+  }
+  return blocks;
+}
+
+function secureContext() {
+  return {
+    key: fs.readFileSync(keyPath),
+    cert: fs.readFileSync(certPath),
+    ca: pemBlocks(caPath, "CERTIFICATE"),
+    crl: pemBlocks(crlPath, "X509 CRL"),
+  };
+}
+
+const server = https.createServer(
+  { ...secureContext(), requestCert: true, rejectUnauthorized: true, sessionTimeout: 0 },
+  (req, res) => {
+    const peer = req.socket.getPeerCertificate();
+    const dn = Object.entries(peer.subject || {}).map(([k, v]) => `${k}=${v}`).join(",");
+    const verify = req.socket.authorized ? "SUCCESS" : `FAILED:${req.socket.authorizationError}`;
+    res.writeHead(200, { "Content-Type": "text/plain", Connection: "close" });
+    res.end(`verify=${verify} serial=${peer.serialNumber} dn=${dn}\n`);
+  },
+);
+server.on("tlsClientError", (err) => console.log(`tlsClientError: ${err.code || err.message}`));
+
+let reloads = 0;
+function reload() {
+  try {
+    server.setSecureContext(secureContext());
+    reloads += 1;
+    console.log(`reloaded ${reloads}`);
+  } catch (err) {
+    console.log(`reload failed: ${err.message}`);
+  }
+}
+process.on("SIGHUP", reload);
+process.on("SIGTERM", () => server.close(() => process.exit(0)));
+if (Number(watchMs) > 0) {
+  fs.watchFile(crlPath, { interval: Number(watchMs) }, (now, before) => {
+    if (now.mtimeMs !== before.mtimeMs || now.ino !== before.ino) reload();
+  });
+}
+server.listen(Number(port), "127.0.0.1", () => console.log("listening"));
+"""
+
+
+class NodeServer:
+    """``https.createServer({key, cert, ca, crl, requestCert: true, rejectUnauthorized: true})`` on
+    127.0.0.1:<free port>, from a small script written to ``DIR/server.js``.
+
+    A new CRL is swapped in with ``server.setSecureContext()``, no restart: on ``SIGHUP``
+    (:attr:`reload_command` is ``kill -HUP PID`` for ``enroll-crl-sync``), or, with ``watch_interval``
+    (seconds), when the CRL file changes (``fs.watchFile``; no reload command needed). A CRL node cannot
+    load is logged and the old one stays. The page at ``/`` answers ``verify=... serial=... dn=...``.
+    Handshakes that OpenSSL itself fails (no client certificate) are logged as ``tlsClientError: CODE``
+    (see :meth:`log`); a certificate refused by ``rejectUnauthorized`` (revoked, unknown CA) is not:
+    node then ends the connection after the handshake without any event or reason.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        ca_bundle: bytes,
+        crl_bundle: bytes,
+        port: int | None = None,
+        watch_interval: float | None = None,
+    ) -> None:
+        self.directory = directory.resolve()
+        self.ca_bundle = ca_bundle
+        self.crl_bundle = crl_bundle
+        self.port = port or free_port()
+        self.watch_interval = watch_interval
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def script_path(self) -> Path:
+        return self.directory / "server.js"
+
+    @property
+    def crl_path(self) -> Path:
+        return self.directory / "client-crl.pem"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.directory / "client-ca.pem"
+
+    @property
+    def server_ca_path(self) -> Path:
+        return self.directory / "server" / "server-ca.pem"
+
+    @property
+    def origin(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return self.origin + "/"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def reload_command(self) -> str:
+        """``kill -HUP PID``: swap in the CRL file's current content (for ``enroll-crl-sync``)."""
+        if self.pid is None:
+            raise NodeError("node is not running")
+        return _kill_command(signal.SIGHUP, self.pid)
+
+    def log(self) -> str:
+        """What the server printed (stdout and stderr)."""
+        return _read(self.directory / "output.log")
+
+    def _reload_lines(self) -> list[str]:
+        return [line for line in self.log().splitlines() if line.startswith(("reloaded ", "reload failed: "))]
+
+    def _wait_until(self, condition: Callable[[], bool], what: str) -> None:
+        _wait_for(condition, what, process=self.process, name="node", logs=self.log, error=NodeError)
+
+    def start(self) -> Self:
+        if self.process is not None:
+            raise NodeError("this node server was started already")
+        program = node_program()
+        server = make_server_certificate(self.directory / "server")
+        write_file(self.ca_path, self.ca_bundle)
+        write_file(self.crl_path, self.crl_bundle)
+        self.script_path.write_text(_NODE_SERVER_JS)
+        watch_ms = round(self.watch_interval * 1000) if self.watch_interval else 0
+        argv = [program, str(self.script_path), str(server.key_path), str(server.cert_path)]
+        argv += [str(self.ca_path), str(self.crl_path), str(self.port), str(watch_ms)]
+        with (self.directory / "output.log").open("wb") as output:
+            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=output)
+        try:
+            self._wait_until(
+                lambda: "listening" in self.log().splitlines() and _port_open(self.port),
+                "node to listen",
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def reload_mark(self) -> int:
+        """Note how many reloads were logged, before something else (a signal, a file change) reloads."""
+        return len(self._reload_lines())
+
+    def wait_reloaded(self, mark: int) -> None:
+        """Wait for the next reload after :meth:`reload_mark`; :class:`NodeError` if node refused the CRL."""
+        self._wait_until(lambda: len(self._reload_lines()) > mark, "node to swap in the new CRL")
+        line = self._reload_lines()[mark]
+        if line.startswith("reload failed: "):
+            raise NodeError(f"node kept its old CRL: {line}")
+
+    def update_crl(self, pem: bytes) -> None:
+        """Swap in a new CRL bundle: write it atomically, then SIGHUP (or let the file watch see it)."""
+        if self.process is None or self.process.poll() is not None:
+            raise NodeError("node is not running")
+        mark = self.reload_mark()
+        write_file(self.crl_path, pem)
+        if not self.watch_interval:
+            self.process.send_signal(signal.SIGHUP)
+        self.wait_reloaded(mark)
+        self.crl_bundle = pem
+
+    def stop(self) -> None:
+        """Stop node (SIGTERM, then SIGKILL). Safe to call twice."""
+        _end_process(self.process, set())
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+NodeFactory = Callable[..., NodeServer]
+
+
+@pytest.fixture
+def node_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeFactory]:
+    """Start node HTTPS servers: ``node_factory(ca_bundle=..., crl_bundle=...)``; stopped at the end."""
+    started: list[NodeServer] = []
+
+    def start(**kwargs: Any) -> NodeServer:
+        server = NodeServer(tmp_path_factory.mktemp("node"), **kwargs)
+        started.append(server)
+        return server.start()
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+# --- the portal's side: issued certificates, CA and CRL bundles, enroll-crl-sync ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedClient:
+    """A user's certificate as the portal issued it, and the key that stayed on their machine."""
+
+    username: str
+    certificate: Certificate
+    cert_path: Path
+    key_path: Path
+
+    def get(self, url: str, *, server_ca: Path) -> HttpsAnswer:
+        """:func:`https_get` presenting this certificate."""
+        return https_get(url, server_ca=server_ca, cert_path=self.cert_path, key_path=self.key_path)
+
+
+def issue_client(user: User, folder: Path) -> IssuedClient:
+    """What a user does by hand: make a key, submit a CSR, get it approved, download the PEM certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = user.get_username()
+    key_path = write_file(
+        folder / f"{name}.key.pem",
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+        mode=0o600,
+    )
+    request = flows.submit_csr(owner=user, data=make_csr(key))
+    approved = flows.approve(request_id=request.pk)
+    assert approved.certificate is not None, approved.reason
+    pem = services.export_certificate(certificate=approved.certificate, fmt="pem").content
+    return IssuedClient(name, approved.certificate, write_file(folder / f"{name}.cert.pem", pem), key_path)
+
+
+def portal_chain(root: CertificateAuthority, kind: str) -> list[CertificateAuthority]:
+    """``"root"``: the root alone issues; ``"intermediate"``: a new default issuing CA under the root."""
+    if kind == "root":
+        return [root]
+    issuing = services.create_ca(name="Test Issuing CA", parent=root, make_default=True)
+    return [root, issuing]
+
+
+def portal_ca_bundle(chain: Sequence[CertificateAuthority]) -> bytes:
+    """The CA certificates of the chain, PEM: what a front server trusts (and the sync's --ca-file)."""
+    return b"".join(services.ca_certificate_pem(ca) for ca in chain)
+
+
+def portal_crl_bundle(chain: Sequence[CertificateAuthority]) -> bytes:
+    """One current PEM CRL for every CA of the chain, straight from the database."""
+    return b"".join(services.crl_pem(services.current_crl(ca=ca)) for ca in chain)
+
+
+def load_crl_bundle(data: bytes) -> list[x509.CertificateRevocationList]:
+    """The CRLs of a PEM bundle, in order (``cryptography`` loads one CRL at a time)."""
+    end = b"-----END X509 CRL-----"
+    return [x509.load_pem_x509_crl(block + end + b"\n") for block in data.split(end) if block.strip()]
+
+
+def crl_urls(base_url: str, chain: Sequence[CertificateAuthority]) -> list[str]:
+    """The CRL URL of every CA of the chain on the portal at ``base_url`` (e.g. ``live_server.url``)."""
+    return [f"{base_url.rstrip('/')}/pki/{ca.slug}.crl" for ca in chain]
+
+
+def crl_sync_command() -> list[str]:
+    """The installed console script ``enroll-crl-sync`` beside this Python, else ``python -m ca.crlsync``."""
+    script = Path(sys.executable).parent / "enroll-crl-sync"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "ca.crlsync"]
+
+
+def run_crl_sync(
+    *,
+    urls: Sequence[str],
+    ca_file: Path,
+    output: Path,
+    reload_command: str | None = None,
+    node: str | None = None,
+    timeout: float = 5.0,
+) -> subprocess.CompletedProcess[str]:
+    """One run of ``enroll-crl-sync`` as a front server's timer runs it: a separate process, no Django
+    settings and no database in its environment."""
+    argv = crl_sync_command()
+    for url in urls:
+        argv += ["--url", url]
+    argv += ["--ca-file", str(ca_file), "--output", str(output), "--timeout", str(timeout)]
+    if reload_command is not None:
+        argv += ["--reload-command", reload_command]
+    if node is not None:
+        argv += ["--node", node]
+    env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE", "DATABASE_URL"}}
+    env["PYTHONPATH"] = str(REPO)  # only for the ``-m`` fallback; the console script has the package
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout * len(urls) + 30, check=False, env=env
+    )
 
 
 # --- Chromium through Playwright --------------------------------------------------------------------------

@@ -259,3 +259,28 @@ def test_a_failing_reload_puts_the_previous_file_back(
     with pytest.raises(crlsync.SyncError, match="reload command failed"):
         crlsync.sync(urls=[url], ca_file=ca_file, output=output, reload_command=failing, now=NOW)
     assert output.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("command", "words"),
+    [
+        ("/nonexistent/reload-nginx", "could not be started"),
+        (f'{sys.executable} -c "import time; time.sleep(30)"', "did not finish"),
+        ("'unbalanced", "could not be started"),
+    ],
+)
+def test_a_reload_that_cannot_run_puts_the_previous_file_back_and_is_retried(
+    command: str, words: str, setup: tuple[FakeCA, str, Served, Path, Path], tmp_path: Path
+) -> None:
+    ca, url, served, ca_file, output = setup
+    crlsync.sync(urls=[url], ca_file=ca_file, output=output, now=NOW)
+    before = output.read_bytes()
+    served.bodies["/root.crl"] = ca.crl(number=13)
+    with pytest.raises(crlsync.SyncError, match=words):
+        crlsync.sync(
+            urls=[url], ca_file=ca_file, output=output, reload_command=command, reload_timeout=1, now=NOW
+        )
+    assert output.read_bytes() == before
+    good, marker = reload_marker(tmp_path)
+    assert crlsync.sync(urls=[url], ca_file=ca_file, output=output, reload_command=good, now=NOW)
+    assert reloads(marker) == 1

@@ -13,12 +13,18 @@ const files = {
   crl: "{{ crl_bundle }}",
 };
 
+// node reads only the first CRL of a string or Buffer: pass one PEM block per CA of the chain.
+function pemBlocks(text, label) {
+  const pattern = new RegExp(`-----BEGIN ${label}-----[\\s\\S]+?-----END ${label}-----`, "g");
+  return text.match(pattern) || [];
+}
+
 function secureContext() {
   return {
     key: fs.readFileSync(files.key),
     cert: fs.readFileSync(files.cert),
-    ca: fs.readFileSync(files.ca),
-    crl: fs.readFileSync(files.crl),
+    ca: pemBlocks(fs.readFileSync(files.ca, "utf8"), "CERTIFICATE"),
+    crl: pemBlocks(fs.readFileSync(files.crl, "utf8"), "X509 CRL"),
   };
 }
 

@@ -1,0 +1,287 @@
+"""A real nginx kept current by the real ``enroll-crl-sync`` against the portal (pytest-django's live
+server), and nginx checking client certificates by OCSP against the portal's responder.
+
+- One sync run with ``--reload-command`` after a revocation: nginx refuses the certificate, the portal has
+  recorded the node at the new CRL number; a second run changes nothing and does not reload.
+- The portal unreachable: the sync fails, the working CRL file stays, nginx is not reloaded.
+- ``ssl_ocsp``: a revocation is refused on the next connection, with no sync and no reload. Without
+  ``ssl_ocsp_cache`` nginx asks on every handshake; with it, a cached "good" answer keeps serving until
+  its nextUpdate. A responder that cannot be reached refuses every client (nginx fails closed).
+
+Clients use Python's ssl module (a fresh connection each time, the portal-issued certificate and key).
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from django.contrib.auth.models import User
+from pytest_django import Settings
+from pytest_django.live_server_helper import LiveServer
+
+from ca import services
+from ca.models import Certificate, CertificateAuthority, CrlFetch, RevocationReason
+from tests.realclients import (  # noqa: F401  (fixtures)
+    HttpsAnswer,
+    IssuedClient,
+    NginxFactory,
+    NginxServer,
+    crl_urls,
+    free_port,
+    issue_client,
+    load_crl_bundle,
+    nginx_factory,
+    portal_ca_bundle,
+    portal_chain,
+    portal_crl_bundle,
+    run_crl_sync,
+    write_file,
+)
+
+pytestmark = [pytest.mark.real_client, pytest.mark.django_db(transaction=True)]
+
+REFUSED = "The SSL certificate error"
+
+
+def get(server: NginxServer, client: IssuedClient) -> HttpsAnswer:
+    return client.get(server.url, server_ca=server.server_ca_path)
+
+
+def assert_accepted(answer: HttpsAnswer, client: IssuedClient) -> None:
+    assert answer.status == 200, answer
+    assert f"verify=SUCCESS serial={client.certificate.serial} " in answer.text
+    assert f"CN={client.username}" in answer.text
+
+
+def assert_refused(answer: HttpsAnswer) -> None:
+    assert answer.status == 400, answer
+    assert REFUSED in answer.text
+    assert "verify=" not in answer.text
+
+
+def revoke(certificate: Certificate) -> None:
+    """Revoke as the admin screen does: committed at once (transactional test), the new CRL published on
+    commit as in production."""
+    services.revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
+
+
+def loopback(live_server: LiveServer, settings: Settings) -> str:
+    """The live server's base URL with 127.0.0.1 (nginx resolves no names without a resolver)."""
+    port = urllib.parse.urlsplit(live_server.url).port
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "127.0.0.1"]
+    return f"http://127.0.0.1:{port}"
+
+
+def installed_numbers(path: Path) -> list[int]:
+    """The CRL numbers in a PEM CRL bundle, in order."""
+    crls = load_crl_bundle(path.read_bytes())
+    return [c.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number for c in crls]
+
+
+# --- CRL + enroll-crl-sync -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["root", "intermediate"])
+def test_one_sync_run_with_a_reload_makes_nginx_refuse_a_revoked_certificate(
+    kind: str,
+    live_server: LiveServer,
+    ca: CertificateAuthority,
+    alice: User,
+    bob: User,
+    tmp_path: Path,
+    nginx_factory: NginxFactory,  # noqa: F811
+) -> None:
+    chain = portal_chain(ca, kind)
+    alice_client, bob_client = issue_client(alice, tmp_path), issue_client(bob, tmp_path)
+    ca_file = write_file(tmp_path / "client-ca.pem", portal_ca_bundle(chain))
+    server = nginx_factory(ca_bundle=portal_ca_bundle(chain), crl_bundle=portal_crl_bundle(chain))
+    urls = crl_urls(live_server.url, chain)
+    assert_accepted(get(server, alice_client), alice_client)
+    before = [services.current_crl(ca=authority).number for authority in chain]
+
+    revoke(alice_client.certificate)
+    after = [services.current_crl(ca=authority).number for authority in chain]
+    assert after[-1] > before[-1]
+    assert_accepted(get(server, alice_client), alice_client)  # nginx still has the CRL it loaded
+
+    mark = server.reload_mark()
+    run = run_crl_sync(
+        urls=urls, ca_file=ca_file, output=server.crl_path, reload_command=server.reload_command, node="web1"
+    )
+    assert run.returncode == 0, run.stderr
+    assert f"updated {server.crl_path}" in run.stdout
+    server.wait_reloaded(mark)  # `nginx -s reload` returns before the old workers have gone
+
+    assert_refused(get(server, alice_client))
+    assert "certificate revoked" in server.error_log()
+    assert_accepted(get(server, bob_client), bob_client)
+    assert installed_numbers(server.crl_path) == after
+    # The portal knows web1 fetched the newest CRL of every CA of the chain.
+    for authority, number in zip(chain, after, strict=True):
+        fetch = CrlFetch.objects.get(ca=authority, node="web1")
+        assert fetch.number == number
+    health = services.crl_health(ca=chain[-1])
+    assert [(n.node, n.current) for n in health.nodes] == [("web1", True)]
+
+    # Run again, as the timer does a minute later: nothing changed, nothing reloaded.
+    workers = server.workers()
+    again = run_crl_sync(
+        urls=urls, ca_file=ca_file, output=server.crl_path, reload_command=server.reload_command, node="web1"
+    )
+    assert again.returncode == 0, again.stderr
+    assert "up to date" in again.stdout
+    time.sleep(0.2)
+    assert server.workers() == workers
+
+
+@pytest.mark.parametrize("down", ["every URL", "the issuing CA's URL"])
+def test_a_sync_with_the_portal_unreachable_keeps_the_working_crl_and_does_not_reload(
+    down: str,
+    live_server: LiveServer,
+    ca: CertificateAuthority,
+    alice: User,
+    tmp_path: Path,
+    nginx_factory: NginxFactory,  # noqa: F811
+) -> None:
+    chain = portal_chain(ca, "intermediate")
+    alice_client = issue_client(alice, tmp_path)
+    ca_file = write_file(tmp_path / "client-ca.pem", portal_ca_bundle(chain))
+    server = nginx_factory(ca_bundle=portal_ca_bundle(chain), crl_bundle=portal_crl_bundle(chain))
+    # A first, working run installs the portal's CRLs and its state file (ETags, numbers).
+    first = run_crl_sync(
+        urls=crl_urls(live_server.url, chain), ca_file=ca_file, output=server.crl_path, node="web1"
+    )
+    assert first.returncode == 0, first.stderr
+    installed = server.crl_path.read_bytes()
+    state = server.crl_path.with_name(server.crl_path.name + ".state.json").read_bytes()
+    revoke(alice_client.certificate)
+
+    nobody = f"http://127.0.0.1:{free_port()}"  # the portal "stopped": nothing listens there
+    urls = (
+        crl_urls(nobody, chain)
+        if down == "every URL"
+        else [*crl_urls(live_server.url, chain[:1]), *crl_urls(nobody, chain[1:])]
+    )
+    workers = server.workers()
+    run = run_crl_sync(
+        urls=urls, ca_file=ca_file, output=server.crl_path, reload_command=server.reload_command, node="web1"
+    )
+
+    assert run.returncode == 1
+    assert "cannot fetch the CRL" in run.stderr
+    assert f"{server.crl_path} left unchanged" in run.stderr
+    assert server.crl_path.read_bytes() == installed
+    assert server.crl_path.with_name(server.crl_path.name + ".state.json").read_bytes() == state
+    time.sleep(0.2)
+    assert server.workers() == workers  # not reloaded
+    # nginx goes on with the CRL it has (this front server does not know of the revocation yet).
+    assert_accepted(get(server, alice_client), alice_client)
+    assert CrlFetch.objects.get(ca=chain[-1], node="web1").number < services.current_crl(ca=chain[-1]).number
+
+
+# --- OCSP ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "mode"),
+    [("root", "on"), ("intermediate", "leaf")],
+)
+def test_with_ssl_ocsp_a_revocation_is_refused_at_once_without_sync_or_reload(
+    kind: str,
+    mode: str,
+    live_server: LiveServer,
+    settings: Settings,
+    ca: CertificateAuthority,
+    alice: User,
+    bob: User,
+    tmp_path: Path,
+    nginx_factory: NginxFactory,  # noqa: F811
+) -> None:
+    chain = portal_chain(ca, kind)
+    alice_client, bob_client = issue_client(alice, tmp_path), issue_client(bob, tmp_path)
+    responder = f"{loopback(live_server, settings)}/pki/{chain[-1].slug}/ocsp"
+    # No ssl_crl at all: only OCSP decides. No ssl_ocsp_cache: nginx asks on every handshake.
+    server = nginx_factory(
+        ca_bundle=portal_ca_bundle(chain), crl_bundle=None, ocsp_responder=responder, ocsp_mode=mode
+    )
+    assert_accepted(get(server, alice_client), alice_client)
+    workers = server.workers()
+
+    revoke(alice_client.certificate)
+
+    assert_refused(get(server, alice_client))
+    assert "certificate revoked" in server.error_log()
+    assert_accepted(get(server, bob_client), bob_client)
+    assert server.workers() == workers  # no reload happened
+
+
+def test_ssl_ocsp_on_with_an_intermediate_and_one_responder_refuses_everyone(
+    live_server: LiveServer,
+    settings: Settings,
+    ca: CertificateAuthority,
+    alice: User,
+    tmp_path: Path,
+    nginx_factory: NginxFactory,  # noqa: F811
+) -> None:
+    """``ssl_ocsp on`` checks the issuing CA's certificate too, at the same fixed responder, which does not
+    answer for its own CA's certificate: with an intermediate chain use ``ssl_ocsp leaf``."""
+    chain = portal_chain(ca, "intermediate")
+    alice_client = issue_client(alice, tmp_path)
+    responder = f"{loopback(live_server, settings)}/pki/{chain[-1].slug}/ocsp"
+    server = nginx_factory(
+        ca_bundle=portal_ca_bundle(chain), crl_bundle=None, ocsp_responder=responder, ocsp_mode="on"
+    )
+    assert_refused(get(server, alice_client))
+    assert "OCSP response not successful" in server.error_log()
+
+
+def test_with_ssl_ocsp_cache_a_good_answer_serves_until_its_next_update(
+    live_server: LiveServer,
+    settings: Settings,
+    ca: CertificateAuthority,
+    alice: User,
+    tmp_path: Path,
+    nginx_factory: NginxFactory,  # noqa: F811
+) -> None:
+    """The effect of ``ssl_ocsp_cache``: nginx keeps a response until its nextUpdate
+    (ENROLL_OCSP_VALIDITY_SECONDS, 300 s by default), so a revocation waits that long."""
+    validity = 3
+    settings.ENROLL_OCSP_VALIDITY_SECONDS = validity
+    chain = portal_chain(ca, "root")
+    alice_client = issue_client(alice, tmp_path)
+    responder = f"{loopback(live_server, settings)}/pki/{chain[-1].slug}/ocsp"
+    server = nginx_factory(
+        ca_bundle=portal_ca_bundle(chain),
+        crl_bundle=None,
+        ocsp_responder=responder,
+        ocsp_cache="shared:enroll_ocsp:1m",
+    )
+    asked_at = time.monotonic()
+    assert_accepted(get(server, alice_client), alice_client)  # asks the responder: "good", cached
+    revoke(alice_client.certificate)
+    assert_accepted(get(server, alice_client), alice_client)  # the cached "good" answer, not asked again
+
+    # The answer's thisUpdate is whole seconds: it runs out between validity - 1 and validity s after asking.
+    deadline = asked_at + validity + 5
+    while (answer := get(server, alice_client)).status == 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert_refused(answer)
+    assert "certificate revoked" in server.error_log()
+    assert time.monotonic() - asked_at > validity - 1.5
+
+
+def test_with_ssl_ocsp_an_unreachable_responder_refuses_every_client(
+    ca: CertificateAuthority,
+    alice: User,
+    tmp_path: Path,
+    nginx_factory: NginxFactory,  # noqa: F811
+) -> None:
+    alice_client = issue_client(alice, tmp_path)
+    responder = f"http://127.0.0.1:{free_port()}/pki/{ca.slug}/ocsp"
+    server = nginx_factory(ca_bundle=portal_ca_bundle([ca]), crl_bundle=None, ocsp_responder=responder)
+    assert_refused(get(server, alice_client))
+    assert "certificate status request failed" in server.error_log()
