@@ -18,6 +18,7 @@ from django.urls import reverse_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import services
+from accounts.certlogin import certificate_session
 from accounts.forms import EmailChangeForm, SignUpForm
 from accounts.models import Profile
 from accounts.services import TokenState
@@ -159,6 +160,8 @@ def profile(request: HttpRequest) -> HttpResponse:
         "verified": services.verified_email(user) is not None,
         "profile": Profile.objects.filter(user=user).first(),
         "hours": settings.ENROLL_EMAIL_VERIFICATION_HOURS,
+        # Set when this session was made by certificate login: which certificate, and no sign-out.
+        "certificate_login": certificate_session(request),
     }
     return render(request, "accounts/profile.html", context)
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs7
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -37,7 +38,7 @@ from ca.models import (
 from ca.pki import crl as pki_crl
 from ca.pki import keys as pki_keys
 from ca.pki import ocsp as pki_ocsp
-from ca.pki.csr import ParsedRequest, check_csr_der
+from ca.pki.csr import check_csr_der
 from ca.pki.errors import CAKeyError
 from ca.pki.ocsp import CertificateState, OcspAnswer
 from ca.pki.pem import pem_armor
@@ -51,6 +52,7 @@ from ca.pki.profiles import (
     validity_window,
 )
 from ca.pki.serials import format_serial, new_serial, parse_serial
+from ca.pki.spkac import check_spkac_der
 from ca.types import Account
 
 logger = logging.getLogger(__name__)
@@ -318,6 +320,32 @@ def default_ca() -> CertificateAuthority:
 # --- issuing ---------------------------------------------------------------------------------------
 
 
+#: The request formats the CA re-checks and signs: PKCS#10 and Netscape SPKAC.
+REQUEST_FORMATS = ("csr", "spkac")
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """What signing needs from a re-checked request of any format."""
+
+    sha256: str
+    public_key: CertificatePublicKeyTypes
+    spki_sha256: str
+
+
+def _recheck(*, request_der: bytes, kind: str) -> _Checked:
+    """Re-check a stored request with the same rules as at submission (SPKAC: MD5 per the setting)."""
+    if kind == "csr":
+        csr = check_csr_der(der=request_der)
+        return _Checked(csr.sha256, csr.csr.public_key(), csr.key.spki_sha256)
+    if kind == "spkac":
+        spkac = check_spkac_der(der=request_der, allow_md5=bool(settings.ENROLL_SPKAC_ALLOW_MD5))
+        if not isinstance(spkac.public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+            raise CAError("The SPKAC's key type cannot be certified.")
+        return _Checked(spkac.sha256, spkac.public_key, spkac.key.spki_sha256)
+    raise CAError(f"Unknown request format '{kind}'; the CA signs {' and '.join(REQUEST_FORMATS)} requests.")
+
+
 def issue_certificate(
     *,
     request_der: bytes,
@@ -328,13 +356,17 @@ def issue_certificate(
     profile_name: str = "client",
     validity: dt.timedelta | None = None,
     now: dt.datetime | None = None,
+    kind: str = "csr",
 ) -> Certificate:
-    """Re-check a stored PKCS#10 request and sign a certificate for it with the account's subject.
+    """Re-check a stored request and sign a certificate for it with the account's subject.
 
+    ``kind`` is the request's format: ``"csr"`` (PKCS#10) or ``"spkac"`` (Netscape SPKAC, whose MD5
+    signatures pass only with ``settings.ENROLL_SPKAC_ALLOW_MD5``; its challenge was checked at
+    submission). Nothing but the public key is taken from the request: no subject, no extension.
     Raises :class:`ca.pki.errors.RequestRefused` or :class:`CAError` and signs nothing on any problem.
     Must run inside a transaction: the serial is reserved by inserting the row before signing.
     """
-    parsed: ParsedRequest = check_csr_der(der=request_der)
+    parsed = _recheck(request_der=request_der, kind=kind)
     return _sign(
         parsed=parsed,
         subject=subject,
@@ -349,7 +381,7 @@ def issue_certificate(
 
 def _sign(
     *,
-    parsed: ParsedRequest,
+    parsed: _Checked,
     subject: SubjectInfo,
     owner: Account | None,
     actor: Account | None,
@@ -376,7 +408,7 @@ def _sign(
             not_before=not_before,
             not_after=not_after,
             owner=owner,
-            spki_sha256=parsed.key.spki_sha256,
+            spki_sha256=parsed.spki_sha256,
             profile=profile.name,
             request_sha256=parsed.sha256,
             created_at=now,
@@ -385,7 +417,7 @@ def _sign(
         try:
             certificate = build_client_certificate(
                 profile=profile,
-                public_key=parsed.csr.public_key(),
+                public_key=parsed.public_key,
                 subject=subject,
                 issuer=ca.certificate,
                 issuer_key=key,
@@ -730,10 +762,16 @@ class Export:
 
 
 EXPORT_FORMATS = ("pem", "der", "chain", "pkcs7")
+#: Offered only where they fit (x509-user-cert: on the page of a certificate issued for an SPKAC).
+LEGACY_EXPORT_FORMATS = ("x509-user-cert",)
 
 
 def export_certificate(*, certificate: Certificate, fmt: str) -> Export:
-    """A certificate as PEM, DER, full chain PEM (leaf first) or certs-only PKCS#7 (PEM)."""
+    """A certificate as PEM, DER, full chain PEM (leaf first) or certs-only PKCS#7 (PEM).
+
+    ``x509-user-cert`` is the DER as ``application/x-x509-user-cert``: the answer the old ``<keygen>``
+    (SPKAC) flow expects, which legacy browsers install next to the key they generated.
+    """
     der = bytes(certificate.der)
     chain = certificate.ca.chain()
     match fmt:
@@ -741,6 +779,8 @@ def export_certificate(*, certificate: Certificate, fmt: str) -> Export:
             return Export(pem_armor(der=der, label="CERTIFICATE"), "application/x-pem-file", "pem")
         case "der":
             return Export(der, "application/pkix-cert", "cer")
+        case "x509-user-cert":
+            return Export(der, "application/x-x509-user-cert", "crt")
         case "chain":
             parts = [der, *(bytes(ca.certificate_der) for ca in chain)]
             return Export(
@@ -755,7 +795,7 @@ def export_certificate(*, certificate: Certificate, fmt: str) -> Export:
                 "application/x-pkcs7-certificates",
                 "p7b",
             )
-    raise CAError(f"Unknown format '{fmt}'; use one of {', '.join(EXPORT_FORMATS)}.")
+    raise CAError(f"Unknown format '{fmt}'; use one of {', '.join(EXPORT_FORMATS + LEGACY_EXPORT_FORMATS)}.")
 
 
 def ca_certificate_pem(ca: CertificateAuthority) -> bytes:

@@ -31,8 +31,9 @@ from ca.models import AuditEvent, Certificate, Revocation, RevocationReason
 from ca.pki.csr import parse_csr
 from ca.pki.errors import RequestRefused
 from ca.pki.profiles import SubjectInfo
+from ca.pki.spkac import parse_spkac
 from ca.types import Account
-from enroll import notifications
+from enroll import challenges, notifications
 from enroll.models import RENEWING_STATUSES, EnrollmentRequest, RequestKind, RequestStatus
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,52 @@ def submit_csr(
     return request
 
 
+def submit_spkac(
+    *,
+    owner: Account,
+    data: bytes | str,
+    session_binding: str,
+    now: dt.datetime | None = None,
+    require_verified_email: bool = False,
+) -> EnrollmentRequest:
+    """Check an SPKAC, consume its challenge and store it as a new SUBMITTED request of kind SPKAC.
+
+    ``session_binding`` is where the challenge must have been shown: the web session's token
+    (:func:`enroll.challenges.session_binding`) or :data:`enroll.challenges.COMMAND_LINE_BINDING`.
+    MD5 signatures pass only with ``settings.ENROLL_SPKAC_ALLOW_MD5``. Raises RequestRefused (the
+    SPKAC), :class:`enroll.challenges.ChallengeRefused` (its challenge) or SubmissionRefused (the
+    portal's rules); stores nothing then, and a challenge that was not itself refused stays unused.
+    """
+    now = now or utcnow()
+    if require_verified_email and (blocker := submission_blocker(owner)) is not None:
+        raise SubmissionRefused(blocker)
+    parsed = parse_spkac(data=data, allow_md5=bool(settings.ENROLL_SPKAC_ALLOW_MD5))
+    with transaction.atomic():
+        challenges.consume(owner=owner, binding=session_binding, value=parsed.challenge, now=now)
+        if key_is_compromised(parsed.key.spki_sha256):
+            raise SubmissionRefused(KEY_COMPROMISED)
+        request = EnrollmentRequest.objects.create(
+            owner=owner,
+            kind=RequestKind.SPKAC,
+            request_der=parsed.der,
+            request_sha256=parsed.sha256,
+            key_description=parsed.key.description,
+            spki_sha256=parsed.key.spki_sha256,
+            requested_subject="",  # an SPKAC names no subject
+            created_at=now,
+        )
+        audit.record(
+            event=AuditEvent.REQUEST_SUBMITTED,
+            actor=owner,
+            subject_user=owner,
+            request_sha256=request.request_sha256,
+            detail=f"request #{request.pk}, SPKAC, {request.key_description}"
+            + (", MD5-signed (legacy setting)" if parsed.signature_hash == "md5" else ""),
+            now=now,
+        )
+    return request
+
+
 def submit_renewal(
     *, owner: Account, certificate: Certificate, data: bytes | str, now: dt.datetime | None = None
 ) -> EnrollmentRequest:
@@ -256,8 +303,8 @@ def _issue(request: EnrollmentRequest, *, now: dt.datetime) -> None:
     reason = ""
     try:
         with transaction.atomic():
-            if request.kind != RequestKind.CSR:
-                raise FlowError(f"Requests of kind {request.kind} cannot be issued yet.")
+            if request.kind not in (RequestKind.CSR, RequestKind.SPKAC):
+                raise FlowError(f"Requests of kind {request.kind} cannot be issued.")
             if key_is_compromised(request.spki_sha256):
                 raise FlowError(
                     "the key of this request was reported as compromised (a certificate for it was "
@@ -270,6 +317,7 @@ def _issue(request: EnrollmentRequest, *, now: dt.datetime) -> None:
                 profile_name=request.profile,
                 now=now,
                 actor=request.decided_by,
+                kind=str(request.kind),
             )
     except (RequestRefused, ca_services.CAError, FlowError) as exc:
         reason = str(exc)

@@ -104,3 +104,28 @@ class ExpiryReminder(models.Model):
 
     def __str__(self) -> str:
         return f"{self.days}-day reminder for {self.certificate.serial}"
+
+
+class SpkacChallenge(models.Model):
+    """A challenge handed out for one SPKAC (legacy ``<keygen>`` / ``openssl spkac``): single use, expiring.
+
+    ``binding`` ties it to where it was shown: a random token kept in the user's web session, or
+    :data:`enroll.challenges.COMMAND_LINE_BINDING` for ``manage.py spkac_challenge``. ``used_at`` is set
+    once, by a conditional UPDATE, when an SPKAC carrying it is accepted.
+    """
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="spkac_challenges"
+    )
+    binding = models.CharField(max_length=64, help_text="The session-bound token (or the command line).")
+    value = models.CharField(max_length=64, help_text="The random challenge the SPKAC must carry.")
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "used_at"], name="spkac_challenge_owner_used")]
+
+    def __str__(self) -> str:
+        return f"SPKAC challenge for {self.owner} ({'used' if self.used_at else 'unused'})"

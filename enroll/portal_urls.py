@@ -2,13 +2,16 @@ from __future__ import annotations
 
 from django.urls import path
 
-from enroll import views
+from enroll import keygen_views, spkac_views, views
 
 app_name = "portal"
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("requests/new/", views.request_new, name="request-new"),
+    path("requests/spkac/", spkac_views.request_spkac, name="request-spkac"),
+    path("requests/generate/", keygen_views.keygen, name="keygen"),
+    path("requests/generate/submit/", keygen_views.keygen_submit, name="keygen-submit"),
     path("requests/<int:pk>/", views.request_detail, name="request-detail"),
     path("certificates/<int:pk>/", views.certificate_detail, name="certificate-detail"),
     path(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -75,6 +77,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Certificate login (README, "Certificate login"): does nothing unless ENROLL_CERT_LOGIN_ENABLED.
+    "accounts.certlogin.CertificateLoginMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -127,6 +131,11 @@ STORAGES = {
 CRISPY_ALLOWED_TEMPLATE_PACKS = "bootstrap5"
 CRISPY_TEMPLATE_PACK = "bootstrap5"
 
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",  # first: force_login and password logins use it
+    "accounts.certlogin.CertificateBackend",
+]
+
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "portal:dashboard"
 LOGOUT_REDIRECT_URL = "accounts:login"
@@ -176,9 +185,56 @@ ENROLL_OCSP_VALIDITY_SECONDS = env.get_int(
 )
 #: Renewals by the owner of a still-valid, unrevoked certificate are approved without an administrator.
 ENROLL_AUTO_APPROVE_RENEWALS = env.get_bool("ENROLL_AUTO_APPROVE_RENEWALS", default=False)
+#: Accept MD5-signed SPKACs (old browsers, `openssl spkac` without -digest) for a legacy fleet; SHA-1 never.
+ENROLL_SPKAC_ALLOW_MD5 = env.get_bool("ENROLL_SPKAC_ALLOW_MD5", default=False)
 #: How long an e-mail verification link stays valid, in hours.
 ENROLL_EMAIL_VERIFICATION_HOURS = env.get_int(
     "ENROLL_EMAIL_VERIFICATION_HOURS", default=48, minimum=1, maximum=720
 )
 #: Longest Cache-Control max-age for the CRL, in seconds (never beyond the CRL's nextUpdate).
 ENROLL_CRL_MAX_AGE = env.get_int("ENROLL_CRL_MAX_AGE", default=60, minimum=0, maximum=86400)
+
+# --- Certificate login (accounts.certlogin; README, "Certificate login") -----------------------------
+_HEADER_NAME = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
+
+
+def _header_name(name: str, default: str) -> str:
+    value = (env.get(name) or default).strip()
+    if not _HEADER_NAME.fullmatch(value):
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a usable header name: letters, digits and dashes only (headers with "
+            "underscores are dropped by nginx and cannot be told apart from dashed ones in WSGI)."
+        )
+    return value
+
+
+def _trusted_proxies(name: str) -> list[str]:
+    values = env.get_list(name, default=[])
+    for value in values:
+        if value.lower() == "unix":
+            continue
+        try:
+            ipaddress.ip_network(value, strict=True)
+        except ValueError as exc:
+            raise ImproperlyConfigured(
+                f"{name}: {value!r} is not an IP address or network ({exc}); "
+                "write e.g. 127.0.0.1,10.0.0.0/8,::1"
+            ) from None
+    return values
+
+
+#: Log people in from the client certificate a trusted front server verified and forwarded.
+ENROLL_CERT_LOGIN_ENABLED = env.get_bool("ENROLL_CERT_LOGIN_ENABLED", default=False)
+#: Front servers whose certificate headers are believed: IP addresses or networks of the TCP peer
+#: (REMOTE_ADDR, never X-Forwarded-For), e.g. 127.0.0.1,10.0.0.0/8,::1; "unix": a Unix-socket peer.
+#: Empty: nobody.
+ENROLL_TRUSTED_PROXIES = _trusted_proxies("ENROLL_TRUSTED_PROXIES")
+#: Header names the front server forwards. The serial, when sent, must match the certificate.
+ENROLL_CERT_LOGIN_VERIFY_HEADER = _header_name("ENROLL_CERT_LOGIN_VERIFY_HEADER", "X-SSL-Client-Verify")
+ENROLL_CERT_LOGIN_CERT_HEADER = _header_name("ENROLL_CERT_LOGIN_CERT_HEADER", "X-SSL-Client-Cert")
+ENROLL_CERT_LOGIN_SERIAL_HEADER = _header_name("ENROLL_CERT_LOGIN_SERIAL_HEADER", "X-SSL-Client-Serial")
+if ENROLL_CERT_LOGIN_ENABLED and not ENROLL_TRUSTED_PROXIES:
+    raise ImproperlyConfigured(
+        "ENROLL_CERT_LOGIN_ENABLED is on but ENROLL_TRUSTED_PROXIES is empty: name the front servers "
+        "(e.g. 127.0.0.1) whose certificate headers the portal may believe."
+    )

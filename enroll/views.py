@@ -364,13 +364,15 @@ def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_safe
 @login_required
 def certificate_download(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
-    if fmt not in ca_services.EXPORT_FORMATS:
+    if fmt not in ca_services.EXPORT_FORMATS + ca_services.LEGACY_EXPORT_FORMATS:
         raise Http404("No such format.")
     certificate = get_object_or_404(_certificates(_user(request), view_only=True), pk=pk)
     export = ca_services.export_certificate(certificate=certificate, fmt=fmt)
     response = HttpResponse(export.content, content_type=export.content_type)
     disposition = content_disposition_header(
-        as_attachment=True, filename=f"{file_stem(certificate)}.{export.extension}"
+        # x509-user-cert is inline: a legacy keygen browser installs it next to its key
+        as_attachment=fmt != "x509-user-cert",
+        filename=f"{file_stem(certificate)}.{export.extension}",
     )
     assert disposition is not None  # only None when neither attachment nor a filename is asked for
     response["Content-Disposition"] = disposition

@@ -11,7 +11,8 @@ its CRL only at start or reload, needs one PEM CRL per CA in the chain, refuses 
 HTTP 400; Apache needs a graceful restart and answers a revoked client with a TLS alert; node swaps a CRL
 in with ``setSecureContext``; Playwright must use Debian's ``chromium``, never ``playwright install``).
 
-Every server takes a reload mark before something else reloads it (``enroll-crl-sync --reload-command
+The three servers share :class:`FrontServer` (paths, origin/url/pid, start/stop/wait). Every server
+takes a reload mark before something else reloads it (``enroll-crl-sync --reload-command
 server.reload_command``) and waits for it: ``mark = server.reload_mark(); ...; server.wait_reloaded(mark)``.
 """
 
@@ -36,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec, Self, TypeVar
 
 import pytest
 from cryptography import x509
@@ -45,6 +46,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ca import services
+from ca.models import RevocationReason
+from ca.pki import profiles
 from enroll import flows
 from tests.conftest import make_csr, need_program
 
@@ -56,6 +59,9 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 T = TypeVar("T")
+#: What a server's reload mark is (see :class:`FrontServer`).
+M = TypeVar("M")
+S = TypeVar("S", bound="FrontServer[Any]")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -146,40 +152,30 @@ class ServerCertificate:
     key_path: Path
 
 
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """A private key as unencrypted PKCS#8 PEM (the form the test servers and clients read)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
 def make_server_certificate(folder: Path, *, host: str = "127.0.0.1") -> ServerCertificate:
     """Make a server CA and a TLS server certificate for ``host`` (an IP address) under ``folder``.
 
-    Only for the server side of a test: clients either trust ``ca_path`` or ignore HTTPS errors.
+    Only for the server side of a test: clients either trust ``ca_path`` or ignore HTTPS errors. The CA
+    is a root from the portal's own PKI core (:func:`ca.pki.profiles.build_ca_certificate`).
     """
     folder.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
+    backdated = now - dt.timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Throwaway test server CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
+    ca_name = profiles.build_ca_name(common_name="Throwaway test server CA", organization=None)
+    ca_cert = profiles.build_ca_certificate(
+        subject=ca_name,
+        key=ca_key,
+        serial=x509.random_serial_number(),
+        not_before=backdated,
+        not_after=now + dt.timedelta(days=2),
     )
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
@@ -188,7 +184,7 @@ def make_server_certificate(folder: Path, *, host: str = "127.0.0.1") -> ServerC
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_before(backdated)
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
@@ -204,351 +200,8 @@ def make_server_certificate(folder: Path, *, host: str = "127.0.0.1") -> ServerC
     return ServerCertificate(
         ca_path=write_file(folder / "server-ca.pem", ca_cert.public_bytes(pem)),
         cert_path=write_file(folder / "server.pem", cert.public_bytes(pem)),
-        key_path=write_file(
-            folder / "server.key",
-            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
-            mode=0o600,
-        ),
+        key_path=write_file(folder / "server.key", _key_pem(key), mode=0o600),
     )
-
-
-# --- nginx -----------------------------------------------------------------------------------------------
-
-
-def nginx_program() -> str:
-    """Debian's nginx: on PATH, or in /usr/sbin (not on a normal user's PATH); else skip (or fail in CI)."""
-    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin") or need_program("nginx")
-
-
-class NginxError(RuntimeError):
-    """nginx did not start, refused a configuration (``nginx -t``) or did not reload in time."""
-
-
-_NGINX_CONF = """\
-# Private test instance: everything under {dir}; started with nginx -p {dir} -c {dir}/nginx.conf
-daemon off;
-master_process on;
-worker_processes 1;
-# After a reload the old worker waits for its open connections; Chromium keeps speculative (preconnected)
-# sockets open that never send a request. Close them after 1 s so old workers, and their CRL, go quickly.
-worker_shutdown_timeout 1s;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log info;
-
-events {{
-    worker_connections 64;
-}}
-
-http {{
-    access_log {dir}/access.log;
-    client_body_temp_path {dir}/tmp/client_body;
-    proxy_temp_path {dir}/tmp/proxy;
-    fastcgi_temp_path {dir}/tmp/fastcgi;
-    uwsgi_temp_path {dir}/tmp/uwsgi;
-    scgi_temp_path {dir}/tmp/scgi;
-    # No reuse of connections or TLS sessions: every request is a fresh handshake checked against the
-    # CRL the current workers loaded.
-    keepalive_timeout 0;
-
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        server_name 127.0.0.1;
-        ssl_certificate {server_cert};
-        ssl_certificate_key {server_key};
-        ssl_session_cache off;
-        ssl_session_tickets off;
-
-        ssl_client_certificate {dir}/client-ca.pem;
-{crl}        ssl_verify_client on;
-        # Leaf, issuing CA, root: depth 2 is what a root + intermediate chain needs (nginx's default is 1).
-        ssl_verify_depth {verify_depth};
-{ocsp}
-        default_type text/plain;
-        location / {{
-            return 200 "verify=$ssl_client_verify serial=$ssl_client_serial dn=$ssl_client_s_dn\\n";
-        }}
-    }}
-}}
-"""
-
-
-class NginxServer:
-    """A private nginx on 127.0.0.1:<free port> that requires a client certificate checked against a CA
-    bundle and a CRL bundle (PEM, one CRL per CA in the chain).
-
-    Use as a context manager (or through the :func:`nginx_factory` fixture)::
-
-        with NginxServer(tmp_path / "nginx", ca_bundle=..., crl_bundle=...) as server:
-            ...  # server.origin, server.url, server.update_crl(new_crl_bundle), server.error_log()
-
-    The page at ``/`` answers ``verify=$ssl_client_verify serial=$ssl_client_serial dn=$ssl_client_s_dn``.
-
-    ``crl_bundle=None`` leaves ``ssl_crl`` out. ``ocsp_responder`` turns on OCSP checks of client
-    certificates (``ssl_ocsp MODE; ssl_ocsp_responder URL;``, nginx >= 1.19) and ``ocsp_cache`` adds
-    ``ssl_ocsp_cache`` (e.g. ``"shared:ocsp:1m"``): without it nginx asks the responder on every handshake.
-    """
-
-    def __init__(
-        self,
-        directory: Path,
-        *,
-        ca_bundle: bytes,
-        crl_bundle: bytes | None,
-        port: int | None = None,
-        verify_depth: int = 2,
-        ocsp_responder: str | None = None,
-        ocsp_mode: str = "on",
-        ocsp_cache: str | None = None,
-    ) -> None:
-        self.directory = directory.resolve()
-        self.ca_bundle = ca_bundle
-        self.crl_bundle = crl_bundle
-        self.port = port or free_port()
-        self.verify_depth = verify_depth
-        self.ocsp_responder = ocsp_responder
-        self.ocsp_mode = ocsp_mode
-        self.ocsp_cache = ocsp_cache
-        self.program = ""
-        self.process: subprocess.Popen[bytes] | None = None
-
-    # -- paths and addresses
-
-    @property
-    def conf_path(self) -> Path:
-        return self.directory / "nginx.conf"
-
-    @property
-    def crl_path(self) -> Path:
-        return self.directory / "client-crl.pem"
-
-    @property
-    def ca_path(self) -> Path:
-        return self.directory / "client-ca.pem"
-
-    @property
-    def error_log_path(self) -> Path:
-        return self.directory / "error.log"
-
-    @property
-    def server_ca_path(self) -> Path:
-        """The throwaway CA that signed this server's TLS certificate (for clients that verify it)."""
-        return self.directory / "server" / "server-ca.pem"
-
-    @property
-    def reload_command(self) -> str:
-        """A shell-free command line that reloads this nginx (for ``enroll-crl-sync --reload-command``)."""
-        return shlex.join(self._argv("-s", "reload"))
-
-    @property
-    def origin(self) -> str:
-        """The origin Playwright's ``client_certificates`` must name exactly."""
-        return f"https://127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return self.origin + "/"
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    def error_log(self) -> str:
-        """The error log so far (``info`` level: the reason nginx refused a client certificate is here)."""
-        try:
-            return self.error_log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def _stderr(self) -> str:
-        try:
-            return (self.directory / "stderr.log").read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def _argv(self, *args: str) -> list[str]:
-        prefix, conf, log = f"{self.directory}/", str(self.conf_path), str(self.error_log_path)
-        return [self.program, "-p", prefix, "-c", conf, "-e", log, *args]
-
-    def _nginx(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self._argv(*args),
-            capture_output=True,
-            text=True,
-            timeout=WAIT_SECONDS,
-            check=False,
-        )
-
-    def workers(self) -> set[int]:
-        """PIDs of the running worker processes."""
-        if self.process is None or self.process.poll() is not None:
-            return set()
-        return _children(self.process.pid)
-
-    # -- life cycle
-
-    def start(self) -> Self:
-        """Write the configuration, check it with ``nginx -t``, start nginx and wait until it accepts."""
-        if self.process is not None:
-            raise NginxError("this nginx was started already")
-        self.program = nginx_program()
-        for sub in ("tmp", "server"):
-            (self.directory / sub).mkdir(parents=True, exist_ok=True)
-        server = make_server_certificate(self.directory / "server")
-        write_file(self.ca_path, self.ca_bundle)
-        crl = ""
-        if self.crl_bundle is not None:
-            write_file(self.crl_path, self.crl_bundle)
-            crl = f"        ssl_crl {self.crl_path};\n"
-        ocsp = ""
-        if self.ocsp_responder is not None:
-            ocsp = f"        ssl_ocsp {self.ocsp_mode};\n        ssl_ocsp_responder {self.ocsp_responder};\n"
-            if self.ocsp_cache is not None:
-                ocsp += f"        ssl_ocsp_cache {self.ocsp_cache};\n"
-        self.conf_path.write_text(
-            _NGINX_CONF.format(
-                dir=self.directory,
-                port=self.port,
-                server_cert=server.cert_path,
-                server_key=server.key_path,
-                verify_depth=self.verify_depth,
-                crl=crl,
-                ocsp=ocsp,
-            )
-        )
-        checked = self._nginx("-t")
-        if checked.returncode != 0:
-            raise NginxError(f"nginx -t refused the configuration:\n{checked.stderr}")
-        with (self.directory / "stderr.log").open("wb") as stderr:
-            self.process = subprocess.Popen(
-                self._argv(),
-                stdin=subprocess.DEVNULL,
-                stdout=stderr,
-                stderr=stderr,
-            )
-        try:
-            self._wait_until(
-                lambda: _port_open(self.port) and bool(self.workers()), "nginx to accept connections"
-            )
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _wait_until(self, condition: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + WAIT_SECONDS
-        while True:
-            if self.process is not None and self.process.poll() is not None:
-                raise NginxError(
-                    f"nginx exited with status {self.process.returncode} while waiting for {what}:\n"
-                    f"{self._stderr()}\n{self.error_log()[-4000:]}"
-                )
-            if condition():
-                return
-            if time.monotonic() > deadline:
-                raise NginxError(
-                    f"timed out after {WAIT_SECONDS:.0f} s waiting for {what}:\n{self.error_log()[-4000:]}"
-                )
-            time.sleep(0.02)
-
-    def reload_mark(self) -> set[int]:
-        """Note the current workers before something else (e.g. enroll-crl-sync) reloads nginx."""
-        return self.workers()
-
-    def wait_reloaded(self, mark: set[int]) -> None:
-        """Wait until the workers noted by :meth:`reload_mark` have all been replaced by new ones, so the
-        next connection is served by a worker that loaded the new configuration and CRL."""
-        self._wait_until(
-            lambda: bool(self.workers()) and not (self.workers() & mark),
-            "the old nginx workers to exit after the reload",
-        )
-
-    def update_crl(self, pem: bytes) -> None:
-        """Swap in a new CRL bundle and reload, as a front server's sync job does.
-
-        The file is replaced atomically and checked with ``nginx -t``; if nginx refuses it the previous
-        file is put back, nothing is reloaded (the old CRL keeps serving) and :class:`NginxError` is
-        raised. Otherwise nginx reloads and this waits until every old worker has exited, so the next
-        connection is served by a worker that loaded the new CRL.
-        """
-        if self.process is None or self.process.poll() is not None:
-            raise NginxError("nginx is not running")
-        if self.crl_bundle is None:
-            raise NginxError("this nginx was started without ssl_crl")
-        previous = self.crl_path.read_bytes()
-        write_file(self.crl_path, pem)
-        checked = self._nginx("-t")
-        if checked.returncode != 0:
-            write_file(self.crl_path, previous)
-            raise NginxError(
-                f"nginx -t refused the new CRL; not reloaded, the old CRL stays:\n{checked.stderr}"
-            )
-        old_workers = self.workers()
-        reloaded = self._nginx("-s", "reload")
-        if reloaded.returncode != 0:
-            raise NginxError(f"nginx -s reload failed:\n{reloaded.stderr}")
-        self._wait_until(
-            lambda: bool(self.workers()) and not (self.workers() & old_workers),
-            "the old nginx workers to exit after the reload",
-        )
-        self.crl_bundle = pem
-
-    def stop(self) -> None:
-        """Stop nginx (``nginx -s stop``, then by PID if it does not exit in time). Safe to call twice."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        workers = _children(process.pid)
-        try:
-            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-                self._nginx("-s", "stop")
-            try:
-                process.wait(timeout=WAIT_SECONDS / 3)
-            except subprocess.TimeoutExpired:
-                process.terminate()
-                try:
-                    process.wait(timeout=WAIT_SECONDS / 3)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=WAIT_SECONDS / 3)
-        finally:
-            # Workers whose master died hard would keep the port; end exactly those PIDs.
-            for pid in workers:
-                if _alive(pid):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-NginxFactory = Callable[..., NginxServer]
-
-
-@pytest.fixture
-def nginx_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxFactory]:
-    """Start private nginx servers: ``nginx_factory(ca_bundle=..., crl_bundle=...)``; all stopped at the end.
-
-    Each gets its own directory (configuration, certificates, CRL, logs, pid, temp paths). nginx's master
-    reads the certificates and CRLs, so the unprivileged workers need no access to pytest's 0700 tree.
-    """
-    started: list[NginxServer] = []
-
-    def start(**kwargs: Any) -> NginxServer:
-        directory = tmp_path_factory.mktemp("nginx")
-        server = NginxServer(directory, **kwargs)
-        started.append(server)
-        return server.start()
-
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.stop()
 
 
 # --- a plain HTTPS client (Python's ssl module) -----------------------------------------------------------
@@ -660,6 +313,433 @@ def _kill_command(sig: signal.Signals, pid: int) -> str:
     return shlex.join([kill, f"-{sig.name.removeprefix('SIG')}", str(pid)])
 
 
+def _factory(
+    tmp_path_factory: pytest.TempPathFactory, server_class: Callable[..., S], prefix: str
+) -> Iterator[Callable[..., S]]:
+    """The body of a ``*_factory`` fixture: start servers of ``server_class`` in fresh folders named after
+    ``prefix``; stop every one of them at the end."""
+    started: list[S] = []
+
+    def start(**kwargs: Any) -> S:
+        server = server_class(tmp_path_factory.mktemp(prefix), **kwargs)
+        started.append(server)
+        return server.start()
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+class _StartStop:
+    """``with thing:`` runs ``thing.start()`` and, at the end, ``thing.stop()``."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class FrontServer(_StartStop, Generic[M]):
+    """What nginx, Apache and node test servers share: a private folder ``directory`` with the client CA
+    bundle (``client-ca.pem``), the CRL bundle (``client-crl.pem``) and a throwaway server certificate
+    (``server/``), a free port on 127.0.0.1, one process started by :meth:`start` and stopped by
+    :meth:`stop` (also as a context manager), and reload marks: ``mark = server.reload_mark(); ...;
+    server.wait_reloaded(mark)`` (``M`` is the type of a mark).
+
+    A subclass names itself (:attr:`name`, :attr:`error`), writes its configuration and gives the
+    command line (:meth:`_configure`), says when it is ready (:meth:`_ready`), and how to tell a reload
+    (:meth:`reload_mark`, :meth:`wait_reloaded`).
+    """
+
+    #: The program's name in messages ("nginx", "Apache", "node").
+    name: ClassVar[str]
+    #: What the program is called in "this ... was started already".
+    title: ClassVar[str]
+    #: The exception this server raises.
+    error: ClassVar[type[RuntimeError]]
+    #: The configuration file (or script) in :attr:`directory`.
+    conf_name: ClassVar[str]
+    #: The file in :attr:`directory` that gets the program's stdout and stderr.
+    output_name: ClassVar[str] = "stderr.log"
+    #: Folders the program needs in :attr:`directory`.
+    subdirs: ClassVar[tuple[str, ...]] = ()
+    #: What :meth:`start` waits for, in messages.
+    ready_what: ClassVar[str]
+    #: The signal :attr:`reload_command` sends (None: the subclass gives its own command).
+    reload_signal: ClassVar[signal.Signals | None] = None
+
+    def __init__(
+        self, directory: Path, *, ca_bundle: bytes, crl_bundle: bytes | None, port: int | None = None
+    ) -> None:
+        self.directory = directory.resolve()
+        self.ca_bundle = ca_bundle
+        self.crl_bundle = crl_bundle
+        self.port = port or free_port()
+        self.program = ""
+        self.process: subprocess.Popen[bytes] | None = None
+
+    # -- paths and addresses
+
+    @property
+    def conf_path(self) -> Path:
+        return self.directory / self.conf_name
+
+    @property
+    def crl_path(self) -> Path:
+        return self.directory / "client-crl.pem"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.directory / "client-ca.pem"
+
+    @property
+    def error_log_path(self) -> Path:
+        return self.directory / "error.log"
+
+    @property
+    def server_ca_path(self) -> Path:
+        """The throwaway CA that signed this server's TLS certificate (for clients that verify it)."""
+        return self.directory / "server" / "server-ca.pem"
+
+    @property
+    def origin(self) -> str:
+        """The origin Playwright's ``client_certificates`` must name exactly."""
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return self.origin + "/"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def reload_command(self) -> str:
+        """``kill -SIG PID`` with :attr:`reload_signal`, for ``enroll-crl-sync --reload-command``."""
+        if self.pid is None or self.reload_signal is None:
+            raise self.error(f"{self.name} is not running")
+        return _kill_command(self.reload_signal, self.pid)
+
+    def get(self, client: IssuedClient | None = None) -> HttpsAnswer:
+        """:func:`https_get` of :attr:`url`, presenting ``client``'s certificate (or none)."""
+        if client is None:
+            return https_get(self.url, server_ca=self.server_ca_path)
+        return client.get(self.url, server_ca=self.server_ca_path)
+
+    # -- logs and processes
+
+    def error_log(self) -> str:
+        """The error log so far (``info`` level: the reason a client certificate was refused is here)."""
+        return _read(self.error_log_path)
+
+    def _logs(self) -> str:
+        """Everything the program wrote, for error messages."""
+        return _read(self.directory / self.output_name) + "\n" + self.error_log()
+
+    def children(self) -> set[int]:
+        """PIDs of the running child processes."""
+        if self.process is None or self.process.poll() is not None:
+            return set()
+        return _children(self.process.pid)
+
+    def _require_running(self) -> subprocess.Popen[bytes]:
+        if self.process is None or self.process.poll() is not None:
+            raise self.error(f"{self.name} is not running")
+        return self.process
+
+    def _wait_until(self, condition: Callable[[], bool], what: str) -> None:
+        _wait_for(condition, what, process=self.process, name=self.name, logs=self._logs, error=self.error)
+
+    # -- life cycle
+
+    def _program(self) -> str:
+        raise NotImplementedError
+
+    def _configure(self, server: ServerCertificate) -> list[str]:
+        """Write the configuration (and check it); the command line that runs the server."""
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def reload_mark(self) -> M:
+        """Note the server's state before something else (e.g. enroll-crl-sync) reloads it."""
+        raise NotImplementedError
+
+    def wait_reloaded(self, mark: M) -> None:
+        """Wait until the server serves with what it loaded after :meth:`reload_mark`."""
+        raise NotImplementedError
+
+    def _reload(self, trigger: Callable[[subprocess.Popen[bytes]], None]) -> None:
+        """Take a reload mark, ``trigger(process)`` a reload, and wait for it."""
+        process = self._require_running()
+        mark = self.reload_mark()
+        trigger(process)
+        self.wait_reloaded(mark)
+
+    def start(self) -> Self:
+        """Write the files, start the server and wait until it accepts connections."""
+        if self.process is not None:
+            raise self.error(f"this {self.title} was started already")
+        self.program = self._program()
+        for sub in self.subdirs:
+            (self.directory / sub).mkdir(parents=True, exist_ok=True)
+        server = make_server_certificate(self.directory / "server")
+        write_file(self.ca_path, self.ca_bundle)
+        if self.crl_bundle is not None:
+            write_file(self.crl_path, self.crl_bundle)
+        argv = self._configure(server)
+        with (self.directory / self.output_name).open("wb") as output:
+            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=output)
+        try:
+            self._wait_until(self._ready, self.ready_what)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL; leftover children by PID). Safe to call twice."""
+        _end_process(self.process, self.children())
+
+
+# --- nginx -----------------------------------------------------------------------------------------------
+
+
+def nginx_program() -> str:
+    """Debian's nginx: on PATH, or in /usr/sbin (not on a normal user's PATH); else skip (or fail in CI)."""
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin") or need_program("nginx")
+
+
+class NginxError(RuntimeError):
+    """nginx did not start, refused a configuration (``nginx -t``) or did not reload in time."""
+
+
+_NGINX_CONF = """\
+# Private test instance: everything under {dir}; started with nginx -p {dir} -c {dir}/nginx.conf
+daemon off;
+master_process on;
+worker_processes 1;
+# After a reload the old worker waits for its open connections; Chromium keeps speculative (preconnected)
+# sockets open that never send a request. Close them after 1 s so old workers, and their CRL, go quickly.
+worker_shutdown_timeout 1s;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+
+events {{
+    worker_connections 64;
+}}
+
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/tmp/client_body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    # No reuse of connections or TLS sessions: every request is a fresh handshake checked against the
+    # CRL the current workers loaded.
+    keepalive_timeout 0;
+
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name 127.0.0.1;
+        ssl_certificate {server_cert};
+        ssl_certificate_key {server_key};
+        ssl_session_cache off;
+        ssl_session_tickets off;
+
+        ssl_client_certificate {dir}/client-ca.pem;
+{crl}        ssl_verify_client on;
+        # Leaf, issuing CA, root: depth 2 is what a root + intermediate chain needs (nginx's default is 1).
+        ssl_verify_depth {verify_depth};
+{ocsp}
+        default_type text/plain;
+        location / {{
+            return 200 "verify=$ssl_client_verify serial=$ssl_client_serial dn=$ssl_client_s_dn\\n";
+        }}
+    }}
+}}
+"""
+
+
+class NginxServer(FrontServer[set[int]]):
+    """A private nginx on 127.0.0.1:<free port> that requires a client certificate checked against a CA
+    bundle and a CRL bundle (PEM, one CRL per CA in the chain).
+
+    Use as a context manager (or through the :func:`nginx_factory` fixture)::
+
+        with NginxServer(tmp_path / "nginx", ca_bundle=..., crl_bundle=...) as server:
+            ...  # server.origin, server.url, server.update_crl(new_crl_bundle), server.error_log()
+
+    The page at ``/`` answers ``verify=$ssl_client_verify serial=$ssl_client_serial dn=$ssl_client_s_dn``.
+
+    ``crl_bundle=None`` leaves ``ssl_crl`` out. ``ocsp_responder`` turns on OCSP checks of client
+    certificates (``ssl_ocsp MODE; ssl_ocsp_responder URL;``, nginx >= 1.19) and ``ocsp_cache`` adds
+    ``ssl_ocsp_cache`` (e.g. ``"shared:ocsp:1m"``): without it nginx asks the responder on every handshake.
+    """
+
+    name = title = "nginx"
+    error = NginxError
+    conf_name = "nginx.conf"
+    subdirs = ("tmp",)
+    ready_what = "nginx to accept connections"
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        ca_bundle: bytes,
+        crl_bundle: bytes | None,
+        port: int | None = None,
+        verify_depth: int = 2,
+        ocsp_responder: str | None = None,
+        ocsp_mode: str = "on",
+        ocsp_cache: str | None = None,
+    ) -> None:
+        super().__init__(directory, ca_bundle=ca_bundle, crl_bundle=crl_bundle, port=port)
+        self.verify_depth = verify_depth
+        self.ocsp_responder = ocsp_responder
+        self.ocsp_mode = ocsp_mode
+        self.ocsp_cache = ocsp_cache
+
+    @property
+    def reload_command(self) -> str:
+        """A shell-free command line that reloads this nginx (for ``enroll-crl-sync --reload-command``)."""
+        return shlex.join(self._argv("-s", "reload"))
+
+    def _argv(self, *args: str) -> list[str]:
+        prefix, conf, log = f"{self.directory}/", str(self.conf_path), str(self.error_log_path)
+        return [self.program, "-p", prefix, "-c", conf, "-e", log, *args]
+
+    def _nginx(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self._argv(*args),
+            capture_output=True,
+            text=True,
+            timeout=WAIT_SECONDS,
+            check=False,
+        )
+
+    def workers(self) -> set[int]:
+        """PIDs of the running worker processes."""
+        return self.children()
+
+    # -- life cycle
+
+    def _program(self) -> str:
+        return nginx_program()
+
+    def _configure(self, server: ServerCertificate) -> list[str]:
+        """Write the configuration and check it with ``nginx -t``."""
+        crl = ""
+        if self.crl_bundle is not None:
+            crl = f"        ssl_crl {self.crl_path};\n"
+        ocsp = ""
+        if self.ocsp_responder is not None:
+            ocsp = f"        ssl_ocsp {self.ocsp_mode};\n        ssl_ocsp_responder {self.ocsp_responder};\n"
+            if self.ocsp_cache is not None:
+                ocsp += f"        ssl_ocsp_cache {self.ocsp_cache};\n"
+        self.conf_path.write_text(
+            _NGINX_CONF.format(
+                dir=self.directory,
+                port=self.port,
+                server_cert=server.cert_path,
+                server_key=server.key_path,
+                verify_depth=self.verify_depth,
+                crl=crl,
+                ocsp=ocsp,
+            )
+        )
+        checked = self._nginx("-t")
+        if checked.returncode != 0:
+            raise NginxError(f"nginx -t refused the configuration:\n{checked.stderr}")
+        return self._argv()
+
+    def _ready(self) -> bool:
+        return _port_open(self.port) and bool(self.workers())
+
+    def reload_mark(self) -> set[int]:
+        """Note the current workers before something else (e.g. enroll-crl-sync) reloads nginx."""
+        return self.workers()
+
+    def wait_reloaded(self, mark: set[int]) -> None:
+        """Wait until the workers noted by :meth:`reload_mark` have all been replaced by new ones, so the
+        next connection is served by a worker that loaded the new configuration and CRL."""
+        self._wait_until(
+            lambda: bool(self.workers()) and not (self.workers() & mark),
+            "the old nginx workers to exit after the reload",
+        )
+
+    def _reload_now(self, process: subprocess.Popen[bytes]) -> None:
+        reloaded = self._nginx("-s", "reload")
+        if reloaded.returncode != 0:
+            raise NginxError(f"nginx -s reload failed:\n{reloaded.stderr}")
+
+    def update_crl(self, pem: bytes) -> None:
+        """Swap in a new CRL bundle and reload, as a front server's sync job does.
+
+        The file is replaced atomically and checked with ``nginx -t``; if nginx refuses it the previous
+        file is put back, nothing is reloaded (the old CRL keeps serving) and :class:`NginxError` is
+        raised. Otherwise nginx reloads and this waits until every old worker has exited, so the next
+        connection is served by a worker that loaded the new CRL.
+        """
+        self._require_running()
+        if self.crl_bundle is None:
+            raise NginxError("this nginx was started without ssl_crl")
+        previous = self.crl_path.read_bytes()
+        write_file(self.crl_path, pem)
+        checked = self._nginx("-t")
+        if checked.returncode != 0:
+            write_file(self.crl_path, previous)
+            raise NginxError(
+                f"nginx -t refused the new CRL; not reloaded, the old CRL stays:\n{checked.stderr}"
+            )
+        self._reload(self._reload_now)
+        self.crl_bundle = pem
+
+    def stop(self) -> None:
+        """Stop nginx (``nginx -s stop``, then by PID if it does not exit in time). Safe to call twice."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        workers = _children(process.pid)
+        try:
+            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+                self._nginx("-s", "stop")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=WAIT_SECONDS / 3)
+        finally:
+            # SIGTERM, then SIGKILL if it still runs; workers whose master died hard would keep the port:
+            # end exactly those PIDs.
+            _end_process(process, workers)
+
+
+NginxFactory = Callable[..., NginxServer]
+
+
+@pytest.fixture
+def nginx_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxFactory]:
+    """Start private nginx servers: ``nginx_factory(ca_bundle=..., crl_bundle=...)``; all stopped at the end.
+
+    Each gets its own directory (configuration, certificates, CRL, logs, pid, temp paths). nginx's master
+    reads the certificates and CRLs, so the unprivileged workers need no access to pytest's 0700 tree.
+    """
+    yield from _factory(tmp_path_factory, NginxServer, "nginx")
+
+
 # --- Apache ----------------------------------------------------------------------------------------------
 
 #: Where Debian's apache2 keeps its modules; a standalone configuration loads them by absolute path.
@@ -726,7 +806,7 @@ SSLSessionTickets off
 """
 
 
-class ApacheServer:
+class ApacheServer(FrontServer[tuple[int, set[int]]]):
     """A private Apache (``apache2 -f DIR/httpd.conf -DFOREGROUND``) on 127.0.0.1:<free port> that requires
     a client certificate checked against a CA bundle and a PEM CRL bundle (``SSLCARevocationCheck chain``:
     one CRL per CA in the chain).
@@ -736,6 +816,14 @@ class ApacheServer:
     ``enroll-crl-sync``. A broken CRL file makes Apache exit on that restart (``apache2 -t`` does not
     notice). The page at ``/`` answers ``verify=... serial=... dn=...`` from mod_ssl's variables.
     """
+
+    name = title = "Apache"
+    error = ApacheError
+    conf_name = "httpd.conf"
+    subdirs = ("run",)
+    ready_what = "Apache to accept connections"
+    #: ``kill -USR1 PID``: a graceful restart.
+    reload_signal = signal.SIGUSR1
 
     def __init__(
         self,
@@ -747,69 +835,9 @@ class ApacheServer:
         verify_depth: int = 2,
         revocation_check: str = "chain",
     ) -> None:
-        self.directory = directory.resolve()
-        self.ca_bundle = ca_bundle
-        self.crl_bundle = crl_bundle
-        self.port = port or free_port()
+        super().__init__(directory, ca_bundle=ca_bundle, crl_bundle=crl_bundle, port=port)
         self.verify_depth = verify_depth
         self.revocation_check = revocation_check
-        self.program = ""
-        self.process: subprocess.Popen[bytes] | None = None
-
-    # -- paths and addresses
-
-    @property
-    def conf_path(self) -> Path:
-        return self.directory / "httpd.conf"
-
-    @property
-    def crl_path(self) -> Path:
-        return self.directory / "client-crl.pem"
-
-    @property
-    def ca_path(self) -> Path:
-        return self.directory / "client-ca.pem"
-
-    @property
-    def error_log_path(self) -> Path:
-        return self.directory / "error.log"
-
-    @property
-    def server_ca_path(self) -> Path:
-        """The throwaway CA that signed this server's TLS certificate (for clients that verify it)."""
-        return self.directory / "server" / "server-ca.pem"
-
-    @property
-    def origin(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return self.origin + "/"
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    @property
-    def reload_command(self) -> str:
-        """``kill -USR1 PID``: a graceful restart, as ``enroll-crl-sync --reload-command``."""
-        if self.pid is None:
-            raise ApacheError("Apache is not running")
-        return _kill_command(signal.SIGUSR1, self.pid)
-
-    def error_log(self) -> str:
-        """The error log so far (``info``: the reason a client certificate was refused is here)."""
-        return _read(self.error_log_path)
-
-    def _logs(self) -> str:
-        return _read(self.directory / "stderr.log") + "\n" + self.error_log()
-
-    def children(self) -> set[int]:
-        """PIDs of the running child processes."""
-        if self.process is None or self.process.poll() is not None:
-            return set()
-        return _children(self.process.pid)
 
     def _generations(self) -> int:
         """How many times the parent has (re)read its configuration and resumed (AH00489)."""
@@ -824,21 +852,13 @@ class ApacheServer:
             check=False,
         )
 
-    def _wait_until(self, condition: Callable[[], bool], what: str) -> None:
-        _wait_for(condition, what, process=self.process, name="Apache", logs=self._logs, error=ApacheError)
-
     # -- life cycle
 
-    def start(self) -> Self:
-        """Write the configuration, check it with ``apache2 -t``, start Apache and wait until it accepts."""
-        if self.process is not None:
-            raise ApacheError("this Apache was started already")
-        self.program = apache_program()
-        for sub in ("run", "server"):
-            (self.directory / sub).mkdir(parents=True, exist_ok=True)
-        server = make_server_certificate(self.directory / "server")
-        write_file(self.ca_path, self.ca_bundle)
-        write_file(self.crl_path, self.crl_bundle)
+    def _program(self) -> str:
+        return apache_program()
+
+    def _configure(self, server: ServerCertificate) -> list[str]:
+        """Write the configuration and check it with ``apache2 -t``."""
         modules = "\n".join(
             f"LoadModule {name}_module {APACHE_MODULES}/mod_{name}.so" for name in _APACHE_MODULE_NAMES
         )
@@ -856,22 +876,10 @@ class ApacheServer:
         checked = self._apache("-t")
         if checked.returncode != 0:
             raise ApacheError(f"apache2 -t refused the configuration:\n{checked.stderr}")
-        with (self.directory / "stderr.log").open("wb") as stderr:
-            self.process = subprocess.Popen(
-                [self.program, "-f", str(self.conf_path), "-DFOREGROUND"],
-                stdin=subprocess.DEVNULL,
-                stdout=stderr,
-                stderr=stderr,
-            )
-        try:
-            self._wait_until(
-                lambda: self._generations() >= 1 and bool(self.children()) and _port_open(self.port),
-                "Apache to accept connections",
-            )
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return [self.program, "-f", str(self.conf_path), "-DFOREGROUND"]
+
+    def _ready(self) -> bool:
+        return self._generations() >= 1 and bool(self.children()) and _port_open(self.port)
 
     def reload_mark(self) -> tuple[int, set[int]]:
         """Note the generation and children before something else (enroll-crl-sync) restarts Apache."""
@@ -890,11 +898,7 @@ class ApacheServer:
 
     def graceful(self) -> None:
         """Graceful restart (``SIGUSR1``), waiting for it: see :meth:`wait_reloaded`."""
-        if self.process is None or self.process.poll() is not None:
-            raise ApacheError("Apache is not running")
-        mark = self.reload_mark()
-        self.process.send_signal(signal.SIGUSR1)
-        self.wait_reloaded(mark)
+        self._reload(lambda process: process.send_signal(signal.SIGUSR1))
 
     def update_crl(self, pem: bytes) -> None:
         """Swap in a new CRL bundle (atomically) and restart gracefully. No check first: Apache has none
@@ -903,18 +907,6 @@ class ApacheServer:
         self.graceful()
         self.crl_bundle = pem
 
-    def stop(self) -> None:
-        """Stop Apache (SIGTERM to the parent, then SIGKILL; leftover children by PID). Safe to call twice."""
-        _end_process(self.process, self.children())
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
 
 ApacheFactory = Callable[..., ApacheServer]
 
@@ -922,18 +914,7 @@ ApacheFactory = Callable[..., ApacheServer]
 @pytest.fixture
 def apache_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheFactory]:
     """Start private Apache servers: ``apache_factory(ca_bundle=..., crl_bundle=...)``; stopped at the end."""
-    started: list[ApacheServer] = []
-
-    def start(**kwargs: Any) -> ApacheServer:
-        server = ApacheServer(tmp_path_factory.mktemp("apache"), **kwargs)
-        started.append(server)
-        return server.start()
-
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.stop()
+    yield from _factory(tmp_path_factory, ApacheServer, "apache")
 
 
 # --- node ------------------------------------------------------------------------------------------------
@@ -1013,7 +994,7 @@ server.listen(Number(port), "127.0.0.1", () => console.log("listening"));
 """
 
 
-class NodeServer:
+class NodeServer(FrontServer[int]):
     """``https.createServer({key, cert, ca, crl, requestCert: true, rejectUnauthorized: true})`` on
     127.0.0.1:<free port>, from a small script written to ``DIR/server.js``.
 
@@ -1026,6 +1007,15 @@ class NodeServer:
     node then ends the connection after the handshake without any event or reason.
     """
 
+    name = "node"
+    title = "node server"
+    error = NodeError
+    conf_name = "server.js"
+    output_name = "output.log"
+    ready_what = "node to listen"
+    #: ``kill -HUP PID``: swap in the CRL file's current content.
+    reload_signal = signal.SIGHUP
+
     def __init__(
         self,
         directory: Path,
@@ -1035,80 +1025,34 @@ class NodeServer:
         port: int | None = None,
         watch_interval: float | None = None,
     ) -> None:
-        self.directory = directory.resolve()
-        self.ca_bundle = ca_bundle
-        self.crl_bundle = crl_bundle
-        self.port = port or free_port()
+        super().__init__(directory, ca_bundle=ca_bundle, crl_bundle=crl_bundle, port=port)
         self.watch_interval = watch_interval
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def script_path(self) -> Path:
-        return self.directory / "server.js"
-
-    @property
-    def crl_path(self) -> Path:
-        return self.directory / "client-crl.pem"
-
-    @property
-    def ca_path(self) -> Path:
-        return self.directory / "client-ca.pem"
-
-    @property
-    def server_ca_path(self) -> Path:
-        return self.directory / "server" / "server-ca.pem"
-
-    @property
-    def origin(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return self.origin + "/"
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    @property
-    def reload_command(self) -> str:
-        """``kill -HUP PID``: swap in the CRL file's current content (for ``enroll-crl-sync``)."""
-        if self.pid is None:
-            raise NodeError("node is not running")
-        return _kill_command(signal.SIGHUP, self.pid)
+        return self.conf_path
 
     def log(self) -> str:
         """What the server printed (stdout and stderr)."""
-        return _read(self.directory / "output.log")
+        return _read(self.directory / self.output_name)
+
+    def _logs(self) -> str:
+        return self.log()
 
     def _reload_lines(self) -> list[str]:
         return [line for line in self.log().splitlines() if line.startswith(("reloaded ", "reload failed: "))]
 
-    def _wait_until(self, condition: Callable[[], bool], what: str) -> None:
-        _wait_for(condition, what, process=self.process, name="node", logs=self.log, error=NodeError)
+    def _program(self) -> str:
+        return node_program()
 
-    def start(self) -> Self:
-        if self.process is not None:
-            raise NodeError("this node server was started already")
-        program = node_program()
-        server = make_server_certificate(self.directory / "server")
-        write_file(self.ca_path, self.ca_bundle)
-        write_file(self.crl_path, self.crl_bundle)
+    def _configure(self, server: ServerCertificate) -> list[str]:
         self.script_path.write_text(_NODE_SERVER_JS)
         watch_ms = round(self.watch_interval * 1000) if self.watch_interval else 0
-        argv = [program, str(self.script_path), str(server.key_path), str(server.cert_path)]
-        argv += [str(self.ca_path), str(self.crl_path), str(self.port), str(watch_ms)]
-        with (self.directory / "output.log").open("wb") as output:
-            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=output)
-        try:
-            self._wait_until(
-                lambda: "listening" in self.log().splitlines() and _port_open(self.port),
-                "node to listen",
-            )
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        argv = [self.program, str(self.script_path), str(server.key_path), str(server.cert_path)]
+        return [*argv, str(self.ca_path), str(self.crl_path), str(self.port), str(watch_ms)]
+
+    def _ready(self) -> bool:
+        return "listening" in self.log().splitlines() and _port_open(self.port)
 
     def reload_mark(self) -> int:
         """Note how many reloads were logged, before something else (a signal, a file change) reloads."""
@@ -1123,26 +1067,14 @@ class NodeServer:
 
     def update_crl(self, pem: bytes) -> None:
         """Swap in a new CRL bundle: write it atomically, then SIGHUP (or let the file watch see it)."""
-        if self.process is None or self.process.poll() is not None:
-            raise NodeError("node is not running")
-        mark = self.reload_mark()
-        write_file(self.crl_path, pem)
-        if not self.watch_interval:
-            self.process.send_signal(signal.SIGHUP)
-        self.wait_reloaded(mark)
+
+        def swap(process: subprocess.Popen[bytes]) -> None:
+            write_file(self.crl_path, pem)
+            if not self.watch_interval:
+                process.send_signal(signal.SIGHUP)
+
+        self._reload(swap)
         self.crl_bundle = pem
-
-    def stop(self) -> None:
-        """Stop node (SIGTERM, then SIGKILL). Safe to call twice."""
-        _end_process(self.process, set())
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 NodeFactory = Callable[..., NodeServer]
@@ -1151,18 +1083,7 @@ NodeFactory = Callable[..., NodeServer]
 @pytest.fixture
 def node_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeFactory]:
     """Start node HTTPS servers: ``node_factory(ca_bundle=..., crl_bundle=...)``; stopped at the end."""
-    started: list[NodeServer] = []
-
-    def start(**kwargs: Any) -> NodeServer:
-        server = NodeServer(tmp_path_factory.mktemp("node"), **kwargs)
-        started.append(server)
-        return server.start()
-
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.stop()
+    yield from _factory(tmp_path_factory, NodeServer, "node")
 
 
 # --- the portal's side: issued certificates, CA and CRL bundles, enroll-crl-sync ------------------------
@@ -1170,34 +1091,51 @@ def node_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeFacto
 
 @dataclass(frozen=True, slots=True)
 class IssuedClient:
-    """A user's certificate as the portal issued it, and the key that stayed on their machine."""
+    """A user's certificate as the portal issued it, and the key files that stayed on their machine
+    (PEM certificate and key; a PKCS#12 file too once the user made one)."""
 
     username: str
     certificate: Certificate
     cert_path: Path
     key_path: Path
+    pfx_path: Path | None = None
+    passphrase: str | None = None
 
     def get(self, url: str, *, server_ca: Path) -> HttpsAnswer:
         """:func:`https_get` presenting this certificate."""
         return https_get(url, server_ca=server_ca, cert_path=self.cert_path, key_path=self.key_path)
+
+    def client_certificate(self, origin: str) -> dict[str, str]:
+        """Playwright's entry: the PKCS#12 file when there is one, else the PEM certificate and key."""
+        if self.pfx_path is not None:
+            return client_certificate(origin, pfx_path=self.pfx_path, passphrase=self.passphrase)
+        return client_certificate(origin, cert_path=self.cert_path, key_path=self.key_path)
 
 
 def issue_client(user: User, folder: Path) -> IssuedClient:
     """What a user does by hand: make a key, submit a CSR, get it approved, download the PEM certificate."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = user.get_username()
-    key_path = write_file(
-        folder / f"{name}.key.pem",
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
-        mode=0o600,
-    )
+    key_path = write_file(folder / f"{name}.key.pem", _key_pem(key), mode=0o600)
     request = flows.submit_csr(owner=user, data=make_csr(key))
     approved = flows.approve(request_id=request.pk)
     assert approved.certificate is not None, approved.reason
     pem = services.export_certificate(certificate=approved.certificate, fmt="pem").content
     return IssuedClient(name, approved.certificate, write_file(folder / f"{name}.cert.pem", pem), key_path)
+
+
+def revoke(certificate: Certificate) -> None:
+    """Revoke as the admin screen does (key compromise); the new CRL is published on commit, as in
+    production (at once in a transactional test)."""
+    services.revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
+
+
+def assert_accepted(answer: HttpsAnswer, client: IssuedClient) -> None:
+    """The server let ``client`` in and saw its certificate: nginx and Apache print the serial as
+    upper-case hex, as the portal stores it."""
+    assert answer.status == 200, answer
+    assert f"verify=SUCCESS serial={client.certificate.serial} " in answer.text, answer
+    assert f"CN={client.username}" in answer.text, answer
 
 
 def portal_chain(root: CertificateAuthority, kind: str) -> list[CertificateAuthority]:
@@ -1216,6 +1154,16 @@ def portal_ca_bundle(chain: Sequence[CertificateAuthority]) -> bytes:
 def portal_crl_bundle(chain: Sequence[CertificateAuthority]) -> bytes:
     """One current PEM CRL for every CA of the chain, straight from the database."""
     return b"".join(services.crl_pem(services.current_crl(ca=ca)) for ca in chain)
+
+
+def portal_ca_file(chain: Sequence[CertificateAuthority], folder: Path) -> Path:
+    """The chain's CA bundle as ``folder/client-ca.pem``: the sync's ``--ca-file`` on a front server."""
+    return write_file(folder / "client-ca.pem", portal_ca_bundle(chain))
+
+
+def serve_chain(factory: Callable[..., S], chain: Sequence[CertificateAuthority], **kwargs: Any) -> S:
+    """A front server from ``factory`` (e.g. ``nginx_factory``) trusting the chain, with its current CRLs."""
+    return factory(ca_bundle=portal_ca_bundle(chain), crl_bundle=portal_crl_bundle(chain), **kwargs)
 
 
 def load_crl_bundle(data: bytes) -> list[x509.CertificateRevocationList]:
@@ -1259,6 +1207,26 @@ def run_crl_sync(
     return subprocess.run(
         argv, capture_output=True, text=True, timeout=timeout * len(urls) + 30, check=False, env=env
     )
+
+
+def sync_and_reload(
+    server: FrontServer[Any], *, urls: Sequence[str], ca_file: Path, reload: bool = True, node: str = "web1"
+) -> subprocess.CompletedProcess[str]:
+    """One ``enroll-crl-sync`` run that must install new CRLs into ``server.crl_path`` (with the server's
+    :attr:`~FrontServer.reload_command` unless ``reload`` is false, e.g. for a server watching the file),
+    then wait until the server has loaded them: the reload command and a file watch are asynchronous."""
+    mark = server.reload_mark()
+    run = run_crl_sync(
+        urls=urls,
+        ca_file=ca_file,
+        output=server.crl_path,
+        reload_command=server.reload_command if reload else None,
+        node=node,
+    )
+    assert run.returncode == 0, run.stderr
+    assert f"updated {server.crl_path}" in run.stdout, run.stdout
+    server.wait_reloaded(mark)
+    return run
 
 
 # --- Chromium through Playwright --------------------------------------------------------------------------
@@ -1313,7 +1281,7 @@ def new_context(
     return browser.new_context(**kwargs)
 
 
-class ChromiumThread:
+class ChromiumThread(_StartStop):
     """Debian's Chromium, driven through Playwright's sync API in a thread of its own.
 
     Why a thread: between two calls, Playwright's sync API leaves its asyncio loop marked as running in
@@ -1377,14 +1345,6 @@ class ChromiumThread:
             executor.shutdown(wait=False, cancel_futures=True)  # a hung call must not hang the teardown
             raise
         executor.shutdown(wait=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 @pytest.fixture

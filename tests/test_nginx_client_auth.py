@@ -12,27 +12,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from django.contrib.auth.models import User
 from pytest_django import DjangoCaptureOnCommitCallbacks
 
 from ca import services
-from ca.models import Certificate, CertificateAuthority, RevocationReason
-from enroll import flows
-from tests.conftest import make_csr, need_program
+from ca.models import Certificate, CertificateAuthority
+from tests.conftest import need_program
 from tests.realclients import (  # noqa: F401  (fixtures)
     ChromiumThread,
+    IssuedClient,
     NginxError,
     NginxFactory,
     NginxServer,
     chromium,
-    client_certificate,
+    issue_client,
     new_context,
     nginx_factory,
+    portal_chain,
+    portal_crl_bundle,
     screenshot_dir,
-    write_file,
+    serve_chain,
 )
+from tests.realclients import revoke as revoke_now
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -42,43 +43,7 @@ pytestmark = [pytest.mark.real_client, pytest.mark.django_db]
 BODY = re.compile(r"verify=(?P<verify>\S*) serial=(?P<serial>\S*) dn=(?P<dn>.*)")
 
 
-@dataclass(frozen=True, slots=True)
-class Client:
-    """A user's certificate as issued by the portal, and the key files that stayed on their machine."""
-
-    username: str
-    certificate: Certificate
-    cert_path: Path
-    key_path: Path
-    pfx_path: Path | None = None
-    passphrase: str | None = None
-
-    def client_certificate(self, origin: str) -> dict[str, str]:
-        """Playwright's entry: the PKCS#12 file when there is one, else the PEM certificate and key."""
-        if self.pfx_path is not None:
-            return client_certificate(origin, pfx_path=self.pfx_path, passphrase=self.passphrase)
-        return client_certificate(origin, cert_path=self.cert_path, key_path=self.key_path)
-
-
-def enroll(user: User, folder: Path) -> Client:
-    """What a user does by hand: make a key, submit a CSR, get it approved, download the PEM certificate."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = user.get_username()
-    key_path = write_file(
-        folder / f"{name}.key.pem",
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
-        mode=0o600,
-    )
-    request = flows.submit_csr(owner=user, data=make_csr(key))
-    approved = flows.approve(request_id=request.pk)
-    assert approved.certificate is not None, approved.reason
-    pem = services.export_certificate(certificate=approved.certificate, fmt="pem").content
-    return Client(name, approved.certificate, write_file(folder / f"{name}.cert.pem", pem), key_path)
-
-
-def with_pkcs12(client: Client, folder: Path) -> Client:
+def with_pkcs12(client: IssuedClient, folder: Path) -> IssuedClient:
     """The .p12 a user makes for a browser with the command the portal shows (OpenSSL 3: AES-256)."""
     pfx_path, passphrase = folder / f"{client.username}.p12", "p12-passphrase"
     command = [need_program("openssl"), "pkcs12", "-export", "-name", client.username]
@@ -89,26 +54,10 @@ def with_pkcs12(client: Client, folder: Path) -> Client:
     return replace(client, pfx_path=pfx_path, passphrase=passphrase)
 
 
-def ca_bundle(chain: list[CertificateAuthority]) -> bytes:
-    return b"".join(services.ca_certificate_pem(ca) for ca in chain)
-
-
-def crl_bundle(chain: list[CertificateAuthority]) -> bytes:
-    """One current PEM CRL for every CA in the chain (nginx wants them all)."""
-    return b"".join(services.crl_pem(services.current_crl(ca=ca)) for ca in chain)
-
-
-def make_chain(root: CertificateAuthority, kind: str) -> list[CertificateAuthority]:
-    if kind == "root":
-        return [root]
-    issuing = services.create_ca(name="Test Issuing CA", parent=root, make_default=True)
-    return [root, issuing]
-
-
 def revoke(certificate: Certificate, capture: DjangoCaptureOnCommitCallbacks) -> None:
     """Revoke as the admin screen does; the on-commit CRL publication runs as it would in production."""
     with capture(execute=True):
-        services.revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
+        revoke_now(certificate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +67,7 @@ class Visit:
 
 
 def visit(
-    browser: Browser, server: NginxServer, client: Client | None, *, screenshot: str | None = None
+    browser: Browser, server: NginxServer, client: IssuedClient | None, *, screenshot: str | None = None
 ) -> Visit:
     """GET the server's page in a fresh context, with ``client``'s certificate or none."""
     certificates = [client.client_certificate(server.origin)] if client is not None else []
@@ -135,7 +84,7 @@ def visit(
         context.close()
 
 
-def assert_accepted(seen: Visit, client: Client) -> None:
+def assert_accepted(seen: Visit, client: IssuedClient) -> None:
     assert seen.status == 200, seen.text
     match = BODY.search(seen.text)
     assert match is not None, seen.text
@@ -162,11 +111,11 @@ def test_nginx_accepts_an_issued_certificate_and_refuses_it_once_revoked(
     chromium: ChromiumThread,  # noqa: F811
     django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
-    chain = make_chain(ca, kind)
-    alice_client = enroll(alice, tmp_path)
-    bob_client = with_pkcs12(enroll(bob, tmp_path), tmp_path)
+    chain = portal_chain(ca, kind)
+    alice_client = issue_client(alice, tmp_path)
+    bob_client = with_pkcs12(issue_client(bob, tmp_path), tmp_path)
     assert alice_client.certificate.ca == chain[-1]
-    server = nginx_factory(ca_bundle=ca_bundle(chain), crl_bundle=crl_bundle(chain))
+    server = serve_chain(nginx_factory, chain)
 
     accepted = chromium.call(visit, server, alice_client, screenshot=f"nginx-{kind}-accepted")
     assert_accepted(accepted, alice_client)
@@ -179,7 +128,7 @@ def test_nginx_accepts_an_issued_certificate_and_refuses_it_once_revoked(
     # nginx still holds the CRL it loaded at start: the revocation needs the republished CRL and a reload.
     assert_accepted(chromium.call(visit, server, alice_client), alice_client)
     assert services.current_crl(ca=chain[-1]).entries == 1
-    server.update_crl(crl_bundle(chain))
+    server.update_crl(portal_crl_bundle(chain))
 
     revoked = chromium.call(visit, server, alice_client, screenshot=f"nginx-{kind}-revoked")
     assert_refused(revoked, "The SSL certificate error")
@@ -195,15 +144,15 @@ def test_a_truncated_crl_is_refused_and_the_old_one_keeps_serving(
     chromium: ChromiumThread,  # noqa: F811
     django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
-    chain = make_chain(ca, "intermediate")
-    alice_client = enroll(alice, tmp_path)
-    server = nginx_factory(ca_bundle=ca_bundle(chain), crl_bundle=crl_bundle(chain))
+    chain = portal_chain(ca, "intermediate")
+    alice_client = issue_client(alice, tmp_path)
+    server = serve_chain(nginx_factory, chain)
     assert_accepted(chromium.call(visit, server, alice_client), alice_client)
     loaded = server.crl_path.read_bytes()
     workers = server.workers()
 
     revoke(alice_client.certificate, django_capture_on_commit_callbacks)
-    republished = crl_bundle(chain)
+    republished = portal_crl_bundle(chain)
     with pytest.raises(NginxError, match="nginx -t refused the new CRL"):
         server.update_crl(republished[: len(republished) - 200])
 

@@ -24,22 +24,23 @@ from pytest_django import Settings
 from pytest_django.live_server_helper import LiveServer
 
 from ca import services
-from ca.models import Certificate, CertificateAuthority, CrlFetch, RevocationReason
+from ca.models import CertificateAuthority, CrlFetch
 from tests.realclients import (  # noqa: F401  (fixtures)
     HttpsAnswer,
-    IssuedClient,
     NginxFactory,
-    NginxServer,
+    assert_accepted,
     crl_urls,
     free_port,
     issue_client,
     load_crl_bundle,
     nginx_factory,
     portal_ca_bundle,
+    portal_ca_file,
     portal_chain,
-    portal_crl_bundle,
+    revoke,
     run_crl_sync,
-    write_file,
+    serve_chain,
+    sync_and_reload,
 )
 
 pytestmark = [pytest.mark.real_client, pytest.mark.django_db(transaction=True)]
@@ -47,26 +48,10 @@ pytestmark = [pytest.mark.real_client, pytest.mark.django_db(transaction=True)]
 REFUSED = "The SSL certificate error"
 
 
-def get(server: NginxServer, client: IssuedClient) -> HttpsAnswer:
-    return client.get(server.url, server_ca=server.server_ca_path)
-
-
-def assert_accepted(answer: HttpsAnswer, client: IssuedClient) -> None:
-    assert answer.status == 200, answer
-    assert f"verify=SUCCESS serial={client.certificate.serial} " in answer.text
-    assert f"CN={client.username}" in answer.text
-
-
 def assert_refused(answer: HttpsAnswer) -> None:
     assert answer.status == 400, answer
     assert REFUSED in answer.text
     assert "verify=" not in answer.text
-
-
-def revoke(certificate: Certificate) -> None:
-    """Revoke as the admin screen does: committed at once (transactional test), the new CRL published on
-    commit as in production."""
-    services.revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
 
 
 def loopback(live_server: LiveServer, settings: Settings) -> str:
@@ -97,28 +82,23 @@ def test_one_sync_run_with_a_reload_makes_nginx_refuse_a_revoked_certificate(
 ) -> None:
     chain = portal_chain(ca, kind)
     alice_client, bob_client = issue_client(alice, tmp_path), issue_client(bob, tmp_path)
-    ca_file = write_file(tmp_path / "client-ca.pem", portal_ca_bundle(chain))
-    server = nginx_factory(ca_bundle=portal_ca_bundle(chain), crl_bundle=portal_crl_bundle(chain))
+    ca_file = portal_ca_file(chain, tmp_path)
+    server = serve_chain(nginx_factory, chain)
     urls = crl_urls(live_server.url, chain)
-    assert_accepted(get(server, alice_client), alice_client)
+    assert_accepted(server.get(alice_client), alice_client)
     before = [services.current_crl(ca=authority).number for authority in chain]
 
     revoke(alice_client.certificate)
     after = [services.current_crl(ca=authority).number for authority in chain]
     assert after[-1] > before[-1]
-    assert_accepted(get(server, alice_client), alice_client)  # nginx still has the CRL it loaded
+    assert_accepted(server.get(alice_client), alice_client)  # nginx still has the CRL it loaded
 
-    mark = server.reload_mark()
-    run = run_crl_sync(
-        urls=urls, ca_file=ca_file, output=server.crl_path, reload_command=server.reload_command, node="web1"
-    )
-    assert run.returncode == 0, run.stderr
-    assert f"updated {server.crl_path}" in run.stdout
-    server.wait_reloaded(mark)  # `nginx -s reload` returns before the old workers have gone
+    # `nginx -s reload` returns before the old workers have gone: sync_and_reload waits for them.
+    sync_and_reload(server, urls=urls, ca_file=ca_file)
 
-    assert_refused(get(server, alice_client))
+    assert_refused(server.get(alice_client))
     assert "certificate revoked" in server.error_log()
-    assert_accepted(get(server, bob_client), bob_client)
+    assert_accepted(server.get(bob_client), bob_client)
     assert installed_numbers(server.crl_path) == after
     # The portal knows web1 fetched the newest CRL of every CA of the chain.
     for authority, number in zip(chain, after, strict=True):
@@ -149,8 +129,8 @@ def test_a_sync_with_the_portal_unreachable_keeps_the_working_crl_and_does_not_r
 ) -> None:
     chain = portal_chain(ca, "intermediate")
     alice_client = issue_client(alice, tmp_path)
-    ca_file = write_file(tmp_path / "client-ca.pem", portal_ca_bundle(chain))
-    server = nginx_factory(ca_bundle=portal_ca_bundle(chain), crl_bundle=portal_crl_bundle(chain))
+    ca_file = portal_ca_file(chain, tmp_path)
+    server = serve_chain(nginx_factory, chain)
     # A first, working run installs the portal's CRLs and its state file (ETags, numbers).
     first = run_crl_sync(
         urls=crl_urls(live_server.url, chain), ca_file=ca_file, output=server.crl_path, node="web1"
@@ -179,7 +159,7 @@ def test_a_sync_with_the_portal_unreachable_keeps_the_working_crl_and_does_not_r
     time.sleep(0.2)
     assert server.workers() == workers  # not reloaded
     # nginx goes on with the CRL it has (this front server does not know of the revocation yet).
-    assert_accepted(get(server, alice_client), alice_client)
+    assert_accepted(server.get(alice_client), alice_client)
     assert CrlFetch.objects.get(ca=chain[-1], node="web1").number < services.current_crl(ca=chain[-1]).number
 
 
@@ -208,14 +188,14 @@ def test_with_ssl_ocsp_a_revocation_is_refused_at_once_without_sync_or_reload(
     server = nginx_factory(
         ca_bundle=portal_ca_bundle(chain), crl_bundle=None, ocsp_responder=responder, ocsp_mode=mode
     )
-    assert_accepted(get(server, alice_client), alice_client)
+    assert_accepted(server.get(alice_client), alice_client)
     workers = server.workers()
 
     revoke(alice_client.certificate)
 
-    assert_refused(get(server, alice_client))
+    assert_refused(server.get(alice_client))
     assert "certificate revoked" in server.error_log()
-    assert_accepted(get(server, bob_client), bob_client)
+    assert_accepted(server.get(bob_client), bob_client)
     assert server.workers() == workers  # no reload happened
 
 
@@ -235,7 +215,7 @@ def test_ssl_ocsp_on_with_an_intermediate_and_one_responder_refuses_everyone(
     server = nginx_factory(
         ca_bundle=portal_ca_bundle(chain), crl_bundle=None, ocsp_responder=responder, ocsp_mode="on"
     )
-    assert_refused(get(server, alice_client))
+    assert_refused(server.get(alice_client))
     assert "OCSP response not successful" in server.error_log()
 
 
@@ -261,13 +241,13 @@ def test_with_ssl_ocsp_cache_a_good_answer_serves_until_its_next_update(
         ocsp_cache="shared:enroll_ocsp:1m",
     )
     asked_at = time.monotonic()
-    assert_accepted(get(server, alice_client), alice_client)  # asks the responder: "good", cached
+    assert_accepted(server.get(alice_client), alice_client)  # asks the responder: "good", cached
     revoke(alice_client.certificate)
-    assert_accepted(get(server, alice_client), alice_client)  # the cached "good" answer, not asked again
+    assert_accepted(server.get(alice_client), alice_client)  # the cached "good" answer, not asked again
 
     # The answer's thisUpdate is whole seconds: it runs out between validity - 1 and validity s after asking.
     deadline = asked_at + validity + 5
-    while (answer := get(server, alice_client)).status == 200 and time.monotonic() < deadline:
+    while (answer := server.get(alice_client)).status == 200 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert_refused(answer)
     assert "certificate revoked" in server.error_log()
@@ -283,5 +263,5 @@ def test_with_ssl_ocsp_an_unreachable_responder_refuses_every_client(
     alice_client = issue_client(alice, tmp_path)
     responder = f"http://127.0.0.1:{free_port()}/pki/{ca.slug}/ocsp"
     server = nginx_factory(ca_bundle=portal_ca_bundle([ca]), crl_bundle=None, ocsp_responder=responder)
-    assert_refused(get(server, alice_client))
+    assert_refused(server.get(alice_client))
     assert "certificate status request failed" in server.error_log()

@@ -13,30 +13,26 @@ from django.contrib.auth.models import User
 from pytest_django.live_server_helper import LiveServer
 
 from ca import services
-from ca.models import CertificateAuthority, CrlFetch, RevocationReason
+from ca.models import CertificateAuthority, CrlFetch
 from tests.realclients import (  # noqa: F401  (fixtures)
     HttpsAnswer,
     IssuedClient,
     NodeError,
     NodeFactory,
-    NodeServer,
     crl_urls,
-    https_get,
     issue_client,
     load_crl_bundle,
     node_factory,
     portal_ca_bundle,
+    portal_ca_file,
     portal_chain,
     portal_crl_bundle,
-    run_crl_sync,
-    write_file,
+    revoke,
+    serve_chain,
+    sync_and_reload,
 )
 
 pytestmark = [pytest.mark.real_client, pytest.mark.django_db(transaction=True)]
-
-
-def get(server: NodeServer, client: IssuedClient) -> HttpsAnswer:
-    return client.get(server.url, server_ca=server.server_ca_path)
 
 
 def assert_accepted(answer: HttpsAnswer, client: IssuedClient) -> None:
@@ -62,44 +58,33 @@ def test_node_refuses_a_revoked_certificate_after_one_sync_without_a_restart(
 ) -> None:
     chain = portal_chain(ca, kind)
     alice_client, bob_client = issue_client(alice, tmp_path), issue_client(bob, tmp_path)
-    ca_file = write_file(tmp_path / "client-ca.pem", portal_ca_bundle(chain))
-    server = node_factory(
-        ca_bundle=portal_ca_bundle(chain),
-        crl_bundle=portal_crl_bundle(chain),
-        watch_interval=0.1 if trigger == "watch" else None,
-    )
+    ca_file = portal_ca_file(chain, tmp_path)
+    server = serve_chain(node_factory, chain, watch_interval=0.1 if trigger == "watch" else None)
     pid = server.pid
 
-    assert_accepted(get(server, alice_client), alice_client)
-    anonymous = https_get(server.url, server_ca=server.server_ca_path)
+    assert_accepted(server.get(alice_client), alice_client)
+    anonymous = server.get()
     assert anonymous.refused_in_tls, anonymous
     assert "CERTIFICATE_REQUIRED" in anonymous.text  # the TLS 1.3 alert
 
-    services.revoke_certificate(certificate=alice_client.certificate, reason=RevocationReason.KEY_COMPROMISE)
-    assert_accepted(get(server, alice_client), alice_client)  # node still has the CRL it loaded
+    revoke(alice_client.certificate)
+    assert_accepted(server.get(alice_client), alice_client)  # node still has the CRL it loaded
 
-    mark = server.reload_mark()
-    run = run_crl_sync(
-        urls=crl_urls(live_server.url, chain),
-        ca_file=ca_file,
-        output=server.crl_path,
-        # "watch": no reload command at all, node sees the file change (as frontend_config node does).
-        reload_command=server.reload_command if trigger == "signal" else None,
-        node="web1",
+    # "watch": no reload command at all, node sees the file change (as frontend_config node does).
+    # The signal or the file watch is asynchronous: sync_and_reload waits for the swap.
+    sync_and_reload(
+        server, urls=crl_urls(live_server.url, chain), ca_file=ca_file, reload=trigger == "signal"
     )
-    assert run.returncode == 0, run.stderr
-    assert f"updated {server.crl_path}" in run.stdout
-    server.wait_reloaded(mark)  # the signal or the file watch is asynchronous
 
     # node ends the connection after the handshake, with no alert and no reason logged anywhere; that it is
     # the revocation shows from bob being let in, and from the CRL node was given.
-    refused = get(server, alice_client)
+    refused = server.get(alice_client)
     assert refused.refused_in_tls, refused
     issuing_crl = load_crl_bundle(server.crl_path.read_bytes())[-1]
     assert issuing_crl.issuer == chain[-1].certificate.subject
     serial = int(alice_client.certificate.serial, 16)
     assert issuing_crl.get_revoked_certificate_by_serial_number(serial) is not None
-    assert_accepted(get(server, bob_client), bob_client)
+    assert_accepted(server.get(bob_client), bob_client)
     # The same process all along: setSecureContext, no restart.
     assert server.pid == pid
     assert server.process is not None
@@ -118,8 +103,8 @@ def test_a_crl_node_cannot_load_is_not_swapped_in_and_the_old_one_keeps_serving(
     alice_client = issue_client(alice, tmp_path)
     bundle = portal_crl_bundle(chain)
     server = node_factory(ca_bundle=portal_ca_bundle(chain), crl_bundle=bundle)
-    assert_accepted(get(server, alice_client), alice_client)
+    assert_accepted(server.get(alice_client), alice_client)
 
     with pytest.raises(NodeError, match="node kept its old CRL"):
         server.update_crl(bundle[: len(bundle) - 100])
-    assert_accepted(get(server, alice_client), alice_client)
+    assert_accepted(server.get(alice_client), alice_client)

@@ -1,0 +1,97 @@
+"""Key generation in the browser: the page that makes a key pair and a PKCS#10 with WebCrypto, and the
+endpoint that takes the CSR (only the CSR: the private key never leaves the browser).
+
+The page's script (``static/portal/keygen.js``) generates the key, makes the user save it as an encrypted
+PKCS#8 file, keeps it in IndexedDB, then POSTs the PEM CSR here (``fetch`` with the CSRF token). The
+answer is JSON: ``{"ok": true, "request_id": N, "url": "/requests/N/"}`` or ``{"ok": false, "error": "..."}``
+with status 400 (403 while the e-mail address is unverified). The checks are the ones of a pasted CSR:
+:func:`enroll.flows.submit_csr` with ``require_verified_email=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.text import slugify
+from django.views.decorators.http import require_POST, require_safe
+
+from ca.pki.csr import MAX_SUBMISSION_BYTES
+from ca.pki.errors import RequestRefused
+from ca.types import Account
+from enroll import flows
+
+logger = logging.getLogger(__name__)
+
+#: Key choices offered on the page: (value, label). The first one is the default.
+KEY_CHOICES: tuple[tuple[str, str], ...] = (
+    ("ec-p256", "ECDSA P-256 (recommended: small, fast, accepted everywhere current)"),
+    ("rsa-2048", "RSA 2048 (for old servers and devices that lack ECDSA)"),
+    ("rsa-3072", "RSA 3072"),
+)
+
+
+def _user(request: HttpRequest) -> Account:
+    user = request.user
+    assert user.is_authenticated  # login_required
+    return user
+
+
+@require_safe
+@login_required
+def keygen(request: HttpRequest) -> HttpResponse:
+    """The page that generates a key pair and a CSR in the browser."""
+    user = _user(request)
+    username = user.get_username()
+    return render(
+        request,
+        "portal/keygen.html",
+        {
+            "nav": "new",
+            "blocker": flows.submission_blocker(user),
+            "key_choices": KEY_CHOICES,
+            "keygen_config": {
+                "submitUrl": reverse("portal:keygen-submit"),
+                "commonName": username,
+                "fileStem": slugify(username) or "me",
+            },
+        },
+    )
+
+
+@require_POST
+@login_required
+def keygen_submit(request: HttpRequest) -> JsonResponse:
+    """Take the PEM CSR the page made and store it as a new request (JSON in, JSON out)."""
+    user = _user(request)
+    csr = request.POST.get("csr", "")
+    if not csr.strip():
+        return JsonResponse({"ok": False, "error": "The page sent no certificate request."}, status=400)
+    if len(csr) > MAX_SUBMISSION_BYTES:
+        return JsonResponse({"ok": False, "error": "The certificate request is too large."}, status=400)
+    try:
+        submitted = flows.submit_csr(owner=user, data=csr, require_verified_email=True)
+    except RequestRefused as refused:
+        return JsonResponse({"ok": False, "error": str(refused)}, status=400)
+    except flows.SubmissionRefused as refused:
+        return JsonResponse({"ok": False, "error": str(refused)}, status=403)
+    logger.info("request #%s submitted from in-browser key generation", submitted.pk)
+    messages.success(
+        request,
+        f"Request #{submitted.pk} ({submitted.key_description}) was submitted. Your key stays in this "
+        "browser and in the file you saved. An administrator will look at the request; you will get an "
+        "e-mail when it is decided.",
+    )
+    return JsonResponse(
+        {
+            "ok": True,
+            "request_id": submitted.pk,
+            "key_description": submitted.key_description,
+            "spki_sha256": submitted.spki_sha256,
+            "url": reverse("portal:request-detail", args=[submitted.pk]),
+        }
+    )

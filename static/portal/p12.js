@@ -1,0 +1,285 @@
+/*
+ * "Make a .p12 in this browser" on the certificate page: key from IndexedDB (matched by public key) or from
+ * the saved encrypted PKCS#8 file + passphrase, the chain from the portal's chain download, assembled into a
+ * PKCS#12 with pkijs and downloaded. Nothing is sent to the portal.
+ *
+ * Encryption choices:
+ *  - modern: key and certificates PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC), MAC HMAC-SHA-256 (OpenSSL 3's
+ *    default);
+ *  - legacy: key pbeWithSHAAnd3-KeyTripleDES-CBC (made by node-forge: WebCrypto has no 3DES), certificates
+ *    unencrypted, MAC HMAC-SHA-1: what macOS Keychain and older Android read.
+ *
+ * Needs pkijs.bundle.min.js, forge.min.js (legacy only) and keys.js first. Data: data-* attributes of
+ * #p12-builder (data-chain-url, data-file-stem, data-friendly-name).
+ */
+(function () {
+  "use strict";
+
+  const MIN_PASSPHRASE = 8;
+  const MAC_ITERATIONS = 2048; // what OpenSSL uses
+  const PBKDF2_ITERATIONS = 600000;
+  const OID = {
+    keyBag: "1.2.840.113549.1.12.10.1.2", // pkcs8ShroudedKeyBag
+    certBag: "1.2.840.113549.1.12.10.1.3",
+    friendlyName: "1.2.840.113549.1.9.20",
+    localKeyId: "1.2.840.113549.1.9.21",
+  };
+
+  const $ = (id) => document.getElementById(id);
+
+  function showError(message) {
+    const box = $("p12-error");
+    box.textContent = message;
+    box.hidden = false;
+  }
+
+  function setStatus(message) {
+    $("p12-status").textContent = message;
+  }
+
+  function bagAttributes(asn1js, pkijs, localKeyId, friendlyName) {
+    return [
+      new pkijs.Attribute({
+        type: OID.friendlyName,
+        values: [new asn1js.BmpString({ value: friendlyName })],
+      }),
+      new pkijs.Attribute({
+        type: OID.localKeyId,
+        values: [new asn1js.OctetString({ valueHex: localKeyId })],
+      }),
+    ];
+  }
+
+  /** pkcs8ShroudedKeyBag with pbeWithSHAAnd3-KeyTripleDES-CBC, encrypted by node-forge. */
+  function legacyKeyBag(pkijs, pkcs8Der, passphrase) {
+    const forge = window.forge;
+    if (!forge) {
+      throw new Error("The legacy encryption library (node-forge) did not load.");
+    }
+    const bytes = new Uint8Array(pkcs8Der);
+    let binary = "";
+    for (let i = 0; i < bytes.length; i++) {
+      binary += String.fromCharCode(bytes[i]);
+    }
+    const privateKeyInfo = forge.asn1.fromDer(forge.util.createBuffer(binary));
+    const encrypted = forge.pki.encryptPrivateKeyInfo(privateKeyInfo, passphrase, {
+      algorithm: "3des",
+      count: MAC_ITERATIONS,
+      saltSize: 8,
+    });
+    const der = forge.asn1.toDer(encrypted).getBytes();
+    const out = new Uint8Array(der.length);
+    for (let i = 0; i < der.length; i++) {
+      out[i] = der.charCodeAt(i);
+    }
+    return pkijs.PKCS8ShroudedKeyBag.fromBER(out.buffer);
+  }
+
+  /** The PKCS#12 (DER ArrayBuffer) for a PKCS#8 key and a certificate chain (leaf first). */
+  async function buildPkcs12({ pkcs8Der, chain, passphrase, legacy, friendlyName }) {
+    const { pkijs, asn1js } = window.EnrollPkijs;
+    const keys = window.EnrollKeys;
+    const password = keys.arrayBuffer(keys.utf8(passphrase));
+    const leafDer = chain[0].toSchema().toBER(false);
+    const localKeyId = await crypto.subtle.digest("SHA-1", leafDer);
+
+    let keyBag;
+    if (legacy) {
+      keyBag = legacyKeyBag(pkijs, pkcs8Der, passphrase);
+    } else {
+      keyBag = new pkijs.PKCS8ShroudedKeyBag({ parsedValue: pkijs.PrivateKeyInfo.fromBER(pkcs8Der) });
+      await keyBag.makeInternalValues({
+        password,
+        contentEncryptionAlgorithm: { name: "AES-CBC", length: 256 },
+        hmacHashAlgorithm: "SHA-256",
+        iterationCount: PBKDF2_ITERATIONS,
+      });
+    }
+    const keySafe = new pkijs.SafeContents({
+      safeBags: [
+        new pkijs.SafeBag({
+          bagId: OID.keyBag,
+          bagValue: keyBag,
+          bagAttributes: bagAttributes(asn1js, pkijs, localKeyId, friendlyName),
+        }),
+      ],
+    });
+    const certSafe = new pkijs.SafeContents({
+      safeBags: chain.map(
+        (certificate, index) =>
+          new pkijs.SafeBag({
+            bagId: OID.certBag,
+            bagValue: new pkijs.CertBag({ parsedValue: certificate }),
+            bagAttributes: index === 0 ? bagAttributes(asn1js, pkijs, localKeyId, friendlyName) : undefined,
+          }),
+      ),
+    });
+
+    const pfx = new pkijs.PFX({
+      parsedValue: {
+        integrityMode: 0, // password-based MAC
+        authenticatedSafe: new pkijs.AuthenticatedSafe({
+          parsedValue: {
+            safeContents: [
+              { privacyMode: 0, value: keySafe }, // the key bag is encrypted itself
+              { privacyMode: legacy ? 0 : 1, value: certSafe },
+            ],
+          },
+        }),
+      },
+    });
+    await pfx.parsedValue.authenticatedSafe.makeInternalValues({
+      safeContents: [
+        {},
+        legacy
+          ? {}
+          : {
+              password,
+              contentEncryptionAlgorithm: { name: "AES-CBC", length: 256 },
+              hmacHashAlgorithm: "SHA-256",
+              iterationCount: PBKDF2_ITERATIONS,
+            },
+      ],
+    });
+    await pfx.makeInternalValues({
+      password,
+      iterations: MAC_ITERATIONS,
+      pbkdf2HashAlgorithm: legacy ? "SHA-1" : "SHA-256",
+      hmacHashAlgorithm: legacy ? "SHA-1" : "SHA-256",
+    });
+    return pfx.toSchema().toBER(false);
+  }
+
+  async function loadChain(url) {
+    const { pkijs } = window.EnrollPkijs;
+    const keys = window.EnrollKeys;
+    const response = await fetch(url, { credentials: "same-origin" });
+    if (!response.ok) {
+      throw new Error(`The certificate chain could not be fetched (HTTP ${response.status}).`);
+    }
+    const blocks = keys.pemBlocks(await response.text(), "CERTIFICATE");
+    if (blocks.length === 0) {
+      throw new Error("The certificate chain download contained no certificate.");
+    }
+    return blocks.map((der) => pkijs.Certificate.fromBER(keys.arrayBuffer(der)));
+  }
+
+  /** The record in IndexedDB whose key belongs to the certificate, or null. */
+  async function findStoredKey(leaf) {
+    const keys = window.EnrollKeys;
+    const fingerprint = await keys.certificateSpkiFingerprint(leaf);
+    const record = await keys.getKey(fingerprint);
+    if (record && record.privateKey) {
+      return record;
+    }
+    return null;
+  }
+
+  async function init() {
+    const root = $("p12-builder");
+    if (!root) {
+      return;
+    }
+    const keys = window.EnrollKeys;
+    if (!keys || !keys.cryptoAvailable()) {
+      $("p12-insecure").hidden = false;
+      root.dataset.state = "insecure";
+      return;
+    }
+    const form = $("p12-form");
+    form.hidden = false;
+    form.addEventListener("submit", (event) => event.preventDefault());
+
+    let chain = null;
+    let stored = null;
+    try {
+      chain = await loadChain(root.dataset.chainUrl);
+      stored = await findStoredKey(chain[0]);
+    } catch (error) {
+      showError(error.message || String(error));
+    }
+    if (stored) {
+      const made = stored.createdAt ? ` (made ${stored.createdAt.slice(0, 10)})` : "";
+      $("p12-stored-text").textContent = `The private key of this certificate is in this browser${made}.`;
+      $("p12-stored").hidden = false;
+      $("p12-use-file").addEventListener("click", () => {
+        stored = null;
+        $("p12-stored").hidden = true;
+        $("p12-file-fields").hidden = false;
+      });
+    } else {
+      $("p12-file-fields").hidden = false;
+    }
+    root.dataset.state = stored ? "key-in-browser" : "key-from-file";
+
+    $("p12-build").addEventListener("click", async () => {
+      $("p12-error").hidden = true;
+      const passphrase = $("p12-passphrase").value;
+      if (passphrase.length < MIN_PASSPHRASE) {
+        showError(`Choose a .p12 password of at least ${MIN_PASSPHRASE} characters.`);
+        return;
+      }
+      if (passphrase !== $("p12-passphrase2").value) {
+        showError("The two .p12 passwords differ. Type the same password twice.");
+        return;
+      }
+      const legacy = form.querySelector("input[name=p12_encryption]:checked").value === "legacy";
+      $("p12-build").disabled = true;
+      try {
+        if (!chain) {
+          chain = await loadChain(root.dataset.chainUrl);
+        }
+        const parameters = keys.keyParametersFor(chain[0]);
+        let pkcs8Der;
+        if (stored) {
+          setStatus("Taking the key from this browser…");
+          pkcs8Der = await crypto.subtle.exportKey("pkcs8", stored.privateKey);
+        } else {
+          const file = $("p12-keyfile").files[0];
+          if (!file) {
+            throw new Error("Choose the key file you saved when you generated the key.");
+          }
+          setStatus("Decrypting the key file…");
+          pkcs8Der = await keys.decryptPkcs8(
+            new Uint8Array(await file.arrayBuffer()),
+            $("p12-key-passphrase").value,
+          );
+        }
+        let privateKey;
+        try {
+          privateKey = await crypto.subtle.importKey("pkcs8", pkcs8Der, parameters.algorithm, false, ["sign"]);
+        } catch (error) {
+          throw new Error("This key is not the key of this certificate (another key type).");
+        }
+        if (!(await keys.keyMatchesCertificate(privateKey, chain[0]))) {
+          throw new Error("This key is not the key of this certificate. Choose the key file saved for it.");
+        }
+        setStatus(`Building the .p12 (${legacy ? "legacy 3DES / SHA-1" : "AES-256 / SHA-256"})…`);
+        const der = await buildPkcs12({
+          pkcs8Der,
+          chain,
+          passphrase,
+          legacy,
+          friendlyName: root.dataset.friendlyName || "client certificate",
+        });
+        const fileName = `${root.dataset.fileStem}${legacy ? "-legacy" : ""}.p12`;
+        keys.download(der, fileName, "application/x-pkcs12");
+        $("p12-passphrase").value = "";
+        $("p12-passphrase2").value = "";
+        root.dataset.state = "built";
+        setStatus(`Saved ${fileName}. Import it with the password you just chose.`);
+      } catch (error) {
+        setStatus("");
+        showError(error.message || String(error));
+      } finally {
+        $("p12-build").disabled = false;
+      }
+    });
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", init);
+  } else {
+    init();
+  }
+})();
