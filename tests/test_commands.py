@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import os
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,11 +24,10 @@ from ca.pki.profiles import build_ca_certificate, build_ca_name
 from ca.pki.serials import format_serial_colons, new_serial
 from enroll import flows
 from enroll.models import EnrollmentRequest, RequestStatus
+from tests.cli import ManagePy
 from tests.conftest import fixture_bytes, make_csr
 
 pytestmark = pytest.mark.django_db
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args: str) -> list[str]:
@@ -465,43 +462,8 @@ def test_import_ca_refuses_a_missing_file(db: None, tmp_path: Path) -> None:
 
 def test_the_command_line_end_to_end_with_exit_status_and_one_line_reasons(tmp_path: Path) -> None:
     """One fresh installation driven only through manage.py, as an operator's script would."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "ENROLL_", "DATABASE_"))
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="enroll.settings",
-        DJANGO_SECRET_KEY="end-to-end-secret-key-0123456789abcdefghijklmnop",
-        DATABASE_URL=f"sqlite:///{tmp_path / 'e2e.sqlite3'}",
-        ENROLL_DATA_DIR=str(tmp_path / "data"),
-        ENROLL_CA_PASSPHRASE="end-to-end-passphrase-0123",
-        ENROLL_PUBLIC_URL="http://127.0.0.1:8000",
-    )
-
-    def manage(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            [sys.executable, str(ROOT / "manage.py"), *args],
-            cwd=ROOT,
-            env=env,
-            input=stdin,
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
-
-    def ok(*args: str, stdin: bytes = b"") -> str:
-        result = manage(*args, stdin=stdin)
-        assert result.returncode == 0, result.stderr.decode()
-        return result.stdout.decode().splitlines()[-1]
-
-    def refused(*args: str, stdin: bytes = b"") -> str:
-        result = manage(*args, stdin=stdin)
-        stderr = result.stderr.decode()
-        assert result.returncode == 1, (result.returncode, stderr)
-        assert "Traceback" not in stderr
-        assert len(stderr.strip().splitlines()) == 1, stderr
-        return stderr
+    cli = ManagePy(tmp_path)
+    manage, ok, refused = cli.run, cli.ok, cli.refused
 
     ok("migrate", "--noinput")
     assert ok("init_ca", "--name", "E2E Client CA") == "e2e-client-ca"

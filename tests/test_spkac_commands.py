@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,11 +17,10 @@ from django.urls import reverse
 from ca.models import CertificateAuthority
 from enroll import challenges
 from enroll.models import EnrollmentRequest, RequestKind, RequestStatus, SpkacChallenge
+from tests.cli import ManagePy
 from tests.spkac_tools import key_file, spkac
 
 pytestmark = [pytest.mark.django_db, pytest.mark.real_client]
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args: str) -> list[str]:
@@ -148,43 +145,8 @@ def test_export_cert_writes_the_x509_user_cert_form(
 
 def test_the_real_command_line_exits_1_with_a_one_line_reason(tmp_path: Path) -> None:
     """manage.py as a fleet's script runs it: challenge, openssl spkac, submit, approve; refusals exit 1."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "ENROLL_", "DATABASE_"))
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="enroll.settings",
-        DJANGO_SECRET_KEY="spkac-end-to-end-secret-key-0123456789abcdefghijkl",
-        DATABASE_URL=f"sqlite:///{tmp_path / 'e2e.sqlite3'}",
-        ENROLL_DATA_DIR=str(tmp_path / "data"),
-        ENROLL_CA_PASSPHRASE="spkac-end-to-end-passphrase",
-        ENROLL_PUBLIC_URL="http://127.0.0.1:8000",
-    )
-
-    def manage(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            [sys.executable, str(ROOT / "manage.py"), *args],
-            cwd=ROOT,
-            env=env,
-            input=stdin,
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
-
-    def ok(*args: str, stdin: bytes = b"") -> str:
-        result = manage(*args, stdin=stdin)
-        assert result.returncode == 0, result.stderr.decode()
-        return result.stdout.decode().splitlines()[-1]
-
-    def refused(*args: str, stdin: bytes = b"") -> str:
-        result = manage(*args, stdin=stdin)
-        stderr = result.stderr.decode()
-        assert result.returncode == 1, (result.returncode, stderr)
-        assert "Traceback" not in stderr
-        assert len(stderr.strip().splitlines()) == 1, stderr
-        return stderr
+    cli = ManagePy(tmp_path)
+    manage, ok, refused = cli.run, cli.ok, cli.refused
 
     ok("migrate", "--noinput")
     ok("init_ca", "--name", "SPKAC E2E CA")

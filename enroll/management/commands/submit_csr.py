@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -10,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from ca.pki.csr import MAX_SUBMISSION_BYTES
 from ca.pki.errors import RequestRefused
 from enroll import flows
-from enroll.management.commands._common import get_user
+from enroll.management.commands._common import get_user, read_input
 
 
 class Command(BaseCommand):
@@ -22,14 +20,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         owner = get_user(options["user"])
-        try:
-            if options["file"] == "-":
-                data = sys.stdin.buffer.read(MAX_SUBMISSION_BYTES + 1)
-            else:
-                with Path(options["file"]).open("rb") as handle:
-                    data = handle.read(MAX_SUBMISSION_BYTES + 1)
-        except OSError as exc:
-            raise CommandError(f"{options['file']}: {exc.strerror}") from None
+        data = read_input(options["file"], limit=MAX_SUBMISSION_BYTES)
         try:
             request = flows.submit_csr(owner=owner, data=data)
         except RequestRefused as exc:
