@@ -31,18 +31,25 @@ def fixture_bytes(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
-def need_program(name: str) -> str:
-    """Path of a real program the test needs; skip (or fail in CI) when it is missing."""
-    found = shutil.which(name)
-    if found is None:
-        venv_bin = Path(sys.executable).parent / name
-        found = str(venv_bin) if venv_bin.exists() else None
-    if found is None:
-        message = f"{name} is not installed"
-        if REQUIRE_REAL_CLIENTS:
-            pytest.fail(f"{message} (ENROLL_REQUIRE_REAL_CLIENTS=1)")
-        pytest.skip(message)
-    return found
+#: Where Debian puts programs that a non-root PATH may lack (nginx and apache2 live in /usr/sbin).
+_SYSTEM_DIRS = os.pathsep.join(
+    ("/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/local/bin", "/usr/bin", "/bin")
+)
+
+
+def need_program(*names: str) -> str:
+    """Path of a real program the test needs (the first of ``names`` found: on PATH, in the system
+    folders, in this virtualenv); skip when it is missing, or fail with ENROLL_REQUIRE_REAL_CLIENTS=1 (CI)."""
+    venv_bin = str(Path(sys.executable).parent)
+    for name in names:
+        for path in (None, _SYSTEM_DIRS, venv_bin):
+            found = shutil.which(name, path=path)
+            if found is not None:
+                return found
+    message = f"{' or '.join(names)} is not installed"
+    if REQUIRE_REAL_CLIENTS:
+        pytest.fail(f"{message} (ENROLL_REQUIRE_REAL_CLIENTS=1)")
+    pytest.skip(message)
 
 
 def make_csr(
