@@ -111,8 +111,6 @@ def _fill_revocations(ca: CertificateAuthority, owner: User, count: int, now: dt
             )
             for _ in range(size)
         )
-        if connection.vendor == "sqlite":  # bulk_create returns primary keys on PostgreSQL and SQLite 3.35+
-            certificates = list(Certificate.objects.filter(ca=ca).order_by("-pk")[:size])
         Revocation.objects.bulk_create(
             Revocation(certificate=c, reason=RevocationReason.SUPERSEDED, revoked_at=now)
             for c in certificates
