@@ -1,1 +1,1 @@
-"""Users: profile and e-mail verification (sign-up pages and certificate login come later)."""
+"""Users: sign-up, e-mail verification, profile, and client-certificate login (trusted proxy headers)."""

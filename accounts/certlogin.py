@@ -56,7 +56,6 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
-from cryptography import x509
 from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth import get_user_model
@@ -65,6 +64,14 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.crypto import constant_time_compare
 
+from accounts.frontserver import (
+    DEFAULT_CERT_HEADER,
+    DEFAULT_SERIAL_HEADER,
+    DEFAULT_VERIFY_HEADER,
+    Network,
+    check_header_name,
+    parse_trusted_proxies,
+)
 from ca.clock import utcnow
 from ca.models import Certificate, CertificateStatus
 from ca.pki.serials import SerialFormatError, parse_serial
@@ -77,50 +84,17 @@ BACKEND = "accounts.certlogin.CertificateBackend"
 #: Session key of the certificate a session was made with (JSON: fingerprint, serial, CA).
 SESSION_KEY = "_enroll_certificate_login"
 
-DEFAULT_VERIFY_HEADER = "X-SSL-Client-Verify"
-DEFAULT_CERT_HEADER = "X-SSL-Client-Cert"
-DEFAULT_SERIAL_HEADER = "X-SSL-Client-Serial"
-#: ``ENROLL_TRUSTED_PROXIES`` entry that trusts a peer without an address (a Unix-socket connection).
-UNIX_SOCKET = "unix"
-
 #: A forwarded PEM certificate is about 1 kB (3 kB URL-encoded); anything much larger is not one.
 MAX_HEADER_LENGTH = 32 * 1024
-_HEADER_NAME = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----(?P<body>[A-Za-z0-9+/=\s]+)-----END CERTIFICATE-----")
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# --- configuration (the rules themselves: accounts.frontserver, shared with enroll/settings.py) -------
 
 
-# --- configuration ---------------------------------------------------------------------------------
-
-
-def header_meta_key(name: str, *, setting: str = "header name") -> str:
+def header_meta_key(name: str, *, setting: str) -> str:
     """The WSGI/``request.META`` key of an HTTP header name; only letters, digits and dashes are allowed."""
-    if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
-        raise ImproperlyConfigured(
-            f"{setting}={name!r} is not a usable header name: use letters, digits and dashes only "
-            "(names with underscores are dropped by nginx and cannot be told apart in WSGI)."
-        )
-    return "HTTP_" + name.upper().replace("-", "_")
-
-
-def parse_trusted_proxies(values: list[str] | tuple[str, ...]) -> tuple[tuple[Network, ...], bool]:
-    """The networks of ``ENROLL_TRUSTED_PROXIES`` and whether Unix-socket peers are trusted."""
-    networks: list[Network] = []
-    unix = False
-    for value in values:
-        item = str(value).strip()
-        if item.lower() == UNIX_SOCKET:
-            unix = True
-            continue
-        try:
-            networks.append(ipaddress.ip_network(item, strict=True))
-        except ValueError as exc:
-            raise ImproperlyConfigured(
-                f"ENROLL_TRUSTED_PROXIES: {item!r} is not an IP address or network ({exc}); "
-                "write e.g. 127.0.0.1,10.0.0.0/8,::1 (or 'unix' for a Unix socket)."
-            ) from None
-    return tuple(networks), unix
+    return "HTTP_" + check_header_name(name, setting=setting).upper().replace("-", "_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +151,12 @@ def is_trusted_proxy(remote_addr: str | None, config: Config) -> bool:
 
 
 def parse_forwarded_pem(value: str) -> bytes | None:
-    """The DER bytes of the one certificate in a forwarded header, or None for anything else.
+    """The DER bytes of the one PEM certificate block in a forwarded header, or None for anything else.
 
     Understands nginx's ``$ssl_client_escaped_cert`` (URL-encoded PEM), Apache's ``SSL_CLIENT_CERT`` (PEM with
-    its newlines as spaces) and plain PEM; refuses two certificates, other PEM types and garbage.
+    its newlines as spaces) and plain PEM; refuses two blocks, other PEM types and garbage. The bytes are not
+    parsed as X.509 here: :func:`find_certificate` accepts only the exact DER of a certificate the portal
+    issued, which no other bytes can match.
     """
     if not value or len(value) > MAX_HEADER_LENGTH:
         return None
@@ -195,10 +171,9 @@ def parse_forwarded_pem(value: str) -> bytes | None:
         return None
     try:
         der = base64.b64decode("".join(match["body"].split()), validate=True)
-        x509.load_der_x509_certificate(der)
     except (binascii.Error, ValueError):
         return None
-    return der
+    return der or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,12 +359,10 @@ class CertificateLoginMiddleware:
                 str(marker.get("fingerprint_sha256", "")), certificate.fingerprint_sha256
             ):
                 return  # the session's own certificate, still valid
-        owner = auth.authenticate(request, client_certificate=forwarded)
-        if owner is None or owner.pk != certificate.owner.pk:
-            if made_by_certificate:
-                auth.logout(request)
-            return
-        auth.login(request, owner)  # a new session (another user) or a new session key (same user)
+        # find_certificate has checked all that CertificateBackend.authenticate checks (the backend calls it):
+        # log the owner in without looking the certificate up a second time.
+        owner = certificate.owner
+        auth.login(request, owner, backend=BACKEND)  # a new session (another user) or a new key (same user)
         request.session[SESSION_KEY] = _session_marker(certificate)
         logger.info(
             "certificate login: %s with certificate %s of %s",

@@ -36,13 +36,19 @@ logger = logging.getLogger(__name__)
 VERIFY_SALT = "accounts.verify-email"
 
 
-def verified_email(user: Account) -> str | None:
-    """The user's e-mail address if it is verified and still the account's address, else None."""
+def email_verified_at(user: Account) -> dt.datetime | None:
+    """When the account's current e-mail address was verified; None if it is not (or changed since)."""
     profile = Profile.objects.filter(user=user).first()
     email = getattr(user, "email", "")
     if profile is None or profile.email_verified_at is None or not email:
         return None
-    return email if profile.verified_email.lower() == email.lower() else None
+    return profile.email_verified_at if profile.verified_email.lower() == email.lower() else None
+
+
+def verified_email(user: Account) -> str | None:
+    """The user's e-mail address if it is verified and still the account's address, else None."""
+    email: str = getattr(user, "email", "")
+    return email if email_verified_at(user) is not None else None
 
 
 def mark_email_verified(user: Account, *, now: dt.datetime | None = None) -> None:

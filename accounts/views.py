@@ -20,7 +20,6 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts import services
 from accounts.certlogin import certificate_session
 from accounts.forms import EmailChangeForm, SignUpForm
-from accounts.models import Profile
 from accounts.services import TokenState
 from ca.types import Account
 
@@ -154,11 +153,12 @@ def profile(request: HttpRequest) -> HttpResponse:
         else:
             messages.warning(request, f"Your e-mail address is now {user.email}. {MAIL_FAILED}")
         return redirect("accounts:profile")
+    verified_at = services.email_verified_at(user)
     context: dict[str, Any] = {
         "nav": "profile",
         "form": form,
-        "verified": services.verified_email(user) is not None,
-        "profile": Profile.objects.filter(user=user).first(),
+        "verified": verified_at is not None,
+        "verified_at": verified_at,
         "hours": settings.ENROLL_EMAIL_VERIFICATION_HOURS,
         # Set when this session was made by certificate login: which certificate, and no sign-out.
         "certificate_login": certificate_session(request),

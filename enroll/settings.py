@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from pathlib import Path
 
 import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
+from accounts import frontserver
 from enroll import env
 
 # Lets generic classes such as admin.ModelAdmin[Model] be subscripted at run time (typing only).
@@ -195,32 +194,11 @@ ENROLL_EMAIL_VERIFICATION_HOURS = env.get_int(
 ENROLL_CRL_MAX_AGE = env.get_int("ENROLL_CRL_MAX_AGE", default=60, minimum=0, maximum=86400)
 
 # --- Certificate login (accounts.certlogin; README, "Certificate login") -----------------------------
-_HEADER_NAME = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
+# The rules for these values live in accounts.frontserver, which the middleware applies again at run time.
 
 
 def _header_name(name: str, default: str) -> str:
-    value = (env.get(name) or default).strip()
-    if not _HEADER_NAME.fullmatch(value):
-        raise ImproperlyConfigured(
-            f"{name}={value!r} is not a usable header name: letters, digits and dashes only (headers with "
-            "underscores are dropped by nginx and cannot be told apart from dashed ones in WSGI)."
-        )
-    return value
-
-
-def _trusted_proxies(name: str) -> list[str]:
-    values = env.get_list(name, default=[])
-    for value in values:
-        if value.lower() == "unix":
-            continue
-        try:
-            ipaddress.ip_network(value, strict=True)
-        except ValueError as exc:
-            raise ImproperlyConfigured(
-                f"{name}: {value!r} is not an IP address or network ({exc}); "
-                "write e.g. 127.0.0.1,10.0.0.0/8,::1"
-            ) from None
-    return values
+    return frontserver.check_header_name((env.get(name) or default).strip(), setting=name)
 
 
 #: Log people in from the client certificate a trusted front server verified and forwarded.
@@ -228,11 +206,16 @@ ENROLL_CERT_LOGIN_ENABLED = env.get_bool("ENROLL_CERT_LOGIN_ENABLED", default=Fa
 #: Front servers whose certificate headers are believed: IP addresses or networks of the TCP peer
 #: (REMOTE_ADDR, never X-Forwarded-For), e.g. 127.0.0.1,10.0.0.0/8,::1; "unix": a Unix-socket peer.
 #: Empty: nobody.
-ENROLL_TRUSTED_PROXIES = _trusted_proxies("ENROLL_TRUSTED_PROXIES")
+ENROLL_TRUSTED_PROXIES = env.get_list("ENROLL_TRUSTED_PROXIES", default=[])
+frontserver.parse_trusted_proxies(ENROLL_TRUSTED_PROXIES)  # a bad entry stops the start
 #: Header names the front server forwards. The serial, when sent, must match the certificate.
-ENROLL_CERT_LOGIN_VERIFY_HEADER = _header_name("ENROLL_CERT_LOGIN_VERIFY_HEADER", "X-SSL-Client-Verify")
-ENROLL_CERT_LOGIN_CERT_HEADER = _header_name("ENROLL_CERT_LOGIN_CERT_HEADER", "X-SSL-Client-Cert")
-ENROLL_CERT_LOGIN_SERIAL_HEADER = _header_name("ENROLL_CERT_LOGIN_SERIAL_HEADER", "X-SSL-Client-Serial")
+ENROLL_CERT_LOGIN_VERIFY_HEADER = _header_name(
+    "ENROLL_CERT_LOGIN_VERIFY_HEADER", frontserver.DEFAULT_VERIFY_HEADER
+)
+ENROLL_CERT_LOGIN_CERT_HEADER = _header_name("ENROLL_CERT_LOGIN_CERT_HEADER", frontserver.DEFAULT_CERT_HEADER)
+ENROLL_CERT_LOGIN_SERIAL_HEADER = _header_name(
+    "ENROLL_CERT_LOGIN_SERIAL_HEADER", frontserver.DEFAULT_SERIAL_HEADER
+)
 if ENROLL_CERT_LOGIN_ENABLED and not ENROLL_TRUSTED_PROXIES:
     raise ImproperlyConfigured(
         "ENROLL_CERT_LOGIN_ENABLED is on but ENROLL_TRUSTED_PROXIES is empty: name the front servers "

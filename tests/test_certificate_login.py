@@ -26,8 +26,10 @@ from cryptography.x509.oid import NameOID
 from django.contrib.auth import BACKEND_SESSION_KEY
 from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
 from django.test import Client
 from django.test.client import AsyncClientHandler
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from pytest_django import DjangoCaptureOnCommitCallbacks
 from pytest_django.fixtures import Settings
@@ -288,6 +290,16 @@ def test_inactive_owner_logs_in_nobody(client: Client, certs: Certs, alice: User
     alice.is_active = False
     alice.save()
     assert signed_in(get(client, forwarded(nginx_format(certs.alice_pem)))) is None
+
+
+def test_one_certificate_lookup_per_request(client: Client, certs: Certs) -> None:
+    """The budget: one indexed look-up by fingerprint per request, the request that logs in included."""
+    meta = forwarded(nginx_format(certs.alice_pem), serial=certs.alice.serial)
+    for expected in ("alice", "alice"):  # the login, then a request of the session it made
+        with CaptureQueriesContext(connection) as queries:
+            assert signed_in(get(client, meta)) == expected
+        lookups = [q["sql"] for q in queries.captured_queries if '"fingerprint_sha256" =' in q["sql"]]
+        assert len(lookups) == 1, lookups
 
 
 # --- revoked, expired, not yet valid -----------------------------------------------------------------------
