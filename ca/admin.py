@@ -19,7 +19,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from ca import admin_views
-from ca.admin_views import badge, hex_search
+from ca.admin_views import badge, decimal_id, hex_search
 from ca.clock import utcnow
 from ca.models import (
     AuditEntry,
@@ -255,8 +255,9 @@ class CrlPublicationAdmin(ReadOnlyAdminMixin, _CrlAdmin):
         self, request: HttpRequest, queryset: QuerySet[CrlPublication], search_term: str
     ) -> tuple[QuerySet[CrlPublication], bool]:
         term = search_term.strip()
-        if term.isdigit():
-            return queryset.filter(number=int(term[:20])) if len(term) < 20 else queryset.none(), False
+        if term.isascii() and term.isdigit():
+            number = decimal_id(term)
+            return queryset.filter(number=number) if number is not None else queryset.none(), False
         return queryset.filter(sha256__icontains=term), False
 
     @admin.display(description="size (bytes)")
@@ -311,8 +312,8 @@ class AuditEntryAdmin(ReadOnlyAdminMixin, _AuditAdmin):
     ) -> tuple[QuerySet[AuditEntry], bool]:
         results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
         term = search_term.strip()
-        if term.isdigit() and len(term) < 20:
-            results = results | queryset.filter(crl_number=int(term))
+        if (number := decimal_id(term)) is not None:
+            results = results | queryset.filter(crl_number=number)
         extra = hex_search(term, exact=("request_sha256",), serial="serial")
         if extra is not None:
             results = results | queryset.filter(extra)

@@ -9,13 +9,8 @@ each revocation commits) and the results come back as admin messages.
 Everything on the screen (seeing it, revoking, republishing) needs a staff account with the permission
 ``ca.add_revocation``.
 
-CRL health, by the time left until nextUpdate compared with the CRL's lifetime (nextUpdate - thisUpdate):
-
-* green: more than half of the lifetime is left (a CRL is re-signed once half of it has passed);
-* amber: half or less is left: the re-sign is overdue (the cron job ``publish_crl --if-stale`` or the
-  lazy re-sign on download did not run); front servers still accept it;
-* red: less than a tenth is left, or it has expired (or none was ever published): front servers that
-  check CRLs (nginx) refuse every client once nextUpdate passes.
+Each CA's CRL is shown with its health (:func:`ca.services.crl_health`): its color (the rule is
+:class:`ca.services.CrlColor`), advice in plain words, and which front servers have it.
 """
 
 from __future__ import annotations
@@ -25,7 +20,6 @@ import datetime as dt
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, cast
 
 from django import forms
@@ -33,7 +27,6 @@ from django.contrib import messages
 from django.contrib.admin import AdminSite
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q, QuerySet
-from django.db.models.functions import Length
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -50,9 +43,6 @@ from ca.types import Account
 
 #: The permission every part of the revocation screen needs (besides a staff account).
 REVOKE_PERMISSION = "ca.add_revocation"
-
-#: Below this share of its lifetime left, a CRL's health is red.
-RED_FRACTION = 0.1
 
 #: Most serials one submission of the screen takes.
 MAX_SERIALS = 500
@@ -94,6 +84,22 @@ def hex_search(term: str, *, exact: tuple[str, ...] = (), serial: str | None = N
     return query
 
 
+_DECIMAL = re.compile(r"[0-9]{1,19}")
+_BIGINT_MAX = 2**63 - 1
+
+
+def decimal_id(text: str) -> int | None:
+    """``text`` as an integer that fits a database big integer (a pk, a CRL number), else None.
+
+    Only ASCII digits count: ``str.isdigit`` also accepts characters such as "²" that ``int`` refuses.
+    """
+    text = text.strip()
+    if not _DECIMAL.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value <= _BIGINT_MAX else None
+
+
 def badge(text: str, color: str) -> str:
     """A coloured status label (styles in templates/admin/base_site.html)."""
     return format_html('<span class="enroll-badge enroll-badge-{}">{}</span>', color, text)
@@ -121,36 +127,16 @@ def _require_revoke_permission(request: HttpRequest) -> None:
 # --- CRL health ------------------------------------------------------------------------------------
 
 
-class CrlHealth(StrEnum):
-    GREEN = "green"
-    AMBER = "amber"
-    RED = "red"
-
-
-def crl_health(*, this_update: dt.datetime, next_update: dt.datetime, now: dt.datetime) -> CrlHealth:
-    """Green while more than half the lifetime is left, amber down to a tenth, red below (or expired)."""
-    lifetime = next_update - this_update
-    left = next_update - now
-    if lifetime <= dt.timedelta(0) or left < lifetime * RED_FRACTION:
-        return CrlHealth.RED
-    if left <= lifetime / 2:
-        return CrlHealth.AMBER
-    return CrlHealth.GREEN
-
-
 @dataclass(frozen=True, slots=True)
 class CrlPanel:
-    """What the screen shows about one CA's current CRL."""
+    """What the screen shows about one CA's current CRL: its health, and what to do about it."""
 
-    ca: CertificateAuthority
-    crl: CrlPublication | None
-    size: int
-    health: CrlHealth
-    summary: str
-    propagation: services.CrlHealth
+    health: services.CrlHealth
+    advice: str
 
 
-def _summary(crl: CrlPublication | None, health: CrlHealth, now: dt.datetime) -> str:
+def _advice(health: services.CrlHealth, now: dt.datetime) -> str:
+    crl = health.crl
     if crl is None:
         return "No CRL has been published for this CA: front servers have nothing to check. Republish now."
     if crl.next_update <= now:
@@ -159,9 +145,9 @@ def _summary(crl: CrlPublication | None, health: CrlHealth, now: dt.datetime) ->
             "every client. Republish now, then check the front servers' CRL sync."
         )
     left = timeuntil(crl.next_update, now)
-    if health is CrlHealth.GREEN:
+    if health.color is services.CrlColor.GREEN:
         return f"Fresh: {left} left until nextUpdate, more than half of its lifetime."
-    if health is CrlHealth.AMBER:
+    if health.color is services.CrlColor.AMBER:
         return (
             f"Re-sign overdue: {left} left, less than half of its lifetime. It is normally re-signed at "
             "half-time by cron (manage.py publish_crl --if-stale) or on the next download; check that "
@@ -176,30 +162,9 @@ def _summary(crl: CrlPublication | None, health: CrlHealth, now: dt.datetime) ->
 def crl_panels(*, now: dt.datetime) -> list[CrlPanel]:
     """The newest CRL of every CA as stored (looking does not re-sign it), with its health."""
     panels = []
-    for ca in CertificateAuthority.objects.order_by("created_at", "pk"):
-        crl = (
-            CrlPublication.objects.filter(ca=ca)
-            .annotate(size=Length("der"))
-            .defer("der")
-            .order_by("-number")
-            .first()
-        )
-        if crl is None:
-            health = CrlHealth.RED
-            size = 0
-        else:
-            health = crl_health(this_update=crl.this_update, next_update=crl.next_update, now=now)
-            size = int(getattr(crl, "size", 0) or 0)
-        panels.append(
-            CrlPanel(
-                ca=ca,
-                crl=crl,
-                size=size,
-                health=health,
-                summary=_summary(crl, health, now),
-                propagation=services.crl_health(ca=ca, now=now),
-            )
-        )
+    for ca in CertificateAuthority.objects.defer("certificate_der").order_by("created_at", "pk"):
+        health = services.crl_health(ca=ca, now=now)
+        panels.append(CrlPanel(health=health, advice=_advice(health, now)))
     return panels
 
 
@@ -329,12 +294,9 @@ class RevocationConfirmForm(forms.Form):
 
 def _ids(values: Iterable[str]) -> list[int]:
     """The integers among ``values`` (anything else is ignored)."""
-    ids = []
-    for value in values:
-        for part in value.split(","):
-            if part.strip().isdigit() and len(part.strip()) < 19:
-                ids.append(int(part.strip()))
-    return ids
+    return [
+        number for value in values for part in value.split(",") if (number := decimal_id(part)) is not None
+    ]
 
 
 def _duration(delta: dt.timedelta) -> str:
@@ -403,7 +365,7 @@ def revocation_view(request: HttpRequest, admin_site: AdminSite) -> HttpResponse
         offered=offered,
         panels=crl_panels(now=now),
         now=now,
-        red_percent=round(RED_FRACTION * 100),
+        red_percent=round(services.RED_FRACTION * 100),
         crl_lifetime=_duration(services.crl_lifetime()),
     )
 

@@ -12,6 +12,7 @@ import re
 import secrets
 import threading
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from cryptography import x509
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.hazmat.primitives.serialization import pkcs7
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models.functions import Length
 from django.utils.text import slugify
 
 from ca import audit
@@ -554,7 +556,11 @@ def crl_lifetime() -> dt.timedelta:
 
 def is_stale(publication: CrlPublication, *, now: dt.datetime) -> bool:
     """A CRL is re-signed once half of its lifetime has passed, long before nextUpdate."""
-    return now >= publication.this_update + (publication.next_update - publication.this_update) / 2
+    return _past_half_time(this_update=publication.this_update, next_update=publication.next_update, now=now)
+
+
+def _past_half_time(*, this_update: dt.datetime, next_update: dt.datetime, now: dt.datetime) -> bool:
+    return now >= this_update + (next_update - this_update) / 2
 
 
 def publish_crl(
@@ -577,10 +583,16 @@ def publish_crl(
         locked = CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
         now = now or utcnow()
         this_update = now.replace(microsecond=0)
-        latest = CrlPublication.objects.filter(ca=locked).order_by("-number").first()
-        if unless_newer_than is not None and latest is not None and latest.number > unless_newer_than:
-            return latest  # another process re-signed while this one waited for the lock
-        number = max((latest.number + 1) if latest else 1, int(this_update.timestamp()))
+        latest = (
+            CrlPublication.objects.filter(ca=locked)
+            .order_by("-number")
+            .values_list("number", flat=True)
+            .first()
+        )
+        if unless_newer_than is not None and latest is not None and latest > unless_newer_than:
+            # another process re-signed while this one waited for the lock
+            return CrlPublication.objects.get(ca=locked, number=latest)
+        number = max((latest + 1) if latest is not None else 1, int(this_update.timestamp()))
         read_at = utcnow()
         rows = (
             Revocation.objects.filter(
@@ -683,11 +695,44 @@ class NodeState:
     current: bool
 
 
+#: Below this share of its lifetime left, a CRL's color is red.
+RED_FRACTION = 0.1
+
+
+class CrlColor(StrEnum):
+    """A CRL's freshness, by the time left until nextUpdate compared with its lifetime.
+
+    * green: more than half of the lifetime is left (a CRL is re-signed once half of it has passed);
+    * amber: half or less is left: the re-sign is overdue (the cron job ``publish_crl --if-stale`` or the
+      lazy re-sign on download did not run); front servers still accept it;
+    * red: less than :data:`RED_FRACTION` is left, or it has expired (or none was ever published): front
+      servers that check CRLs (nginx) refuse every client once nextUpdate passes.
+    """
+
+    GREEN = "green"
+    AMBER = "amber"
+    RED = "red"
+
+
+def crl_color(*, this_update: dt.datetime, next_update: dt.datetime, now: dt.datetime) -> CrlColor:
+    """Green while more than half the lifetime is left (not stale), amber down to a tenth, red below."""
+    lifetime = next_update - this_update
+    if lifetime <= dt.timedelta(0) or next_update - now < lifetime * RED_FRACTION:
+        return CrlColor.RED
+    if _past_half_time(this_update=this_update, next_update=next_update, now=now):
+        return CrlColor.AMBER
+    return CrlColor.GREEN
+
+
 @dataclass(frozen=True, slots=True)
 class CrlHealth:
+    """One CA's newest CRL as stored (its DER not loaded), its color, and which front servers have it."""
+
     ca: CertificateAuthority
     crl: CrlPublication | None
+    size: int  # bytes of the CRL's DER
     seconds_left: int
+    color: CrlColor
     nodes: list[NodeState]
 
     @property
@@ -702,14 +747,29 @@ class CrlHealth:
 
 
 def crl_health(*, ca: CertificateAuthority, now: dt.datetime | None = None) -> CrlHealth:
+    """The newest CRL of ``ca`` as stored (looking does not re-sign it), its color and its propagation."""
     now = now or utcnow()
-    latest = CrlPublication.objects.filter(ca=ca).order_by("-number").first()
+    latest = (
+        CrlPublication.objects.filter(ca=ca)
+        .annotate(size=Length("der"))
+        .defer("der")
+        .order_by("-number")
+        .first()
+    )
     nodes = [
         NodeState(f.node, f.number, f.since, f.last_seen, latest is not None and f.number >= latest.number)
         for f in CrlFetch.objects.filter(ca=ca).order_by("node")
     ]
-    seconds_left = int((latest.next_update - now).total_seconds()) if latest else 0
-    return CrlHealth(ca=ca, crl=latest, seconds_left=seconds_left, nodes=nodes)
+    if latest is None:
+        return CrlHealth(ca=ca, crl=None, size=0, seconds_left=0, color=CrlColor.RED, nodes=nodes)
+    return CrlHealth(
+        ca=ca,
+        crl=latest,
+        size=int(getattr(latest, "size", 0) or 0),
+        seconds_left=int((latest.next_update - now).total_seconds()),
+        color=crl_color(this_update=latest.this_update, next_update=latest.next_update, now=now),
+        nodes=nodes,
+    )
 
 
 # --- OCSP ------------------------------------------------------------------------------------------
@@ -764,6 +824,8 @@ class Export:
 EXPORT_FORMATS = ("pem", "der", "chain", "pkcs7")
 #: Offered only where they fit (x509-user-cert: on the page of a certificate issued for an SPKAC).
 LEGACY_EXPORT_FORMATS = ("x509-user-cert",)
+#: Every format :func:`export_certificate` writes.
+ALL_EXPORT_FORMATS = EXPORT_FORMATS + LEGACY_EXPORT_FORMATS
 
 
 def export_certificate(*, certificate: Certificate, fmt: str) -> Export:
@@ -795,7 +857,7 @@ def export_certificate(*, certificate: Certificate, fmt: str) -> Export:
                 "application/x-pkcs7-certificates",
                 "p7b",
             )
-    raise CAError(f"Unknown format '{fmt}'; use one of {', '.join(EXPORT_FORMATS + LEGACY_EXPORT_FORMATS)}.")
+    raise CAError(f"Unknown format '{fmt}'; use one of {', '.join(ALL_EXPORT_FORMATS)}.")
 
 
 def ca_certificate_pem(ca: CertificateAuthority) -> bytes:

@@ -154,30 +154,32 @@ def ocsp(request: HttpRequest, slug: str, encoded: str | None = None) -> HttpRes
 def health(request: HttpRequest) -> HttpResponseBase:
     """Per CA: the newest CRL, seconds until its nextUpdate, and which front servers have it."""
     now = utcnow()
-    authorities = []
-    for ca in CertificateAuthority.objects.order_by("created_at"):
-        state = services.crl_health(ca=ca, now=now)
-        authorities.append(
-            {
-                "ca": ca.slug,
-                "crl_number": state.crl.number if state.crl else None,
-                "this_update": state.crl.this_update.isoformat() if state.crl else None,
-                "next_update": state.crl.next_update.isoformat() if state.crl else None,
-                "seconds_left": state.seconds_left,
-                "summary": state.summary,
-                "nodes": [
-                    {
-                        "node": n.node,
-                        "crl_number": n.number,
-                        "current": n.current,
-                        "since": n.since.isoformat(),
-                        "last_seen": n.last_seen.isoformat(),
-                    }
-                    for n in state.nodes
-                ],
-            }
-        )
-    healthy = all(a["crl_number"] is not None and int(str(a["seconds_left"])) > 0 for a in authorities)
+    states = [
+        services.crl_health(ca=ca, now=now)
+        for ca in CertificateAuthority.objects.defer("certificate_der").order_by("created_at")
+    ]
+    authorities = [
+        {
+            "ca": state.ca.slug,
+            "crl_number": state.crl.number if state.crl else None,
+            "this_update": state.crl.this_update.isoformat() if state.crl else None,
+            "next_update": state.crl.next_update.isoformat() if state.crl else None,
+            "seconds_left": state.seconds_left,
+            "summary": state.summary,
+            "nodes": [
+                {
+                    "node": n.node,
+                    "crl_number": n.number,
+                    "current": n.current,
+                    "since": n.since.isoformat(),
+                    "last_seen": n.last_seen.isoformat(),
+                }
+                for n in state.nodes
+            ],
+        }
+        for state in states
+    ]
+    healthy = all(state.crl is not None and state.seconds_left > 0 for state in states)
     response = JsonResponse({"ok": healthy, "now": now.isoformat(), "authorities": authorities})
     response["Cache-Control"] = "no-cache"
     return response

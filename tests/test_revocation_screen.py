@@ -15,9 +15,9 @@ from django.test import Client
 from django.urls import reverse
 
 from ca import services
-from ca.admin_views import CrlHealth, crl_health
 from ca.clock import utcnow
 from ca.models import Certificate, CertificateAuthority, CrlPublication, Revocation, RevocationReason
+from ca.services import CrlColor, crl_color
 
 SCREEN = reverse("admin:ca-revocation")
 
@@ -264,13 +264,13 @@ def test_health_rule() -> None:
     start = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     end = start + dt.timedelta(days=10)
 
-    def at(days: float) -> CrlHealth:
-        return crl_health(this_update=start, next_update=end, now=start + dt.timedelta(days=days))
+    def at(days: float) -> CrlColor:
+        return crl_color(this_update=start, next_update=end, now=start + dt.timedelta(days=days))
 
-    assert at(0) == at(4.9) == CrlHealth.GREEN
-    assert at(5) == at(8.9) == CrlHealth.AMBER
-    assert at(9.1) == at(10) == at(30) == CrlHealth.RED
-    assert crl_health(this_update=end, next_update=start, now=start) == CrlHealth.RED
+    assert at(0) == at(4.9) == CrlColor.GREEN
+    assert at(5) == at(8.9) == CrlColor.AMBER
+    assert at(9.1) == at(10) == at(30) == CrlColor.RED
+    assert crl_color(this_update=end, next_update=start, now=start) == CrlColor.RED
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("serial")
-        parser.add_argument(
-            "--format", choices=services.EXPORT_FORMATS + services.LEGACY_EXPORT_FORMATS, default="pem"
-        )
+        parser.add_argument("--format", choices=services.ALL_EXPORT_FORMATS, default="pem")
         parser.add_argument("--ca", metavar="SLUG")
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -4,7 +4,6 @@ import argparse
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 
 from ca import services
 from ca.models import CertificateAuthority, CrlPublication, RevocationReason
@@ -32,15 +31,17 @@ class Command(BaseCommand):
                 raise CommandError(f"There is no CA with the slug '{options['ca']}'.")
         try:
             certificate = services.find_certificate(serial=options["serial"], ca=ca)
-            with transaction.atomic():
-                services.revoke_certificate(
-                    certificate=certificate, reason=RevocationReason(options["reason"])
-                )
+            # publishes the CRL when the revocation commits, before it returns
+            services.revoke_certificate(certificate=certificate, reason=RevocationReason(options["reason"]))
         except services.CAError as exc:
             raise CommandError(str(exc)) from None
-        crl = CrlPublication.objects.filter(ca=certificate.ca).order_by("-number").first()
-        assert crl is not None
+        number = (
+            CrlPublication.objects.filter(ca=certificate.ca)
+            .order_by("-number")
+            .values_list("number", flat=True)
+            .first()
+        )
         self.stdout.write(
             f"revoked {certificate.serial} ({certificate.subject}); CRL of {certificate.ca.slug}:"
         )
-        self.stdout.write(str(crl.number))
+        self.stdout.write(str(number))
