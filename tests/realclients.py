@@ -14,6 +14,11 @@ in with ``setSecureContext``; Playwright must use Debian's ``chromium``, never `
 The three servers share :class:`FrontServer` (paths, origin/url/pid, start/stop/wait). Every server
 takes a reload mark before something else reloads it (``enroll-crl-sync --reload-command
 server.reload_command``) and waits for it: ``mark = server.reload_mark(); ...; server.wait_reloaded(mark)``.
+
+The portal's side as fixtures: ``chain`` (the root alone, or root + issuing CA with
+``@pytest.mark.parametrize("chain_kind", ["root", "intermediate"])``), ``chain_ca_file``, ``alice_client``
+and ``bob_client`` (issued by the chain's last CA). In the browser: :func:`visit` for one request,
+:class:`BrowserSession` for steps that keep a login, :func:`shoot` for screenshots at two widths.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ import http.client
 import ipaddress
 import os
 import shlex
-import shutil
 import signal
 import socket
 import ssl
@@ -53,7 +57,7 @@ from tests.conftest import make_csr, need_program
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
-    from playwright.sync_api import Browser, BrowserContext, Playwright
+    from playwright.sync_api import Browser, BrowserContext, Page, Playwright, ViewportSize
 
     from ca.models import Certificate, CertificateAuthority
 
@@ -309,8 +313,7 @@ def _read(path: Path) -> str:
 
 def _kill_command(sig: signal.Signals, pid: int) -> str:
     """``kill -SIG PID`` as a command line for ``enroll-crl-sync --reload-command`` (split, no shell)."""
-    kill = shutil.which("kill") or shutil.which("kill", path="/usr/bin:/bin") or need_program("kill")
-    return shlex.join([kill, f"-{sig.name.removeprefix('SIG')}", str(pid)])
+    return shlex.join([need_program("kill"), f"-{sig.name.removeprefix('SIG')}", str(pid)])
 
 
 def _factory(
@@ -357,13 +360,16 @@ class FrontServer(_StartStop, Generic[M]):
     :meth:`stop` (also as a context manager), and reload marks: ``mark = server.reload_mark(); ...;
     server.wait_reloaded(mark)`` (``M`` is the type of a mark).
 
-    A subclass names itself (:attr:`name`, :attr:`error`), writes its configuration and gives the
+    A subclass names itself and its program (:attr:`name`, :attr:`programs`, :attr:`error`), writes its
+    configuration and gives the
     command line (:meth:`_configure`), says when it is ready (:meth:`_ready`), and how to tell a reload
     (:meth:`reload_mark`, :meth:`wait_reloaded`).
     """
 
     #: The program's name in messages ("nginx", "Apache", "node").
     name: ClassVar[str]
+    #: The program's names for :func:`~tests.conftest.need_program` (the first one found runs).
+    programs: ClassVar[tuple[str, ...]]
     #: What the program is called in "this ... was started already".
     title: ClassVar[str]
     #: The exception this server raises.
@@ -464,9 +470,6 @@ class FrontServer(_StartStop, Generic[M]):
 
     # -- life cycle
 
-    def _program(self) -> str:
-        raise NotImplementedError
-
     def _configure(self, server: ServerCertificate) -> list[str]:
         """Write the configuration (and check it); the command line that runs the server."""
         raise NotImplementedError
@@ -493,7 +496,7 @@ class FrontServer(_StartStop, Generic[M]):
         """Write the files, start the server and wait until it accepts connections."""
         if self.process is not None:
             raise self.error(f"this {self.title} was started already")
-        self.program = self._program()
+        self.program = need_program(*self.programs)
         for sub in self.subdirs:
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
         server = make_server_certificate(self.directory / "server")
@@ -516,11 +519,6 @@ class FrontServer(_StartStop, Generic[M]):
 
 
 # --- nginx -----------------------------------------------------------------------------------------------
-
-
-def nginx_program() -> str:
-    """Debian's nginx: on PATH, or in /usr/sbin (not on a normal user's PATH); else skip (or fail in CI)."""
-    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin") or need_program("nginx")
 
 
 class NginxError(RuntimeError):
@@ -566,12 +564,17 @@ http {{
         # Leaf, issuing CA, root: depth 2 is what a root + intermediate chain needs (nginx's default is 1).
         ssl_verify_depth {verify_depth};
 {ocsp}
-        default_type text/plain;
-        location / {{
-            return 200 "verify=$ssl_client_verify serial=$ssl_client_serial dn=$ssl_client_s_dn\\n";
-        }}
+{location}
     }}
 }}
+"""
+
+#: The test server's own ``location /`` (the default of :class:`NginxServer`): the client certificate it saw.
+NGINX_ECHO_LOCATION = """\
+        default_type text/plain;
+        location / {
+            return 200 "verify=$ssl_client_verify serial=$ssl_client_serial dn=$ssl_client_s_dn\\n";
+        }
 """
 
 
@@ -584,7 +587,9 @@ class NginxServer(FrontServer[set[int]]):
         with NginxServer(tmp_path / "nginx", ca_bundle=..., crl_bundle=...) as server:
             ...  # server.origin, server.url, server.update_crl(new_crl_bundle), server.error_log()
 
-    The page at ``/`` answers ``verify=$ssl_client_verify serial=$ssl_client_serial dn=$ssl_client_s_dn``.
+    The page at ``/`` answers ``verify=$ssl_client_verify serial=$ssl_client_serial dn=$ssl_client_s_dn``
+    (:data:`NGINX_ECHO_LOCATION`); ``location`` replaces that with other ``location`` blocks (indented for
+    the ``server`` block), e.g. a ``proxy_pass`` to the portal.
 
     ``crl_bundle=None`` leaves ``ssl_crl`` out. ``ocsp_responder`` turns on OCSP checks of client
     certificates (``ssl_ocsp MODE; ssl_ocsp_responder URL;``, nginx >= 1.19) and ``ocsp_cache`` adds
@@ -592,6 +597,7 @@ class NginxServer(FrontServer[set[int]]):
     """
 
     name = title = "nginx"
+    programs = ("nginx",)  # Debian's, in /usr/sbin
     error = NginxError
     conf_name = "nginx.conf"
     subdirs = ("tmp",)
@@ -608,12 +614,14 @@ class NginxServer(FrontServer[set[int]]):
         ocsp_responder: str | None = None,
         ocsp_mode: str = "on",
         ocsp_cache: str | None = None,
+        location: str = NGINX_ECHO_LOCATION,
     ) -> None:
         super().__init__(directory, ca_bundle=ca_bundle, crl_bundle=crl_bundle, port=port)
         self.verify_depth = verify_depth
         self.ocsp_responder = ocsp_responder
         self.ocsp_mode = ocsp_mode
         self.ocsp_cache = ocsp_cache
+        self.location = location
 
     @property
     def reload_command(self) -> str:
@@ -639,9 +647,6 @@ class NginxServer(FrontServer[set[int]]):
 
     # -- life cycle
 
-    def _program(self) -> str:
-        return nginx_program()
-
     def _configure(self, server: ServerCertificate) -> list[str]:
         """Write the configuration and check it with ``nginx -t``."""
         crl = ""
@@ -661,6 +666,7 @@ class NginxServer(FrontServer[set[int]]):
                 verify_depth=self.verify_depth,
                 crl=crl,
                 ocsp=ocsp,
+                location=self.location,
             )
         )
         checked = self._nginx("-t")
@@ -747,13 +753,6 @@ APACHE_MODULES = Path("/usr/lib/apache2/modules")
 _APACHE_MODULE_NAMES = ("mpm_event", "authz_core", "socache_shmcb", "ssl", "headers", "rewrite")
 
 
-def apache_program() -> str:
-    """Debian's apache2 (in /usr/sbin, not on a normal user's PATH); else skip (or fail in CI)."""
-    return (
-        shutil.which("apache2") or shutil.which("apache2", path="/usr/sbin:/sbin") or need_program("apache2")
-    )
-
-
 class ApacheError(RuntimeError):
     """Apache refused its configuration, did not start, exited (a broken CRL on a graceful restart makes
     it exit) or did not restart in time."""
@@ -818,6 +817,7 @@ class ApacheServer(FrontServer[tuple[int, set[int]]]):
     """
 
     name = title = "Apache"
+    programs = ("apache2",)  # Debian's, in /usr/sbin
     error = ApacheError
     conf_name = "httpd.conf"
     subdirs = ("run",)
@@ -853,9 +853,6 @@ class ApacheServer(FrontServer[tuple[int, set[int]]]):
         )
 
     # -- life cycle
-
-    def _program(self) -> str:
-        return apache_program()
 
     def _configure(self, server: ServerCertificate) -> list[str]:
         """Write the configuration and check it with ``apache2 -t``."""
@@ -918,11 +915,6 @@ def apache_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheF
 
 
 # --- node ------------------------------------------------------------------------------------------------
-
-
-def node_program() -> str:
-    """node (Debian's ``nodejs`` package installs it as ``node``; older ones as ``nodejs``)."""
-    return shutil.which("node") or shutil.which("nodejs") or need_program("node")
 
 
 class NodeError(RuntimeError):
@@ -1009,6 +1001,7 @@ class NodeServer(FrontServer[int]):
 
     name = "node"
     title = "node server"
+    programs = ("node", "nodejs")  # Debian's nodejs package installs node; older ones nodejs
     error = NodeError
     conf_name = "server.js"
     output_name = "output.log"
@@ -1041,9 +1034,6 @@ class NodeServer(FrontServer[int]):
 
     def _reload_lines(self) -> list[str]:
         return [line for line in self.log().splitlines() if line.startswith(("reloaded ", "reload failed: "))]
-
-    def _program(self) -> str:
-        return node_program()
 
     def _configure(self, server: ServerCertificate) -> list[str]:
         self.script_path.write_text(_NODE_SERVER_JS)
@@ -1166,6 +1156,48 @@ def serve_chain(factory: Callable[..., S], chain: Sequence[CertificateAuthority]
     return factory(ca_bundle=portal_ca_bundle(chain), crl_bundle=portal_crl_bundle(chain), **kwargs)
 
 
+@pytest.fixture
+def chain_kind() -> str:
+    """Which chain the :func:`chain` fixture builds: ``"root"``, unless the test parametrizes
+    ``chain_kind`` (``"root"`` or ``"intermediate"``, see :func:`portal_chain`)."""
+    return "root"
+
+
+@pytest.fixture
+def chain(ca: CertificateAuthority, chain_kind: str) -> list[CertificateAuthority]:
+    """The portal's chain of :func:`chain_kind`, root first; the last CA issues."""
+    return portal_chain(ca, chain_kind)
+
+
+@pytest.fixture
+def chain_ca_file(chain: list[CertificateAuthority], tmp_path: Path) -> Path:
+    """The chain's CA bundle in ``tmp_path`` (:func:`portal_ca_file`)."""
+    return portal_ca_file(chain, tmp_path)
+
+
+@pytest.fixture
+def alice_client(chain: list[CertificateAuthority], alice: User, tmp_path: Path) -> IssuedClient:
+    """alice's certificate from the chain's issuing CA, with her key files in ``tmp_path``."""
+    return issue_client(alice, tmp_path)
+
+
+@pytest.fixture
+def bob_client(chain: list[CertificateAuthority], bob: User, tmp_path: Path) -> IssuedClient:
+    """bob's certificate from the chain's issuing CA, with his key files in ``tmp_path``."""
+    return issue_client(bob, tmp_path)
+
+
+#: nginx's answer (HTTP 400) to a client certificate it checked and refused (revoked, no OCSP answer).
+NGINX_REFUSED = "The SSL certificate error"
+
+
+def assert_refused(answer: HttpsAnswer, reason: str = NGINX_REFUSED) -> None:
+    """nginx refused the client certificate over HTTP (400 with ``reason``): the page was not reached."""
+    assert answer.status == 400, answer
+    assert reason in answer.text, answer
+    assert "verify=" not in answer.text, answer
+
+
 def load_crl_bundle(data: bytes) -> list[x509.CertificateRevocationList]:
     """The CRLs of a PEM bundle, in order (``cryptography`` loads one CRL at a time)."""
     end = b"-----END X509 CRL-----"
@@ -1279,6 +1311,71 @@ def new_context(
     if certificates:
         kwargs["client_certificates"] = list(certificates)
     return browser.new_context(**kwargs)
+
+
+#: The two widths every page is saved at (:func:`shoot`); browser contexts here start at desktop width.
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+
+
+def shoot(page: Page, name: str) -> None:
+    """Save the page at desktop and at phone width: ``<screenshot_dir>/<name>-desktop.png`` and
+    ``-phone.png`` (``name`` may start with a folder, e.g. ``"journey/01-sign-up"``)."""
+    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
+        path = screenshot_dir() / f"{name}-{label}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        page.set_viewport_size(size)
+        page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(DESKTOP)
+
+
+def visit(
+    browser: Browser, url: str, certificates: Sequence[dict[str, str]] = (), *, shot: str | None = None
+) -> HttpsAnswer:
+    """GET ``url`` in a fresh context presenting ``certificates`` (see :func:`client_certificate`): the
+    HTTP status and the page's text; ``shot`` names its screenshots (:func:`shoot`)."""
+    context = new_context(browser, certificates=certificates, viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        response = page.goto(url, wait_until="load")
+        assert response is not None
+        text = page.locator("body").inner_text()
+        if shot:
+            shoot(page, shot)
+        return HttpsAnswer(response.status, text)
+    finally:
+        context.close()
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserSession:
+    """A browser context that stays open across steps (the login cookie, IndexedDB) and its page.
+
+    Playwright objects: make, use and close it in the Playwright thread, e.g.
+    ``session = chromium.call(open_session, base)``, ``chromium.call(close_session, session)``.
+    """
+
+    context: BrowserContext
+    page: Page
+    base: str
+
+    def open(self, path: str) -> Page:
+        """Go to ``path`` under :attr:`base` (or to a full URL); the answer must not be an HTTP error."""
+        response = self.page.goto(self.base + path if path.startswith("/") else path)
+        assert response is not None
+        assert response.status < 400, f"{path}: HTTP {response.status}"
+        return self.page
+
+
+def open_session(browser: Browser, /, base: str, **kwargs: Any) -> BrowserSession:
+    """A :class:`BrowserSession` on ``base`` at desktop width (``kwargs`` as for :func:`new_context`)."""
+    kwargs.setdefault("viewport", DESKTOP)
+    context = new_context(browser, **kwargs)
+    return BrowserSession(context, context.new_page(), base)
+
+
+def close_session(_browser: Browser, session: BrowserSession) -> None:
+    session.context.close()
 
 
 class ChromiumThread(_StartStop):

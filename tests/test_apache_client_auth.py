@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import User
 from pytest_django.live_server_helper import LiveServer
 
 from ca import services
@@ -17,13 +16,15 @@ from ca.models import CertificateAuthority, CrlFetch
 from tests.realclients import (  # noqa: F401  (fixtures)
     ApacheError,
     ApacheFactory,
+    IssuedClient,
+    alice_client,
     apache_factory,
     assert_accepted,  # mod_ssl's SSL_CLIENT_M_SERIAL: upper-case hex, as the portal stores it
+    bob_client,
+    chain,
+    chain_ca_file,
+    chain_kind,
     crl_urls,
-    issue_client,
-    portal_ca_bundle,
-    portal_ca_file,
-    portal_chain,
     portal_crl_bundle,
     revoke,
     serve_chain,
@@ -33,19 +34,15 @@ from tests.realclients import (  # noqa: F401  (fixtures)
 pytestmark = [pytest.mark.real_client, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.mark.parametrize("kind", ["root", "intermediate"])
+@pytest.mark.parametrize("chain_kind", ["root", "intermediate"])
 def test_apache_refuses_a_revoked_certificate_after_one_sync_with_a_graceful_restart(
-    kind: str,
     live_server: LiveServer,
-    ca: CertificateAuthority,
-    alice: User,
-    bob: User,
-    tmp_path: Path,
+    chain: list[CertificateAuthority],  # noqa: F811
+    chain_ca_file: Path,  # noqa: F811
+    alice_client: IssuedClient,  # noqa: F811
+    bob_client: IssuedClient,  # noqa: F811
     apache_factory: ApacheFactory,  # noqa: F811
 ) -> None:
-    chain = portal_chain(ca, kind)
-    alice_client, bob_client = issue_client(alice, tmp_path), issue_client(bob, tmp_path)
-    ca_file = portal_ca_file(chain, tmp_path)
     server = serve_chain(apache_factory, chain)
 
     assert_accepted(server.get(alice_client), alice_client)
@@ -57,7 +54,7 @@ def test_apache_refuses_a_revoked_certificate_after_one_sync_with_a_graceful_res
     assert_accepted(server.get(alice_client), alice_client)  # Apache still has the CRL it loaded
 
     # `kill -USR1` returns at once; the restart takes a moment: sync_and_reload waits for it.
-    sync_and_reload(server, urls=crl_urls(live_server.url, chain), ca_file=ca_file)
+    sync_and_reload(server, urls=crl_urls(live_server.url, chain), ca_file=chain_ca_file)
 
     refused = server.get(alice_client)
     assert refused.refused_in_tls, refused
@@ -72,18 +69,15 @@ def test_apache_refuses_a_revoked_certificate_after_one_sync_with_a_graceful_res
 
 
 def test_a_truncated_crl_on_a_graceful_restart_makes_apache_exit(
-    ca: CertificateAuthority,
-    alice: User,
-    tmp_path: Path,
+    chain: list[CertificateAuthority],  # noqa: F811
+    alice_client: IssuedClient,  # noqa: F811
     apache_factory: ApacheFactory,  # noqa: F811
 ) -> None:
     """Why enroll-crl-sync must never install a broken CRL for Apache: ``apache2 -t`` does not notice one,
     and the graceful restart that would load it ends Apache (every site on it down)."""
-    chain = portal_chain(ca, "root")
-    alice_client = issue_client(alice, tmp_path)
-    bundle = portal_crl_bundle(chain)
-    server = apache_factory(ca_bundle=portal_ca_bundle(chain), crl_bundle=bundle)
+    server = serve_chain(apache_factory, chain)
     assert_accepted(server.get(alice_client), alice_client)
 
+    bundle = portal_crl_bundle(chain)
     with pytest.raises(ApacheError, match="exited"):
         server.update_crl(bundle[: len(bundle) - 100])

@@ -25,54 +25,32 @@ from ca.models import Certificate, CertificateAuthority
 from enroll.models import EnrollmentRequest, RequestStatus
 from tests.conftest import need_program
 from tests.realclients import (  # noqa: F401  (fixtures)
+    BrowserSession,
     ChromiumThread,
     NginxFactory,
     chromium,
     client_certificate,
-    new_context,
+    close_session,
     nginx_factory,
-    screenshot_dir,
+    open_session,
+    shoot,
+    visit,
 )
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize
+    from playwright.sync_api import Browser
 
 pytestmark = [pytest.mark.real_client, pytest.mark.django_db(transaction=True)]
 
-DESKTOP: ViewportSize = {"width": 1280, "height": 900}
-PHONE: ViewportSize = {"width": 390, "height": 844}
 PASSWORD = "a-long-Passphrase-42"
+#: The screenshots' folder under the screenshot directory.
+SHOTS = "journey"
 
 
-def shoot(page: Page, name: str) -> None:
-    """Save the page at desktop and at phone width."""
-    folder = screenshot_dir() / "journey"
-    folder.mkdir(parents=True, exist_ok=True)
-    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
-        page.set_viewport_size(size)
-        page.screenshot(path=str(folder / f"{name}-{label}.png"), full_page=True)
-    page.set_viewport_size(DESKTOP)
-
-
-class Session:
-    """A browser context that stays open across steps (cookies = the logged-in session)."""
-
-    def __init__(self, browser: Browser, base: str) -> None:
-        self.context: BrowserContext = new_context(browser, viewport=DESKTOP)
-        self.page: Page = self.context.new_page()
-        self.base = base
-
-    def open(self, path: str) -> Page:
-        response = self.page.goto(self.base + path if path.startswith("/") else path)
-        assert response is not None
-        assert response.status < 400, f"{path}: HTTP {response.status}"
-        return self.page
-
-
-def sign_up(browser: Browser, base: str) -> Session:
-    user = Session(browser, base)
+def sign_up(browser: Browser, base: str) -> BrowserSession:
+    user = open_session(browser, base)
     page = user.open("/accounts/signup/")
-    shoot(page, "01-sign-up")
+    shoot(page, f"{SHOTS}/01-sign-up")
     page.fill("input[name=username]", "dora")
     page.fill("input[name=email]", "dora@example.com")
     page.fill("input[name=password1]", PASSWORD)
@@ -80,28 +58,28 @@ def sign_up(browser: Browser, base: str) -> Session:
     page.locator("form").filter(has=page.locator("input[name=password1]")).locator("[type=submit]").click()
     page.wait_for_load_state()
     assert "/accounts/signup/" not in page.url, page.content()
-    shoot(page, "02-after-sign-up")
+    shoot(page, f"{SHOTS}/02-after-sign-up")
     return user
 
 
-def verify_and_submit(_browser: Browser, user: Session, link: str, csr_pem: str) -> str:
+def verify_and_submit(_browser: Browser, user: BrowserSession, link: str, csr_pem: str) -> str:
     page = user.open(link)
-    shoot(page, "03-verify-link")
+    shoot(page, f"{SHOTS}/03-verify-link")
     page.get_by_role("button", name="Yes, this is my address").click()
     page.wait_for_load_state()
-    shoot(page, "04-dashboard-verified")
+    shoot(page, f"{SHOTS}/04-dashboard-verified")
     page = user.open("/requests/new/")
-    shoot(page, "05-new-request")
+    shoot(page, f"{SHOTS}/05-new-request")
     page.fill("textarea[name=csr_text]", csr_pem)
     page.locator("input[type=submit][name=submit], button[type=submit][name=submit]").first.click()
     page.wait_for_load_state()
     assert re.search(r"/requests/\d+/$", page.url), page.content()
-    shoot(page, "06-request-submitted")
+    shoot(page, f"{SHOTS}/06-request-submitted")
     return page.url
 
 
-def admin_login(browser: Browser, base: str) -> Session:
-    admin = Session(browser, base)
+def admin_login(browser: Browser, base: str) -> BrowserSession:
+    admin = open_session(browser, base)
     page = admin.open("/admin/login/")
     page.fill("input[name=username]", "admin")
     page.fill("input[name=password]", "admin-password-123")
@@ -111,19 +89,19 @@ def admin_login(browser: Browser, base: str) -> Session:
     return admin
 
 
-def approve(_browser: Browser, admin: Session, request_id: int) -> None:
+def approve(_browser: Browser, admin: BrowserSession, request_id: int) -> None:
     page = admin.open(f"/admin/enroll/enrollmentrequest/{request_id}/change/")
-    shoot(page, "07-admin-request")
+    shoot(page, f"{SHOTS}/07-admin-request")
     page.get_by_role("button", name="Approve and issue").click()
     page.wait_for_load_state()
-    shoot(page, "08-admin-approved")
+    shoot(page, f"{SHOTS}/08-admin-approved")
 
 
-def download(_browser: Browser, user: Session, certificate_id: int, folder: Path) -> Path:
+def download(_browser: Browser, user: BrowserSession, certificate_id: int, folder: Path) -> Path:
     page = user.open("/")
-    shoot(page, "09-dashboard-issued")
+    shoot(page, f"{SHOTS}/09-dashboard-issued")
     page = user.open(f"/certificates/{certificate_id}/")
-    shoot(page, "10-certificate")
+    shoot(page, f"{SHOTS}/10-certificate")
     with page.expect_download() as info:
         page.locator(f"a[href='/certificates/{certificate_id}/download/pem/']").click()
     target = folder / "dora.pem"
@@ -131,29 +109,17 @@ def download(_browser: Browser, user: Session, certificate_id: int, folder: Path
     return target
 
 
-def visit_nginx(browser: Browser, url: str, certificate: dict[str, str], name: str) -> tuple[int, str]:
-    context = new_context(browser, certificates=[certificate], viewport=DESKTOP)
-    try:
-        page = context.new_page()
-        response = page.goto(url)
-        assert response is not None
-        shoot(page, name)
-        return response.status, page.inner_text("body")
-    finally:
-        context.close()
-
-
-def revoke_on_screen(_browser: Browser, admin: Session, serial: str) -> None:
+def revoke_on_screen(_browser: Browser, admin: BrowserSession, serial: str) -> None:
     page = admin.open("/admin/ca/certificate/revocation/")
-    shoot(page, "12-revocation-screen")
+    shoot(page, f"{SHOTS}/12-revocation-screen")
     page.fill("#id_serials", serial.lower())
     page.select_option("#id_reason", "key_compromise")
     page.get_by_role("button", name=re.compile(r"Review the revocation")).click()
     page.wait_for_load_state()
-    shoot(page, "13-revocation-confirm")
+    shoot(page, f"{SHOTS}/13-revocation-confirm")
     page.get_by_role("button", name=re.compile(r"Yes, revoke 1 certificate")).click()
     page.wait_for_load_state()
-    shoot(page, "14-revoked")
+    shoot(page, f"{SHOTS}/14-revoked")
 
 
 def test_sign_up_to_revocation_in_a_real_browser_against_nginx(
@@ -216,15 +182,15 @@ def test_sign_up_to_revocation_in_a_real_browser_against_nginx(
 
     server = nginx_factory(ca_bundle=services.ca_certificate_pem(ca), crl_bundle=crl_bundle())
     entry = client_certificate(server.origin, cert_path=cert_path, key_path=key_path)
-    status, body = chromium.call(visit_nginx, server.url, entry, "11-nginx-accepted")
-    assert status == 200
-    assert f"verify=SUCCESS serial={certificate.serial} " in body
+    accepted = chromium.call(visit, server.url, [entry], shot=f"{SHOTS}/11-nginx-accepted")
+    assert accepted.status == 200
+    assert f"verify=SUCCESS serial={certificate.serial} " in accepted.text
 
     chromium.call(revoke_on_screen, admin, certificate.serial)
     assert hasattr(Certificate.objects.get(pk=certificate.pk), "revocation")
     server.update_crl(crl_bundle())
-    status, _body = chromium.call(visit_nginx, server.url, entry, "15-nginx-refused")
-    assert status == 400
+    refused = chromium.call(visit, server.url, [entry], shot=f"{SHOTS}/15-nginx-refused")
+    assert refused.status == 400
     assert "certificate revoked" in server.error_log()
-    chromium.call(lambda browser, s: s.context.close(), user)
-    chromium.call(lambda browser, s: s.context.close(), admin)
+    chromium.call(close_session, user)
+    chromium.call(close_session, admin)

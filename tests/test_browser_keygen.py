@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,37 +28,31 @@ from enroll import flows
 from enroll.models import EnrollmentRequest, RequestKind, RequestStatus
 from tests.conftest import need_program
 from tests.realclients import (  # noqa: F401  (fixtures)
+    BrowserSession,
     ChromiumThread,
     NginxFactory,
     chromium,
     client_certificate,
-    new_context,
+    close_session,
     nginx_factory,
-    screenshot_dir,
+    open_session,
+    serve_chain,
+    shoot,
+    visit,
 )
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize
+    from playwright.sync_api import Browser
 
 pytestmark = [pytest.mark.real_client, pytest.mark.django_db(transaction=True)]
 
-DESKTOP: ViewportSize = {"width": 1280, "height": 900}
-PHONE: ViewportSize = {"width": 390, "height": 844}
+#: The screenshots' folder under the screenshot directory.
+SHOTS = "keygen"
 PASSWORD = "a-long-Passphrase-42"
 KEY_PASSPHRASE = "key file passphrase 1"
 P12_PASSPHRASE = "p12 passphrase 2"
 #: Generous: RSA key generation and 600 000 PBKDF2 rounds take a moment in a headless browser.
 WAIT_MS = 60_000
-
-
-def shoot(page: Page, name: str) -> None:
-    """Save the page at desktop and at phone width."""
-    folder = screenshot_dir() / "keygen"
-    folder.mkdir(parents=True, exist_ok=True)
-    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
-        page.set_viewport_size(size)
-        page.screenshot(path=str(folder / f"{name}-{label}.png"), full_page=True)
-    page.set_viewport_size(DESKTOP)
 
 
 def make_user(username: str) -> User:
@@ -68,26 +61,11 @@ def make_user(username: str) -> User:
     return user
 
 
-@dataclass
-class Session:
-    """A browser context that stays open across steps: the login cookie, and IndexedDB with the key."""
-
-    context: BrowserContext
-    page: Page
-    base: str
-
-    def open(self, path: str) -> Page:
-        response = self.page.goto(self.base + path)
-        assert response is not None
-        assert response.status < 400, f"{path}: HTTP {response.status}"
-        return self.page
-
-
-def log_in(browser: Browser, base: str, username: str) -> Session:
-    context = new_context(browser, viewport=DESKTOP, accept_downloads=True)
-    page = context.new_page()
+def log_in(browser: Browser, base: str, username: str) -> BrowserSession:
+    """Log in on the portal's login page; the session keeps the login cookie, and IndexedDB with the key."""
+    session = open_session(browser, base, accept_downloads=True)
+    page = session.page
     page.set_default_timeout(WAIT_MS)
-    session = Session(context=context, page=page, base=base)
     session.open("/accounts/login/")
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", PASSWORD)
@@ -97,22 +75,20 @@ def log_in(browser: Browser, base: str, username: str) -> Session:
     return session
 
 
-def close(_browser: Browser, session: Session) -> None:
-    session.context.close()
-
-
-def generate_and_submit(_browser: Browser, session: Session, key_type: str, folder: Path) -> tuple[str, Path]:
+def generate_and_submit(
+    _browser: Browser, session: BrowserSession, key_type: str, folder: Path
+) -> tuple[str, Path]:
     """Generate the key in the page, save the encrypted key file, submit; return the request URL and file."""
     page = session.open("/requests/generate/")
     page.wait_for_selector("#keygen[data-state=ready]")
-    shoot(page, f"{key_type}-01-keygen")
+    shoot(page, f"{SHOTS}/{key_type}-01-keygen")
     page.check(f"#key-type-{key_type}")
     page.fill("#keygen-passphrase", KEY_PASSPHRASE)
     page.fill("#keygen-passphrase2", KEY_PASSPHRASE)
     page.click("#keygen-generate")
     page.wait_for_selector("#keygen[data-state=generated]")
     assert page.is_disabled("#keygen-submit"), "submitting must wait until the key file is saved"
-    shoot(page, f"{key_type}-02-generated")
+    shoot(page, f"{SHOTS}/{key_type}-02-generated")
     with page.expect_download() as info:
         page.click("#keygen-save")
     key_path = folder / info.value.suggested_filename
@@ -120,13 +96,13 @@ def generate_and_submit(_browser: Browser, session: Session, key_type: str, fold
     page.wait_for_selector("#keygen[data-state=saved]")
     page.click("#keygen-submit")
     page.wait_for_url(re.compile(r"/requests/\d+/$"))
-    shoot(page, f"{key_type}-03-request-submitted")
+    shoot(page, f"{SHOTS}/{key_type}-03-request-submitted")
     return page.url, key_path
 
 
 def build_p12(
     _browser: Browser,
-    session: Session,
+    session: BrowserSession,
     certificate_id: int,
     folder: Path,
     *,
@@ -151,20 +127,8 @@ def build_p12(
     page.wait_for_selector("#p12-builder[data-state=built]")
     assert page.is_hidden("#p12-error"), page.inner_text("#p12-error")
     page.locator("#p12-builder").scroll_into_view_if_needed()
-    shoot(page, shot)
+    shoot(page, f"{SHOTS}/{shot}")
     return target
-
-
-def visit_nginx(browser: Browser, url: str, certificate: dict[str, str], name: str) -> tuple[int, str]:
-    context = new_context(browser, certificates=[certificate], viewport=DESKTOP)
-    try:
-        page = context.new_page()
-        response = page.goto(url)
-        assert response is not None
-        shoot(page, name)
-        return response.status, page.inner_text("body")
-    finally:
-        context.close()
 
 
 def run(openssl: str, *args: str, stdin: bytes | None = None) -> bytes:
@@ -271,7 +235,7 @@ def test_key_generated_in_the_browser_becomes_a_working_p12(
         key_file=None,
         shot=f"{key_type}-05-p12-legacy",
     )
-    chromium.call(close, session)
+    chromium.call(close_session, session)
     # Another browser (no IndexedDB copy): the key comes from the saved file and its passphrase.
     elsewhere = chromium.call(log_in, base, "erin")
     p12_from_file = chromium.call(
@@ -283,7 +247,7 @@ def test_key_generated_in_the_browser_becomes_a_working_p12(
         key_file=key_file,
         shot=f"{key_type}-06-p12-from-key-file",
     )
-    chromium.call(close, elsewhere)
+    chromium.call(close_session, elsewhere)
 
     issued_pem = services.export_certificate(certificate=certificate, fmt="pem").content
     for p12, legacy in ((p12_modern, False), (p12_legacy, True), (p12_from_file, False)):
@@ -298,23 +262,21 @@ def test_key_generated_in_the_browser_becomes_a_working_p12(
     assert "pbeWithSHA1And3-KeyTripleDES-CBC" in legacy_info, legacy_info
     assert "MAC: sha1" in legacy_info, legacy_info
 
-    ca_bundle = services.ca_certificate_pem(ca)
-    crl_bundle = services.crl_pem(services.current_crl(ca=ca))
-    server = nginx_factory(ca_bundle=ca_bundle, crl_bundle=crl_bundle)
+    server = serve_chain(nginx_factory, [ca])
     for p12, name in ((p12_modern, "07-nginx-modern-p12"), (p12_legacy, "08-nginx-legacy-p12")):
         entry = client_certificate(server.origin, pfx_path=p12, passphrase=P12_PASSPHRASE)
-        status, body = chromium.call(visit_nginx, server.url, entry, f"{key_type}-{name}")
-        assert status == 200, body
-        assert f"verify=SUCCESS serial={certificate.serial} " in body
+        seen = chromium.call(visit, server.url, [entry], shot=f"{SHOTS}/{key_type}-{name}")
+        assert seen.status == 200, seen.text
+        assert f"verify=SUCCESS serial={certificate.serial} " in seen.text
 
 
-def open_without_webcrypto(browser: Browser, session: Session) -> tuple[bool, str, str]:
+def open_without_webcrypto(browser: Browser, session: BrowserSession) -> tuple[bool, str, str]:
     """Open the key generation page with ``crypto.subtle`` removed, as on plain http to another host."""
     page = session.page
     page.add_init_script("Object.defineProperty(window.crypto, 'subtle', {value: undefined});")
     page = session.open("/requests/generate/")
     page.wait_for_selector("#keygen[data-state=insecure]")
-    shoot(page, "insecure-context")
+    shoot(page, f"{SHOTS}/insecure-context")
     return page.is_visible("#keygen-form"), page.inner_text("#keygen-insecure"), page.inner_text("h1")
 
 
@@ -327,7 +289,7 @@ def test_the_page_says_plainly_when_the_browser_has_no_webcrypto(
     make_user("finn")
     session = chromium.call(log_in, live_server.url, "finn")
     form_visible, message, heading = chromium.call(open_without_webcrypto, session)
-    chromium.call(close, session)
+    chromium.call(close_session, session)
     assert heading == "Generate a key in this browser"
     assert not form_visible
     assert "cannot make a key on this connection" in message

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from django.contrib.auth.models import User
 from pytest_django import DjangoCaptureOnCommitCallbacks
 
 from ca import services
@@ -20,18 +19,21 @@ from ca.models import Certificate, CertificateAuthority
 from tests.conftest import need_program
 from tests.realclients import (  # noqa: F401  (fixtures)
     ChromiumThread,
+    HttpsAnswer,
     IssuedClient,
     NginxError,
     NginxFactory,
     NginxServer,
+    alice_client,
+    assert_refused,
+    bob_client,
+    chain,
+    chain_kind,
     chromium,
-    issue_client,
-    new_context,
     nginx_factory,
-    portal_chain,
     portal_crl_bundle,
-    screenshot_dir,
     serve_chain,
+    visit,
 )
 from tests.realclients import revoke as revoke_now
 
@@ -60,31 +62,15 @@ def revoke(certificate: Certificate, capture: DjangoCaptureOnCommitCallbacks) ->
         revoke_now(certificate)
 
 
-@dataclass(frozen=True, slots=True)
-class Visit:
-    status: int
-    text: str
-
-
-def visit(
-    browser: Browser, server: NginxServer, client: IssuedClient | None, *, screenshot: str | None = None
-) -> Visit:
-    """GET the server's page in a fresh context, with ``client``'s certificate or none."""
+def visit_as(
+    browser: Browser, server: NginxServer, client: IssuedClient | None, *, shot: str | None = None
+) -> HttpsAnswer:
+    """Chromium GETs the server's page in a fresh context, with ``client``'s certificate or none."""
     certificates = [client.client_certificate(server.origin)] if client is not None else []
-    context = new_context(browser, certificates=certificates)
-    try:
-        page = context.new_page()
-        response = page.goto(server.url, wait_until="load")
-        assert response is not None
-        text = page.locator("body").inner_text()
-        if screenshot:
-            page.screenshot(path=str(screenshot_dir() / f"{screenshot}.png"), full_page=True)
-        return Visit(response.status, text)
-    finally:
-        context.close()
+    return visit(browser, server.url, certificates, shot=shot)
 
 
-def assert_accepted(seen: Visit, client: IssuedClient) -> None:
+def assert_accepted(seen: HttpsAnswer, client: IssuedClient) -> None:
     assert seen.status == 200, seen.text
     match = BODY.search(seen.text)
     assert match is not None, seen.text
@@ -94,60 +80,50 @@ def assert_accepted(seen: Visit, client: IssuedClient) -> None:
     assert f"CN={client.username}" in match["dn"]
 
 
-def assert_refused(seen: Visit, reason: str) -> None:
-    assert seen.status == 400, seen.text
-    assert reason in seen.text
-    assert "verify=" not in seen.text
-
-
-@pytest.mark.parametrize("kind", ["root", "intermediate"])
+@pytest.mark.parametrize("chain_kind", ["root", "intermediate"])
 def test_nginx_accepts_an_issued_certificate_and_refuses_it_once_revoked(
-    kind: str,
-    ca: CertificateAuthority,
-    alice: User,
-    bob: User,
+    chain_kind: str,  # noqa: F811
+    chain: list[CertificateAuthority],  # noqa: F811
+    alice_client: IssuedClient,  # noqa: F811
+    bob_client: IssuedClient,  # noqa: F811
     tmp_path: Path,
     nginx_factory: NginxFactory,  # noqa: F811
     chromium: ChromiumThread,  # noqa: F811
     django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
-    chain = portal_chain(ca, kind)
-    alice_client = issue_client(alice, tmp_path)
-    bob_client = with_pkcs12(issue_client(bob, tmp_path), tmp_path)
+    bob_client = with_pkcs12(bob_client, tmp_path)
     assert alice_client.certificate.ca == chain[-1]
     server = serve_chain(nginx_factory, chain)
 
-    accepted = chromium.call(visit, server, alice_client, screenshot=f"nginx-{kind}-accepted")
+    accepted = chromium.call(visit_as, server, alice_client, shot=f"nginx-{chain_kind}-accepted")
     assert_accepted(accepted, alice_client)
     assert_refused(
-        chromium.call(visit, server, None, screenshot=f"nginx-{kind}-no-certificate"),
+        chromium.call(visit_as, server, None, shot=f"nginx-{chain_kind}-no-certificate"),
         "No required SSL certificate was sent",
     )
 
     revoke(alice_client.certificate, django_capture_on_commit_callbacks)
     # nginx still holds the CRL it loaded at start: the revocation needs the republished CRL and a reload.
-    assert_accepted(chromium.call(visit, server, alice_client), alice_client)
+    assert_accepted(chromium.call(visit_as, server, alice_client), alice_client)
     assert services.current_crl(ca=chain[-1]).entries == 1
     server.update_crl(portal_crl_bundle(chain))
 
-    revoked = chromium.call(visit, server, alice_client, screenshot=f"nginx-{kind}-revoked")
+    revoked = chromium.call(visit_as, server, alice_client, shot=f"nginx-{chain_kind}-revoked")
     assert_refused(revoked, "The SSL certificate error")
     assert "certificate revoked" in server.error_log()
-    assert_accepted(chromium.call(visit, server, bob_client), bob_client)
+    assert_accepted(chromium.call(visit_as, server, bob_client), bob_client)
 
 
+@pytest.mark.parametrize("chain_kind", ["intermediate"])
 def test_a_truncated_crl_is_refused_and_the_old_one_keeps_serving(
-    ca: CertificateAuthority,
-    alice: User,
-    tmp_path: Path,
+    chain: list[CertificateAuthority],  # noqa: F811
+    alice_client: IssuedClient,  # noqa: F811
     nginx_factory: NginxFactory,  # noqa: F811
     chromium: ChromiumThread,  # noqa: F811
     django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
-    chain = portal_chain(ca, "intermediate")
-    alice_client = issue_client(alice, tmp_path)
     server = serve_chain(nginx_factory, chain)
-    assert_accepted(chromium.call(visit, server, alice_client), alice_client)
+    assert_accepted(chromium.call(visit_as, server, alice_client), alice_client)
     loaded = server.crl_path.read_bytes()
     workers = server.workers()
 
@@ -159,9 +135,9 @@ def test_a_truncated_crl_is_refused_and_the_old_one_keeps_serving(
     # Not reloaded: the same workers, the previous file back in place, the old CRL still serving.
     assert server.workers() == workers
     assert server.crl_path.read_bytes() == loaded
-    still = chromium.call(visit, server, alice_client, screenshot="nginx-truncated-crl-old-crl-serving")
+    still = chromium.call(visit_as, server, alice_client, shot="nginx-truncated-crl-old-crl-serving")
     assert_accepted(still, alice_client)
 
     server.update_crl(republished)
     assert server.workers().isdisjoint(workers)
-    assert_refused(chromium.call(visit, server, alice_client), "The SSL certificate error")
+    assert_refused(chromium.call(visit_as, server, alice_client), "The SSL certificate error")

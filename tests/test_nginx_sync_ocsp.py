@@ -19,24 +19,27 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from django.contrib.auth.models import User
 from pytest_django import Settings
 from pytest_django.live_server_helper import LiveServer
 
 from ca import services
 from ca.models import CertificateAuthority, CrlFetch
 from tests.realclients import (  # noqa: F401  (fixtures)
-    HttpsAnswer,
+    IssuedClient,
     NginxFactory,
+    NginxServer,
+    alice_client,
     assert_accepted,
+    assert_refused,
+    bob_client,
+    chain,
+    chain_ca_file,
+    chain_kind,
     crl_urls,
     free_port,
-    issue_client,
     load_crl_bundle,
     nginx_factory,
     portal_ca_bundle,
-    portal_ca_file,
-    portal_chain,
     revoke,
     run_crl_sync,
     serve_chain,
@@ -45,20 +48,25 @@ from tests.realclients import (  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.real_client, pytest.mark.django_db(transaction=True)]
 
-REFUSED = "The SSL certificate error"
 
-
-def assert_refused(answer: HttpsAnswer) -> None:
-    assert answer.status == 400, answer
-    assert REFUSED in answer.text
-    assert "verify=" not in answer.text
-
-
-def loopback(live_server: LiveServer, settings: Settings) -> str:
-    """The live server's base URL with 127.0.0.1 (nginx resolves no names without a resolver)."""
+@pytest.fixture
+def responder(live_server: LiveServer, settings: Settings, chain: list[CertificateAuthority]) -> str:  # noqa: F811
+    """The portal's OCSP responder for the chain's issuing CA, at 127.0.0.1 (nginx resolves no names
+    without a resolver)."""
     port = urllib.parse.urlsplit(live_server.url).port
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "127.0.0.1"]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}/pki/{chain[-1].slug}/ocsp"
+
+
+def serve_ocsp(
+    factory: NginxFactory,
+    chain: list[CertificateAuthority],  # noqa: F811
+    responder: str,
+    **options: str,
+) -> NginxServer:
+    """nginx trusting the chain, checking client certificates by OCSP at ``responder`` and with no
+    ``ssl_crl`` at all: only OCSP decides."""
+    return factory(ca_bundle=portal_ca_bundle(chain), crl_bundle=None, ocsp_responder=responder, **options)
 
 
 def installed_numbers(path: Path) -> list[int]:
@@ -70,19 +78,15 @@ def installed_numbers(path: Path) -> list[int]:
 # --- CRL + enroll-crl-sync -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["root", "intermediate"])
+@pytest.mark.parametrize("chain_kind", ["root", "intermediate"])
 def test_one_sync_run_with_a_reload_makes_nginx_refuse_a_revoked_certificate(
-    kind: str,
     live_server: LiveServer,
-    ca: CertificateAuthority,
-    alice: User,
-    bob: User,
-    tmp_path: Path,
+    chain: list[CertificateAuthority],  # noqa: F811
+    chain_ca_file: Path,  # noqa: F811
+    alice_client: IssuedClient,  # noqa: F811
+    bob_client: IssuedClient,  # noqa: F811
     nginx_factory: NginxFactory,  # noqa: F811
 ) -> None:
-    chain = portal_chain(ca, kind)
-    alice_client, bob_client = issue_client(alice, tmp_path), issue_client(bob, tmp_path)
-    ca_file = portal_ca_file(chain, tmp_path)
     server = serve_chain(nginx_factory, chain)
     urls = crl_urls(live_server.url, chain)
     assert_accepted(server.get(alice_client), alice_client)
@@ -94,7 +98,7 @@ def test_one_sync_run_with_a_reload_makes_nginx_refuse_a_revoked_certificate(
     assert_accepted(server.get(alice_client), alice_client)  # nginx still has the CRL it loaded
 
     # `nginx -s reload` returns before the old workers have gone: sync_and_reload waits for them.
-    sync_and_reload(server, urls=urls, ca_file=ca_file)
+    sync_and_reload(server, urls=urls, ca_file=chain_ca_file)
 
     assert_refused(server.get(alice_client))
     assert "certificate revoked" in server.error_log()
@@ -110,7 +114,11 @@ def test_one_sync_run_with_a_reload_makes_nginx_refuse_a_revoked_certificate(
     # Run again, as the timer does a minute later: nothing changed, nothing reloaded.
     workers = server.workers()
     again = run_crl_sync(
-        urls=urls, ca_file=ca_file, output=server.crl_path, reload_command=server.reload_command, node="web1"
+        urls=urls,
+        ca_file=chain_ca_file,
+        output=server.crl_path,
+        reload_command=server.reload_command,
+        node="web1",
     )
     assert again.returncode == 0, again.stderr
     assert "up to date" in again.stdout
@@ -118,22 +126,20 @@ def test_one_sync_run_with_a_reload_makes_nginx_refuse_a_revoked_certificate(
     assert server.workers() == workers
 
 
+@pytest.mark.parametrize("chain_kind", ["intermediate"])
 @pytest.mark.parametrize("down", ["every URL", "the issuing CA's URL"])
 def test_a_sync_with_the_portal_unreachable_keeps_the_working_crl_and_does_not_reload(
     down: str,
     live_server: LiveServer,
-    ca: CertificateAuthority,
-    alice: User,
-    tmp_path: Path,
+    chain: list[CertificateAuthority],  # noqa: F811
+    chain_ca_file: Path,  # noqa: F811
+    alice_client: IssuedClient,  # noqa: F811
     nginx_factory: NginxFactory,  # noqa: F811
 ) -> None:
-    chain = portal_chain(ca, "intermediate")
-    alice_client = issue_client(alice, tmp_path)
-    ca_file = portal_ca_file(chain, tmp_path)
     server = serve_chain(nginx_factory, chain)
     # A first, working run installs the portal's CRLs and its state file (ETags, numbers).
     first = run_crl_sync(
-        urls=crl_urls(live_server.url, chain), ca_file=ca_file, output=server.crl_path, node="web1"
+        urls=crl_urls(live_server.url, chain), ca_file=chain_ca_file, output=server.crl_path, node="web1"
     )
     assert first.returncode == 0, first.stderr
     installed = server.crl_path.read_bytes()
@@ -148,7 +154,11 @@ def test_a_sync_with_the_portal_unreachable_keeps_the_working_crl_and_does_not_r
     )
     workers = server.workers()
     run = run_crl_sync(
-        urls=urls, ca_file=ca_file, output=server.crl_path, reload_command=server.reload_command, node="web1"
+        urls=urls,
+        ca_file=chain_ca_file,
+        output=server.crl_path,
+        reload_command=server.reload_command,
+        node="web1",
     )
 
     assert run.returncode == 1
@@ -167,27 +177,19 @@ def test_a_sync_with_the_portal_unreachable_keeps_the_working_crl_and_does_not_r
 
 
 @pytest.mark.parametrize(
-    ("kind", "mode"),
+    ("chain_kind", "mode"),
     [("root", "on"), ("intermediate", "leaf")],
 )
 def test_with_ssl_ocsp_a_revocation_is_refused_at_once_without_sync_or_reload(
-    kind: str,
     mode: str,
-    live_server: LiveServer,
-    settings: Settings,
-    ca: CertificateAuthority,
-    alice: User,
-    bob: User,
-    tmp_path: Path,
+    chain: list[CertificateAuthority],  # noqa: F811
+    responder: str,
+    alice_client: IssuedClient,  # noqa: F811
+    bob_client: IssuedClient,  # noqa: F811
     nginx_factory: NginxFactory,  # noqa: F811
 ) -> None:
-    chain = portal_chain(ca, kind)
-    alice_client, bob_client = issue_client(alice, tmp_path), issue_client(bob, tmp_path)
-    responder = f"{loopback(live_server, settings)}/pki/{chain[-1].slug}/ocsp"
-    # No ssl_crl at all: only OCSP decides. No ssl_ocsp_cache: nginx asks on every handshake.
-    server = nginx_factory(
-        ca_bundle=portal_ca_bundle(chain), crl_bundle=None, ocsp_responder=responder, ocsp_mode=mode
-    )
+    # No ssl_ocsp_cache: nginx asks on every handshake.
+    server = serve_ocsp(nginx_factory, chain, responder, ocsp_mode=mode)
     assert_accepted(server.get(alice_client), alice_client)
     workers = server.workers()
 
@@ -199,47 +201,32 @@ def test_with_ssl_ocsp_a_revocation_is_refused_at_once_without_sync_or_reload(
     assert server.workers() == workers  # no reload happened
 
 
+@pytest.mark.parametrize("chain_kind", ["intermediate"])
 def test_ssl_ocsp_on_with_an_intermediate_and_one_responder_refuses_everyone(
-    live_server: LiveServer,
-    settings: Settings,
-    ca: CertificateAuthority,
-    alice: User,
-    tmp_path: Path,
+    chain: list[CertificateAuthority],  # noqa: F811
+    responder: str,
+    alice_client: IssuedClient,  # noqa: F811
     nginx_factory: NginxFactory,  # noqa: F811
 ) -> None:
     """``ssl_ocsp on`` checks the issuing CA's certificate too, at the same fixed responder, which does not
     answer for its own CA's certificate: with an intermediate chain use ``ssl_ocsp leaf``."""
-    chain = portal_chain(ca, "intermediate")
-    alice_client = issue_client(alice, tmp_path)
-    responder = f"{loopback(live_server, settings)}/pki/{chain[-1].slug}/ocsp"
-    server = nginx_factory(
-        ca_bundle=portal_ca_bundle(chain), crl_bundle=None, ocsp_responder=responder, ocsp_mode="on"
-    )
+    server = serve_ocsp(nginx_factory, chain, responder, ocsp_mode="on")
     assert_refused(server.get(alice_client))
     assert "OCSP response not successful" in server.error_log()
 
 
 def test_with_ssl_ocsp_cache_a_good_answer_serves_until_its_next_update(
-    live_server: LiveServer,
     settings: Settings,
-    ca: CertificateAuthority,
-    alice: User,
-    tmp_path: Path,
+    chain: list[CertificateAuthority],  # noqa: F811
+    responder: str,
+    alice_client: IssuedClient,  # noqa: F811
     nginx_factory: NginxFactory,  # noqa: F811
 ) -> None:
     """The effect of ``ssl_ocsp_cache``: nginx keeps a response until its nextUpdate
     (ENROLL_OCSP_VALIDITY_SECONDS, 300 s by default), so a revocation waits that long."""
     validity = 3
     settings.ENROLL_OCSP_VALIDITY_SECONDS = validity
-    chain = portal_chain(ca, "root")
-    alice_client = issue_client(alice, tmp_path)
-    responder = f"{loopback(live_server, settings)}/pki/{chain[-1].slug}/ocsp"
-    server = nginx_factory(
-        ca_bundle=portal_ca_bundle(chain),
-        crl_bundle=None,
-        ocsp_responder=responder,
-        ocsp_cache="shared:enroll_ocsp:1m",
-    )
+    server = serve_ocsp(nginx_factory, chain, responder, ocsp_cache="shared:enroll_ocsp:1m")
     asked_at = time.monotonic()
     assert_accepted(server.get(alice_client), alice_client)  # asks the responder: "good", cached
     revoke(alice_client.certificate)
@@ -255,13 +242,11 @@ def test_with_ssl_ocsp_cache_a_good_answer_serves_until_its_next_update(
 
 
 def test_with_ssl_ocsp_an_unreachable_responder_refuses_every_client(
-    ca: CertificateAuthority,
-    alice: User,
-    tmp_path: Path,
+    chain: list[CertificateAuthority],  # noqa: F811
+    alice_client: IssuedClient,  # noqa: F811
     nginx_factory: NginxFactory,  # noqa: F811
 ) -> None:
-    alice_client = issue_client(alice, tmp_path)
-    responder = f"http://127.0.0.1:{free_port()}/pki/{ca.slug}/ocsp"
-    server = nginx_factory(ca_bundle=portal_ca_bundle([ca]), crl_bundle=None, ocsp_responder=responder)
+    nobody = f"http://127.0.0.1:{free_port()}/pki/{chain[-1].slug}/ocsp"  # nothing listens there
+    server = serve_ocsp(nginx_factory, chain, nobody)
     assert_refused(server.get(alice_client))
     assert "certificate status request failed" in server.error_log()

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import User
 from pytest_django.live_server_helper import LiveServer
 
 from ca import services
@@ -19,13 +18,14 @@ from tests.realclients import (  # noqa: F401  (fixtures)
     IssuedClient,
     NodeError,
     NodeFactory,
+    alice_client,
+    bob_client,
+    chain,
+    chain_ca_file,
+    chain_kind,
     crl_urls,
-    issue_client,
     load_crl_bundle,
     node_factory,
-    portal_ca_bundle,
-    portal_ca_file,
-    portal_chain,
     portal_crl_bundle,
     revoke,
     serve_chain,
@@ -44,21 +44,17 @@ def assert_accepted(answer: HttpsAnswer, client: IssuedClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "trigger"), [("root", "signal"), ("intermediate", "signal"), ("intermediate", "watch")]
+    ("chain_kind", "trigger"), [("root", "signal"), ("intermediate", "signal"), ("intermediate", "watch")]
 )
 def test_node_refuses_a_revoked_certificate_after_one_sync_without_a_restart(
-    kind: str,
     trigger: str,
     live_server: LiveServer,
-    ca: CertificateAuthority,
-    alice: User,
-    bob: User,
-    tmp_path: Path,
+    chain: list[CertificateAuthority],  # noqa: F811
+    chain_ca_file: Path,  # noqa: F811
+    alice_client: IssuedClient,  # noqa: F811
+    bob_client: IssuedClient,  # noqa: F811
     node_factory: NodeFactory,  # noqa: F811
 ) -> None:
-    chain = portal_chain(ca, kind)
-    alice_client, bob_client = issue_client(alice, tmp_path), issue_client(bob, tmp_path)
-    ca_file = portal_ca_file(chain, tmp_path)
     server = serve_chain(node_factory, chain, watch_interval=0.1 if trigger == "watch" else None)
     pid = server.pid
 
@@ -73,7 +69,7 @@ def test_node_refuses_a_revoked_certificate_after_one_sync_without_a_restart(
     # "watch": no reload command at all, node sees the file change (as frontend_config node does).
     # The signal or the file watch is asynchronous: sync_and_reload waits for the swap.
     sync_and_reload(
-        server, urls=crl_urls(live_server.url, chain), ca_file=ca_file, reload=trigger == "signal"
+        server, urls=crl_urls(live_server.url, chain), ca_file=chain_ca_file, reload=trigger == "signal"
     )
 
     # node ends the connection after the handshake, with no alert and no reason logged anywhere; that it is
@@ -93,18 +89,16 @@ def test_node_refuses_a_revoked_certificate_after_one_sync_without_a_restart(
     assert CrlFetch.objects.get(ca=chain[-1], node="web1").number == services.current_crl(ca=chain[-1]).number
 
 
+@pytest.mark.parametrize("chain_kind", ["intermediate"])
 def test_a_crl_node_cannot_load_is_not_swapped_in_and_the_old_one_keeps_serving(
-    ca: CertificateAuthority,
-    alice: User,
-    tmp_path: Path,
+    chain: list[CertificateAuthority],  # noqa: F811
+    alice_client: IssuedClient,  # noqa: F811
     node_factory: NodeFactory,  # noqa: F811
 ) -> None:
-    chain = portal_chain(ca, "intermediate")
-    alice_client = issue_client(alice, tmp_path)
-    bundle = portal_crl_bundle(chain)
-    server = node_factory(ca_bundle=portal_ca_bundle(chain), crl_bundle=bundle)
+    server = serve_chain(node_factory, chain)
     assert_accepted(server.get(alice_client), alice_client)
 
+    bundle = portal_crl_bundle(chain)
     with pytest.raises(NodeError, match="node kept its old CRL"):
         server.update_crl(bundle[: len(bundle) - 100])
     assert_accepted(server.get(alice_client), alice_client)
