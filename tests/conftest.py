@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 from django.contrib.auth.models import User
@@ -50,6 +50,13 @@ def need_program(*names: str) -> str:
     if REQUIRE_REAL_CLIENTS:
         pytest.fail(f"{message} (ENROLL_REQUIRE_REAL_CLIENTS=1)")
     pytest.skip(message)
+
+
+def signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+    """Whether ``crl`` verifies with the public key of ``issuer`` (an EC or RSA CA here)."""
+    key = issuer.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
+    return crl.is_signature_valid(key)
 
 
 def make_csr(

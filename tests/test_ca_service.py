@@ -24,7 +24,7 @@ from ca.models import Certificate, CertificateAuthority, CrlPublication, Revocat
 from ca.pki.keys import CAKeyType
 from ca.pki.profiles import SubjectInfo
 from ca.pki.serials import format_serial, format_serial_colons
-from tests.conftest import make_csr, need_program
+from tests.conftest import make_csr, need_program, signed_by
 
 pytestmark = pytest.mark.django_db
 
@@ -73,13 +73,6 @@ def revoke(
 
 def latest_crl(ca: CertificateAuthority) -> CrlPublication:
     return CrlPublication.objects.filter(ca=ca).latest()
-
-
-def signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
-    """Whether ``crl`` verifies with the public key of ``issuer`` (an EC or RSA CA here)."""
-    key = issuer.public_key()
-    assert isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
-    return crl.is_signature_valid(key)
 
 
 def parse_crl(publication: CrlPublication) -> x509.CertificateRevocationList:

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from django.contrib.auth.models import User
 from django.db import connection
 
@@ -23,7 +22,7 @@ from ca import services
 from ca.models import Certificate, CertificateAuthority, CrlPublication, Revocation, RevocationReason
 from enroll import flows
 from enroll.models import EnrollmentRequest, RequestStatus
-from tests.conftest import make_csr
+from tests.conftest import make_csr, signed_by
 
 pytestmark = [
     pytest.mark.postgres,
@@ -32,13 +31,6 @@ pytestmark = [
     ),
     pytest.mark.django_db(transaction=True),
 ]
-
-
-def signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
-    """Whether ``crl`` verifies with the public key of ``issuer`` (an EC or RSA CA here)."""
-    key = issuer.public_key()
-    assert isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
-    return crl.is_signature_valid(key)
 
 
 def run_together(targets: Sequence[Callable[[], Any]]) -> tuple[list[Any], list[BaseException]]:

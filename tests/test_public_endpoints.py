@@ -10,7 +10,6 @@ from urllib.parse import urlsplit
 import pytest
 import time_machine
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID
 from django.contrib.auth.models import User
 from django.test import Client
@@ -20,18 +19,12 @@ from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks, Settings
 
 from ca import services
 from ca.models import Certificate, CertificateAuthority, CrlPublication, RevocationReason
+from tests.conftest import signed_by
 
 pytestmark = pytest.mark.django_db
 
 T0 = dt.datetime(2030, 6, 1, 12, 0, 0, tzinfo=dt.UTC)
 ENDPOINTS = ["ca:cert-der", "ca:cert-pem", "ca:crl-der", "ca:crl-pem"]
-
-
-def signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
-    """Whether ``crl`` verifies with the public key of ``issuer`` (an EC or RSA CA here)."""
-    key = issuer.public_key()
-    assert isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
-    return crl.is_signature_valid(key)
 
 
 def url(name: str, ca: CertificateAuthority | str) -> str:
