@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.core.exceptions import FieldDoesNotExist, PermissionDenied
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -62,14 +62,6 @@ class RejectForm(forms.Form):
     )
 
 
-def _has_field(model: type[EnrollmentRequest], name: str) -> bool:
-    try:
-        model._meta.get_field(name)
-    except FieldDoesNotExist:
-        return False
-    return True
-
-
 @admin.register(EnrollmentRequest)
 class EnrollmentRequestAdmin(_RequestAdmin):
     list_display = ["id", "owner", "kind", "status_badge", "key_description", "created_at", "decided_by"]
@@ -102,11 +94,8 @@ class EnrollmentRequestAdmin(_RequestAdmin):
         return super().get_queryset(request).defer("request_der")
 
     def get_fieldsets(self, request: HttpRequest, obj: EnrollmentRequest | None = None) -> Any:
-        request_fields = ["owner_display", "kind", "status_badge", "created_at"]
-        if _has_field(self.model, "renewal_of"):
-            request_fields.append("renewal_link")
         return [
-            ("Request", {"fields": request_fields}),
+            ("Request", {"fields": ["owner_display", "kind", "status_badge", "created_at", "renewal_link"]}),
             (
                 "Parsed details",
                 {
@@ -180,7 +169,7 @@ class EnrollmentRequestAdmin(_RequestAdmin):
 
     @admin.display(description="renewal of")
     def renewal_link(self, obj: EnrollmentRequest) -> str:
-        renewed = getattr(obj, "renewal_of", None)
+        renewed = obj.renewal_of
         if renewed is None:
             return "-"
         url = reverse("admin:ca_certificate_change", args=[renewed.pk])

@@ -21,7 +21,8 @@ from ca.types import Account
 from enroll.models import SpkacChallenge
 
 #: How long a challenge may be used after it was handed out.
-CHALLENGE_LIFETIME = dt.timedelta(minutes=30)
+CHALLENGE_LIFETIME_MINUTES = 30
+CHALLENGE_LIFETIME = dt.timedelta(minutes=CHALLENGE_LIFETIME_MINUTES)
 #: How long used and expired challenges are kept (so a late replay is named as such), then deleted.
 CHALLENGE_RETENTION = dt.timedelta(days=2)
 #: The binding of challenges handed out by ``manage.py spkac_challenge`` (never a session token: a colon).
@@ -47,7 +48,7 @@ _MESSAGES = {
         "line): make it again with the challenge shown to this one."
     ),
     ChallengeProblem.EXPIRED: (
-        f"The SPKAC's challenge expired (a challenge works for {CHALLENGE_LIFETIME.seconds // 60} minutes): "
+        f"The SPKAC's challenge expired (a challenge works for {CHALLENGE_LIFETIME_MINUTES} minutes): "
         "make it again with a fresh challenge."
     ),
     ChallengeProblem.USED: (

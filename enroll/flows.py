@@ -28,10 +28,10 @@ from ca import audit
 from ca import services as ca_services
 from ca.clock import utcnow
 from ca.models import AuditEvent, Certificate, Revocation, RevocationReason
-from ca.pki.csr import parse_csr
+from ca.pki.csr import ParsedRequest, parse_csr
 from ca.pki.errors import RequestRefused
 from ca.pki.profiles import SubjectInfo
-from ca.pki.spkac import parse_spkac
+from ca.pki.spkac import ParsedSpkac, parse_spkac
 from ca.types import Account
 from enroll import challenges, notifications
 from enroll.models import RENEWING_STATUSES, EnrollmentRequest, RequestKind, RequestStatus
@@ -123,30 +123,16 @@ def submit_csr(
     with transaction.atomic():
         if renewal_of is not None:
             renewal_of = _lock_renewable(renewal_of, owner=owner)
-        if key_is_compromised(parsed.key.spki_sha256):
-            raise SubmissionRefused(KEY_COMPROMISED)
-        request = EnrollmentRequest.objects.create(
+        request = _store(
             owner=owner,
             kind=RequestKind.CSR,
-            request_der=parsed.der,
-            request_sha256=parsed.sha256,
-            key_description=parsed.key.description,
-            spki_sha256=parsed.key.spki_sha256,
+            parsed=parsed,
             requested_subject=parsed.requested_subject[:1024],
-            created_at=now,
             renewal_of=renewal_of,
-        )
-        audit.record(
-            event=AuditEvent.REQUEST_SUBMITTED,
-            actor=owner,
-            subject_user=owner,
-            request_sha256=request.request_sha256,
-            serial=renewal_of.serial if renewal_of is not None else "",
-            detail=f"request #{request.pk}, {request.key_description}"
-            + (f", renewal of {renewal_of.serial}" if renewal_of is not None else ""),
+            notes=[f"renewal of {renewal_of.serial}"] if renewal_of is not None else [],
             now=now,
         )
-        if renewal_of is not None and _auto_approves(renewal_of, owner=owner, now=now):
+        if renewal_of is not None and _auto_approves(renewal_of, now=now):
             _approve_locked(request, by=None, now=now, reason=AUTO_APPROVED_RENEWAL)
     return request
 
@@ -173,27 +159,53 @@ def submit_spkac(
     parsed = parse_spkac(data=data, allow_md5=bool(settings.ENROLL_SPKAC_ALLOW_MD5))
     with transaction.atomic():
         challenges.consume(owner=owner, binding=session_binding, value=parsed.challenge, now=now)
-        if key_is_compromised(parsed.key.spki_sha256):
-            raise SubmissionRefused(KEY_COMPROMISED)
-        request = EnrollmentRequest.objects.create(
+        return _store(
             owner=owner,
             kind=RequestKind.SPKAC,
-            request_der=parsed.der,
-            request_sha256=parsed.sha256,
-            key_description=parsed.key.description,
-            spki_sha256=parsed.key.spki_sha256,
+            parsed=parsed,
             requested_subject="",  # an SPKAC names no subject
-            created_at=now,
-        )
-        audit.record(
-            event=AuditEvent.REQUEST_SUBMITTED,
-            actor=owner,
-            subject_user=owner,
-            request_sha256=request.request_sha256,
-            detail=f"request #{request.pk}, SPKAC, {request.key_description}"
-            + (", MD5-signed (legacy setting)" if parsed.signature_hash == "md5" else ""),
+            notes=["MD5-signed (legacy setting)"] if parsed.signature_hash == "md5" else [],
             now=now,
         )
+
+
+def _store(
+    *,
+    owner: Account,
+    kind: RequestKind,
+    parsed: ParsedRequest | ParsedSpkac,
+    requested_subject: str,
+    notes: list[str],
+    now: dt.datetime,
+    renewal_of: Certificate | None = None,
+) -> EnrollmentRequest:
+    """Refuse a compromised key, else store the checked request as SUBMITTED with its audit entry.
+
+    Runs inside the caller's transaction; ``notes`` go into the audit entry's detail.
+    """
+    if key_is_compromised(parsed.key.spki_sha256):
+        raise SubmissionRefused(KEY_COMPROMISED)
+    request = EnrollmentRequest.objects.create(
+        owner=owner,
+        kind=kind,
+        request_der=parsed.der,
+        request_sha256=parsed.sha256,
+        key_description=parsed.key.description,
+        spki_sha256=parsed.key.spki_sha256,
+        requested_subject=requested_subject,
+        created_at=now,
+        renewal_of=renewal_of,
+    )
+    label = ["SPKAC"] if kind == RequestKind.SPKAC else []
+    audit.record(
+        event=AuditEvent.REQUEST_SUBMITTED,
+        actor=owner,
+        subject_user=owner,
+        request_sha256=request.request_sha256,
+        serial=renewal_of.serial if renewal_of is not None else "",
+        detail=", ".join([f"request #{request.pk}", *label, request.key_description, *notes]),
+        now=now,
+    )
     return request
 
 
@@ -225,10 +237,10 @@ def _lock_renewable(certificate: Certificate, *, owner: Account) -> Certificate:
     return locked
 
 
-def _auto_approves(certificate: Certificate, *, owner: Account, now: dt.datetime) -> bool:
+def _auto_approves(certificate: Certificate, *, now: dt.datetime) -> bool:
+    """Whether a renewal of ``certificate`` (checked by :func:`_lock_renewable`) is approved at once."""
     return (
         bool(settings.ENROLL_AUTO_APPROVE_RENEWALS)
-        and certificate.owner_id == owner.pk
         and not Revocation.objects.filter(certificate=certificate).exists()
         and certificate.not_before <= now < certificate.not_after
     )
@@ -303,8 +315,6 @@ def _issue(request: EnrollmentRequest, *, now: dt.datetime) -> None:
     reason = ""
     try:
         with transaction.atomic():
-            if request.kind not in (RequestKind.CSR, RequestKind.SPKAC):
-                raise FlowError(f"Requests of kind {request.kind} cannot be issued.")
             if key_is_compromised(request.spki_sha256):
                 raise FlowError(
                     "the key of this request was reported as compromised (a certificate for it was "

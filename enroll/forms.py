@@ -1,7 +1,8 @@
-"""Forms of the end-user pages: submit (or renew with) a CSR, revoke one's own certificate.
+"""Forms of the end-user pages: submit (or renew with) a CSR, submit an SPKAC, revoke one's own certificate.
 
-The forms check only the shape of the input (one of paste or upload, the size before reading); the CSR
-itself is checked by the flow, whose refusals the view puts back on the form with :meth:`CsrForm.refuse`.
+The forms check only the shape of the input (one of paste or upload, the size before reading); the request
+itself is checked by the flow, whose refusals the view puts back on the form with ``refuse`` /
+``refuse_request`` (:class:`PastedRequestForm`).
 """
 
 from __future__ import annotations
@@ -19,13 +20,53 @@ from ca.clock import utcnow
 from ca.models import RevocationReason
 from ca.pki.csr import MAX_SUBMISSION_BYTES
 from ca.pki.errors import Refusal, RequestRefused
+from ca.pki.spkac import MAX_SPKAC_BYTES
 from enroll.flows import SELF_REVOCATION_REASONS
 
 #: Refusals after which the pasted text is not shown again (a private key, or a wall of text).
 _NOT_ECHOED = (Refusal.PRIVATE_KEY, Refusal.TOO_LARGE)
 
+#: The field a legacy ``<keygen name="spkac">`` element posts.
+KEYGEN_FIELD = "spkac"
 
-class CsrForm(forms.Form):
+
+class PastedRequestForm(forms.Form):
+    """A form with a text area for a pasted request (``text_field``), whose refusals come back inline.
+
+    A private key (or anything that looks like one) pasted into it is never shown again.
+    """
+
+    text_field: str
+
+    def full_clean(self) -> None:
+        super().full_clean()
+        if self.errors:
+            self._scrub()
+
+    def _scrub(self, *, always: bool = False) -> None:
+        """Empty the text area when it holds a private key (or always, after some refusals)."""
+        text = str(self.data.get(self.text_field, ""))
+        if text and (always or "PRIVATE KEY" in text.upper()):
+            scrubbed = self.data.copy() if isinstance(self.data, QueryDict) else dict(self.data)
+            scrubbed[self.text_field] = ""
+            self.data = scrubbed
+
+    def refused_field(self) -> str:
+        """The field a refusal of the submitted request is shown on."""
+        return self.text_field
+
+    def refuse(self, message: str, *, code: Refusal | None = None) -> None:
+        """Show a refusal of the submitted request inline, on the field it came from."""
+        self.add_error(self.refused_field(), message)
+        self._scrub(always=code in _NOT_ECHOED)
+
+    def refuse_request(self, refused: RequestRefused) -> None:
+        self.refuse(refused.message, code=refused.code)
+
+
+class CsrForm(PastedRequestForm):
+    text_field = "csr_text"
+
     csr_text = forms.CharField(
         label="Paste your certificate request (CSR)",
         required=False,
@@ -89,27 +130,51 @@ class CsrForm(forms.Form):
         text: str = self.cleaned_data.get("csr_text") or ""
         return text
 
-    def full_clean(self) -> None:
-        super().full_clean()
-        if self.errors:
-            self._scrub()
+    def refused_field(self) -> str:
+        return "csr_file" if self.cleaned_data.get("csr_file") is not None else self.text_field
 
-    def _scrub(self, *, always: bool = False) -> None:
-        """Never show a private key (or anything that looks like one) again: empty the text area."""
-        text = str(self.data.get("csr_text", ""))
-        if text and (always or "PRIVATE KEY" in text.upper()):
-            scrubbed = self.data.copy() if isinstance(self.data, QueryDict) else dict(self.data)
-            scrubbed["csr_text"] = ""
-            self.data = scrubbed
 
-    def refuse(self, message: str, *, code: Refusal | None = None) -> None:
-        """Show a refusal of the submitted request inline, on the field it came from."""
-        field = "csr_file" if self.cleaned_data.get("csr_file") is not None else "csr_text"
-        self.add_error(field, message)
-        self._scrub(always=code in _NOT_ECHOED)
+class SpkacForm(PastedRequestForm):
+    """The SPKAC page's form: a pasted ``openssl spkac`` line, else what a legacy ``<keygen>`` posted.
 
-    def refuse_request(self, refused: RequestRefused) -> None:
-        self.refuse(refused.message, code=refused.code)
+    The template writes the ``<form>`` (and its CSRF token) around the ``<keygen>`` element.
+    """
+
+    text_field = "spkac_text"
+
+    spkac_text = forms.CharField(
+        label="Paste the SPKAC",
+        required=False,
+        strip=True,
+        widget=forms.Textarea(
+            attrs={
+                "rows": 8,
+                "class": "font-monospace",
+                "spellcheck": "false",
+                "autocomplete": "off",
+                "placeholder": "SPKAC=MIICQzCCASswggEiMA0G...",
+            }
+        ),
+        help_text="The whole line openssl spkac printed, with or without SPKAC= in front "
+        f"(at most {MAX_SPKAC_BYTES // 1024} KiB).",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.helper = FormHelper()
+        self.helper.form_tag = False
+        self.helper.disable_csrf = True
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if not self.errors and not self.submission():
+            self.add_error("spkac_text", "Nothing was submitted. Paste the SPKAC that openssl spkac printed.")
+        return cleaned
+
+    def submission(self) -> str:
+        """The pasted SPKAC, else what a legacy ``<keygen>`` posted."""
+        text: str = self.cleaned_data.get("spkac_text") or ""
+        return text or str(self.data.get(KEYGEN_FIELD, "")).strip()
 
 
 class DangerSubmit(Submit):  # type: ignore[misc]  # crispy-forms ships no type hints

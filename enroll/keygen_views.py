@@ -17,13 +17,11 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
-from django.utils.text import slugify
 from django.views.decorators.http import require_POST, require_safe
 
-from ca.pki.csr import MAX_SUBMISSION_BYTES
 from ca.pki.errors import RequestRefused
-from ca.types import Account
 from enroll import flows
+from enroll.views import key_name, portal_user
 
 logger = logging.getLogger(__name__)
 
@@ -35,17 +33,11 @@ KEY_CHOICES: tuple[tuple[str, str], ...] = (
 )
 
 
-def _user(request: HttpRequest) -> Account:
-    user = request.user
-    assert user.is_authenticated  # login_required
-    return user
-
-
 @require_safe
 @login_required
 def keygen(request: HttpRequest) -> HttpResponse:
     """The page that generates a key pair and a CSR in the browser."""
-    user = _user(request)
+    user = portal_user(request)
     username = user.get_username()
     return render(
         request,
@@ -57,7 +49,7 @@ def keygen(request: HttpRequest) -> HttpResponse:
             "keygen_config": {
                 "submitUrl": reverse("portal:keygen-submit"),
                 "commonName": username,
-                "fileStem": slugify(username) or "me",
+                "fileStem": key_name(username),
             },
         },
     )
@@ -67,12 +59,10 @@ def keygen(request: HttpRequest) -> HttpResponse:
 @login_required
 def keygen_submit(request: HttpRequest) -> JsonResponse:
     """Take the PEM CSR the page made and store it as a new request (JSON in, JSON out)."""
-    user = _user(request)
+    user = portal_user(request)
     csr = request.POST.get("csr", "")
     if not csr.strip():
         return JsonResponse({"ok": False, "error": "The page sent no certificate request."}, status=400)
-    if len(csr) > MAX_SUBMISSION_BYTES:
-        return JsonResponse({"ok": False, "error": "The certificate request is too large."}, status=400)
     try:
         submitted = flows.submit_csr(owner=user, data=csr, require_verified_email=True)
     except RequestRefused as refused:

@@ -15,7 +15,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
@@ -23,6 +22,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.text import slugify
 
+from accounts import services as accounts_services
 from accounts.services import verified_email
 from ca.clock import utcnow
 from ca.models import Certificate
@@ -35,7 +35,8 @@ REMINDER_THRESHOLDS = sorted(int(days) for days in ReminderDays.values)
 
 
 def absolute_url(name: str, **kwargs: Any) -> str:
-    return settings.ENROLL_PUBLIC_URL + reverse(name, kwargs=kwargs or None)
+    """The absolute link (``settings.ENROLL_PUBLIC_URL``) of the named page, for an e-mail."""
+    return accounts_services.absolute_url(reverse(name, kwargs=kwargs or None))
 
 
 def _send(*, to: str, subject: str, template: str, context: dict[str, Any]) -> bool:
@@ -116,13 +117,14 @@ def reminder_candidates(*, now: dt.datetime) -> QuerySet[Certificate]:
         .exclude(der=b"")
         .exclude(renewals__status__in=RENEWING_STATUSES)
         .select_related("owner")
+        .prefetch_related("expiry_reminders")
         .order_by("not_after", "pk")
     )
 
 
 def already_reminded(certificate: Certificate, threshold: int) -> bool:
     """Whether this reminder (or a nearer one, if the clock went back) was sent."""
-    return ExpiryReminder.objects.filter(certificate=certificate, days__lte=threshold).exists()
+    return any(reminder.days <= threshold for reminder in certificate.expiry_reminders.all())
 
 
 def send_expiry_reminders(*, now: dt.datetime | None = None) -> int:

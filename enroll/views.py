@@ -81,7 +81,8 @@ def _requests(user: Account) -> QuerySet[EnrollmentRequest]:
     return requests.filter(owner=user)
 
 
-def _user(request: HttpRequest) -> Account:
+def portal_user(request: HttpRequest) -> Account:
+    """The logged-in user of a page behind ``login_required``."""
     user = request.user
     assert user.is_authenticated  # login_required
     return user
@@ -94,6 +95,11 @@ def colon_hex(hex_text: str) -> str:
     """``ab12...`` as ``AB:12:...``, the way ``openssl x509 -fingerprint`` prints fingerprints."""
     text = hex_text.upper()
     return ":".join(text[i : i + 2] for i in range(0, len(text), 2))
+
+
+def key_name(username: str) -> str:
+    """The stem of the key and request files in the portal's commands (``alice.key``, ``alice.csr``)."""
+    return slugify(username) or "me"
 
 
 def file_stem(certificate: Certificate) -> str:
@@ -180,13 +186,14 @@ def _dashboard(user: Account, *, now: dt.datetime) -> Dashboard:
                 "See the request",
             )
         )
+    statuses = {row.certificate.pk: row.status for row in board.rows}
     for issued in board.requests:
         if (
             issued.status == RequestStatus.ISSUED
             and issued.certificate is not None
             and issued.decided_at is not None
             and now - issued.decided_at < dt.timedelta(days=7)
-            and issued.certificate.status_at(now) == CertificateStatus.VALID
+            and statuses.get(issued.certificate.pk) == CertificateStatus.VALID
         ):
             board.steps.append(
                 NextStep(
@@ -239,7 +246,7 @@ def _dashboard(user: Account, *, now: dt.datetime) -> Dashboard:
 @require_safe
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    board = _dashboard(_user(request), now=utcnow())
+    board = _dashboard(portal_user(request), now=utcnow())
     return render(
         request,
         "portal/dashboard.html",
@@ -251,7 +258,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @login_required
 def request_new(request: HttpRequest) -> HttpResponse:
-    user = _user(request)
+    user = portal_user(request)
     blocker = flows.submission_blocker(user)
     form = CsrForm()
     if request.method == "POST" and blocker is None:
@@ -279,7 +286,7 @@ def request_new(request: HttpRequest) -> HttpResponse:
 
 def _key_commands(username: str) -> dict[str, str]:
     """Ready-to-paste commands that make a key and a CSR on the user's own machine."""
-    name = slugify(username) or "me"
+    name = key_name(username)
     return {
         "openssl_command": _openssl_new_key(name, name),
         "keytool_commands": (
@@ -303,7 +310,7 @@ def _openssl_new_key(name: str, stem: str) -> str:
 @require_safe
 @login_required
 def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    user = _user(request)
+    user = portal_user(request)
     enrollment = get_object_or_404(_requests(user), pk=pk)
     return render(
         request,
@@ -322,7 +329,7 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_safe
 @login_required
 def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    user = _user(request)
+    user = portal_user(request)
     now = utcnow()
     certificate = get_object_or_404(_certificates(user, view_only=True).prefetch_related("renewals"), pk=pk)
     row = _row(certificate, now=now)
@@ -348,11 +355,10 @@ def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "fingerprint_colons": colon_hex(certificate.fingerprint_sha256),
             "revocation": getattr(certificate, "revocation", None),
             "issued_for": issued_for,
-            "renewals": certificate.renewals.all(),
             "chain": chain,
             "downloads": DOWNLOADS,
             "stem": file_stem(certificate),
-            "key_name": slugify(certificate.owner.get_username() if certificate.owner else "") or "me",
+            "key_name": key_name(certificate.owner.get_username() if certificate.owner else ""),
             "is_owner": is_owner,
             "can_revoke": is_owner
             and row.status in (CertificateStatus.VALID, CertificateStatus.NOT_YET_VALID),
@@ -366,7 +372,7 @@ def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def certificate_download(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
     if fmt not in ca_services.EXPORT_FORMATS + ca_services.LEGACY_EXPORT_FORMATS:
         raise Http404("No such format.")
-    certificate = get_object_or_404(_certificates(_user(request), view_only=True), pk=pk)
+    certificate = get_object_or_404(_certificates(portal_user(request), view_only=True), pk=pk)
     export = ca_services.export_certificate(certificate=certificate, fmt=fmt)
     response = HttpResponse(export.content, content_type=export.content_type)
     disposition = content_disposition_header(
@@ -384,7 +390,7 @@ def certificate_download(request: HttpRequest, pk: int, fmt: str) -> HttpRespons
 @require_http_methods(["GET", "POST"])
 @login_required
 def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponseBase:
-    user = _user(request)
+    user = portal_user(request)
     certificate = get_object_or_404(_certificates(user, view_only=False), pk=pk)
     detail = reverse("portal:certificate-detail", args=[certificate.pk])
     if hasattr(certificate, "revocation"):
@@ -437,7 +443,7 @@ def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponseBase:
 @require_http_methods(["GET", "POST"])
 @login_required
 def certificate_renew(request: HttpRequest, pk: int) -> HttpResponse:
-    user = _user(request)
+    user = portal_user(request)
     now = utcnow()
     certificate = get_object_or_404(_certificates(user, view_only=False).prefetch_related("renewals"), pk=pk)
     row = _row(certificate, now=now)

@@ -14,7 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs7
 from django.contrib.auth.models import Permission, User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from ca import services
@@ -560,6 +562,22 @@ def test_the_dashboard_says_what_to_do_next(
     assert "Download your certificate" in page
     assert reverse("portal:certificate-detail", args=[issued.certificate.pk]) in page
     assert "Valid" in page
+
+
+def test_the_dashboard_queries_do_not_grow_with_the_certificates(
+    client: Client, ca: CertificateAuthority, alice: User, issue_for: IssueFor
+) -> None:
+    logged_in(client, alice)
+    issue_for(alice)
+    with CaptureQueriesContext(connection) as one:
+        assert client.get(reverse("portal:dashboard")).status_code == 200
+    for _ in range(3):
+        issue_for(alice)
+    with CaptureQueriesContext(connection) as four:
+        page = client.get(reverse("portal:dashboard")).content.decode()
+
+    assert page.count("Download your certificate") == 4
+    assert len(four) == len(one)
 
 
 def test_the_dashboard_marks_revoked_and_expired_certificates(

@@ -8,8 +8,6 @@
 (function () {
   "use strict";
 
-  const MIN_PASSPHRASE = 8;
-
   const $ = (id) => document.getElementById(id);
 
   function showError(message) {
@@ -70,8 +68,8 @@
       clearError();
       const passphrase = $("keygen-passphrase").value;
       const repeated = $("keygen-passphrase2").value;
-      if (passphrase.length < MIN_PASSPHRASE) {
-        showError(`Choose a passphrase of at least ${MIN_PASSPHRASE} characters: it protects the key file.`);
+      if (passphrase.length < keys.MIN_PASSPHRASE) {
+        showError(`Choose a passphrase of at least ${keys.MIN_PASSPHRASE} characters: it protects the key file.`);
         return;
       }
       if (passphrase !== repeated) {
@@ -79,7 +77,8 @@
         return;
       }
       const choice = form.querySelector("input[name=key_type]:checked");
-      const keyType = keys.KEY_TYPES[choice ? choice.value : "ec-p256"];
+      const keyTypeName = choice ? choice.value : "ec-p256";
+      const keyType = keys.KEY_TYPES[keyTypeName];
       $("keygen-generate").disabled = true;
       try {
         setStatus(`Generating a ${keyType.label} key pair in this browser…`);
@@ -93,7 +92,7 @@
         await keys.saveKey({
           spkiSha256: fingerprint,
           privateKey: keyPair.privateKey,
-          keyType: choice ? choice.value : "ec-p256",
+          keyType: keyTypeName,
           keyDescription: keyType.label,
           createdAt: new Date().toISOString(),
           requestId: null,

@@ -17,8 +17,11 @@
   const DB_VERSION = 1;
   const STORE = "keys";
 
-  /** PBKDF2 iterations for the saved key file (native WebCrypto PBKDF2: well under a second). */
-  const KEY_FILE_ITERATIONS = 600000;
+  /** PBKDF2 iterations of PBES2 encryption (key file, .p12): native WebCrypto PBKDF2, well under a second. */
+  const PBKDF2_ITERATIONS = 600000;
+
+  /** The shortest passphrase the pages accept for a key file or a .p12. */
+  const MIN_PASSPHRASE = 8;
 
   /** Key choices of the generation page: WebCrypto parameters for generateKey and importKey. */
   const KEY_TYPES = {
@@ -122,15 +125,26 @@
 
   // --- encrypted PKCS#8 (PBES2: PBKDF2-HMAC-SHA256 + AES-256-CBC, what OpenSSL 3 writes) ------------
 
-  /** PKCS#8 DER of an extractable private key -> "ENCRYPTED PRIVATE KEY" PEM text. */
-  async function encryptPkcs8(pkcs8Der, passphrase) {
-    const bag = new pkijs.PKCS8ShroudedKeyBag({ parsedValue: pkijs.PrivateKeyInfo.fromBER(pkcs8Der) });
-    await bag.makeInternalValues({
+  /** pkijs encryption parameters for PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC) with this password. */
+  function pbes2Parameters(passphrase) {
+    return {
       password: arrayBuffer(utf8(passphrase)),
       contentEncryptionAlgorithm: { name: "AES-CBC", length: 256 },
       hmacHashAlgorithm: "SHA-256",
-      iterationCount: KEY_FILE_ITERATIONS,
-    });
+      iterationCount: PBKDF2_ITERATIONS,
+    };
+  }
+
+  /** A pkcs8ShroudedKeyBag (PBES2) of a PKCS#8 DER key: the key file's content and the .p12's key bag. */
+  async function shroudedKeyBag(pkcs8Der, passphrase) {
+    const bag = new pkijs.PKCS8ShroudedKeyBag({ parsedValue: pkijs.PrivateKeyInfo.fromBER(pkcs8Der) });
+    await bag.makeInternalValues(pbes2Parameters(passphrase));
+    return bag;
+  }
+
+  /** PKCS#8 DER of an extractable private key -> "ENCRYPTED PRIVATE KEY" PEM text. */
+  async function encryptPkcs8(pkcs8Der, passphrase) {
+    const bag = await shroudedKeyBag(pkcs8Der, passphrase);
     return toPem("ENCRYPTED PRIVATE KEY", bag.toSchema().toBER(false));
   }
 
@@ -269,6 +283,7 @@
 
   window.EnrollKeys = {
     KEY_TYPES,
+    MIN_PASSPHRASE,
     cryptoAvailable,
     toHex,
     toPem,
@@ -278,6 +293,8 @@
     sha256Hex,
     spkiFingerprint,
     download,
+    pbes2Parameters,
+    shroudedKeyBag,
     encryptPkcs8,
     decryptPkcs8,
     makeCsr,

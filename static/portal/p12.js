@@ -15,9 +15,7 @@
 (function () {
   "use strict";
 
-  const MIN_PASSPHRASE = 8;
   const MAC_ITERATIONS = 2048; // what OpenSSL uses
-  const PBKDF2_ITERATIONS = 600000;
   const OID = {
     keyBag: "1.2.840.113549.1.12.10.1.2", // pkcs8ShroudedKeyBag
     certBag: "1.2.840.113549.1.12.10.1.3",
@@ -56,23 +54,14 @@
     if (!forge) {
       throw new Error("The legacy encryption library (node-forge) did not load.");
     }
-    const bytes = new Uint8Array(pkcs8Der);
-    let binary = "";
-    for (let i = 0; i < bytes.length; i++) {
-      binary += String.fromCharCode(bytes[i]);
-    }
-    const privateKeyInfo = forge.asn1.fromDer(forge.util.createBuffer(binary));
+    const raw = forge.util.binary.raw; // forge works on "binary strings" (one char per byte)
+    const privateKeyInfo = forge.asn1.fromDer(forge.util.createBuffer(raw.encode(new Uint8Array(pkcs8Der))));
     const encrypted = forge.pki.encryptPrivateKeyInfo(privateKeyInfo, passphrase, {
       algorithm: "3des",
       count: MAC_ITERATIONS,
       saltSize: 8,
     });
-    const der = forge.asn1.toDer(encrypted).getBytes();
-    const out = new Uint8Array(der.length);
-    for (let i = 0; i < der.length; i++) {
-      out[i] = der.charCodeAt(i);
-    }
-    return pkijs.PKCS8ShroudedKeyBag.fromBER(out.buffer);
+    return pkijs.PKCS8ShroudedKeyBag.fromBER(raw.decode(forge.asn1.toDer(encrypted).getBytes()).buffer);
   }
 
   /** The PKCS#12 (DER ArrayBuffer) for a PKCS#8 key and a certificate chain (leaf first). */
@@ -83,18 +72,9 @@
     const leafDer = chain[0].toSchema().toBER(false);
     const localKeyId = await crypto.subtle.digest("SHA-1", leafDer);
 
-    let keyBag;
-    if (legacy) {
-      keyBag = legacyKeyBag(pkijs, pkcs8Der, passphrase);
-    } else {
-      keyBag = new pkijs.PKCS8ShroudedKeyBag({ parsedValue: pkijs.PrivateKeyInfo.fromBER(pkcs8Der) });
-      await keyBag.makeInternalValues({
-        password,
-        contentEncryptionAlgorithm: { name: "AES-CBC", length: 256 },
-        hmacHashAlgorithm: "SHA-256",
-        iterationCount: PBKDF2_ITERATIONS,
-      });
-    }
+    const keyBag = legacy
+      ? legacyKeyBag(pkijs, pkcs8Der, passphrase)
+      : await keys.shroudedKeyBag(pkcs8Der, passphrase);
     const keySafe = new pkijs.SafeContents({
       safeBags: [
         new pkijs.SafeBag({
@@ -131,14 +111,7 @@
     await pfx.parsedValue.authenticatedSafe.makeInternalValues({
       safeContents: [
         {},
-        legacy
-          ? {}
-          : {
-              password,
-              contentEncryptionAlgorithm: { name: "AES-CBC", length: 256 },
-              hmacHashAlgorithm: "SHA-256",
-              iterationCount: PBKDF2_ITERATIONS,
-            },
+        legacy ? {} : keys.pbes2Parameters(passphrase),
       ],
     });
     await pfx.makeInternalValues({
@@ -215,8 +188,8 @@
     $("p12-build").addEventListener("click", async () => {
       $("p12-error").hidden = true;
       const passphrase = $("p12-passphrase").value;
-      if (passphrase.length < MIN_PASSPHRASE) {
-        showError(`Choose a .p12 password of at least ${MIN_PASSPHRASE} characters.`);
+      if (passphrase.length < keys.MIN_PASSPHRASE) {
+        showError(`Choose a .p12 password of at least ${keys.MIN_PASSPHRASE} characters.`);
         return;
       }
       if (passphrase !== $("p12-passphrase2").value) {

@@ -21,7 +21,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         owner = get_user(options["user"])
         challenge = challenges.issue(owner=owner, binding=challenges.COMMAND_LINE_BINDING)
-        minutes = challenges.CHALLENGE_LIFETIME.seconds // 60
+        minutes = challenges.CHALLENGE_LIFETIME_MINUTES
         self.stdout.write(
             f"challenge for {options['user']}, valid once for {minutes} minutes "
             f"(until {challenge.expires_at:%Y-%m-%d %H:%M} UTC); sign it with: "

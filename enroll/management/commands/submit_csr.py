@@ -23,9 +23,7 @@ class Command(BaseCommand):
         data = read_input(options["file"], limit=MAX_SUBMISSION_BYTES)
         try:
             request = flows.submit_csr(owner=owner, data=data)
-        except RequestRefused as exc:
-            raise CommandError(exc.message) from None
-        except flows.FlowError as exc:
+        except (RequestRefused, flows.FlowError) as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"submitted {request.key_description} request for {options['user']}; request id:")
         self.stdout.write(str(request.pk))

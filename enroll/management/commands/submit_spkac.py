@@ -28,9 +28,7 @@ class Command(BaseCommand):
             request = flows.submit_spkac(
                 owner=owner, data=data, session_binding=challenges.COMMAND_LINE_BINDING
             )
-        except RequestRefused as exc:
-            raise CommandError(exc.message) from None
-        except (challenges.ChallengeRefused, flows.FlowError) as exc:
+        except (RequestRefused, challenges.ChallengeRefused, flows.FlowError) as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(
             f"submitted SPKAC {request.key_description} request for {options['user']}; request id:"
