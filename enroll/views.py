@@ -370,7 +370,7 @@ def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_safe
 @login_required
 def certificate_download(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
-    if fmt not in ca_services.EXPORT_FORMATS + ca_services.LEGACY_EXPORT_FORMATS:
+    if fmt not in ca_services.ALL_EXPORT_FORMATS:
         raise Http404("No such format.")
     certificate = get_object_or_404(_certificates(portal_user(request), view_only=True), pk=pk)
     export = ca_services.export_certificate(certificate=certificate, fmt=fmt)
