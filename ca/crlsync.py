@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import http.client
 import json
 import os
 import shlex
@@ -104,15 +105,15 @@ def check_crl(
 
 
 def fetch(url: str, *, etag: str | None, node: str | None, timeout: float) -> tuple[bytes | None, str | None]:
-    """GET the URL; (None, etag) on 304 Not Modified."""
+    """GET the URL; (None, etag) on 304 Not Modified (only ever an answer to the ETag sent)."""
+    if not url.startswith(("http://", "https://")):
+        raise SyncError(f"{url}: only http:// and https:// URLs are supported")
     headers = {"User-Agent": USER_AGENT, "Accept": "application/pkix-crl, application/x-pem-file"}
     if etag:
         headers["If-None-Match"] = etag
     if node:
         headers["X-Enroll-Node"] = node
     request = urllib.request.Request(url, headers=headers)  # noqa: S310 (operator-given http(s) URL)
-    if not url.startswith(("http://", "https://")):
-        raise SyncError(f"{url}: only http:// and https:// URLs are supported")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             body = response.read(MAX_CRL_BYTES + 1)
@@ -120,16 +121,25 @@ def fetch(url: str, *, etag: str | None, node: str | None, timeout: float) -> tu
                 raise SyncError(f"{url}: the answer is larger than {MAX_CRL_BYTES} bytes")
             return body, response.headers.get("ETag")
     except urllib.error.HTTPError as exc:
-        if exc.code == 304:
+        if exc.code == 304 and etag:
             return None, etag
         raise SyncError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
+    # OSError covers URLError, refused connections and timeouts; HTTPException a broken answer (bad status
+    # line) or a bad port in the URL.
+    except (OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", None) or exc
         raise SyncError(f"{url}: cannot fetch the CRL ({reason})") from None
 
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same folder, fsync, rename, fsync the folder."""
+    try:
+        _write_atomically(path, data)
+    except OSError as exc:
+        raise SyncError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -152,7 +162,7 @@ def _state_path(output: Path) -> Path:
     return output.with_name(output.name + ".state.json")
 
 
-def _load_state(output: Path) -> dict[str, dict[str, object]]:
+def _load_state(output: Path) -> dict[str, object]:
     try:
         raw = json.loads(_state_path(output).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -193,7 +203,9 @@ def sync(
     state = _load_state(output)
     fetched: list[Fetched] = []
     for url in urls:
-        previous = state.get(url, {})
+        previous = state.get(url)
+        if not isinstance(previous, dict):  # no state yet for this URL, or a hand-edited file
+            previous = {}
         pem_value, number_value, etag_value = (
             previous.get("pem"),
             previous.get("number"),

@@ -27,10 +27,14 @@ NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
 @dataclass
 class Served:
-    """What the fake portal answers: path -> body; counts requests and remembers their headers."""
+    """What the fake portal answers: path -> body; counts requests and remembers their headers.
+
+    ``not_modified`` paths answer 304 to every request, asked or not.
+    """
 
     bodies: dict[str, bytes] = field(default_factory=dict)
     requests: list[dict[str, str]] = field(default_factory=list)
+    not_modified: set[str] = field(default_factory=set)
 
 
 @pytest.fixture
@@ -45,7 +49,7 @@ def portal() -> Iterator[tuple[str, Served]]:
                 self.send_error(404)
                 return
             etag = '"' + hashlib.sha256(body).hexdigest() + '"'
-            if self.headers.get("If-None-Match") == etag:
+            if self.headers.get("If-None-Match") == etag or self.path in served.not_modified:
                 self.send_response(304)
                 self.send_header("ETag", etag)
                 self.end_headers()
@@ -284,3 +288,37 @@ def test_a_reload_that_cannot_run_puts_the_previous_file_back_and_is_retried(
     good, marker = reload_marker(tmp_path)
     assert crlsync.sync(urls=[url], ca_file=ca_file, output=output, reload_command=good, now=NOW)
     assert reloads(marker) == 1
+
+
+@pytest.mark.parametrize(
+    "url", ["not-a-url", "ftp://127.0.0.1/root.crl", "http://127.0.0.1:portless/root.crl"]
+)
+def test_a_url_it_cannot_fetch_is_one_line_not_a_traceback(
+    url: str, setup: tuple[FakeCA, str, Served, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _ca, _url, _served, ca_file, output = setup
+
+    status = crlsync.main(["--url", url, "--ca-file", str(ca_file), "--output", str(output)])
+
+    assert status == 1
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1
+    assert url in message
+    assert not output.exists()
+
+
+def test_a_304_it_did_not_ask_for_is_a_sync_error(setup: tuple[FakeCA, str, Served, Path, Path]) -> None:
+    _ca, url, served, ca_file, output = setup
+    served.not_modified.add("/root.crl")
+
+    with pytest.raises(crlsync.SyncError, match="HTTP 304"):
+        crlsync.sync(urls=[url], ca_file=ca_file, output=output, now=NOW)
+    assert served.requests[-1].get("If-None-Match") is None
+
+
+def test_an_output_it_cannot_write_is_a_sync_error(setup: tuple[FakeCA, str, Served, Path, Path]) -> None:
+    _ca, url, _served, ca_file, output = setup
+    missing = output.parent / "no-such-folder" / output.name
+
+    with pytest.raises(crlsync.SyncError, match="cannot write"):
+        crlsync.sync(urls=[url], ca_file=ca_file, output=missing, now=NOW)

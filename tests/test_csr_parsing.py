@@ -84,6 +84,11 @@ _PKCS8, _TRADITIONAL = serialization.PrivateFormat.PKCS8, serialization.PrivateF
 _PLAIN = serialization.NoEncryption()
 _ENCRYPTED = serialization.BestAvailableEncryption(b"a passphrase for the test")
 
+
+def _last_byte_flipped(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 0x01])
+
+
 PRIVATE_KEYS: dict[str, bytes] = {
     "pkcs8-pem-rsa": fixture("openssl-rsa2048.key.pem"),
     "pkcs8-pem-ec": fixture("openssl-ec-p256.key.pem"),
@@ -98,6 +103,8 @@ PRIVATE_KEYS: dict[str, bytes] = {
     "sec1-der-ec": _EC_KEY.private_bytes(_DER, _TRADITIONAL, _PLAIN),
     "pkcs8-der-followed-by-bytes": _EC_KEY.private_bytes(_DER, _PKCS8, _PLAIN) + b"\x00trailing",
     "pkcs8-der-as-bare-base64": base64.b64encode(_EC_KEY.private_bytes(_DER, _PKCS8, _PLAIN)),
+    # Recognised without RSA key validation (which rejects this one, and costs seconds for a big key).
+    "rsa-der-with-a-broken-crt-value": _last_byte_flipped(_RSA_KEY.private_bytes(_DER, _TRADITIONAL, _PLAIN)),
 }
 
 _rng = random.Random(20240611)
@@ -105,6 +112,15 @@ RANDOM_BYTES = bytes([0x8F]) + _rng.randbytes(700)  # 0x8F: not a DER SEQUENCE, 
 RANDOM_SEQUENCE = bytes([0x30, 0x82, 0x01, 0x00]) + _rng.randbytes(300)  # looks like DER, is not
 
 _lines = GOOD_PEM.splitlines()
+
+
+def _csr_of_version(version: int) -> bytes:
+    """EC_DER claiming another PKCS#10 version (only v1, 0, exists): `cryptography` refuses it with an
+    InvalidVersion, which is no ValueError."""
+    der = bytearray(EC_DER)
+    at = der.index(b"\x02\x01\x00")  # the first INTEGER: CertificationRequestInfo's version
+    der[at + 2] = version
+    return bytes(der)
 
 
 def _tampered_subject() -> bytes:
@@ -329,6 +345,7 @@ REFUSALS = [
         fixture("tampered-signature.csr.pem"), Refusal.BAD_SIGNATURE, "altered", id="tampered-signature"
     ),
     pytest.param(_tampered_subject(), Refusal.BAD_SIGNATURE, "does not match", id="tampered-subject"),
+    pytest.param(_csr_of_version(13), Refusal.MALFORMED, "not a valid PKCS#10", id="unknown-version"),
     pytest.param(fixture("openssl-rsa2048-md5.csr.pem"), Refusal.SIGNATURE_ALGORITHM, "MD5", id="md5-signed"),
     pytest.param(
         fixture("openssl-rsa2048-sha1.csr.pem"), Refusal.SIGNATURE_ALGORITHM, "SHA1", id="sha1-signed"

@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from asn1crypto import algos, keys
+from asn1crypto import algos, core, keys
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
@@ -183,6 +183,36 @@ def test_a_der_sequence_that_is_not_an_spkac_is_refused() -> None:
     assert refusal(base64.b64encode(b"\x30\x03\x02\x01\x05")).code == Refusal.MALFORMED
 
 
+def test_an_spkac_with_an_empty_signature_is_refused_as_malformed() -> None:
+    built = SignedPublicKeyAndChallenge.load(der_of(build_spkac(load_key(key_file("ec-p256")), CHALLENGE)))
+    empty = SignedPublicKeyAndChallenge(
+        {
+            "public_key_and_challenge": built["public_key_and_challenge"],
+            "signature_algorithm": built["signature_algorithm"],
+            "signature": core.OctetBitString(contents=b""),  # a BIT STRING without its unused-bits octet
+        }
+    )
+
+    assert refusal(empty.dump()).code == Refusal.MALFORMED
+
+
+def test_an_rsassa_pss_spkac_without_parameters_is_refused() -> None:
+    line = build_spkac(load_key(key_file("rsa2048")), CHALLENGE, algorithm="rsassa_pss")
+
+    assert refusal(line).code == Refusal.SIGNATURE_ALGORITHM
+
+
+def test_another_hash_is_refused_with_the_spkac_command_not_the_csr_one() -> None:
+    key = load_key(key_file("ec-p256"))
+    line = build_spkac(key, CHALLENGE, algorithm="sha224_ecdsa", hash_algorithm=hashes.SHA224())
+
+    refused = refusal(line)
+
+    assert refused.code == Refusal.SIGNATURE_ALGORITHM
+    assert "-digest sha256" in refused.message
+    assert "openssl req" not in refused.message
+
+
 def test_text_that_is_not_base64_is_refused() -> None:
     refused = refusal("SPKAC=this is not base64!")
 
@@ -219,6 +249,20 @@ def test_a_private_key_in_der_is_refused_as_a_private_key() -> None:
     der = load_key(key_file("ec-p256")).private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+
+    assert refusal(base64.b64encode(der)).code == Refusal.PRIVATE_KEY
+
+
+def test_an_rsa_private_key_that_fails_validation_is_still_refused_as_a_private_key() -> None:
+    """Private keys are recognised without RSA key validation (seconds for a big key, and not needed)."""
+    der = bytearray(
+        load_key(key_file("rsa2048")).private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    der[-1] ^= 0x01  # the last CRT coefficient no longer fits the primes
 
     assert refusal(base64.b64encode(der)).code == Refusal.PRIVATE_KEY
 

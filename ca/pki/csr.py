@@ -15,19 +15,24 @@ Nothing from the request's subject or attributes is trusted: the CA builds subje
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import re
 from dataclasses import dataclass
 
-from asn1crypto import parser as asn1_parser
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 
 from .errors import Refusal, RequestRefused
 from .keypolicy import KeyInfo, check_public_key, check_signature_hash
+from .submission import (
+    BASE64_TEXT,
+    decode_base64,
+    first_der_object,
+    private_key_warning,
+    refuse_private_key_der,
+    submitted_bytes,
+)
 
 #: Largest submission accepted, checked before any parsing. An RSA 4096 CSR in PEM is about 1.7 KiB.
 MAX_SUBMISSION_BYTES = 16 * 1024
@@ -36,13 +41,10 @@ REQUEST_LABELS = ("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST")
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----(.*?)-----END \1-----", re.DOTALL)
 _PEM_BEGIN = re.compile(rb"-----BEGIN ([^-\r\n]*)-----")
-_BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")
 
-PRIVATE_KEY_WARNING = (
-    "This is a private key. Never send your private key to anyone, this portal included: it stays on "
-    "your computer. Nothing of it was stored. Submit the certificate request (CSR) made from it instead, "
-    "for example: openssl req -new -key my.key -out my.csr. If this key was sent anywhere else, "
-    "treat it as compromised and make a new one."
+PRIVATE_KEY_WARNING = private_key_warning(
+    instead="Submit the certificate request (CSR) made from it instead, for example: "
+    "openssl req -new -key my.key -out my.csr."
 )
 
 
@@ -63,27 +65,12 @@ class ParsedRequest:
         )
 
 
-def _refuse_private_key_der(der: bytes) -> None:
-    """Refuse DER that is an unencrypted or encrypted private key (PKCS#8, PKCS#1, SEC 1)."""
-    try:
-        serialization.load_der_private_key(der, password=None)
-    except TypeError:  # encrypted PKCS#8: it is a private key that needs a password
-        raise RequestRefused(Refusal.PRIVATE_KEY, PRIVATE_KEY_WARNING) from None
-    except (ValueError, UnsupportedAlgorithm):
-        return
-    raise RequestRefused(Refusal.PRIVATE_KEY, PRIVATE_KEY_WARNING)
-
-
 def _b64decode(text: bytes, *, what: str) -> bytes:
-    compact = b"".join(text.split())
-    try:
-        return base64.b64decode(compact, validate=True)
-    except (binascii.Error, ValueError):
-        raise RequestRefused(
-            Refusal.BAD_ENCODING,
-            f"The {what} is not valid base64: it has been altered or cut. Copy the whole file again, "
-            "from the -----BEGIN line to the -----END line.",
-        ) from None
+    return decode_base64(
+        text,
+        refusal=f"The {what} is not valid base64: it has been altered or cut. Copy the whole file again, "
+        "from the -----BEGIN line to the -----END line.",
+    )
 
 
 def _from_pem(data: bytes) -> bytes:
@@ -125,7 +112,7 @@ def _decode(data: bytes) -> bytes:
     data = data.strip()
     if b"-----BEGIN" in data:
         return _from_pem(data)
-    if _BASE64_TEXT.fullmatch(data):
+    if BASE64_TEXT.fullmatch(data):
         return _b64decode(data, what="submission")
     raise RequestRefused(
         Refusal.NOT_A_REQUEST,
@@ -134,22 +121,15 @@ def _decode(data: bytes) -> bytes:
     )
 
 
-def _leading_der_object(der: bytes) -> bytes:
-    """The first DER object in ``der`` (X.690 TLV), or a refusal if it is cut short or unreadable."""
-    try:
-        _class, _method, _tag, header, contents, trailer = asn1_parser.parse(der)
-    except ValueError as exc:
-        raise RequestRefused(
-            Refusal.TRUNCATED if "insufficient data" in str(exc).lower() else Refusal.MALFORMED,
-            "The certificate request is damaged or incomplete and cannot be read. "
-            "Make it again with openssl req or keytool -certreq and submit the whole file.",
-        ) from None
-    return der[: len(header) + len(contents) + len(trailer)]
+_DAMAGED = (
+    "The certificate request is damaged or incomplete and cannot be read. "
+    "Make it again with openssl req or keytool -certreq and submit the whole file."
+)
 
 
 def _load_csr(der: bytes) -> x509.CertificateSigningRequest:
-    _refuse_private_key_der(der)
-    leading = _leading_der_object(der)
+    refuse_private_key_der(der, warning=PRIVATE_KEY_WARNING)
+    leading = first_der_object(der, cut=_DAMAGED, unreadable=_DAMAGED)
     if len(leading) != len(der):
         # Refuse a leading private key, certificate or non-request for what it is; only a real request
         # followed by more data is "more than one".
@@ -160,11 +140,11 @@ def _load_csr(der: bytes) -> x509.CertificateSigningRequest:
         )
     try:
         return x509.load_der_x509_csr(der)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError: a version other than v1
         pass
     try:
         x509.load_der_x509_certificate(der)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         pass
     else:
         raise RequestRefused(
@@ -245,15 +225,13 @@ def parse_csr(*, data: bytes | str) -> ParsedRequest:
 
     The size cap is applied to the raw submission before anything else is looked at.
     """
-    raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
-    if len(raw) > MAX_SUBMISSION_BYTES:
-        raise RequestRefused(
-            Refusal.TOO_LARGE,
-            f"The submission is {len(raw)} bytes; a certificate request is at most "
-            f"{MAX_SUBMISSION_BYTES // 1024} KiB. Submit only the CSR file.",
-        )
-    if not raw.strip():
-        raise RequestRefused(Refusal.EMPTY, "Nothing was submitted. Paste or upload your CSR file.")
+    raw = submitted_bytes(
+        data,
+        limit=MAX_SUBMISSION_BYTES,
+        what="a certificate request",
+        advice="Submit only the CSR file.",
+        empty="Nothing was submitted. Paste or upload your CSR file.",
+    )
     der = _decode(raw)
     if not der:
         raise RequestRefused(Refusal.EMPTY, "The PEM block is empty. Paste the whole CSR file.")

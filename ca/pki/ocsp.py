@@ -1,7 +1,8 @@
 """OCSP responses (RFC 6960) for one CA, signed by the CA key itself.
 
 The responder answers for certificates of one issuer: a request whose issuerNameHash/issuerKeyHash do not
-match it gets ``unauthorized`` (RFC 6960 2.3). Known serials are ``good`` or ``revoked`` (with time and
+match it, or are made with a hash `cryptography` does not know (MD5, ...), gets ``unauthorized`` (RFC 6960
+2.3). Known serials are ``good`` or ``revoked`` (with time and
 reason, 2.2); serials this CA never issued are ``unknown``. A nonce in the request (4.4.1) is echoed.
 The response is signed by the CA (2.6: the CA that issued the certificate may sign), with the responder
 identified by key hash and no extra certificates.
@@ -10,23 +11,16 @@ identified by key hash and no extra certificates.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from asn1crypto import keys as asn1_keys
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from .keys import CAPrivateKey, signature_hash_for
-
-_HASHES: dict[str, Callable[[bytes], bytes]] = {
-    "sha1": lambda data: hashlib.sha1(data, usedforsecurity=False).digest(),
-    "sha256": lambda data: hashlib.sha256(data).digest(),
-    "sha384": lambda data: hashlib.sha384(data).digest(),
-    "sha512": lambda data: hashlib.sha512(data).digest(),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,17 +40,21 @@ class OcspAnswer:
     has_nonce: bool = False
 
 
-def _issuer_hashes(issuer: x509.Certificate, algorithm: str) -> tuple[bytes, bytes] | None:
-    digest = _HASHES.get(algorithm)
-    if digest is None:
-        return None
+def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
+    digest = hashes.Hash(algorithm)
+    digest.update(data)
+    return digest.finalize()
+
+
+def _issuer_hashes(issuer: x509.Certificate, algorithm: hashes.HashAlgorithm) -> tuple[bytes, bytes]:
+    """issuerNameHash and issuerKeyHash of ``issuer`` (RFC 6960 4.1.1) with the request's hash."""
     name_der = issuer.subject.public_bytes()
     spki = issuer.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     # issuerKeyHash is over the subjectPublicKey BIT STRING value, without tag, length and unused-bits octet.
     key_bits = asn1_keys.PublicKeyInfo.load(spki)["public_key"].contents[1:]
-    return digest(name_der), digest(key_bits)
+    return _digest(algorithm, name_der), _digest(algorithm, key_bits)
 
 
 def _unsuccessful(status: ocsp.OCSPResponseStatus, label: str) -> OcspAnswer:
@@ -76,12 +74,14 @@ def respond(
     """Build the signed response to a DER OCSPRequest; malformed input gets ``malformedRequest``."""
     try:
         request = ocsp.load_der_ocsp_request(request_der)
-        algorithm = request.hash_algorithm
         serial = request.serial_number
     except (ValueError, TypeError, NotImplementedError):
         return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST, "malformed")
-    expected = _issuer_hashes(issuer, algorithm.name)
-    if expected is None or expected != (request.issuer_name_hash, request.issuer_key_hash):
+    try:
+        algorithm = request.hash_algorithm
+    except UnsupportedAlgorithm:  # a CertID hash `cryptography` does not know (MD5, ...): not answerable
+        return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED, "unauthorized")
+    if _issuer_hashes(issuer, algorithm) != (request.issuer_name_hash, request.issuer_key_hash):
         return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED, "unauthorized")
     state = lookup(serial)
     this_update = now.replace(microsecond=0)

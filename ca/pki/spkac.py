@@ -30,21 +30,26 @@ compares it with the one it issued.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import re
 from dataclasses import dataclass
 
 from asn1crypto import algos, core, keys
-from asn1crypto import parser as asn1_parser
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from .errors import Refusal, RequestRefused
-from .keypolicy import KeyInfo, check_public_key, check_signature_hash
+from .keypolicy import ALLOWED_SIGNATURE_HASHES, KeyInfo, check_public_key
+from .submission import (
+    BASE64_TEXT,
+    decode_base64,
+    first_der_object,
+    private_key_warning,
+    refuse_private_key_der,
+    submitted_bytes,
+)
 
 #: Largest submission accepted, checked before any parsing. An RSA 4096 SPKAC in base64 is about 1 KiB.
 MAX_SPKAC_BYTES = 16 * 1024
@@ -52,12 +57,9 @@ MAX_SPKAC_BYTES = 16 * 1024
 MAX_CHALLENGE_CHARS = 256
 
 _PREFIX = re.compile(rb"\A\s*SPKAC\s*=", re.IGNORECASE)
-_BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")
 
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "md5": hashes.MD5,
-    "sha1": hashes.SHA1,
-    "sha224": hashes.SHA224,
+#: The hashes of :data:`.keypolicy.ALLOWED_SIGNATURE_HASHES`, by the names asn1crypto gives them.
+_SHA2_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha256": hashes.SHA256,
     "sha384": hashes.SHA384,
     "sha512": hashes.SHA512,
@@ -65,10 +67,13 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 
 SPKAC_COMMAND_HINT = "openssl spkac -key my.key -challenge CHALLENGE -digest sha256"
 
-PRIVATE_KEY_WARNING = (
-    "This is a private key. Never send your private key to anyone, this portal included: it stays on "
-    "your computer. Nothing of it was stored. Submit the SPKAC made from it instead: "
-    f"{SPKAC_COMMAND_HINT}. If this key was sent anywhere else, treat it as compromised and make a new one."
+PRIVATE_KEY_WARNING = private_key_warning(
+    instead=f"Submit the SPKAC made from it instead: {SPKAC_COMMAND_HINT}."
+)
+
+_MALFORMED = (
+    "This is not a valid SPKAC (SignedPublicKeyAndChallenge). Make it again with "
+    f"{SPKAC_COMMAND_HINT} and paste the whole line it prints."
 )
 
 
@@ -112,24 +117,6 @@ class ParsedSpkac:
         )
 
 
-def _malformed() -> RequestRefused:
-    return RequestRefused(
-        Refusal.MALFORMED,
-        "This is not a valid SPKAC (SignedPublicKeyAndChallenge). Make it again with "
-        f"{SPKAC_COMMAND_HINT} and paste the whole line it prints.",
-    )
-
-
-def _refuse_private_key_der(der: bytes) -> None:
-    try:
-        serialization.load_der_private_key(der, password=None)
-    except TypeError:  # encrypted PKCS#8: a private key that needs a password
-        raise RequestRefused(Refusal.PRIVATE_KEY, PRIVATE_KEY_WARNING) from None
-    except (ValueError, UnsupportedAlgorithm):
-        return
-    raise RequestRefused(Refusal.PRIVATE_KEY, PRIVATE_KEY_WARNING)
-
-
 def _decode(raw: bytes) -> bytes:
     """The DER of the submission: raw DER as it is, else base64 with an optional ``SPKAC=`` prefix."""
     if raw[:1] == b"\x30":
@@ -145,33 +132,21 @@ def _decode(raw: bytes) -> bytes:
     text = _PREFIX.sub(b"", raw, count=1).strip()
     if not text:
         raise RequestRefused(Refusal.EMPTY, "The SPKAC is empty. Paste the whole line openssl spkac printed.")
-    if not _BASE64_TEXT.fullmatch(text):
+    if not BASE64_TEXT.fullmatch(text):
         raise RequestRefused(
             Refusal.NOT_A_REQUEST,
             "This is not an SPKAC: paste the line that starts with SPKAC= as openssl spkac printed it "
             f"({SPKAC_COMMAND_HINT}).",
         )
-    try:
-        return base64.b64decode(b"".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise RequestRefused(
-            Refusal.BAD_ENCODING,
-            "The SPKAC is not valid base64: it has been altered or cut. Copy the whole line again.",
-        ) from None
+    return decode_base64(
+        text, refusal="The SPKAC is not valid base64: it has been altered or cut. Copy the whole line again."
+    )
 
 
 def _one_object(der: bytes) -> None:
     """Refuse DER that is cut short, or followed by anything (exactly one object)."""
-    try:
-        _class, _method, _tag, header, contents, trailer = asn1_parser.parse(der)
-    except ValueError as exc:
-        if "insufficient data" in str(exc).lower():
-            raise RequestRefused(
-                Refusal.TRUNCATED,
-                "The SPKAC is incomplete: it was cut short. Copy the whole line openssl spkac printed.",
-            ) from None
-        raise _malformed() from None
-    if len(header) + len(contents) + len(trailer) != len(der):
+    cut = "The SPKAC is incomplete: it was cut short. Copy the whole line openssl spkac printed."
+    if len(first_der_object(der, cut=cut, unreadable=_MALFORMED)) != len(der):
         raise RequestRefused(
             Refusal.MULTIPLE, "There is extra data after the SPKAC; submit exactly one SPKAC."
         )
@@ -198,18 +173,22 @@ def _load(der: bytes) -> _Fields:
         algorithm_name = algorithm["algorithm"].native
         signature = spkac["signature"].native
         tbs_der = tbs.dump()
-    except (ValueError, TypeError, KeyError):
-        raise _malformed() from None
+    except (ValueError, TypeError, KeyError, IndexError):  # IndexError: an empty BIT STRING
+        raise RequestRefused(Refusal.MALFORMED, _MALFORMED) from None
     if not isinstance(challenge, str) or not isinstance(signature, bytes):
-        raise _malformed()
+        raise RequestRefused(Refusal.MALFORMED, _MALFORMED)
     try:
         hash_name, signature_algo = str(algorithm.hash_algo), str(algorithm.signature_algo)
-    except ValueError:
+    except (ValueError, TypeError, KeyError):  # unknown, or RSASSA-PSS with missing or broken parameters
         hash_name, signature_algo = "", str(algorithm_name)
     return _Fields(tbs_der, spki_der, challenge, hash_name, signature_algo, signature)
 
 
 def _check_hash(hash_name: str, *, allow_md5: bool) -> hashes.HashAlgorithm:
+    """The hash to verify with: SHA-256/384/512 as for CSRs, MD5 only with ``allow_md5``."""
+    hash_class = _SHA2_HASHES.get(hash_name)
+    if hash_class is not None and hash_name in ALLOWED_SIGNATURE_HASHES:
+        return hash_class()
     if hash_name == "md5":
         if allow_md5:
             return hashes.MD5()  # noqa: S303  # only with the legacy setting, verification only
@@ -225,12 +204,12 @@ def _check_hash(hash_name: str, *, allow_md5: bool) -> hashes.HashAlgorithm:
             "The SPKAC is signed with SHA-1, which is no longer safe: only SHA-256, SHA-384 and SHA-512 "
             f"are accepted. Make it again with -digest sha256: {SPKAC_COMMAND_HINT}.",
         )
-    hash_class = _HASHES.get(hash_name)
-    algorithm = hash_class() if hash_class is not None else None
-    if algorithm is None or algorithm.name not in ("sha256", "sha384", "sha512"):
-        check_signature_hash(algorithm=algorithm)  # raises with the CSR wording
-    assert algorithm is not None
-    return algorithm
+    named = f" (with {hash_name.upper()})" if hash_name else ""
+    raise RequestRefused(
+        Refusal.SIGNATURE_ALGORITHM,
+        f"The SPKAC's signature algorithm{named} is not accepted: only SHA-256, SHA-384 and SHA-512 are. "
+        f"Make it again with -digest sha256: {SPKAC_COMMAND_HINT}.",
+    )
 
 
 def _verify(
@@ -269,7 +248,7 @@ def check_spkac_der(*, der: bytes, allow_md5: bool = False) -> ParsedSpkac:
     Used both at submission and again by the CA right before signing. ``allow_md5`` accepts MD5
     signatures (a legacy fleet's setting); SHA-1 is never accepted.
     """
-    _refuse_private_key_der(der)
+    refuse_private_key_der(der, warning=PRIVATE_KEY_WARNING)
     _one_object(der)
     fields = _load(der)
     algorithm = _check_hash(fields.hash_name, allow_md5=allow_md5)
@@ -309,15 +288,13 @@ def parse_spkac(*, data: bytes | str, allow_md5: bool = False) -> ParsedSpkac:
 
     Raises :class:`RequestRefused`. The size cap is applied to the raw submission before anything else.
     """
-    raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
-    if len(raw) > MAX_SPKAC_BYTES:
-        raise RequestRefused(
-            Refusal.TOO_LARGE,
-            f"The submission is {len(raw)} bytes; an SPKAC is at most {MAX_SPKAC_BYTES // 1024} KiB. "
-            "Paste only the line openssl spkac printed.",
-        )
-    if not raw.strip():
-        raise RequestRefused(Refusal.EMPTY, "Nothing was submitted. Paste the SPKAC openssl spkac printed.")
+    raw = submitted_bytes(
+        data,
+        limit=MAX_SPKAC_BYTES,
+        what="an SPKAC",
+        advice="Paste only the line openssl spkac printed.",
+        empty="Nothing was submitted. Paste the SPKAC openssl spkac printed.",
+    )
     der = _decode(raw if raw[:1] == b"\x30" else raw.strip())
     if not der:
         raise RequestRefused(Refusal.EMPTY, "The SPKAC is empty. Paste the whole line openssl spkac printed.")

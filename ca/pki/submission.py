@@ -1,0 +1,77 @@
+"""What the CSR and SPKAC parsers (:mod:`.csr`, :mod:`.spkac`) share: the size cap applied before any
+parsing, private-key detection, base64 reading and finding the first DER object.
+
+Each parser passes its own words; the mechanics live here once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from asn1crypto import parser as asn1_parser
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+
+from .errors import Refusal, RequestRefused
+
+#: Text that can only be base64 (whitespace anywhere): the test between "bare base64" and "not ours".
+BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")
+
+
+def submitted_bytes(data: bytes | str, *, limit: int, what: str, advice: str, empty: str) -> bytes:
+    """The submission as bytes (a str counts in UTF-8), refused before any parsing if too large or blank."""
+    raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
+    if len(raw) > limit:
+        raise RequestRefused(
+            Refusal.TOO_LARGE,
+            f"The submission is {len(raw)} bytes; {what} is at most {limit // 1024} KiB. {advice}",
+        )
+    if not raw.strip():
+        raise RequestRefused(Refusal.EMPTY, empty)
+    return raw
+
+
+def private_key_warning(*, instead: str) -> str:
+    """The refusal of a pasted private key; ``instead`` says what to submit and how to make it."""
+    return (
+        "This is a private key. Never send your private key to anyone, this portal included: it stays on "
+        f"your computer. Nothing of it was stored. {instead} If this key was sent anywhere else, "
+        "treat it as compromised and make a new one."
+    )
+
+
+def refuse_private_key_der(der: bytes, *, warning: str) -> None:
+    """Refuse DER that is a private key, encrypted or not (PKCS#8, PKCS#1, SEC 1).
+
+    The key is only recognised, never used, so RSA key validation is skipped: it tests both primes and
+    takes seconds for a large key (6 s for RSA 8192), which anyone could otherwise make the portal spend.
+    """
+    try:
+        serialization.load_der_private_key(der, password=None, unsafe_skip_rsa_key_validation=True)
+    except TypeError:  # encrypted PKCS#8: a private key that needs a password
+        raise RequestRefused(Refusal.PRIVATE_KEY, warning) from None
+    except (ValueError, UnsupportedAlgorithm):
+        return
+    raise RequestRefused(Refusal.PRIVATE_KEY, warning)
+
+
+def decode_base64(text: bytes, *, refusal: str) -> bytes:
+    """Strict base64 with whitespace anywhere; refused as BAD_ENCODING with ``refusal`` if invalid."""
+    try:
+        return base64.b64decode(b"".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestRefused(Refusal.BAD_ENCODING, refusal) from None
+
+
+def first_der_object(der: bytes, *, cut: str, unreadable: str) -> bytes:
+    """The first DER object (X.690 TLV) of ``der``: refused as TRUNCATED with ``cut`` if it is cut short,
+    as MALFORMED with ``unreadable`` if it cannot be read."""
+    try:
+        _class, _method, _tag, header, contents, trailer = asn1_parser.parse(der)
+    except ValueError as exc:
+        if "insufficient data" in str(exc).lower():
+            raise RequestRefused(Refusal.TRUNCATED, cut) from None
+        raise RequestRefused(Refusal.MALFORMED, unreadable) from None
+    return der[: len(header) + len(contents) + len(trailer)]
