@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from asn1crypto import algos as asn1_algos
+from asn1crypto import ocsp as asn1_ocsp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -103,6 +105,17 @@ def test_a_serial_it_never_issued_is_unknown(
 def _issuer_hashes(certificate: Certificate) -> tuple[bytes, bytes]:
     request = ocsp.load_der_ocsp_request(ocsp_request(certificate))
     return request.issuer_name_hash, request.issuer_key_hash
+
+
+@pytest.mark.parametrize("algorithm", ["md5", "1.2.3.4.5"])
+def test_a_cert_id_with_a_hash_it_does_not_use_is_unauthorized(
+    client: Client, certificate: Certificate, algorithm: str
+) -> None:
+    request = asn1_ocsp.OCSPRequest.load(ocsp_request(certificate))
+    cert_id = request["tbs_request"]["request_list"][0]["req_cert"]
+    cert_id["hash_algorithm"] = asn1_algos.DigestAlgorithm({"algorithm": algorithm})
+    answer = post(client, certificate.ca, request.dump(force=True))
+    assert answer.response_status == ocsp.OCSPResponseStatus.UNAUTHORIZED
 
 
 def test_a_request_for_another_issuer_is_unauthorized(client: Client, certificate: Certificate) -> None:
