@@ -227,6 +227,42 @@ class AuditEntry(models.Model):
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.get_event_display()}"
 
 
+class BlockedKeySource(models.TextChoices):
+    KEY_COMPROMISE = "key_compromise", "Revoked for key compromise"
+    OPERATOR = "operator", "Blocked by an operator"
+    KNOWN_WEAK = "known_weak", "Known weak or published key"
+
+
+class BlockedKey(models.Model):
+    """A public key no certificate may be issued for again, whoever asks.
+
+    Keyed by the SHA-256 of the DER SubjectPublicKeyInfo (RFC 5280 section 4.1.2.7), the same digest
+    :attr:`Certificate.spki_sha256` and the enrollment request carry. A revocation for key compromise adds
+    the certificate's key here in the same transaction.
+    """
+
+    spki_sha256 = models.CharField(
+        max_length=64, unique=True, help_text="Lower-case hex SHA-256 of the DER SPKI."
+    )
+    source = models.CharField(max_length=32, choices=BlockedKeySource.choices)
+    certificate = models.ForeignKey(
+        Certificate,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The certificate whose revocation blocked the key, if any.",
+    )
+    detail = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"blocked key {self.spki_sha256[:16]}…"
+
+
 class CrlFetch(models.Model):
     """The newest CRL a front server (``enroll-crl-sync --node NAME``) fetched from this portal."""
 
