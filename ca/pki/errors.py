@@ -29,6 +29,7 @@ class Refusal(enum.StrEnum):
     RSA_EXPONENT = "rsa_exponent"
     RSA_SMALL_FACTOR = "rsa_small_factor"
     RSA_CLOSE_PRIMES = "rsa_close_primes"
+    RSA_ROCA = "rsa_roca"
     EC_CURVE = "ec_curve"
 
 
