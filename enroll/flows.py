@@ -9,16 +9,26 @@ FAILED with the reason (and nothing is signed), and if the process dies the whol
 Each step writes its audit entry in the same transaction, and queues the owner's e-mail about a decision
 with ``transaction.on_commit`` (so nobody hears about a decision that was rolled back).
 
+Keys: a blocked key (:class:`ca.models.BlockedKey`: revoked for key compromise, or blocked by an
+operator) is refused in any request and again at issuance, and so is a key certified for another account
+(:func:`ca.services.key_refusals`).
+
+Bulk approval (:func:`approve_many`): the same rules per request, many requests per transaction, one
+bulk insert of the signed certificates and bulk audit entries.
+
 Renewal: a new request linked to a certificate (``renewal_of``); the subject comes from the account as
-always, the certificate gets a new serial. A key that was on a certificate revoked for key compromise is
-refused in any request. With ``settings.ENROLL_AUTO_APPROVE_RENEWALS`` a renewal by the owner of a
-still-valid, unrevoked certificate is approved at once (``decided_by`` None).
+always, the certificate gets a new serial. With ``settings.ENROLL_AUTO_APPROVE_RENEWALS`` a renewal by
+the owner of a still-valid, unrevoked certificate is approved at once (``decided_by`` None).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -65,10 +75,6 @@ EMAIL_NOT_VERIFIED = (
     "accounts with a verified address. Open the link in the e-mail we sent you, or ask for a new one on "
     "your profile page."
 )
-KEY_COMPROMISED = (
-    "This key was reported as compromised: a certificate for it was revoked for key compromise. "
-    "It can never be certified again. Make a new key on your computer and submit a request made from it."
-)
 
 
 def submission_blocker(owner: Account) -> str | None:
@@ -76,13 +82,6 @@ def submission_blocker(owner: Account) -> str | None:
     if verified_email(owner) is None:
         return EMAIL_NOT_VERIFIED
     return None
-
-
-def key_is_compromised(spki_sha256: str) -> bool:
-    """Whether a certificate for this public key was revoked for key compromise (any owner, any CA)."""
-    return Revocation.objects.filter(
-        certificate__spki_sha256=spki_sha256, reason=RevocationReason.KEY_COMPROMISE
-    ).exists()
 
 
 def renewal_blocker(certificate: Certificate) -> str | None:
@@ -179,12 +178,12 @@ def _store(
     now: dt.datetime,
     renewal_of: Certificate | None = None,
 ) -> EnrollmentRequest:
-    """Refuse a compromised key, else store the checked request as SUBMITTED with its audit entry.
+    """Refuse a blocked key or another account's key, else store the request as SUBMITTED (audited).
 
     Runs inside the caller's transaction; ``notes`` go into the audit entry's detail.
     """
-    if key_is_compromised(parsed.key.spki_sha256):
-        raise SubmissionRefused(KEY_COMPROMISED)
+    if (refusal := ca_services.key_refusal(spki_sha256=parsed.key.spki_sha256, owner=owner)) is not None:
+        raise SubmissionRefused(refusal)
     request = EnrollmentRequest.objects.create(
         owner=owner,
         kind=kind,
@@ -214,7 +213,7 @@ def submit_renewal(
 ) -> EnrollmentRequest:
     """Submit a CSR that renews ``certificate`` (the owner's own, with a verified address).
 
-    The same key may be used again unless it was revoked for key compromise. With
+    The same key may be used again unless it was blocked (revoked for key compromise). With
     ``settings.ENROLL_AUTO_APPROVE_RENEWALS`` the request is approved and issued at once when the
     certificate is still valid and not revoked; the returned request is then ISSUED (or FAILED).
     """
@@ -273,15 +272,26 @@ def approve(
     now = now or utcnow()
     with transaction.atomic():
         request = _lock(request_id)
-        if request.status != RequestStatus.SUBMITTED:
-            raise FlowError(
-                f"Request #{request.pk} is {request.get_status_display().lower()}; only "
-                "submitted requests can be approved."
-            )
-        if by is not None and by.pk == request.owner_id:
-            raise FlowError("Nobody may approve their own request; ask another administrator.")
+        if (refusal := _approval_refusal(request_id, request, by=by)) is not None:
+            raise FlowError(refusal)
         _approve_locked(request, by=by, now=now)
     return request
+
+
+def _approval_refusal(
+    request_id: int, request: EnrollmentRequest | None, *, by: Account | None
+) -> str | None:
+    """Why ``request`` (locked; None if there is no such request) cannot be approved by ``by``, or None."""
+    if request is None:
+        return f"There is no request #{request_id}."
+    if request.status != RequestStatus.SUBMITTED:
+        return (
+            f"Request #{request.pk} is {request.get_status_display().lower()}; only "
+            "submitted requests can be approved."
+        )
+    if by is not None and by.pk == request.owner_id:
+        return "Nobody may approve their own request; ask another administrator."
+    return None
 
 
 def _approve_locked(
@@ -315,11 +325,6 @@ def _issue(request: EnrollmentRequest, *, now: dt.datetime) -> None:
     reason = ""
     try:
         with transaction.atomic():
-            if key_is_compromised(request.spki_sha256):
-                raise FlowError(
-                    "the key of this request was reported as compromised (a certificate for it was "
-                    "revoked for key compromise after the request was submitted)."
-                )
             certificate = ca_services.issue_certificate(
                 request_der=bytes(request.request_der),
                 subject=subject_for(request.owner),
@@ -329,13 +334,11 @@ def _issue(request: EnrollmentRequest, *, now: dt.datetime) -> None:
                 actor=request.decided_by,
                 kind=str(request.kind),
             )
-    except (RequestRefused, ca_services.CAError, FlowError) as exc:
+    except (RequestRefused, ca_services.CAError) as exc:
         reason = str(exc)
     except Exception as exc:  # anything else after approval must still end FAILED, never stuck
         logger.exception("issuing request #%s failed", request.pk)
-        reason = (
-            f"Internal error while signing ({type(exc).__name__}); the operator has the details in the log."
-        )
+        reason = _internal_error(exc)
     if certificate is None:
         request.status = RequestStatus.FAILED
         request.reason = f"Issuing failed: {reason}"
@@ -352,6 +355,153 @@ def _issue(request: EnrollmentRequest, *, now: dt.datetime) -> None:
     request.status = RequestStatus.ISSUED
     request.certificate = certificate
     request.save(update_fields=["status", "certificate"])
+
+
+def _internal_error(exc: Exception) -> str:
+    return f"Internal error while signing ({type(exc).__name__}); the operator has the details in the log."
+
+
+# --- bulk approval -----------------------------------------------------------------------------------
+
+
+class ApprovalOutcome(StrEnum):
+    """What :func:`approve_many` did with one request."""
+
+    ISSUED = "issued"  # approved, certificate issued
+    FAILED = "failed"  # approved, issuing failed: the request is FAILED with the reason
+    REFUSED = "refused"  # not approved (no such request, already decided, own request): unchanged
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalResult:
+    """One request of a bulk approval: its outcome, its certificate if issued, else the reason."""
+
+    request_id: int
+    outcome: ApprovalOutcome
+    request: EnrollmentRequest | None = None
+    certificate: Certificate | None = None
+    reason: str = ""
+
+
+#: Requests decided per transaction by :func:`approve_many` (their row locks are held that long).
+BULK_CHUNK = 250
+
+
+def approve_many(
+    *, request_ids: Sequence[int], actor: Account, now: dt.datetime | None = None
+) -> list[ApprovalResult]:
+    """Approve many SUBMITTED requests and issue their certificates; one result per distinct id, in order.
+
+    The rules of :func:`approve` hold for each request: it is row-locked, its own owner cannot approve it,
+    only SUBMITTED requests are approved (others are REFUSED and left unchanged), and every approved request
+    ends ISSUED or FAILED with the reason. Requests are decided :data:`BULK_CHUNK` at a time, each chunk in
+    one transaction with bulk writes (:func:`ca.services.issue_many`, ``bulk_update``, ``record_many``);
+    each owner hears of the decision once its chunk is committed.
+    """
+    now = now or utcnow()
+    ids = list(dict.fromkeys(request_ids))
+    results: dict[int, ApprovalResult] = {}
+    for start in range(0, len(ids), BULK_CHUNK):
+        with transaction.atomic():
+            results.update(_approve_chunk(ids[start : start + BULK_CHUNK], actor=actor, now=now))
+    return [results[request_id] for request_id in ids]
+
+
+def _approve_chunk(ids: list[int], *, actor: Account, now: dt.datetime) -> dict[int, ApprovalResult]:
+    """Lock, approve and issue one chunk (inside the caller's transaction)."""
+    locked = {
+        request.pk: request
+        for request in EnrollmentRequest.objects.select_for_update()
+        .select_related("owner")
+        .filter(pk__in=ids)
+        .order_by("pk")
+    }
+    results: dict[int, ApprovalResult] = {}
+    approving: list[EnrollmentRequest] = []
+    for request_id in ids:
+        request = locked.get(request_id)
+        if (refusal := _approval_refusal(request_id, request, by=actor)) is not None:
+            results[request_id] = ApprovalResult(
+                request_id, ApprovalOutcome.REFUSED, request=request, reason=refusal
+            )
+            continue
+        assert request is not None
+        request.status = RequestStatus.APPROVED
+        request.decided_by = actor
+        request.decided_at = now
+        approving.append(request)
+    if not approving:
+        return results
+    audit.record_many(
+        [
+            audit.AuditItem(
+                event=AuditEvent.REQUEST_APPROVED,
+                actor=actor,
+                subject_user=request.owner,
+                request_sha256=request.request_sha256,
+                detail=f"request #{request.pk}",
+            )
+            for request in approving
+        ],
+        now=now,
+    )
+    outcomes = _issue_many(approving, actor=actor, now=now)
+    failures: list[audit.AuditItem] = []
+    for request, outcome in zip(approving, outcomes, strict=True):
+        if isinstance(outcome, Certificate):
+            request.status = RequestStatus.ISSUED
+            request.certificate = outcome
+            results[request.pk] = ApprovalResult(
+                request.pk, ApprovalOutcome.ISSUED, request=request, certificate=outcome
+            )
+        else:
+            request.status = RequestStatus.FAILED
+            request.reason = f"Issuing failed: {outcome}"
+            results[request.pk] = ApprovalResult(
+                request.pk, ApprovalOutcome.FAILED, request=request, reason=request.reason
+            )
+            failures.append(
+                audit.AuditItem(
+                    event=AuditEvent.REQUEST_FAILED,
+                    subject_user=request.owner,
+                    request_sha256=request.request_sha256,
+                    detail=f"request #{request.pk}: {request.reason}",
+                )
+            )
+            logger.warning("request #%s failed: %s", request.pk, outcome)
+    EnrollmentRequest.objects.bulk_update(
+        approving, ["status", "decided_by", "decided_at", "reason", "certificate"]
+    )
+    audit.record_many(failures, now=now)
+    for request in approving:
+        transaction.on_commit(partial(notifications.notify_decision, request_id=request.pk), robust=True)
+    return results
+
+
+def _issue_many(
+    requests: list[EnrollmentRequest], *, actor: Account, now: dt.datetime
+) -> list[Certificate | str]:
+    """Issue for approved requests (inside the caller's transaction): per request a certificate or why not."""
+    subjects: dict[int, SubjectInfo] = {}
+    orders = []
+    for request in requests:
+        if request.owner_id not in subjects:
+            subjects[request.owner_id] = subject_for(request.owner)
+        orders.append(
+            ca_services.IssueOrder(
+                request_der=bytes(request.request_der),
+                subject=subjects[request.owner_id],
+                owner=request.owner,
+                kind=str(request.kind),
+                profile_name=request.profile,
+            )
+        )
+    try:
+        with transaction.atomic():
+            return ca_services.issue_many(orders=orders, actor=actor, now=now)
+    except Exception as exc:  # anything unexpected: every request ends FAILED, nothing is stored
+        logger.exception("issuing %s requests failed", len(requests))
+        return [_internal_error(exc)] * len(requests)
 
 
 def reject(

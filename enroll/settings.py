@@ -186,6 +186,8 @@ ENROLL_OCSP_VALIDITY_SECONDS = env.get_int(
 ENROLL_AUTO_APPROVE_RENEWALS = env.get_bool("ENROLL_AUTO_APPROVE_RENEWALS", default=False)
 #: Accept MD5-signed SPKACs (old browsers, `openssl spkac` without -digest) for a legacy fleet; SHA-1 never.
 ENROLL_SPKAC_ALLOW_MD5 = env.get_bool("ENROLL_SPKAC_ALLOW_MD5", default=False)
+#: Lint every certificate (pkilint, RFC 5280) after signing it in memory; ERROR findings refuse it.
+ENROLL_LINT_BEFORE_SIGN = env.get_bool("ENROLL_LINT_BEFORE_SIGN", default=True)
 #: How long an e-mail verification link stays valid, in hours.
 ENROLL_EMAIL_VERIFICATION_HOURS = env.get_int(
     "ENROLL_EMAIL_VERIFICATION_HOURS", default=48, minimum=1, maximum=720

@@ -1,0 +1,142 @@
+"""Lint a certificate before it leaves the CA: pkilint's RFC 5280 (PKIX) certificate validators.
+
+The CA signs a certificate in memory, lints its DER here, and stores or hands it out only when no
+finding is an ERROR (a violated MUST of RFC 5280) or FATAL (the DER cannot even be decoded): a bad
+profile, subject or URL then stops issuance instead of reaching relying parties.
+
+The validators are the ones pkilint's ``lint_pkix_cert`` runs (issuer, validity, subject, extensions and
+SubjectPublicKeyInfo per RFC 5280 section 4.1 and 4.2). They are built once per process and reused: the
+validator objects keep no state between documents.
+
+pkilint checks URIs (RFC 3986 as RFC 5280 section 4.2.1.6 asks) with a domain-name rule that refuses a
+single-label host such as ``localhost``: :func:`uri_problem` tells the same ahead of time, for the
+operator's configured base URL.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import validators  # type: ignore[import-untyped]  # pkilint's own URL rule
+from pkilint import loader
+from pkilint.pkix import certificate as pkix_certificate
+from pkilint.pkix import extension, name
+from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped]
+
+
+class Severity(enum.IntEnum):
+    """pkilint's severities, most severe first (FATAL and ERROR refuse the certificate)."""
+
+    FATAL = 0
+    ERROR = 1
+    WARNING = 2
+    NOTICE = 3
+    INFO = 4
+    DEBUG = 5
+
+
+#: Findings of these severities refuse a certificate.
+BLOCKING = frozenset({Severity.FATAL, Severity.ERROR})
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One finding: its severity, pkilint's code (e.g. ``pkix.invalid_uri_syntax``), where, and why."""
+
+    severity: Severity
+    code: str
+    path: str
+    message: str = ""
+
+    @property
+    def blocking(self) -> bool:
+        return self.severity in BLOCKING
+
+    def __str__(self) -> str:
+        text = f"{self.code} ({self.severity.name}) at {self.path}"
+        return f"{text}: {self.message}" if self.message else text
+
+
+class CertificateLintError(ValueError):
+    """The certificate has ERROR or FATAL findings; the message lists them."""
+
+    def __init__(self, findings: list[Finding]) -> None:
+        self.findings = findings
+        listed = "; ".join(str(f) for f in findings)
+        super().__init__(f"The certificate violates RFC 5280 and was not issued: {listed}.")
+
+
+@functools.cache
+def _validator() -> Any:
+    """The PKIX certificate validator container, built on first use (as ``lint_pkix_cert`` builds it)."""
+    decoding = pkix_certificate.create_decoding_validators(
+        name.ATTRIBUTE_TYPE_MAPPINGS, extension.EXTENSION_MAPPINGS
+    )
+    return pkix_certificate.create_pkix_certificate_validator_container(
+        decoding,
+        [
+            pkix_certificate.create_issuer_validator_container([]),
+            pkix_certificate.create_validity_validator_container(),
+            pkix_certificate.create_subject_validator_container([]),
+            pkix_certificate.create_extensions_validator_container([]),
+            pkix_certificate.create_spki_validator_container([]),
+        ],
+    )
+
+
+@functools.cache
+def _loader() -> Any:
+    return loader.RFC5280CertificateDocumentLoader()
+
+
+def lint_certificate(*, der: bytes) -> list[Finding]:
+    """Every finding pkilint's RFC 5280 certificate validators report for ``der``, most severe first.
+
+    DER that does not decode as a certificate gives one FATAL finding.
+    """
+    validator = _validator()
+    try:
+        document = _loader().load_der_document(der, "certificate")
+    except (ValueError, PyAsn1Error) as exc:
+        return [Finding(Severity.FATAL, "itu.invalid_asn1_syntax", "certificate", str(exc))]
+    findings = [
+        Finding(
+            Severity[description.finding.severity.name],
+            str(description.finding.code),
+            str(result.node.path),
+            str(description.message or ""),
+        )
+        for result in validator.validate(document.root)
+        for description in result.finding_descriptions
+    ]
+    return sorted(findings, key=lambda f: f.severity)
+
+
+def check_certificate(*, der: bytes) -> list[Finding]:
+    """Raise :class:`CertificateLintError` listing the ERROR and FATAL findings; else return the rest."""
+    findings = lint_certificate(der=der)
+    blocking = [f for f in findings if f.blocking]
+    if blocking:
+        raise CertificateLintError(blocking)
+    return findings
+
+
+def uri_problem(uri: str) -> str | None:
+    """Why pkilint would refuse ``uri`` in a certificate (CRL distribution point, AIA), or None.
+
+    Uses the URL rule pkilint applies (the ``validators`` package), and names the usual cause: a host
+    without a dot, such as ``localhost``.
+    """
+    if validators.url(uri) is True:
+        return None
+    host = uri.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+    hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    if hostname and "." not in hostname and not hostname.startswith("["):
+        return (
+            f"its host '{hostname}' is a single label; RFC 5280 linters refuse such URIs in certificates. "
+            "Use a fully qualified name or an IP address (e.g. http://127.0.0.1:8000)"
+        )
+    return "it is not a valid URI by RFC 3986 as RFC 5280 linters check it"
