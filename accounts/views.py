@@ -7,19 +7,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from axes.utils import reset as reset_lockout
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import SetPasswordForm
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
+from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import services
 from accounts.certlogin import certificate_session
 from accounts.forms import EmailChangeForm, SignUpForm
+from accounts.ratelimits import rate_limited
 from accounts.services import TokenState
 from ca.types import Account
 
@@ -43,6 +47,7 @@ def _account(request: HttpRequest) -> Account:
 
 
 @require_http_methods(["GET", "POST"])
+@rate_limited("signup")
 def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect(settings.LOGIN_REDIRECT_URL)
@@ -169,7 +174,10 @@ def profile(request: HttpRequest) -> HttpResponse:
 # --- Django's auth views with our templates --------------------------------------------------------
 
 
+@method_decorator(rate_limited("login"), name="dispatch")
 class LoginView(auth_views.LoginView):
+    """Django's login, rate-limited; django-axes (the first authentication backend) locks out guessing."""
+
     template_name = "accounts/login.html"
     redirect_authenticated_user = True
 
@@ -196,6 +204,16 @@ class PasswordResetDoneView(auth_views.PasswordResetDoneView):
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     template_name = "accounts/password_reset_confirm.html"
     success_url = reverse_lazy("accounts:password-reset-complete")
+
+    def form_valid(self, form: SetPasswordForm[Any]) -> HttpResponse:
+        """A new password set through the e-mailed link lifts the account's login lock-out.
+
+        Only the username's failures go: an address locked out for guessing stays locked, or anyone
+        could reset their own password to go on guessing other accounts' passwords from it.
+        """
+        response = super().form_valid(form)
+        reset_lockout(username=form.user.get_username())
+        return response
 
 
 class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):

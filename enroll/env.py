@@ -7,6 +7,7 @@ trailing newline) is the value, the convention of Docker/systemd credentials.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -68,5 +69,23 @@ def get_url(name: str, *, default: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ImproperlyConfigured(
             f"{name}={value!r} must be an absolute http(s) URL without query, e.g. https://pki.example.com"
+        )
+    return value
+
+
+_RATE = re.compile(r"([1-9][0-9]*)/([1-9][0-9]*)?([smhd])")
+_RATE_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def get_rate(name: str, *, default: str) -> str:
+    """A rate limit such as ``10/h``, ``5/m`` or ``30/10m`` (at most ``N/d``); ``off`` for none (``""``)."""
+    value = (get(name) or default).strip().lower()
+    if value == "off":
+        return ""
+    match = _RATE.fullmatch(value)
+    if match is None or int(match[2] or 1) * _RATE_SECONDS[match[3]] > 86400:
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a rate: write COUNT/PERIOD with a period in s, m, h or d of at most a "
+            "day, e.g. 10/h, 5/m or 30/10m (or off)."
         )
     return value

@@ -19,6 +19,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
+from accounts.ratelimits import rate_limited
 from ca.pki.errors import RequestRefused
 from enroll import flows
 from enroll.views import key_name, portal_user
@@ -57,6 +58,7 @@ def keygen(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @login_required
+@rate_limited("submit", as_json=True)
 def keygen_submit(request: HttpRequest) -> JsonResponse:
     """Take the PEM CSR the page made and store it as a new request (JSON in, JSON out)."""
     user = portal_user(request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import dj_database_url
@@ -64,13 +65,20 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "crispy_forms",
     "crispy_bootstrap5",
+    "axes",  # lock-out after failed logins (README, "Rate limits and lock-out")
+    "django_ratelimit",
+    "csp",
     "ca.apps.CaConfig",
     "accounts.apps.AccountsConfig",
     "enroll.apps.EnrollConfig",
 ]
 
 MIDDLEWARE = [
+    # First: forwarding headers (X-Forwarded-For/-Proto) count only from ENROLL_TRUSTED_PROXIES.
+    "accounts.ratelimits.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django_permissions_policy.PermissionsPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -80,6 +88,8 @@ MIDDLEWARE = [
     "accounts.certlogin.CertificateLoginMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last (as django-axes requires): turns a locked-out login into the lock-out page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "enroll.urls"
@@ -131,7 +141,10 @@ CRISPY_ALLOWED_TEMPLATE_PACKS = "bootstrap5"
 CRISPY_TEMPLATE_PACK = "bootstrap5"
 
 AUTHENTICATION_BACKENDS = [
-    "django.contrib.auth.backends.ModelBackend",  # first: force_login and password logins use it
+    # First: refuses locked-out logins before any password is checked; as a ModelBackend it also loads
+    # the users of force_login and of sessions made at sign-up.
+    "axes.backends.AxesBackend",
+    "django.contrib.auth.backends.ModelBackend",  # checks passwords
     "accounts.certlogin.CertificateBackend",
 ]
 
@@ -154,6 +167,57 @@ DEFAULT_FROM_EMAIL = env.get("DEFAULT_FROM_EMAIL", "Enroll Portal <noreply@local
 
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
+
+# --- HTTPS and security headers (README, "Security headers" and "Production") ------------------------
+#: The portal's pages are served over HTTPS (directly or by a TLS-terminating front server): redirect
+#: plain HTTP there and send HSTS. On by default outside debug when ENROLL_PUBLIC_URL is https; set it
+#: explicitly when the public URL stays http for the CRL/OCSP URLs (they are exempt from the redirect).
+ENROLL_HTTPS = env.get_bool(
+    "ENROLL_HTTPS",
+    default=not DEBUG
+    and env.get_url("ENROLL_PUBLIC_URL", default="http://127.0.0.1:8000").startswith("https:"),
+)
+if ENROLL_HTTPS:
+    SECURE_SSL_REDIRECT = True
+    # CRLs, CA certificates and OCSP stay reachable over plain HTTP (RFC 5280 8, RFC 6960 A.1): their
+    # clients (nginx's OCSP client, CRL fetchers) do not follow redirects to HTTPS, and need no secrecy.
+    SECURE_REDIRECT_EXEMPT = [r"^pki/"]
+    SECURE_HSTS_SECONDS = env.get_int("ENROLL_HSTS_SECONDS", default=31536000, minimum=0, maximum=63072000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.get_bool("ENROLL_HSTS_INCLUDE_SUBDOMAINS", default=False)
+    SECURE_HSTS_PRELOAD = env.get_bool("ENROLL_HSTS_PRELOAD", default=False)
+# Behind a TLS-terminating front server, its X-Forwarded-Proto says whether the client used HTTPS.
+# Believed only from ENROLL_TRUSTED_PROXIES: accounts.ratelimits.TrustedProxyMiddleware drops the header
+# when anyone else sends it.
+if env.get_list("ENROLL_TRUSTED_PROXIES", default=[]):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# No inline script, style or event handler anywhere (templates/ and static/portal/ only load files):
+# 'self' for everything, nothing else. Bootstrap's JavaScript sets element.style from script (CSSOM),
+# which CSP does not govern, so style-src needs no 'unsafe-inline' either.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],  # Bootstrap's icons (navbar toggler, form validation) are data: SVGs
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    },
+}
+#: Browser features no page of the portal uses (Permissions-Policy: feature=()).
+PERMISSIONS_POLICY: dict[str, list[str]] = {
+    feature: []
+    for feature in (
+        "accelerometer", "camera", "display-capture", "geolocation", "gyroscope", "magnetometer",
+        "microphone", "midi", "payment", "usb", "serial", "hid", "bluetooth",
+    )
+}  # fmt: skip
 
 LOGGING = {
     "version": 1,
@@ -223,3 +287,53 @@ if ENROLL_CERT_LOGIN_ENABLED and not ENROLL_TRUSTED_PROXIES:
         "ENROLL_CERT_LOGIN_ENABLED is on but ENROLL_TRUSTED_PROXIES is empty: name the front servers "
         "(e.g. 127.0.0.1) whose certificate headers the portal may believe."
     )
+
+# --- Rate limits and lock-out (accounts.ratelimits, django-axes; README, "Rate limits and lock-out") ---
+# Counters live in the database (the one store every portal process shares): a cache table made by
+# `migrate` (accounts migration 0002, or `createcachetable`). Its backend makes increments atomic.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "ratelimit": {
+        "BACKEND": "accounts.ratelimits.RateLimitCache",
+        "LOCATION": "enroll_rate_limit_cache",
+        # Longer than the longest period (a day), so a counter never expires inside its window.
+        "TIMEOUT": 86400 + 60,
+        "OPTIONS": {"MAX_ENTRIES": 200_000},
+    },
+}
+RATELIMIT_USE_CACHE = "ratelimit"
+RATELIMIT_HASH_ALGORITHM = "hashlib.sha256"
+#: Turn every rate limit off (e.g. for a load test driving many users from one address).
+ENROLL_RATE_LIMITS_ENABLED = env.get_bool("ENROLL_RATE_LIMITS_ENABLED", default=True)
+RATELIMIT_ENABLE = ENROLL_RATE_LIMITS_ENABLED
+#: Per action, per client address and per account: COUNT/PERIOD (see enroll.env.get_rate), "" for none.
+ENROLL_RATE_LIMITS: dict[str, dict[str, str]] = {
+    action: {
+        scope: env.get_rate(f"ENROLL_RATE_LIMIT_{action.upper()}_PER_{scope.upper()}", default=default)
+        for scope, default in defaults.items()
+    }
+    for action, defaults in {
+        "signup": {"address": "10/h"},
+        "login": {"address": "30/10m", "account": "10/10m"},
+        "submit": {"address": "60/h", "account": "20/h"},
+        "challenge": {"address": "120/h", "account": "60/h"},
+    }.items()
+}
+# django_ratelimit.W001 says only that RateLimitCache is not one of the memcached/redis backends the
+# library names. What that check guards against, a non-atomic increment (its E003 for DatabaseCache),
+# RateLimitCache removes: increments run under a row lock (PostgreSQL) or the write lock (SQLite).
+# tests/test_rate_limits.py counts concurrent increments on PostgreSQL.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
+
+#: Lock a username, and separately a client address, out after this many failed logins ...
+AXES_ENABLED = env.get_bool("ENROLL_LOCKOUT_ENABLED", default=True)
+AXES_FAILURE_LIMIT = env.get_int("ENROLL_LOCKOUT_FAILURES", default=10, minimum=1, maximum=1000)
+#: ... for this many minutes after the last failure (a password reset or an administrator lifts it sooner).
+AXES_COOLOFF_TIME = dt.timedelta(
+    minutes=env.get_int("ENROLL_LOCKOUT_MINUTES", default=15, minimum=1, maximum=7 * 24 * 60)
+)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "accounts.ratelimits.client_address"
+AXES_LOCKOUT_CALLABLE = "accounts.ratelimits.lockout_response"
+AXES_RESET_ON_SUCCESS = False  # a login to one's own account must not clear an address's failures
+AXES_HTTP_RESPONSE_CODE = 429

@@ -16,6 +16,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
+from accounts import ratelimits
+from accounts.ratelimits import rate_limited
 from ca.pki.errors import RequestRefused
 from enroll import challenges, flows
 from enroll.forms import SpkacForm
@@ -25,6 +27,7 @@ from enroll.views import portal_user
 @sensitive_post_parameters("spkac_text")
 @require_http_methods(["GET", "POST"])
 @login_required
+@rate_limited("submit")
 def request_spkac(request: HttpRequest) -> HttpResponse:
     user = portal_user(request)
     blocker = flows.submission_blocker(user)
@@ -48,7 +51,12 @@ def request_spkac(request: HttpRequest) -> HttpResponse:
                     "administrator will look at it; you will get an e-mail when it is decided.",
                 )
                 return redirect("portal:request-detail", pk=submitted.pk)
-    challenge = None if blocker is not None else challenges.issue(owner=user, binding=binding)
+    challenge = None
+    if blocker is None:
+        refusal = ratelimits.check(request, "challenge")
+        if refusal is not None:
+            return ratelimits.refused(request, refusal)
+        challenge = challenges.issue(owner=user, binding=binding)
     return render(
         request,
         "portal/request_spkac.html",

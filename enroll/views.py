@@ -24,6 +24,7 @@ from django.utils.text import slugify
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_safe
 
+from accounts.ratelimits import rate_limited
 from ca import services as ca_services
 from ca.clock import utcnow
 from ca.models import Certificate, CertificateAuthority, CertificateStatus
@@ -257,6 +258,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @sensitive_post_parameters("csr_text")
 @require_http_methods(["GET", "POST"])
 @login_required
+@rate_limited("submit")
 def request_new(request: HttpRequest) -> HttpResponse:
     user = portal_user(request)
     blocker = flows.submission_blocker(user)
@@ -442,6 +444,7 @@ def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponseBase:
 @sensitive_post_parameters("csr_text")
 @require_http_methods(["GET", "POST"])
 @login_required
+@rate_limited("submit")
 def certificate_renew(request: HttpRequest, pk: int) -> HttpResponse:
     user = portal_user(request)
     now = utcnow()

@@ -513,6 +513,7 @@ def test_settings_defaults(load_settings: Callable[..., dict[str, Any]]) -> None
     auth_index = middleware.index("django.contrib.auth.middleware.AuthenticationMiddleware")
     assert middleware[auth_index + 1] == "accounts.certlogin.CertificateLoginMiddleware"
     assert loaded["AUTHENTICATION_BACKENDS"] == [
+        "axes.backends.AxesBackend",  # lock-out (tests/test_lockout.py)
         "django.contrib.auth.backends.ModelBackend",
         "accounts.certlogin.CertificateBackend",
     ]

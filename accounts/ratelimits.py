@@ -1,0 +1,243 @@
+"""Rate limits and lock-out: who the client is, how often it may act, and the pages that say "not now".
+
+- **Client address**: ``REMOTE_ADDR``, unless the TCP peer is one of ``ENROLL_TRUSTED_PROXIES``; then the
+  address that front server put into ``X-Forwarded-For`` (the right-most entry that is not itself a
+  trusted proxy). :class:`TrustedProxyMiddleware` drops ``X-Forwarded-For`` and ``X-Forwarded-Proto``
+  sent by anyone else, so neither a spoofed address nor a spoofed "https" gets further.
+- **Rate limits** (django-ratelimit): per action (``signup``, ``login``, ``submit``, ``challenge``), per
+  client address and per account, the rates of ``settings.ENROLL_RATE_LIMITS``. Over the limit, the
+  answer is 429 with a ``Retry-After`` header and a page (or JSON) saying what happened and when to try
+  again. Counters live in :class:`RateLimitCache`, a database table every portal process shares.
+- **Lock-out** (django-axes): after ``AXES_FAILURE_LIMIT`` failed logins for one username, or from one
+  address, logins are refused for ``AXES_COOLOFF_TIME``; :func:`lockout_response` is the page.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import ipaddress
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Concatenate, ParamSpec
+
+from axes.helpers import get_cool_off
+from django.conf import settings
+from django.core.cache.backends.db import DatabaseCache
+from django.db import connections, router, transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.shortcuts import render
+from django_ratelimit.core import get_usage
+
+from accounts import frontserver
+
+P = ParamSpec("P")
+View = Callable[Concatenate[HttpRequest, P], HttpResponseBase]
+
+#: What each action is, in the words of the 429 page ("Too many ... from your network address").
+ACTIONS = {
+    "signup": "sign-ups",
+    "login": "login attempts",
+    "submit": "certificate requests",
+    "challenge": "SPKAC challenges",
+}
+SCOPES = {"address": "from your network address", "account": "for this account"}
+
+FORWARDED_FOR = "HTTP_X_FORWARDED_FOR"
+FORWARDED_PROTO = "HTTP_X_FORWARDED_PROTO"
+
+
+# --- the client's address ----------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def _trusted(entries: tuple[str, ...]) -> tuple[tuple[frontserver.Network, ...], bool]:
+    return frontserver.parse_trusted_proxies(entries)
+
+
+def is_trusted_proxy(peer: str) -> bool:
+    """Whether ``peer`` (a ``REMOTE_ADDR``; empty for a Unix socket) is one of ENROLL_TRUSTED_PROXIES."""
+    proxies: Any = getattr(settings, "ENROLL_TRUSTED_PROXIES", ())
+    if isinstance(proxies, str):  # as accounts.certlogin reads it: a comma-separated list
+        proxies = proxies.split(",")
+    networks, unix = _trusted(tuple(str(item).strip() for item in proxies if str(item).strip()))
+    if not peer:
+        return unix
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+def client_address(request: HttpRequest) -> str:
+    """The client's IP address: REMOTE_ADDR, or what a trusted front server forwarded (see module doc).
+
+    ``"unknown"`` when there is none (a Unix-socket peer that is not trusted, or forwarded nonsense).
+    """
+    peer = str(request.META.get("REMOTE_ADDR") or "")
+    if is_trusted_proxy(peer):
+        forwarded = str(request.META.get(FORWARDED_FOR, ""))
+        for entry in reversed([item.strip() for item in forwarded.split(",")]):
+            try:
+                address = ipaddress.ip_address(entry)
+            except ValueError:
+                break  # not an address: the chain from here on is not the proxies' doing
+            if not is_trusted_proxy(str(address)):
+                return str(address)
+    try:
+        return str(ipaddress.ip_address(peer))
+    except ValueError:
+        return "unknown"
+
+
+class TrustedProxyMiddleware:
+    """Drops X-Forwarded-For and X-Forwarded-Proto unless the peer is a trusted front server.
+
+    Django's ``SECURE_PROXY_SSL_HEADER`` believes the header from anyone; this makes it (and the client
+    address) believe only ``ENROLL_TRUSTED_PROXIES``.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if not is_trusted_proxy(str(request.META.get("REMOTE_ADDR") or "")):
+            request.META.pop(FORWARDED_FOR, None)
+            request.META.pop(FORWARDED_PROTO, None)
+        return self.get_response(request)
+
+
+# --- the counters' store ---------------------------------------------------------------------------
+
+
+class RateLimitCache(DatabaseCache):
+    """Django's database cache with an atomic ``incr`` (django-ratelimit counts with ``add`` + ``incr``).
+
+    ``DatabaseCache.incr`` reads and writes back, so two processes counting at once lose a count. Here the
+    read and write run in one transaction holding the row: ``SELECT ... FOR UPDATE`` on PostgreSQL; on
+    SQLite the transaction itself takes the database's write lock (the portal's SQLite settings begin
+    transactions IMMEDIATE). ``add`` is already atomic (an INSERT on the primary key).
+    """
+
+    def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
+        db = router.db_for_write(self.cache_model_class)
+        connection = connections[db]
+        with transaction.atomic(using=db):
+            if connection.features.has_select_for_update:
+                table = connection.ops.quote_name(self.cache_model_class._meta.db_table)
+                column = connection.ops.quote_name("cache_key")
+                with connection.cursor() as cursor:
+                    # Quoted names from settings (as in DatabaseCache), the key as a parameter.
+                    cursor.execute(
+                        f"SELECT {column} FROM {table} WHERE {column} = %s FOR UPDATE",  # noqa: S608  # nosec B608
+                        [self.make_and_validate_key(key, version=version)],
+                    )
+            return super().incr(key, delta, version=version)
+
+
+# --- rate limits -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A request over a limit: which action, which scope, and in how many seconds it may come again."""
+
+    action: str
+    scope: str
+    retry_after: int
+
+    @property
+    def message(self) -> str:
+        return (
+            f"Too many {ACTIONS[self.action]} {SCOPES[self.scope]} in a short time. This limit protects "
+            f"the portal and your account. Please try again in {wait_words(self.retry_after)}."
+        )
+
+
+def wait_words(seconds: int) -> str:
+    """``45 seconds``, ``2 minutes``: how long to wait, in words."""
+    if seconds <= 90:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes} minutes"
+
+
+def _account_key(request: HttpRequest, action: str) -> str | None:
+    """The account an action counts against: the logged-in user, or the username a login tries."""
+    if action == "login":
+        username = str(request.POST.get("username", "")).strip().lower()
+        return f"username:{username}" if username else None
+    if request.user.is_authenticated:
+        return f"user:{request.user.pk}"
+    return None
+
+
+def check(request: HttpRequest, action: str) -> Refusal | None:
+    """Count this request against ``action``'s limits; a :class:`Refusal` if one of them is exceeded."""
+    rates = settings.ENROLL_RATE_LIMITS.get(action, {})
+    keys = {"address": f"address:{client_address(request)}", "account": _account_key(request, action)}
+    for scope, key in keys.items():
+        rate = rates.get(scope)
+        if not rate or key is None:
+            continue
+        usage = get_usage(
+            request,
+            group=f"enroll.{action}.{scope}",
+            key=lambda _group, _request, key=key: key,
+            rate=rate,
+            increment=True,
+        )
+        if usage is not None and usage["should_limit"]:
+            return Refusal(action=action, scope=scope, retry_after=max(1, int(usage["time_left"])))
+    return None
+
+
+def refused(request: HttpRequest, refusal: Refusal, *, as_json: bool = False) -> HttpResponse:
+    """The 429 answer: a page (or ``{"ok": false, "error": ...}``) and ``Retry-After``."""
+    response: HttpResponse
+    if as_json:
+        response = JsonResponse({"ok": False, "error": refusal.message}, status=429)
+    else:
+        response = render(request, "ratelimited.html", {"refusal": refusal}, status=429)
+    response["Retry-After"] = str(refusal.retry_after)
+    return response
+
+
+def rate_limited(
+    action: str, *, methods: tuple[str, ...] = ("POST",), as_json: bool = False
+) -> Callable[[View[P]], View[P]]:
+    """View decorator: requests with one of ``methods`` count against ``action``'s limits."""
+
+    def decorate(view: View[P]) -> View[P]:
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, /, *args: P.args, **kwargs: P.kwargs) -> HttpResponseBase:
+            if request.method in methods:
+                refusal = check(request, action)
+                if refusal is not None:
+                    return refused(request, refusal, as_json=as_json)
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+# --- lock-out ----------------------------------------------------------------------------------------
+
+
+def lockout_response(
+    request: HttpRequest, original_response: HttpResponse | None, credentials: dict[str, Any] | None
+) -> HttpResponse:
+    """django-axes' answer to a locked-out login (AXES_LOCKOUT_CALLABLE): 429, a page, Retry-After."""
+    cool_off = get_cool_off(request) or dt.timedelta(minutes=15)
+    seconds = max(1, int(cool_off.total_seconds()))
+    response = render(
+        request,
+        "accounts/locked_out.html",
+        {"wait": wait_words(seconds), "failures": settings.AXES_FAILURE_LIMIT},
+        status=429,
+    )
+    response["Retry-After"] = str(seconds)
+    return response
