@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.utils.cache import get_conditional_response, patch_cache_control
 from django.utils.http import http_date
@@ -68,10 +68,9 @@ def ca_certificate(request: HttpRequest, slug: str, fmt: str) -> HttpResponseBas
 
 @require_safe
 def crl(request: HttpRequest, slug: str, fmt: str) -> HttpResponseBase:
-    ca = get_object_or_404(CertificateAuthority, slug=slug)
     now = utcnow()
     try:
-        publication = services.current_crl(ca=ca, now=now)
+        publication = services.crl_to_serve(slug=slug, now=now)
     except services.CAError:
         response = HttpResponse(
             "The CRL cannot be signed right now and the last one has expired. "
@@ -81,16 +80,18 @@ def crl(request: HttpRequest, slug: str, fmt: str) -> HttpResponseBase:
         )
         response["Retry-After"] = "60"
         return response
+    if publication is None:
+        raise Http404("No such CA.")
     node = request.headers.get("X-Enroll-Node")
     if node:
-        services.record_fetch(ca=ca, node=node, number=publication.number, now=now)
+        services.record_fetch(ca=publication.ca_id, node=node, number=publication.number, now=now)
     seconds_left = int((publication.next_update - now).total_seconds())
     max_age = min(settings.ENROLL_CRL_MAX_AGE, seconds_left)
     if fmt == "pem":
-        body, content_type, name = services.crl_pem(publication), "application/x-pem-file", f"{slug}.crl.pem"
+        body, content_type, name = publication.pem, "application/x-pem-file", f"{slug}.crl.pem"
         etag = f"{publication.sha256}-pem"
     else:
-        body, content_type, name = bytes(publication.der), "application/pkix-crl", f"{slug}.crl"
+        body, content_type, name = publication.der, "application/pkix-crl", f"{slug}.crl"
         etag = publication.sha256
     return _respond(
         request,
