@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.hazmat.primitives.serialization import pkcs7
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, Max, OuterRef, QuerySet
 from django.db.models.functions import Length
 from django.utils.text import slugify
 
@@ -845,6 +846,13 @@ def _past_half_time(*, this_update: dt.datetime, next_update: dt.datetime, now: 
     return now >= this_update + (next_update - this_update) / 2
 
 
+#: Revocations dated up to this long before the previous CRL read its entries are read again (and kept
+#: out when that CRL lists them already): several web hosts' clocks may differ a little.
+CARRY_OVER_SLACK = dt.timedelta(minutes=10)
+#: Up to this many of those are looked up in the previous CRL one by one; more make a set of its serials.
+_SINGLE_LOOKUPS = 4
+
+
 def publish_crl(
     *,
     ca: CertificateAuthority,
@@ -855,54 +863,43 @@ def publish_crl(
     """Sign and store a new CRL for ``ca`` with every revoked certificate that has not long expired.
 
     The CA row is locked for the whole step, so CRL numbers are strictly increasing and a CRL signed
-    after a revocation commits always lists it. The number is at least the Unix time, so it keeps
-    increasing even after an older database backup is restored.
+    after a revocation commits always lists it. The number (:func:`next_crl_number`) keeps increasing
+    even after an older database backup is restored.
     Entries stay until their certificate expired more than one CRL lifetime ago (RFC 5280 5.1.2.6:
     at least one regularly scheduled CRL after expiry lists it).
+
+    The entries of the previous CRL are carried over as they were signed (:func:`_carry_over`): only
+    revocations since then and the entries to drop are read. Without a usable previous CRL, every entry
+    is read and built.
     """
     lifetime = crl_lifetime()
     with transaction.atomic():
         locked = CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
         now = now or utcnow()
         this_update = now.replace(microsecond=0)
-        latest = (
-            CrlPublication.objects.filter(ca=locked)
-            .order_by("-number")
-            .values_list("number", flat=True)
-            .first()
-        )
-        if unless_newer_than is not None and latest is not None and latest > unless_newer_than:
+        latest = CrlPublication.objects.filter(ca=locked).order_by("-number").defer("der").first()
+        if unless_newer_than is not None and latest is not None and latest.number > unless_newer_than:
             # another process re-signed while this one waited for the lock
-            return CrlPublication.objects.get(ca=locked, number=latest)
-        number = max((latest + 1) if latest is not None else 1, int(this_update.timestamp()))
-        read_at = utcnow()
-        rows = (
-            Revocation.objects.filter(
-                certificate__ca=locked, certificate__not_after__gt=this_update - lifetime
-            )
-            .order_by("revoked_at", "pk")
-            .values_list("certificate__serial", "revoked_at", "reason", "invalidity_date")
-        )
-        entries = [
-            pki_crl.CrlEntry(
-                serial=int(serial, 16),
-                revoked_at=revoked_at,
-                reason=RevocationReason(reason).flag,
-                invalidity_date=invalidity_date,
-            )
-            for serial, revoked_at, reason, invalidity_date in rows.iterator(chunk_size=10000)
-        ]
+            return CrlPublication.objects.get(pk=latest.pk)
+        number = next_crl_number(ca=locked, latest=latest.number if latest else None, now=this_update)
         try:
-            signed = pki_crl.build_crl(
-                issuer=locked.certificate,
-                issuer_key=load_key(locked),
-                number=number,
-                this_update=this_update,
-                next_update=this_update + lifetime,
-                entries=entries,
-            )
+            key = load_key(locked)
         except CAKeyError as exc:
             raise CAError(str(exc)) from exc
+        read_at = utcnow()
+        cutoff = this_update - lifetime
+        incremental = _carry_over(ca=locked, previous=latest, cutoff=cutoff) if latest is not None else None
+        carried, entries = incremental or ([], _crl_entries(_revocations_listed(ca=locked, cutoff=cutoff)))
+        signed = pki_crl.build_crl(
+            issuer=locked.certificate,
+            issuer_key=key,
+            number=number,
+            this_update=this_update,
+            next_update=this_update + lifetime,
+            entries=entries,
+            carried_over=carried,
+        )
+        count = len(carried) + len(entries)
         der = signed.public_bytes(serialization.Encoding.DER)
         publication = CrlPublication.objects.create(
             ca=locked,
@@ -911,7 +908,7 @@ def publish_crl(
             next_update=this_update + lifetime,
             der=der,
             sha256=hashlib.sha256(der).hexdigest(),
-            entries=len(entries),
+            entries=count,
             created_at=read_at,
         )
         audit.record(
@@ -919,11 +916,106 @@ def publish_crl(
             actor=by,
             ca_slug=locked.slug,
             crl_number=number,
-            detail=f"{len(entries)} entries, next update {this_update + lifetime:%Y-%m-%d %H:%M} UTC",
+            detail=f"{count} entries, next update {this_update + lifetime:%Y-%m-%d %H:%M} UTC",
             now=now,
         )
-    logger.info("published CRL #%s of CA %s with %s entries", number, locked.slug, len(entries))
+    logger.info(
+        "published CRL #%s of CA %s with %s entries (%s)",
+        number,
+        locked.slug,
+        count,
+        f"{len(entries)} new, {len(carried)} carried over" if incremental else "built from all revocations",
+    )
     return publication
+
+
+def next_crl_number(*, ca: CertificateAuthority, latest: int | None, now: dt.datetime) -> int:
+    """The next cRLNumber (RFC 5280 5.2.3: monotonically increasing) of ``ca``.
+
+    Above the newest stored number, the Unix time and the highest number a front server reported
+    fetching (:class:`ca.models.CrlFetch`): after an older database backup is restored, the numbers
+    the portal served since the backup are gone from the CRL rows, but not from the clock, and the
+    front servers that fetched one of them reported it.
+    """
+    served = CrlFetch.objects.filter(ca=ca).aggregate(highest=Max("number"))["highest"]
+    return max((latest or 0) + 1, (served or 0) + 1, int(now.timestamp()))
+
+
+def _revocations_listed(*, ca: CertificateAuthority, cutoff: dt.datetime) -> QuerySet[Revocation]:
+    """The revocations a CRL of ``ca`` lists: those of certificates expired after ``cutoff`` or valid."""
+    return Revocation.objects.filter(certificate__ca=ca, certificate__not_after__gt=cutoff)
+
+
+def _crl_entries(revocations: QuerySet[Revocation]) -> list[pki_crl.CrlEntry]:
+    rows = revocations.order_by("revoked_at", "pk").values_list(
+        "certificate__serial", "revoked_at", "reason", "invalidity_date"
+    )
+    return [
+        pki_crl.CrlEntry(
+            serial=int(serial, 16),
+            revoked_at=revoked_at,
+            reason=RevocationReason(reason).flag,
+            invalidity_date=invalidity_date,
+        )
+        for serial, revoked_at, reason, invalidity_date in rows.iterator(chunk_size=10000)
+    ]
+
+
+def _carry_over(
+    *, ca: CertificateAuthority, previous: CrlPublication, cutoff: dt.datetime
+) -> tuple[list[x509.RevokedCertificate], list[pki_crl.CrlEntry]] | None:
+    """The previous CRL's entries still due and the revocations it lacks; None to build from all rows.
+
+    Reads the revocations since the previous CRL read its own (:data:`CARRY_OVER_SLACK` earlier) and
+    the serials whose certificates passed ``cutoff`` since. None when the previous CRL cannot be
+    carried over (:func:`ca.pki.crl.previous_crl`: another CA or key, damaged), when it dropped entries
+    that are due again (a longer lifetime, a publication dated earlier), or when the result would not
+    have exactly as many entries as there are revocations to list (a revocation dated long before the
+    CRL that missed it): then every entry is built from the rows.
+    """
+    previous_cutoff = previous.this_update - (previous.next_update - previous.this_update)
+    if cutoff < previous_cutoff:
+        return None
+    listed = _revocations_listed(ca=ca, cutoff=cutoff)
+    since = listed.filter(revoked_at__gte=previous.created_at - CARRY_OVER_SLACK)
+    fresh = _crl_entries(since)
+    dropped = {
+        int(serial, 16)
+        for serial in Revocation.objects.filter(
+            certificate__ca=ca, certificate__not_after__gt=previous_cutoff, certificate__not_after__lte=cutoff
+        ).values_list("certificate__serial", flat=True)
+    }
+    der = CrlPublication.objects.filter(pk=previous.pk).values_list("der", flat=True).get()
+    try:
+        base = pki_crl.previous_crl(issuer=ca.certificate, previous_der=bytes(der))
+    except pki_crl.PreviousCrlUnusable as exc:
+        logger.warning("CRL #%s of CA %s is not carried over: %s", previous.number, ca.slug, exc)
+        return None
+    carried = base.entries
+    # Only a revocation dated before the previous CRL read its entries can be on it (equal: frozen clocks).
+    maybe_listed = [entry for entry in fresh if entry.revoked_at <= previous.created_at]
+    if dropped or len(maybe_listed) > _SINGLE_LOOKUPS:
+        serials = [revoked.serial_number for revoked in carried]
+        if dropped:
+            carried = [
+                revoked for revoked, serial in zip(carried, serials, strict=True) if serial not in dropped
+            ]
+        on_previous = set(serials)
+        new = [entry for entry in fresh if entry.serial not in on_previous]
+    else:
+        already = {entry.serial for entry in maybe_listed if base.lists(serial=entry.serial)}
+        new = [entry for entry in fresh if entry.serial not in already]
+    due = listed.count()
+    if len(carried) + len(new) != due:
+        logger.warning(
+            "CRL #%s of CA %s is not carried over: it would give %s entries for %s revocations",
+            previous.number,
+            ca.slug,
+            len(carried) + len(new),
+            due,
+        )
+        return None
+    return carried, new
 
 
 def _has_unpublished_revocations(publication: CrlPublication) -> bool:
@@ -951,20 +1043,96 @@ def current_crl(*, ca: CertificateAuthority, now: dt.datetime | None = None) -> 
         raise
 
 
+@dataclass(frozen=True, slots=True)
+class ServedCrl:
+    """The CRL the public endpoint serves for one CA: its numbers and times and its bytes."""
+
+    ca_id: int
+    number: int
+    this_update: dt.datetime
+    next_update: dt.datetime
+    sha256: str
+    der: bytes
+    pem: bytes
+
+
+#: DER and PEM of recently served CRLs by publication id and SHA-256, per process (a stored CRL never
+#: changes; the SHA-256 tells a row apart from a later one given the same id after a restore).
+_CRL_BYTES: dict[tuple[int, str], tuple[bytes, bytes]] = {}
+_CRL_BYTES_KEPT = 8
+
+
+def _crl_bytes(publication_id: int, sha256: str, der: bytes | None = None) -> tuple[bytes, bytes]:
+    cached = _CRL_BYTES.get((publication_id, sha256))
+    if cached is not None:
+        return cached
+    if der is None:
+        der = bytes(CrlPublication.objects.filter(pk=publication_id).values_list("der", flat=True).get())
+    cached = (der, pem_armor(der=der, label="X509 CRL"))
+    while len(_CRL_BYTES) >= _CRL_BYTES_KEPT:
+        _CRL_BYTES.pop(next(iter(_CRL_BYTES)), None)
+    _CRL_BYTES[(publication_id, sha256)] = cached
+    return cached
+
+
+def crl_to_serve(*, slug: str, now: dt.datetime | None = None) -> ServedCrl | None:
+    """What :func:`current_crl` returns for the CA ``slug``, in one small query when nothing is due.
+
+    That query reads the newest CRL's numbers and times (not its DER) and whether a revocation is
+    newer than it; the bytes come from a per-process cache. A CRL half-way to nextUpdate or missing a
+    revocation goes through :func:`current_crl` (re-signed, never expired). None: no CA ``slug``.
+    Raises :class:`CAError` when the CRL is due and cannot be signed and the last one has expired.
+    """
+    now = now or utcnow()
+    unpublished = Revocation.objects.filter(
+        certificate__ca_id=OuterRef("ca_id"), revoked_at__gt=OuterRef("created_at")
+    )
+    row = (
+        CrlPublication.objects.filter(ca__slug=slug)
+        .order_by("-number")
+        .values_list("pk", "ca_id", "number", "this_update", "next_update", "sha256", Exists(unpublished))
+        .first()
+    )
+    if row is not None:
+        pk, ca_id, number, this_update, next_update, sha256, missing_revocation = row
+        if not missing_revocation and not _past_half_time(
+            this_update=this_update, next_update=next_update, now=now
+        ):
+            der, pem = _crl_bytes(pk, sha256)
+            return ServedCrl(ca_id, number, this_update, next_update, sha256, der, pem)
+    ca = CertificateAuthority.objects.filter(slug=slug).first()
+    if ca is None:
+        return None
+    publication = current_crl(ca=ca, now=now)
+    der, pem = _crl_bytes(publication.pk, publication.sha256, bytes(publication.der))
+    return ServedCrl(
+        ca.pk,
+        publication.number,
+        publication.this_update,
+        publication.next_update,
+        publication.sha256,
+        der,
+        pem,
+    )
+
+
 # --- propagation to front servers -------------------------------------------------------------------
 
 _NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
-def record_fetch(*, ca: CertificateAuthority, node: str, number: int, now: dt.datetime | None = None) -> None:
-    """Note that front server ``node`` now has CRL ``number`` (ignores malformed names)."""
+def record_fetch(
+    *, ca: CertificateAuthority | int, node: str, number: int, now: dt.datetime | None = None
+) -> None:
+    """Note that front server ``node`` has CRL ``number`` of ``ca`` (or its id); ignores malformed names."""
     if not _NODE_NAME.fullmatch(node):
         return
     now = now or utcnow()
-    updated = CrlFetch.objects.filter(ca=ca, node=node, number=number).update(last_seen=now)
+    ca_id = ca if isinstance(ca, int) else ca.pk
+    updated = CrlFetch.objects.filter(ca_id=ca_id, node=node, number=number).update(last_seen=now)
     if not updated:
         CrlFetch.objects.update_or_create(
-            ca=ca, node=node, defaults={"number": number, "since": now, "last_seen": now}
+            ca_id=ca_id, node=node, defaults={"number": number, "since": now, "last_seen": now}
         )
 
 
