@@ -28,6 +28,7 @@ import datetime as dt
 import http.client
 import ipaddress
 import os
+import re
 import shlex
 import signal
 import socket
@@ -36,9 +37,10 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from http.cookies import SimpleCookie
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec, Self, TypeVar
@@ -1449,3 +1451,347 @@ def chromium() -> Iterator[ChromiumThread]:
     """Headless Debian Chromium for one test (in its own thread: see :class:`ChromiumThread`)."""
     with ChromiumThread() as running:
         yield running
+
+
+# --- the portal itself under load: gunicorn instances behind one nginx, and a cookie-keeping client ---------
+
+
+@dataclass(frozen=True, slots=True)
+class WebAnswer:
+    """One HTTP answer as :class:`WebClient` got it (header names in lower case, last one wins)."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    @property
+    def location(self) -> str:
+        """The path (and query) a redirect points to, without scheme and host."""
+        parts = urllib.parse.urlsplit(self.headers.get("location", ""))
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+class WebClient:
+    """A browser without JavaScript for load tests: one keep-alive HTTP/1.1 connection to ``base``
+    (``http://127.0.0.1:PORT``), its own cookies, Django's CSRF token on every POST (form field and
+    ``X-CSRFToken`` header, from the ``csrftoken`` cookie), no redirects followed.
+
+    ``on_answer(method, path, status)`` sees every answer (for counting); a connection error is passed on
+    as status 0 and raised. Not shared between threads: one client per simulated person.
+    """
+
+    def __init__(
+        self,
+        base: str,
+        *,
+        on_answer: Callable[[str, str, int], None] | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        parts = urllib.parse.urlsplit(base)
+        if parts.scheme != "http" or parts.hostname is None or parts.port is None:
+            raise ValueError(f"not an http://HOST:PORT URL: {base}")
+        self.base = base.rstrip("/")
+        self.host, self.port = parts.hostname, parts.port
+        self.timeout = timeout
+        self.on_answer = on_answer
+        self.cookies: dict[str, str] = {}
+        self._connection: http.client.HTTPConnection | None = None
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _remember(self, set_cookies: list[str]) -> None:
+        for header in set_cookies:
+            jar: SimpleCookie = SimpleCookie()
+            jar.load(header)
+            for name, morsel in jar.items():
+                if morsel.value == "" or morsel["max-age"] == "0":
+                    self.cookies.pop(name, None)  # deleted (logout, a consumed message)
+                else:
+                    self.cookies[name] = morsel.value
+
+    def request(
+        self, method: str, path: str, *, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> WebAnswer:
+        sent = dict(headers or {})
+        if self.cookies:
+            sent["Cookie"] = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
+        if self._connection is None:
+            self._connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            self._connection.request(method, path, body=body or None, headers=sent)
+            response = self._connection.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException):
+            self.close()
+            if self.on_answer is not None:
+                self.on_answer(method, path, 0)
+            raise
+        self._remember(response.msg.get_all("Set-Cookie") or [])
+        if response.will_close:
+            self.close()
+        if self.on_answer is not None:
+            self.on_answer(method, path, response.status)
+        answer_headers = {name.lower(): value for name, value in response.getheaders()}
+        return WebAnswer(response.status, answer_headers, data)
+
+    def get(self, path: str) -> WebAnswer:
+        return self.request("GET", path)
+
+    def post(self, path: str, form: Mapping[str, str | Sequence[str]]) -> WebAnswer:
+        """POST ``form`` (a list value repeats the field) with the CSRF token of the ``csrftoken`` cookie."""
+        token = self.cookies.get("csrftoken", "")
+        body = urllib.parse.urlencode({**form, "csrfmiddlewaretoken": token}, doseq=True).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "X-CSRFToken": token}
+        return self.request("POST", path, body=body, headers=headers)
+
+
+def _http_answers(port: int, path: str) -> bool:
+    """Whether a server on 127.0.0.1:``port`` answers a GET of ``path`` with anything below 500."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().status < 500
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
+class PortalError(RuntimeError):
+    """A portal instance (gunicorn) or the nginx in front of the instances did not start."""
+
+
+class PortalInstance(_StartStop):
+    """One portal instance: gunicorn serving ``enroll.wsgi:application`` on 127.0.0.1:<free port> with
+    ``workers`` processes of ``threads`` threads each, in ``env`` (the whole environment of the process:
+    DATABASE_URL, DJANGO_SETTINGS_MODULE, ...), logs in ``directory``. Started when its login page answers;
+    stopped by PID (also as a context manager)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        env: dict[str, str],
+        workers: int = 2,
+        threads: int = 2,
+        port: int | None = None,
+    ) -> None:
+        self.directory = directory.resolve()
+        self.env = env
+        self.workers = workers
+        self.threads = threads
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def access_log_path(self) -> Path:
+        return self.directory / "access.log"
+
+    @property
+    def error_log_path(self) -> Path:
+        return self.directory / "error.log"
+
+    def statuses(self) -> list[int]:
+        """The status of every answer in the access log so far."""
+        return [int(line.split()[0]) for line in _read(self.access_log_path).splitlines() if line.strip()]
+
+    def _logs(self) -> str:
+        return _read(self.error_log_path)
+
+    def server_errors(self) -> list[str]:
+        """Django's "Internal Server Error: PATH" log entries so far, each with its exception's last line
+        and PostgreSQL's DETAIL (which lock a deadlock was about)."""
+        found: list[str] = []
+        for block in _read(self.error_log_path).split("Internal Server Error: ")[1:]:
+            lines = block.splitlines()
+            last = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Detected|Refused)\b", line)]
+            detail = [line.strip() for line in lines if line.startswith(("DETAIL:", "Process "))]
+            found.append(" | ".join([lines[0], *last[-1:], *dict.fromkeys(detail)]))
+        return found
+
+    def start(self) -> Self:
+        if self.process is not None:
+            raise PortalError("this portal instance was started already")
+        gunicorn = need_program("gunicorn")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        argv = [
+            gunicorn,
+            "enroll.wsgi:application",
+            f"--bind=127.0.0.1:{self.port}",
+            "--worker-class=gthread",
+            f"--workers={self.workers}",
+            f"--threads={self.threads}",
+            "--graceful-timeout=5",
+            f"--access-logfile={self.access_log_path}",
+            "--access-logformat=%(s)s %(m)s %(U)s %(L)s",
+            f"--error-logfile={self.error_log_path}",
+        ]
+        with self.error_log_path.open("ab") as output:
+            self.process = subprocess.Popen(
+                argv, cwd=REPO, env=self.env, stdin=subprocess.DEVNULL, stdout=output, stderr=output
+            )
+        try:
+            _wait_for(
+                lambda: _http_answers(self.port, "/accounts/login/"),
+                f"gunicorn on port {self.port} to answer",
+                process=self.process,
+                name="gunicorn",
+                logs=self._logs,
+                error=PortalError,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM gunicorn (it stops its workers), SIGKILL what is left. Safe to call twice."""
+        running = self.process is not None and self.process.poll() is None
+        children = _children(self.process.pid) if running and self.process is not None else set()
+        _end_process(self.process, children)
+
+
+_BALANCER_CONF = """\
+# Private load balancer: everything under {dir}; started with nginx -p {dir} -c {dir}/nginx.conf
+daemon off;
+master_process on;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+
+events {{
+    worker_connections 1024;
+}}
+
+http {{
+    # status, the instance that answered, its status, seconds, the request line
+    log_format balancer "$status\\t$upstream_addr\\t$upstream_status\\t$request_time\\t$request";
+    access_log {dir}/access.log balancer;
+    client_body_temp_path {dir}/tmp/client_body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+
+    upstream portal {{
+{servers}
+    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+        server_name 127.0.0.1;
+        client_max_body_size 1m;
+
+        location / {{
+            proxy_pass http://portal;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            # Never buffer answers to temp files: as root the workers run as nobody, and pytest's
+            # folders are 0700.
+            proxy_max_temp_file_size 0;
+        }}
+    }}
+}}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BalancerLogLine:
+    """One answer in the balancer's access log: status, the instance (``127.0.0.1:PORT``) that gave it."""
+
+    status: int
+    upstream: str
+    request: str
+
+
+class NginxBalancer(_StartStop):
+    """A private nginx on 127.0.0.1:<free port> over plain HTTP in front of ``upstreams`` (``host:port``),
+    round robin; forwards Host, X-Forwarded-For and X-Forwarded-Proto. Stopped with ``nginx -s stop``,
+    then by PID (also as a context manager)."""
+
+    def __init__(self, directory: Path, *, upstreams: Sequence[str], port: int | None = None) -> None:
+        self.directory = directory.resolve()
+        self.upstreams = list(upstreams)
+        self.port = port or free_port()
+        self.program = ""
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def conf_path(self) -> Path:
+        return self.directory / "nginx.conf"
+
+    def _argv(self, *args: str) -> list[str]:
+        log = str(self.directory / "error.log")
+        return [self.program, "-p", f"{self.directory}/", "-c", str(self.conf_path), "-e", log, *args]
+
+    def _logs(self) -> str:
+        return _read(self.directory / "stderr.log") + "\n" + _read(self.directory / "error.log")
+
+    def access_log(self) -> list[BalancerLogLine]:
+        lines = []
+        for line in _read(self.directory / "access.log").splitlines():
+            status, upstream, _upstream_status, _seconds, request = line.split("\t", 4)
+            lines.append(BalancerLogLine(int(status), upstream, request))
+        return lines
+
+    def start(self) -> Self:
+        if self.process is not None:
+            raise PortalError("this nginx was started already")
+        self.program = need_program("nginx")
+        (self.directory / "tmp").mkdir(parents=True, exist_ok=True)
+        servers = "\n".join(f"        server {upstream};" for upstream in self.upstreams)
+        self.conf_path.write_text(_BALANCER_CONF.format(dir=self.directory, port=self.port, servers=servers))
+        checked = subprocess.run(
+            self._argv("-t"), capture_output=True, text=True, timeout=WAIT_SECONDS, check=False
+        )
+        if checked.returncode != 0:
+            raise PortalError(f"nginx -t refused the balancer configuration:\n{checked.stderr}")
+        with (self.directory / "stderr.log").open("wb") as output:
+            self.process = subprocess.Popen(
+                self._argv(), stdin=subprocess.DEVNULL, stdout=output, stderr=output
+            )
+        try:
+            _wait_for(
+                lambda: _port_open(self.port) and bool(_children(self.process.pid if self.process else 0)),
+                "the nginx balancer to accept connections",
+                process=self.process,
+                name="nginx",
+                logs=self._logs,
+                error=PortalError,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop nginx (``nginx -s stop``, then by PID). Safe to call twice."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        workers = _children(process.pid)
+        try:
+            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+                subprocess.run(
+                    self._argv("-s", "stop"), capture_output=True, timeout=WAIT_SECONDS, check=False
+                )
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=WAIT_SECONDS / 3)
+        finally:
+            _end_process(process, workers)
