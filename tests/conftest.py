@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import hypothesis
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -15,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 from django.contrib.auth.models import User
+from django.core.cache import caches
 
 from accounts.services import mark_email_verified
 from ca import services
@@ -22,6 +25,21 @@ from ca.models import Certificate, CertificateAuthority
 from enroll import flows
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# Property-based tests (tests/test_parser_properties.py): the same examples on every run (derandomized, no
+# example database), so CI is deterministic. ENROLL_HYPOTHESIS_PROFILE=fuzz runs many random examples.
+hypothesis.settings.register_profile(
+    "enroll",
+    derandomize=True,
+    database=None,
+    max_examples=100,
+    deadline=dt.timedelta(seconds=2),
+    suppress_health_check=[hypothesis.HealthCheck.too_slow, hypothesis.HealthCheck.data_too_large],
+)
+hypothesis.settings.register_profile(
+    "fuzz", parent=hypothesis.settings.get_profile("enroll"), derandomize=False, max_examples=5000
+)
+hypothesis.settings.load_profile(os.environ.get("ENROLL_HYPOTHESIS_PROFILE", "enroll"))
 
 #: Set in CI: a real-client test whose program is missing fails instead of being skipped.
 REQUIRE_REAL_CLIENTS = os.environ.get("ENROLL_REQUIRE_REAL_CLIENTS", "") == "1"
@@ -74,6 +92,15 @@ def make_csr(
     for extension, critical in extensions or []:
         builder = builder.add_extension(extension, critical=critical)
     return builder.sign(key, hashes.SHA256()).public_bytes(encoding)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits(request: pytest.FixtureRequest) -> None:
+    """Every test starts with no rate-limit counters. They live in a database cache table, which plain
+    database tests roll back but tests with live servers (transactional) do not."""
+    if {"transactional_db", "live_server"} & set(request.fixturenames):
+        request.getfixturevalue("transactional_db")
+        caches["ratelimit"].clear()
 
 
 @pytest.fixture

@@ -1,0 +1,716 @@
+"""Property-based tests (hypothesis) of every parser that reads hostile input.
+
+For any input each parser either gives its result or refuses with its documented refusal, in bounded time:
+
+- CSR submissions (PEM, DER, bare base64, keytool armour): :func:`ca.pki.csr.parse_csr` -> RequestRefused;
+- SPKAC submissions: :func:`ca.pki.spkac.parse_spkac` -> RequestRefused;
+- serial numbers as text: :func:`ca.pki.serials.parse_serial` -> SerialFormatError, and the admin search
+  (:func:`ca.admin_views.hex_search`) -> None for "not hexadecimal";
+- forwarded client-certificate headers: :func:`accounts.certlogin.parse_forwarded_pem` and
+  :func:`accounts.certlogin.read_forwarded_certificate` -> None;
+- OCSP requests: :func:`ca.pki.ocsp.respond` -> an unsuccessful OCSP answer, never an exception;
+- CRLs fetched by crl-sync: :func:`ca.crlsync.parse_crl` / :func:`ca.crlsync.check_crl` -> SyncError.
+
+Inputs: random bytes and text; valid DER mutated as a tree (a node replaced by random well-formed ASN.1 of
+other types, its content or tag changed, deleted, duplicated, its length field set to an absurd value such as
+0x84FFFFFFFF, or deep nesting) and optionally re-signed, so that the mutation gets past the signature check
+into the code behind it; then bit flips, inserted and deleted bytes; truncation at every length; inputs far
+above the size caps. Valid inputs still parse. The settings profile (tests/conftest.py) is derandomized.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import NameOID
+from django.http import HttpRequest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from accounts.certlogin import Config, ForwardedCertificate, parse_forwarded_pem, read_forwarded_certificate
+from accounts.frontserver import parse_trusted_proxies
+from ca import crlsync
+from ca.admin_views import hex_search
+from ca.pki import ocsp as pki_ocsp
+from ca.pki.csr import MAX_SUBMISSION_BYTES, ParsedRequest, check_csr_der, parse_csr
+from ca.pki.errors import Refusal, RequestRefused
+from ca.pki.serials import (
+    MAX_SERIAL_OCTETS,
+    SerialFormatError,
+    format_serial,
+    format_serial_colons,
+    parse_serial,
+)
+from ca.pki.spkac import MAX_SPKAC_BYTES, ParsedSpkac, check_spkac_der, parse_spkac
+from tests.conftest import FIXTURES, fixture_bytes
+from tests.spkac_tools import build_spkac, load_key
+
+#: Wall-clock bound for one parser call; the slowest valid input (an RSA 4096 CSR) takes a few milliseconds.
+PER_CALL_SECONDS = 1.0
+NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+CHALLENGE = "4f1c2a9e0b7d6c5a4f1c2a9e0b7d6c5a4f1c2a9e"
+
+T = TypeVar("T")
+E = TypeVar("E", bound=Exception)
+
+
+def bounded(call: Callable[[], T]) -> T:
+    """Run ``call`` and fail if it took longer than :data:`PER_CALL_SECONDS`."""
+    started = time.perf_counter()
+    try:
+        return call()
+    finally:
+        elapsed = time.perf_counter() - started
+        assert elapsed < PER_CALL_SECONDS, f"took {elapsed:.2f} s"
+
+
+def outcome(call: Callable[[], T], refusal: type[E]) -> T | E:
+    """The result of ``call``, or the documented refusal it raised (any other exception fails the test)."""
+    try:
+        return bounded(call)
+    except refusal as refused:
+        return refused
+
+
+# --- a small DER tree codec for structure-aware mutation (X.690, definite lengths, one-byte tags) ----
+
+
+@dataclass
+class Node:
+    tag: int
+    content: bytes = b""
+    children: list[Node] | None = None  # constructed
+    length_override: bytes | None = None  # an absurd or non-minimal length field, written as it is
+
+    def encode(self) -> bytes:
+        body = self.content if self.children is None else b"".join(child.encode() for child in self.children)
+        return bytes([self.tag]) + (self.length_override or der_length(len(body))) + body
+
+
+def der_length(length: int) -> bytes:
+    if length < 0x80:
+        return bytes([length])
+    octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(octets)]) + octets
+
+
+def parse_tree(der: bytes) -> Node:
+    """The tree of a valid DER object (the seeds below); BIT and OCTET STRINGs stay primitive."""
+    node, rest = _parse_node(der)
+    assert rest == b""
+    return node
+
+
+def _parse_node(data: bytes) -> tuple[Node, bytes]:
+    tag, first = data[0], data[1]
+    if first < 0x80:
+        length, offset = first, 2
+    else:
+        count = first & 0x7F
+        length, offset = int.from_bytes(data[2 : 2 + count], "big"), 2 + count
+    body, rest = data[offset : offset + length], data[offset + length :]
+    if not tag & 0x20:
+        return Node(tag, content=body), rest
+    children: list[Node] = []
+    while body:
+        child, body = _parse_node(body)
+        children.append(child)
+    return Node(tag, children=children), rest
+
+
+def all_nodes(root: Node) -> list[tuple[Node | None, Node]]:
+    """(parent, node) for every node, root first."""
+    found: list[tuple[Node | None, Node]] = [(None, root)]
+    index = 0
+    while index < len(found):
+        node = found[index][1]
+        found.extend((node, child) for child in node.children or [])
+        index += 1
+    return found
+
+
+def copy_tree(node: Node) -> Node:
+    children = None if node.children is None else [copy_tree(child) for child in node.children]
+    return Node(node.tag, node.content, children, node.length_override)
+
+
+#: Universal tags a certificate-like structure uses, so replacements are plausible but of the wrong type.
+TAGS = [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0A, 0x0C, 0x13, 0x14, 0x16, 0x17, 0x18, 0x1E, 0x30, 0x31]
+CONTEXT_TAGS = [0x80, 0x81, 0x82, 0x86, 0xA0, 0xA1, 0xA2, 0xA3]
+ABSURD_LENGTHS = [
+    b"\x84\xff\xff\xff\xff",
+    b"\x88\xff\xff\xff\xff\xff\xff\xff\xff",
+    b"\x89\x01\x00\x00\x00\x00\x00\x00\x00\x00",
+    b"\x80",  # indefinite (BER only)
+    b"\xff",
+    b"\x81\x05",  # non-minimal
+    b"\x82\x00\x05",
+    b"\x84\x7f\xff\xff\xff",
+]
+
+
+def asn1_values(max_leaves: int = 6) -> st.SearchStrategy[Node]:
+    """Random well-formed ASN.1 values of any universal or context type, nested."""
+    primitive = st.builds(
+        lambda tag, content: Node(tag, content=content),
+        st.sampled_from([t for t in TAGS + CONTEXT_TAGS if not t & 0x20]),
+        st.one_of(
+            st.binary(max_size=40), st.sampled_from([b"", b"\x00", b"\xff" * 9, b"\x80", b"\x2a\x86\x48"])
+        ),
+    )
+    return st.recursive(
+        primitive,
+        lambda inner: st.builds(
+            lambda tag, children: Node(tag, children=children),
+            st.sampled_from([t for t in TAGS + CONTEXT_TAGS if t & 0x20]),
+            st.lists(inner, max_size=4),
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+def deep_nesting(depth: int, *, indefinite: bool) -> Node:
+    """SEQUENCEs nested ``depth`` deep (built as bytes: no recursion here), around a NULL."""
+    if indefinite:
+        return Node(0x30, content=b"\x30\x80" * depth, length_override=b"\x80")
+    inner = b"\x05\x00"
+    for _ in range(depth - 1):
+        inner = b"\x30" + der_length(len(inner)) + inner
+    return Node(0x30, content=inner)
+
+
+@st.composite
+def mutate_tree(draw: st.DrawFn, seed: bytes) -> Node:
+    """The seed's tree with one to three structural mutations."""
+    root = copy_tree(parse_tree(seed))
+    for _ in range(draw(st.integers(1, 3))):
+        nodes = all_nodes(root)
+        parent, node = nodes[draw(st.integers(0, len(nodes) - 1))]
+        operation = draw(
+            st.sampled_from(["replace", "content", "tag", "delete", "duplicate", "length", "nest"])
+        )
+        if operation == "replace":
+            replacement = draw(asn1_values())
+            node.tag, node.content, node.children = replacement.tag, replacement.content, replacement.children
+        elif operation == "content":
+            node.children, node.content = None, draw(st.binary(max_size=64))
+        elif operation == "tag":
+            node.tag = draw(st.sampled_from(TAGS + CONTEXT_TAGS)) | (0x20 if node.children is not None else 0)
+        elif operation == "delete" and parent is not None and parent.children:
+            parent.children.remove(node)
+        elif operation == "duplicate" and parent is not None and parent.children is not None:
+            parent.children.insert(parent.children.index(node), copy_tree(node))
+        elif operation == "length":
+            node.length_override = draw(st.sampled_from(ABSURD_LENGTHS))
+        elif operation == "nest":
+            nested = deep_nesting(draw(st.integers(50, 3000)), indefinite=draw(st.booleans()))
+            node.tag, node.content, node.children = nested.tag, nested.content, nested.children
+            node.length_override = nested.length_override
+    return root
+
+
+@st.composite
+def byte_mutations(draw: st.DrawFn, data: bytes) -> bytes:
+    """Zero to three bit flips, inserted or deleted byte runs, or a truncation."""
+    out = bytearray(data)
+    for _ in range(draw(st.integers(0, 3))):
+        if not out:
+            break
+        position = draw(st.integers(0, len(out) - 1))
+        operation = draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
+        if operation == "flip":
+            out[position] ^= 1 << draw(st.integers(0, 7))
+        elif operation == "insert":
+            out[position:position] = draw(st.binary(min_size=1, max_size=8))
+        elif operation == "delete":
+            del out[position : position + draw(st.integers(1, 8))]
+        else:
+            del out[position:]
+    return bytes(out)
+
+
+def resigned(root: Node, sign: Callable[[bytes], bytes]) -> bytes:
+    """Re-sign a SIGNED{...} structure (tbs, algorithm, BIT STRING) after its tbs part was mutated."""
+    assert root.children is not None
+    tbs = root.children[0].encode()
+    signature = Node(0x03, content=b"\x00" + sign(tbs))
+    return Node(0x30, children=[root.children[0], root.children[1], signature]).encode()
+
+
+@st.composite
+def mutated_signed(draw: st.DrawFn, seed: bytes, sign: Callable[[bytes], bytes] | None) -> bytes:
+    """Mutate the seed; for a signed seed (with ``sign``) mostly inside the signed part, then re-sign it
+    so that the signature verifies and the mutation reaches the checks after it."""
+    if sign is not None and draw(st.booleans()):
+        root = copy_tree(parse_tree(seed))
+        assert root.children is not None
+        tbs = draw(mutate_tree(root.children[0].encode()))
+        root.children[0] = tbs
+        der = resigned(root, sign)
+    else:
+        der = draw(mutate_tree(seed)).encode()
+    return draw(byte_mutations(der))
+
+
+# --- seeds: real objects made once ------------------------------------------------------------------
+
+EC_KEY = load_key(FIXTURES / "openssl-ec-p256.key.pem")
+assert isinstance(EC_KEY, ec.EllipticCurvePrivateKey)
+
+
+def ecdsa_sign(data: bytes) -> bytes:
+    assert isinstance(EC_KEY, ec.EllipticCurvePrivateKey)
+    return EC_KEY.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+
+
+def pem_der(name: str) -> bytes:
+    return x509.load_pem_x509_csr(fixture_bytes(name)).public_bytes(serialization.Encoding.DER)
+
+
+CSR_EC = pem_der("openssl-ec-p256.csr.pem")
+CSR_SEEDS = [CSR_EC, pem_der("openssl-rsa2048-pss.csr.pem"), pem_der("keytool-rsa2048.csr.pem")]
+SPKAC_EC = base64.b64decode(build_spkac(EC_KEY, CHALLENGE, algorithm="sha256_ecdsa").removeprefix("SPKAC="))
+SPKAC_RSA = base64.b64decode(
+    build_spkac(load_key(FIXTURES / "openssl-rsa2048.key.pem"), CHALLENGE).removeprefix("SPKAC=")
+)
+
+
+@dataclass(frozen=True)
+class Issuer:
+    key: ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate
+    leaf: x509.Certificate
+    crl_der: bytes
+    ocsp_request_der: bytes
+    states: dict[int, pki_ocsp.CertificateState] = field(default_factory=dict)
+
+
+def make_issuer() -> Issuer:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Property Test CA")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "alice")]))
+        .issuer_name(name)
+        .public_key(EC_KEY.public_key())
+        .serial_number(0x4F1A2B3C4D5E6F708192A3B4C5D6E7F801020304)
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(name)
+        .last_update(NOW - dt.timedelta(hours=1))
+        .next_update(NOW + dt.timedelta(days=1))
+        .add_extension(x509.CRLNumber(7), critical=False)
+        .add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(leaf.serial_number)
+            .revocation_date(NOW - dt.timedelta(hours=2))
+            .add_extension(x509.CRLReason(x509.ReasonFlags.key_compromise), critical=False)
+            .build()
+        )
+        .sign(key, hashes.SHA256())
+    )
+    request = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate(leaf, certificate, hashes.SHA256())
+        .add_extension(x509.OCSPNonce(b"\x01" * 16), critical=False)
+        .build()
+    )
+    return Issuer(
+        key=key,
+        certificate=certificate,
+        leaf=leaf,
+        crl_der=crl.public_bytes(serialization.Encoding.DER),
+        ocsp_request_der=request.public_bytes(serialization.Encoding.DER),
+        states={leaf.serial_number: pki_ocsp.CertificateState()},
+    )
+
+
+ISSUER = make_issuer()
+
+
+def issuer_sign(data: bytes) -> bytes:
+    return ISSUER.key.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+
+
+# --- encodings --------------------------------------------------------------------------------------
+
+
+def pem(der: bytes, label: str, *, newline: bytes = b"\n") -> bytes:
+    body = base64.b64encode(der)
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return newline.join(
+        [b"-----BEGIN " + label.encode() + b"-----", *lines, b"-----END " + label.encode() + b"-----", b""]
+    )
+
+
+CSR_FORMS: dict[str, Callable[[bytes], bytes | str]] = {
+    "der": lambda der: der,
+    "pem": lambda der: pem(der, "CERTIFICATE REQUEST"),
+    "keytool": lambda der: pem(der, "NEW CERTIFICATE REQUEST", newline=b"\r\n"),
+    "base64": lambda der: base64.b64encode(der),
+    "pem-text": lambda der: pem(der, "CERTIFICATE REQUEST").decode("ascii"),
+}
+SPKAC_FORMS: dict[str, Callable[[bytes], bytes | str]] = {
+    "der": lambda der: der,
+    "openssl": lambda der: "SPKAC=" + base64.b64encode(der).decode("ascii"),
+    "base64": lambda der: base64.b64encode(der),
+    "wrapped": lambda der: b"\r\n".join(base64.encodebytes(der).split(b"\n")),
+}
+
+
+# --- CSR --------------------------------------------------------------------------------------------
+
+
+def assert_plain_refusal(refused: RequestRefused) -> None:
+    assert refused.code in Refusal.__members__.values()
+    assert refused.message
+    assert len(refused.message) < 1000
+
+
+def assert_csr_parser_holds(data: bytes | str) -> None:
+    """Accepted (and then accepted again by the CA's re-check) or refused with RequestRefused."""
+    parsed = outcome(lambda: parse_csr(data=data), RequestRefused)
+    if isinstance(parsed, RequestRefused):
+        assert_plain_refusal(parsed)
+        return
+    assert isinstance(parsed, ParsedRequest)
+    assert bounded(lambda: check_csr_der(der=parsed.der)).sha256 == parsed.sha256
+
+
+@pytest.mark.parametrize("name", ["openssl-ec-p256", "openssl-rsa4096", "keytool-ec-p256"])
+@pytest.mark.parametrize("form", list(CSR_FORMS))
+def test_valid_csrs_parse_in_every_form(name: str, form: str) -> None:
+    path = f"{name}.csr.pem"
+    parsed = bounded(lambda: parse_csr(data=CSR_FORMS[form](pem_der(path))))
+
+    assert parsed.der == pem_der(path)
+
+
+@given(st.one_of(st.binary(max_size=2048), st.text(max_size=2048)))
+@example(b"\x30\x80" * 8000)
+@example(b"-----BEGIN A-----" * 900)
+@example(b"-----BEGIN CERTIFICATE REQUEST-----\n" * 400)
+def test_random_input_never_breaks_the_csr_parser(data: bytes | str) -> None:
+    assert_csr_parser_holds(data)
+
+
+@given(
+    st.sampled_from(CSR_SEEDS).flatmap(
+        lambda seed: mutated_signed(seed, ecdsa_sign if seed == CSR_EC else None)
+    ),
+    st.sampled_from(list(CSR_FORMS)),
+)
+def test_mutated_csrs_never_break_the_csr_parser(der: bytes, form: str) -> None:
+    assert_csr_parser_holds(CSR_FORMS[form](der))
+
+
+@pytest.mark.parametrize("form", ["der", "pem"])
+def test_a_csr_cut_at_every_length_is_refused(form: str) -> None:
+    for length in range(len(CSR_EC)):
+        data = CSR_FORMS[form](CSR_EC[:length])
+        with pytest.raises(RequestRefused):
+            bounded(lambda data=data: parse_csr(data=data))  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("size", [MAX_SUBMISSION_BYTES + 1, 1 << 20])
+def test_a_csr_submission_above_the_cap_is_refused_at_once(size: int) -> None:
+    data = pem(CSR_EC, "CERTIFICATE REQUEST") + b" " * size
+
+    with pytest.raises(RequestRefused) as refused:
+        bounded(lambda: parse_csr(data=data))
+    assert refused.value.code == Refusal.TOO_LARGE
+
+
+# --- SPKAC ------------------------------------------------------------------------------------------
+
+
+def assert_spkac_parser_holds(data: bytes | str, *, allow_md5: bool = False) -> None:
+    parsed = outcome(lambda: parse_spkac(data=data, allow_md5=allow_md5), RequestRefused)
+    if isinstance(parsed, RequestRefused):
+        assert_plain_refusal(parsed)
+        return
+    assert isinstance(parsed, ParsedSpkac)
+    assert bounded(lambda: check_spkac_der(der=parsed.der, allow_md5=allow_md5)).sha256 == parsed.sha256
+
+
+@pytest.mark.parametrize("seed", [SPKAC_EC, SPKAC_RSA], ids=["ec", "rsa"])
+@pytest.mark.parametrize("form", list(SPKAC_FORMS))
+def test_valid_spkacs_parse_in_every_form(seed: bytes, form: str) -> None:
+    parsed = bounded(lambda: parse_spkac(data=SPKAC_FORMS[form](seed)))
+
+    assert (parsed.der, parsed.challenge) == (seed, CHALLENGE)
+
+
+@given(st.one_of(st.binary(max_size=2048), st.text(max_size=2048)), st.booleans())
+@example(b"\x30\x80" * 8000, False)
+@example("SPKAC=" + "A" * 4000, False)
+def test_random_input_never_breaks_the_spkac_parser(data: bytes | str, allow_md5: bool) -> None:
+    assert_spkac_parser_holds(data, allow_md5=allow_md5)
+
+
+@given(
+    st.sampled_from([SPKAC_EC, SPKAC_RSA]).flatmap(
+        lambda seed: mutated_signed(seed, ecdsa_sign if seed == SPKAC_EC else None)
+    ),
+    st.sampled_from(list(SPKAC_FORMS)),
+    st.booleans(),
+)
+def test_mutated_spkacs_never_break_the_spkac_parser(der: bytes, form: str, allow_md5: bool) -> None:
+    assert_spkac_parser_holds(SPKAC_FORMS[form](der), allow_md5=allow_md5)
+
+
+def test_an_spkac_cut_at_every_length_is_refused() -> None:
+    for length in range(len(SPKAC_EC)):
+        for data in (SPKAC_EC[:length], SPKAC_FORMS["openssl"](SPKAC_EC[:length])):
+            with pytest.raises(RequestRefused):
+                bounded(lambda data=data: parse_spkac(data=data))  # type: ignore[misc]
+
+
+def test_an_spkac_above_the_cap_is_refused_at_once() -> None:
+    with pytest.raises(RequestRefused) as refused:
+        bounded(lambda: parse_spkac(data="SPKAC=" + "A" * (MAX_SPKAC_BYTES * 64)))
+    assert refused.value.code == Refusal.TOO_LARGE
+
+
+# --- serial numbers ---------------------------------------------------------------------------------
+
+SERIALS = st.integers(1, (1 << (8 * MAX_SERIAL_OCTETS)) - 1)
+
+
+@given(st.text(max_size=200))
+@example("0x")
+@example("٣٤")  # Arabic-Indic digits: int() would read them, a serial is ASCII hex
+@example("1_0")
+@example("f" * 100_000)
+def test_any_text_is_a_serial_or_refused_with_serial_format_error(text: str) -> None:
+    value = outcome(lambda: parse_serial(text=text), SerialFormatError)
+    if isinstance(value, SerialFormatError):
+        assert str(value)
+        return
+    assert 0 < value < 1 << (8 * MAX_SERIAL_OCTETS)
+
+
+@given(SERIALS, st.sampled_from(["plain", "colons", "lower", "0x", "spaced"]))
+def test_every_written_form_of_a_serial_reads_back(serial: int, form: str) -> None:
+    text = {
+        "plain": format_serial(serial=serial),
+        "colons": format_serial_colons(serial=serial),
+        "lower": format_serial_colons(serial=serial).lower(),
+        "0x": f"0x{serial:x}",
+        "spaced": " " + format_serial_colons(serial=serial).replace(":", " ") + "\n",
+    }[form]
+
+    assert parse_serial(text=text) == serial
+
+
+@given(st.text(max_size=200))
+@example("00" * 40_000)
+def test_the_admin_search_reads_any_text_as_hex_or_nothing(term: str) -> None:
+    bounded(lambda: hex_search(term, exact=("fingerprint_sha256",), serial="serial"))
+
+
+# --- forwarded client-certificate headers ----------------------------------------------------------
+
+LEAF_DER = ISSUER.leaf.public_bytes(serialization.Encoding.DER)
+LEAF_PEM = pem(LEAF_DER, "CERTIFICATE").decode("ascii")
+HEADER_FORMS: dict[str, Callable[[str], str]] = {
+    "plain": lambda text: text,
+    "nginx": lambda text: urllib.parse.quote(text, safe=""),  # $ssl_client_escaped_cert
+    "apache": lambda text: text.replace("\n", " "),  # SSL_CLIENT_CERT through RequestHeader
+}
+CONFIG = Config(
+    enabled=True,
+    networks=parse_trusted_proxies(["127.0.0.1"])[0],
+    unix_socket=False,
+    verify_key="HTTP_X_SSL_CLIENT_VERIFY",
+    cert_key="HTTP_X_SSL_CLIENT_CERT",
+    serial_key="HTTP_X_SSL_CLIENT_SERIAL",
+)
+
+
+def header_request(meta: dict[str, str]) -> HttpRequest:
+    request = HttpRequest()
+    request.META = {"REMOTE_ADDR": "127.0.0.1", **meta}
+    return request
+
+
+@pytest.mark.parametrize("form", list(HEADER_FORMS))
+def test_a_forwarded_certificate_reads_back_in_every_form(form: str) -> None:
+    header = HEADER_FORMS[form](LEAF_PEM)
+    request = header_request(
+        {
+            "HTTP_X_SSL_CLIENT_VERIFY": "SUCCESS",
+            "HTTP_X_SSL_CLIENT_CERT": header,
+            "HTTP_X_SSL_CLIENT_SERIAL": "4F1A",
+        }
+    )
+
+    assert parse_forwarded_pem(header) == LEAF_DER
+    forwarded = read_forwarded_certificate(request, CONFIG)
+    assert isinstance(forwarded, ForwardedCertificate)
+    assert (forwarded.der, forwarded.serial) == (LEAF_DER, 0x4F1A)
+
+
+@st.composite
+def forwarded_headers(draw: st.DrawFn) -> str:
+    """Random text, or the leaf certificate's PEM mutated as text or as DER, in any front server's form."""
+    kind = draw(st.sampled_from(["text", "pem-text", "der"]))
+    if kind == "text":
+        return draw(st.text(max_size=4000))
+    if kind == "pem-text":
+        text = LEAF_PEM
+        for _ in range(draw(st.integers(1, 4))):
+            position = draw(st.integers(0, len(text)))
+            text = text[:position] + draw(st.text(max_size=6)) + text[position + draw(st.integers(0, 6)) :]
+    else:
+        text = pem(draw(mutated_signed(LEAF_DER, None)), "CERTIFICATE").decode("ascii")
+    return HEADER_FORMS[draw(st.sampled_from(list(HEADER_FORMS)))](text)
+
+
+@given(
+    forwarded_headers(),
+    st.sampled_from(["SUCCESS", "NONE", "FAILED:x", "SUCCESS,SUCCESS"]),
+    st.text(max_size=60),
+)
+@example("%" * 32_000, "SUCCESS", "")
+@example("%FF%FE" + LEAF_PEM, "SUCCESS", "")
+@example(LEAF_PEM + LEAF_PEM, "SUCCESS", "")
+@example("-----BEGIN CERTIFICATE-----" + " " * 30_000, "SUCCESS", "")
+@example(LEAF_PEM, "SUCCESS", "٣")
+def test_any_forwarded_header_gives_a_certificate_or_none(header: str, verify: str, serial: str) -> None:
+    der = bounded(lambda: parse_forwarded_pem(header))
+    request = header_request(
+        {
+            "HTTP_X_SSL_CLIENT_VERIFY": verify,
+            "HTTP_X_SSL_CLIENT_CERT": header,
+            "HTTP_X_SSL_CLIENT_SERIAL": serial,
+        }
+    )
+    forwarded = bounded(lambda: read_forwarded_certificate(request, CONFIG))
+
+    assert der is None or (isinstance(der, bytes) and der)
+    assert forwarded is None or (verify == "SUCCESS" and forwarded.der == der)
+
+
+# --- OCSP requests ----------------------------------------------------------------------------------
+
+OCSP_STATUSES = {"good", "revoked", "unknown", "malformed", "unauthorized"}
+
+
+def assert_ocsp_answers(request_der: bytes) -> pki_ocsp.OcspAnswer:
+    answer = bounded(
+        lambda: pki_ocsp.respond(
+            request_der=request_der,
+            issuer=ISSUER.certificate,
+            issuer_key=ISSUER.key,
+            lookup=ISSUER.states.get,
+            now=NOW,
+            validity=dt.timedelta(hours=1),
+        )
+    )
+    assert answer.status in OCSP_STATUSES
+    ocsp.load_der_ocsp_response(answer.der)
+    return answer
+
+
+def test_a_valid_ocsp_request_is_answered_good_with_its_nonce() -> None:
+    answer = assert_ocsp_answers(ISSUER.ocsp_request_der)
+
+    assert (answer.status, answer.has_nonce) == ("good", True)
+
+
+@given(st.binary(max_size=1024))
+@example(b"\x30\x80" * 8000)
+def test_random_bytes_get_an_ocsp_answer(data: bytes) -> None:
+    assert_ocsp_answers(data)
+
+
+@given(mutated_signed(ISSUER.ocsp_request_der, None))
+def test_mutated_ocsp_requests_get_an_ocsp_answer(data: bytes) -> None:
+    assert_ocsp_answers(data)
+
+
+def test_an_ocsp_request_cut_at_every_length_is_malformed() -> None:
+    for length in range(len(ISSUER.ocsp_request_der)):
+        assert assert_ocsp_answers(ISSUER.ocsp_request_der[:length]).status == "malformed"
+
+
+# --- CRLs read by crl-sync ---------------------------------------------------------------------------
+
+CRL_URL = "http://portal.example/crl/test.crl"
+
+
+def assert_crl_sync_holds(data: bytes) -> None:
+    """parse_crl + check_crl give a CRL number or SyncError, never another exception."""
+    crl = outcome(lambda: crlsync.parse_crl(data, url=CRL_URL), crlsync.SyncError)
+    if isinstance(crl, crlsync.SyncError):
+        assert str(crl).startswith(CRL_URL)
+        return
+    checked = crl
+    number = outcome(
+        lambda: crlsync.check_crl(
+            checked, url=CRL_URL, trusted=[ISSUER.certificate], installed_number=None, now=NOW
+        ),
+        crlsync.SyncError,
+    )
+    if isinstance(number, crlsync.SyncError):
+        assert str(number).startswith(CRL_URL)
+        return
+    assert number >= 0
+
+
+@pytest.mark.parametrize("form", ["der", "pem"])
+def test_a_valid_crl_passes_crl_sync_checks(form: str) -> None:
+    data = ISSUER.crl_der if form == "der" else pem(ISSUER.crl_der, "X509 CRL")
+    crl = crlsync.parse_crl(data, url=CRL_URL)
+
+    assert (
+        crlsync.check_crl(crl, url=CRL_URL, trusted=[ISSUER.certificate], installed_number=None, now=NOW) == 7
+    )
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=2048), st.binary(max_size=512).map(lambda b: b"-----BEGIN X509 CRL-----\n" + b)
+    )
+)
+@example(b"\x30\x80" * 8000)
+def test_random_bytes_never_break_crl_sync(data: bytes) -> None:
+    assert_crl_sync_holds(data)
+
+
+@given(mutated_signed(ISSUER.crl_der, issuer_sign), st.booleans())
+def test_mutated_and_re_signed_crls_never_break_crl_sync(der: bytes, as_pem: bool) -> None:
+    assert_crl_sync_holds(pem(der, "X509 CRL") if as_pem else der)
+
+
+def test_a_crl_cut_at_every_length_is_refused_by_crl_sync() -> None:
+    for length in range(len(ISSUER.crl_der)):
+        with pytest.raises(crlsync.SyncError):
+            crlsync.parse_crl(ISSUER.crl_der[:length], url=CRL_URL)
