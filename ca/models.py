@@ -204,8 +204,26 @@ class AuditEvent(models.TextChoices):
 
 
 class AuditEntry(models.Model):
-    """One thing that happened, who did it and to what. Written by :func:`ca.audit.record`, never edited."""
+    """One thing that happened, who did it and to what. Written by :func:`ca.audit.record`, never edited.
 
+    The entries form a hash chain (:mod:`ca.audit`): entry number ``sequence`` carries the SHA-256 of its
+    predecessor (``prev_hash``) and its own (``entry_hash``) over a canonical serialisation of its fields;
+    ``manage.py verify_audit`` walks it. ``sequence`` is NULL only for the moment between the commit of an
+    entry written while another transaction held the chain and its chaining right after.
+    """
+
+    sequence = models.PositiveBigIntegerField(
+        null=True, blank=True, unique=True, help_text="Position in the chain: 1, 2, 3, ... without gaps."
+    )
+    hash_version = models.PositiveSmallIntegerField(
+        default=1, help_text="Which canonical serialisation entry_hash was computed over."
+    )
+    prev_hash = models.CharField(
+        max_length=64, blank=True, help_text="entry_hash of the previous entry (zeros for #1)."
+    )
+    entry_hash = models.CharField(
+        max_length=64, blank=True, help_text="SHA-256 over this entry's fields and prev_hash."
+    )
     created_at = models.DateTimeField(db_index=True)
     event = models.CharField(max_length=32, choices=AuditEvent.choices, db_index=True)
     actor = models.ForeignKey(
@@ -221,10 +239,10 @@ class AuditEntry(models.Model):
 
     class Meta:
         verbose_name_plural = "audit entries"
-        ordering = ["-created_at", "-pk"]
+        ordering = ["-sequence"]
 
     def __str__(self) -> str:
-        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.get_event_display()}"
+        return f"#{self.sequence} {self.created_at:%Y-%m-%d %H:%M:%S} {self.get_event_display()}"
 
 
 class BlockedKeySource(models.TextChoices):
