@@ -41,6 +41,10 @@ admin.site.index_title = "Administration"
 #: Approving and rejecting need this permission.
 DECIDE_PERMISSION = "enroll.change_enrollmentrequest"
 
+#: Up to this many requests, a bulk approval reports each one; beyond, it sums up (and lists that many
+#: of the requests that got no certificate).
+MESSAGES_PER_REQUEST_UP_TO = 20
+
 IGNORED_SUBJECT_NOTE = "requested, ignored: the certificate subject comes from the account"
 
 STATUS_COLORS = {
@@ -216,9 +220,42 @@ class EnrollmentRequestAdmin(_RequestAdmin):
 
     @admin.action(description="Approve selected requests", permissions=["decide"])
     def approve_selected(self, request: HttpRequest, queryset: QuerySet[EnrollmentRequest]) -> None:
-        by = acting_user(request)
-        for request_id in queryset.order_by("pk").values_list("pk", flat=True):
-            self._approve(request, request_id, by)
+        """Approve and issue all selected requests at once (:func:`enroll.flows.approve_many`)."""
+        request_ids = list(queryset.order_by("pk").values_list("pk", flat=True))
+        results = flows.approve_many(request_ids=request_ids, actor=acting_user(request))
+        if len(results) <= MESSAGES_PER_REQUEST_UP_TO:
+            for result in results:
+                self._report(request, result)
+            return
+        issued = [r for r in results if r.outcome == flows.ApprovalOutcome.ISSUED]
+        if issued:
+            messages.success(request, f"{len(issued)} requests approved: {len(issued)} certificates issued.")
+        problems = [r for r in results if r.outcome != flows.ApprovalOutcome.ISSUED]
+        if problems:
+            listed = "; ".join(f"#{r.request_id}: {r.reason}" for r in problems[:MESSAGES_PER_REQUEST_UP_TO])
+            more = len(problems) - MESSAGES_PER_REQUEST_UP_TO
+            messages.error(
+                request,
+                f"{len(problems)} requests got no certificate (filter by status to see them): {listed}"
+                + (f"; and {more} more." if more > 0 else "."),
+            )
+
+    def _report(self, request: HttpRequest, result: flows.ApprovalResult) -> None:
+        """One message for one request of a bulk approval (as :meth:`_approve` words it)."""
+        owner = result.request.owner.get_username() if result.request is not None else ""
+        if result.outcome == flows.ApprovalOutcome.ISSUED and result.certificate is not None:
+            messages.success(
+                request,
+                f"Request #{result.request_id} of {owner} approved: "
+                f"certificate {result.certificate.serial} issued.",
+            )
+        elif result.outcome == flows.ApprovalOutcome.FAILED:
+            messages.error(
+                request,
+                f"Request #{result.request_id} of {owner} was approved, but no certificate: {result.reason}",
+            )
+        else:
+            messages.error(request, f"Request #{result.request_id} was not approved: {result.reason}")
 
     @admin.action(description="Reject selected requests…", permissions=["decide"])
     def reject_selected(

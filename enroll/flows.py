@@ -31,7 +31,7 @@ from enum import StrEnum
 from functools import partial
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, router, transaction
 
 from accounts.services import verified_email
 from ca import audit
@@ -445,7 +445,11 @@ def _approve_chunk(ids: list[int], *, actor: Account, now: dt.datetime) -> dict[
         ],
         now=now,
     )
-    outcomes = _issue_many(approving, actor=actor, now=now)
+    subjects: dict[int, SubjectInfo] = {}
+    for request in approving:
+        if request.owner_id not in subjects:
+            subjects[request.owner_id] = subject_for(request.owner)
+    outcomes = _issue_many(approving, subjects=subjects, actor=actor, now=now)
     failures: list[audit.AuditItem] = []
     for request, outcome in zip(approving, outcomes, strict=True):
         if isinstance(outcome, Certificate):
@@ -469,33 +473,64 @@ def _approve_chunk(ids: list[int], *, actor: Account, now: dt.datetime) -> dict[
                 )
             )
             logger.warning("request #%s failed: %s", request.pk, outcome)
-    EnrollmentRequest.objects.bulk_update(
-        approving, ["status", "decided_by", "decided_at", "reason", "certificate"]
-    )
+    _save_decisions(approving)
     audit.record_many(failures, now=now)
+    # The decision e-mail goes to a verified address only (notify_decision checks that again on commit);
+    # the subject just built says whether the owner has one, so owners without one cost no query.
+    unheard = 0
     for request in approving:
+        if subjects[request.owner_id].email is None:
+            unheard += 1
+            continue
         transaction.on_commit(partial(notifications.notify_decision, request_id=request.pk), robust=True)
+    if unheard:
+        logger.info("%s decided requests: no verified e-mail address, their owners are not notified", unheard)
     return results
 
 
+#: The fields a decision writes (:func:`_save_decisions`).
+_DECISION_FIELDS = ("status", "decided_by", "decided_at", "reason", "certificate")
+
+
+def _save_decisions(requests: list[EnrollmentRequest]) -> None:
+    """Write the decision fields of ``requests`` with one prepared UPDATE run for each row.
+
+    Django's ``bulk_update`` builds a CASE expression per field and row, which costs more than signing
+    the certificates; ``executemany`` sends the same statement with each row's values (prepared for the
+    database by each field, as ``save()`` does).
+    """
+    meta = EnrollmentRequest._meta
+    connection = connections[router.db_for_write(EnrollmentRequest)]
+    quote = connection.ops.quote_name
+    fields = [field for field in meta.concrete_fields if field.name in _DECISION_FIELDS]
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote(meta.pk.column)} = %s"  # noqa: S608
+    rows = [
+        [*(field.get_db_prep_save(getattr(obj, field.attname), connection) for field in fields), obj.pk]
+        for obj in requests
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+
+
 def _issue_many(
-    requests: list[EnrollmentRequest], *, actor: Account, now: dt.datetime
+    requests: list[EnrollmentRequest],
+    *,
+    subjects: dict[int, SubjectInfo],
+    actor: Account,
+    now: dt.datetime,
 ) -> list[Certificate | str]:
     """Issue for approved requests (inside the caller's transaction): per request a certificate or why not."""
-    subjects: dict[int, SubjectInfo] = {}
-    orders = []
-    for request in requests:
-        if request.owner_id not in subjects:
-            subjects[request.owner_id] = subject_for(request.owner)
-        orders.append(
-            ca_services.IssueOrder(
-                request_der=bytes(request.request_der),
-                subject=subjects[request.owner_id],
-                owner=request.owner,
-                kind=str(request.kind),
-                profile_name=request.profile,
-            )
+    orders = [
+        ca_services.IssueOrder(
+            request_der=bytes(request.request_der),
+            subject=subjects[request.owner_id],
+            owner=request.owner,
+            kind=str(request.kind),
+            profile_name=request.profile,
         )
+        for request in requests
+    ]
     try:
         with transaction.atomic():
             return ca_services.issue_many(orders=orders, actor=actor, now=now)

@@ -182,16 +182,14 @@ def test_a_superuser_cannot_approve_their_own_request(
 
 
 def test_a_failed_issuance_is_reported_with_its_reason(
-    admin_client: Client, submitted: EnrollmentRequest, monkeypatch: pytest.MonkeyPatch
+    admin_client: Client, submitted: EnrollmentRequest, ca: CertificateAuthority
 ) -> None:
-    def refuse(**kwargs: Any) -> Certificate:
-        raise ca_services.CAError("The CA key file cannot be read.")
-
-    monkeypatch.setattr(ca_services, "issue_certificate", refuse)
+    ca_services.key_path(ca).unlink()  # the CA key is gone: issuing fails
     response = action(admin_client, "approve_selected", submitted)
     submitted.refresh_from_db()
     assert submitted.status == RequestStatus.FAILED
-    assert any("no certificate" in m and "CA key file cannot be read" in m for m in messages_of(response))
+    unreadable = f"The key of CA '{ca.slug}' cannot be read"
+    assert any("no certificate" in m and unreadable in m for m in messages_of(response))
 
 
 def test_the_approve_button_issues_and_needs_post(admin_client: Client, submitted: EnrollmentRequest) -> None:
