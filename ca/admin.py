@@ -3,7 +3,8 @@
 Nothing here edits a CA record: certificates are never edited, revocations go through the revocation
 screen (:mod:`ca.admin_views`, ``admin:ca-revocation``) and :func:`ca.services.revoke_certificate`, CRLs
 through :func:`ca.services.publish_crl`, and the audit log is written by :func:`ca.audit.record` only.
-Add, change and delete are refused for everyone, superusers included.
+Add, change and delete are refused for everyone, superusers included, with one exception: an operator
+may add a blocked key (never change or remove one).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -19,10 +21,12 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from ca import admin_views
-from ca.admin_views import badge, decimal_id, hex_search
+from ca.admin_views import badge, compact_hex, decimal_id, hex_search
 from ca.clock import utcnow
 from ca.models import (
     AuditEntry,
+    BlockedKey,
+    BlockedKeySource,
     Certificate,
     CertificateAuthority,
     CertificateStatus,
@@ -35,8 +39,9 @@ if TYPE_CHECKING:
     _AuthorityAdmin = admin.ModelAdmin[CertificateAuthority]
     _CrlAdmin = admin.ModelAdmin[CrlPublication]
     _AuditAdmin = admin.ModelAdmin[AuditEntry]
+    _BlockedKeyAdmin = admin.ModelAdmin[BlockedKey]
 else:
-    _CertificateAdmin = _AuthorityAdmin = _CrlAdmin = _AuditAdmin = admin.ModelAdmin
+    _CertificateAdmin = _AuthorityAdmin = _CrlAdmin = _AuditAdmin = _BlockedKeyAdmin = admin.ModelAdmin
 
 STATUS_COLORS = {
     CertificateStatus.VALID: "green",
@@ -317,4 +322,87 @@ class AuditEntryAdmin(ReadOnlyAdminMixin, _AuditAdmin):
         extra = hex_search(term, exact=("request_sha256",), serial="serial")
         if extra is not None:
             results = results | queryset.filter(extra)
+        return results, may_have_duplicates
+
+
+# --- blocked keys ------------------------------------------------------------------------------------
+
+
+class BlockKeyForm(forms.ModelForm[BlockedKey]):
+    """An operator blocks a key by the SHA-256 of its SubjectPublicKeyInfo (colons, spaces, any case)."""
+
+    spki_sha256 = forms.CharField(
+        label="SPKI SHA-256",
+        max_length=200,
+        help_text="SHA-256 of the key's DER SubjectPublicKeyInfo, as the request and certificate pages "
+        "show it (64 hexadecimal digits; colons and spaces are ignored).",
+    )
+
+    class Meta:
+        model = BlockedKey
+        fields = ["spki_sha256", "detail"]
+        labels = {"detail": "Why"}
+
+    def clean_spki_sha256(self) -> str:
+        value = compact_hex(self.cleaned_data["spki_sha256"])
+        if value is None or len(value) != 64:
+            raise forms.ValidationError(
+                "Enter the SPKI SHA-256 as 64 hexadecimal digits (colons and spaces are fine)."
+            )
+        if BlockedKey.objects.filter(spki_sha256=value).exists():
+            raise forms.ValidationError("This key is blocked already.")
+        return value
+
+
+@admin.register(BlockedKey)
+class BlockedKeyAdmin(_BlockedKeyAdmin):
+    """Keys no certificate is issued for: added by revocations for key compromise, or here by an operator.
+
+    Existing rows are read-only and stay: unblocking a compromised key would let it be certified again.
+    """
+
+    list_display = ["short_spki", "source", "certificate_link", "detail", "created_at"]
+    list_filter = ["source", "created_at"]
+    list_select_related = ["certificate"]
+    search_fields = ["spki_sha256", "detail"]
+    search_help_text = "SPKI SHA-256 (hex, colons allowed, or a part of it), or words of the reason."
+    readonly_fields = ["spki_sha256", "source", "certificate_link", "detail", "created_at"]
+    form = BlockKeyForm
+    actions = None
+
+    def has_change_permission(self, request: HttpRequest, obj: BlockedKey | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: BlockedKey | None = None) -> bool:
+        return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: BlockedKey | None = None) -> list[str]:
+        return [] if obj is None else self.readonly_fields
+
+    def get_fields(self, request: HttpRequest, obj: BlockedKey | None = None) -> tuple[str, ...]:
+        return ("spki_sha256", "detail") if obj is None else tuple(self.readonly_fields)
+
+    def save_model(self, request: HttpRequest, obj: BlockedKey, form: Any, change: bool) -> None:
+        obj.source = BlockedKeySource.OPERATOR
+        obj.created_at = utcnow()
+        super().save_model(request, obj, form, change)
+
+    @admin.display(description="SPKI SHA-256", ordering="spki_sha256")
+    def short_spki(self, obj: BlockedKey) -> str:
+        return format_html("<code>{}</code>", obj.spki_sha256)
+
+    @admin.display(description="certificate")
+    def certificate_link(self, obj: BlockedKey) -> str:
+        if obj.certificate is None:
+            return "-"
+        url = reverse("admin:ca_certificate_change", args=[obj.certificate.pk])
+        return format_html('<a href="{}"><code>{}</code></a>', url, obj.certificate.serial_colons)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[BlockedKey], search_term: str
+    ) -> tuple[QuerySet[BlockedKey], bool]:
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        compact = compact_hex(search_term)
+        if compact is not None:
+            results = results | queryset.filter(spki_sha256__contains=compact)
         return results, may_have_duplicates
