@@ -79,6 +79,8 @@ def crl_number(crl: x509.CertificateRevocationList, *, url: str) -> int:
         return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
     except x509.ExtensionNotFound:
         raise SyncError(f"{url}: the CRL has no CRL number") from None
+    except (ValueError, x509.DuplicateExtension):  # damaged, or an extension twice (RFC 5280 4.2)
+        raise SyncError(f"{url}: the CRL's extensions are damaged or repeated") from None
 
 
 def check_crl(

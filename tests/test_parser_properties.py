@@ -714,3 +714,66 @@ def test_a_crl_cut_at_every_length_is_refused_by_crl_sync() -> None:
     for length in range(len(ISSUER.crl_der)):
         with pytest.raises(crlsync.SyncError):
             crlsync.parse_crl(ISSUER.crl_der[:length], url=CRL_URL)
+
+
+# --- regressions: what these properties found -------------------------------------------------------
+
+OCSP_NONCE_OID = bytes.fromhex("2b0601050507300102")  # 1.3.6.1.5.5.7.48.1.2
+CRL_NUMBER_OID = bytes.fromhex("551d14")  # 2.5.29.20
+
+
+def with_extension_changed(der: bytes, oid: bytes, change: str) -> Node:
+    """The tree of ``der`` with its extension ``oid`` repeated, or its value made unreadable."""
+    root = parse_tree(der)
+    for parent, node in all_nodes(root):
+        if node.children and node.children[0].tag == 0x06 and node.children[0].content == oid:
+            assert parent is not None
+            assert parent.children is not None
+            if change == "repeated":
+                parent.children.append(copy_tree(node))
+            else:
+                node.children[-1].content = b"\x04\x01\x00"  # an OCTET STRING where an INTEGER belongs
+            return root
+    raise AssertionError("extension not found")
+
+
+def test_an_ocsp_request_with_a_repeated_nonce_is_malformed_not_an_error() -> None:
+    request = with_extension_changed(ISSUER.ocsp_request_der, OCSP_NONCE_OID, "repeated").encode()
+
+    assert assert_ocsp_answers(request).status == "malformed"
+
+
+@pytest.mark.parametrize("change", ["repeated", "unreadable"])
+def test_a_signed_crl_with_a_repeated_or_unreadable_crl_number_is_refused_in_one_line(change: str) -> None:
+    crl_der = resigned(with_extension_changed(ISSUER.crl_der, CRL_NUMBER_OID, change), issuer_sign)
+    crl = crlsync.parse_crl(crl_der, url=CRL_URL)
+
+    with pytest.raises(crlsync.SyncError, match="extensions are damaged or repeated"):
+        crlsync.check_crl(crl, url=CRL_URL, trusted=[ISSUER.certificate], installed_number=None, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"-----BEGIN A-----" * 960, b"-----BEGIN CERTIFICATE REQUEST-----\n" * 450],
+    ids=["short-begin-lines", "request-begin-lines"],
+)
+def test_a_flood_of_pem_begin_lines_is_refused_in_linear_time(data: bytes) -> None:
+    started = time.perf_counter()
+    with pytest.raises(RequestRefused) as refused:
+        parse_csr(data=data)
+
+    assert time.perf_counter() - started < 0.1  # 0.3 s before the PEM body was made possessive
+    assert refused.value.code == Refusal.TRUNCATED
+
+
+@pytest.mark.parametrize(
+    "data",
+    ["A" * 400, "SPKAC=AAAA", base64.b64encode(b"\x02\x01\x00" + SPKAC_EC), base64.b64encode(b"\x04\x00")],
+    ids=["zero-bytes", "prefixed-zero-bytes", "integer-then-spkac", "empty-octet-string"],
+)
+def test_input_that_starts_with_no_sequence_is_not_an_spkac_rather_than_extra_data(data: bytes | str) -> None:
+    with pytest.raises(RequestRefused) as refused:
+        parse_spkac(data=data)
+
+    assert refused.value.code == Refusal.MALFORMED
+    assert "not a valid SPKAC" in refused.value.message

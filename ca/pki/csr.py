@@ -39,7 +39,10 @@ MAX_SUBMISSION_BYTES = 16 * 1024
 
 REQUEST_LABELS = ("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST")
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----(.*?)-----END \1-----", re.DOTALL)
+#: A PEM block: its body runs to the next five dashes (possessive, never backtracked), so finding the
+#: blocks takes linear time even in 16 KiB of -----BEGIN lines without -----END (a lazy ``.*?`` body
+#: rescanned the rest of the text for every BEGIN line: 0.3 s).
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----((?:[^-]|-(?!----))*+)-----END \1-----")
 _PEM_BEGIN = re.compile(rb"-----BEGIN ([^-\r\n]*)-----")
 
 PRIVATE_KEY_WARNING = private_key_warning(

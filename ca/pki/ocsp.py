@@ -4,6 +4,8 @@ The responder answers for certificates of one issuer: a request whose issuerName
 match it, or are made with a hash `cryptography` does not know (MD5, ...), gets ``unauthorized`` (RFC 6960
 2.3). Known serials are ``good`` or ``revoked`` (with time and
 reason, 2.2); serials this CA never issued are ``unknown``. A nonce in the request (4.4.1) is echoed.
+A request that cannot be read, including one whose extensions are damaged or repeated (RFC 5280 4.2: an
+extension appears at most once), gets ``malformedRequest``.
 The response is signed by the CA (2.6: the CA that issued the certificate may sign), with the responder
 identified by key hash and no extra certificates.
 """
@@ -57,6 +59,15 @@ def _issuer_hashes(issuer: x509.Certificate, algorithm: hashes.HashAlgorithm) ->
     return _digest(algorithm, name_der), _digest(algorithm, key_bits)
 
 
+def _nonce(request: ocsp.OCSPRequest) -> x509.OCSPNonce | None:
+    """The request's nonce (RFC 6960 4.4.1), if any. Reading the extensions raises ValueError or
+    DuplicateExtension for damaged or repeated ones."""
+    try:
+        return request.extensions.get_extension_for_class(x509.OCSPNonce).value
+    except x509.ExtensionNotFound:
+        return None
+
+
 def _unsuccessful(status: ocsp.OCSPResponseStatus, label: str) -> OcspAnswer:
     response = ocsp.OCSPResponseBuilder.build_unsuccessful(status)
     return OcspAnswer(response.public_bytes(serialization.Encoding.DER), label)
@@ -75,7 +86,8 @@ def respond(
     try:
         request = ocsp.load_der_ocsp_request(request_der)
         serial = request.serial_number
-    except (ValueError, TypeError, NotImplementedError):
+        nonce = _nonce(request)
+    except (ValueError, TypeError, NotImplementedError, x509.DuplicateExtension):
         return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST, "malformed")
     try:
         algorithm = request.hash_algorithm
@@ -105,15 +117,9 @@ def respond(
         revocation_reason=None if reason in (None, x509.ReasonFlags.unspecified) else reason,
     )
     builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, issuer)
-    has_nonce = False
-    try:
-        nonce = request.extensions.get_extension_for_class(x509.OCSPNonce)
-    except x509.ExtensionNotFound:
-        pass
-    else:
-        builder = builder.add_extension(nonce.value, critical=False)
-        has_nonce = True
+    if nonce is not None:
+        builder = builder.add_extension(nonce, critical=False)
     response = builder.sign(issuer_key, signature_hash_for(key=issuer_key))
     return OcspAnswer(
-        response.public_bytes(serialization.Encoding.DER), label, this_update, next_update, has_nonce
+        response.public_bytes(serialization.Encoding.DER), label, this_update, next_update, nonce is not None
     )

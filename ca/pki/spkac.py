@@ -146,7 +146,10 @@ def _decode(raw: bytes) -> bytes:
 def _one_object(der: bytes) -> None:
     """Refuse DER that is cut short, or followed by anything (exactly one object)."""
     cut = "The SPKAC is incomplete: it was cut short. Copy the whole line openssl spkac printed."
-    if len(first_der_object(der, cut=cut, unreadable=_MALFORMED)) != len(der):
+    first = first_der_object(der, cut=cut, unreadable=_MALFORMED)
+    if first[:1] != b"\x30":  # not a SEQUENCE: no SPKAC at all, whatever follows it
+        raise RequestRefused(Refusal.MALFORMED, _MALFORMED)
+    if len(first) != len(der):
         raise RequestRefused(
             Refusal.MULTIPLE, "There is extra data after the SPKAC; submit exactly one SPKAC."
         )
