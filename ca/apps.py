@@ -7,3 +7,10 @@ class CaConfig(AppConfig):
     name = "ca"
     verbose_name = "Certificate authority"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.core import checks
+
+        from ca.checks import check_public_url
+
+        checks.register(check_public_url)

@@ -19,6 +19,7 @@ import enum
 import functools
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import validators  # type: ignore[import-untyped]  # pkilint's own URL rule
 from pkilint import loader
@@ -132,11 +133,10 @@ def uri_problem(uri: str) -> str | None:
     """
     if validators.url(uri) is True:
         return None
-    host = uri.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
-    hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    if hostname and "." not in hostname and not hostname.startswith("["):
-        return (
-            f"its host '{hostname}' is a single label; RFC 5280 linters refuse such URIs in certificates. "
-            "Use a fully qualified name or an IP address (e.g. http://127.0.0.1:8000)"
-        )
-    return "it is not a valid URI by RFC 3986 as RFC 5280 linters check it"
+    try:
+        hostname = urlsplit(uri).hostname or ""
+    except ValueError:
+        hostname = ""
+    if hostname and "." not in hostname and ":" not in hostname:
+        return f"its host '{hostname}' is a single label (no dot), which RFC 5280 linters refuse in URIs"
+    return "it is not a valid URI by RFC 3986, as RFC 5280 linters check it"

@@ -1,0 +1,277 @@
+"""Lint before signing: every certificate is linted (pkilint, RFC 5280) in memory and stored only when
+clean; ENROLL_LINT_BEFORE_SIGN turns it off; a public URL linters refuse is named at startup."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from django.contrib.auth.models import User
+from django.core import checks
+from pytest_django.fixtures import Settings
+
+from ca import services
+from ca.checks import check_public_url
+from ca.models import Certificate, CertificateAuthority
+from ca.pki import lint, profiles
+from ca.pki.lint import Severity
+from ca.pki.profiles import PROFILES, Profile
+from ca.pki.serials import new_serial
+from enroll import flows
+from enroll.models import EnrollmentRequest, RequestStatus
+from tests.conftest import make_csr
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def findings_of(certificate: Certificate, *, worst: Severity = Severity.WARNING) -> list[str]:
+    return [str(f) for f in lint.lint_certificate(der=bytes(certificate.der)) if f.severity <= worst]
+
+
+# --- issued certificates lint clean ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "public_url",
+    ["http://pki.example.test", "http://127.0.0.1:8000", "https://portal.example.org/pki-portal"],
+    ids=["test-settings", "make-run-default", "sub-path"],
+)
+@pytest.mark.parametrize("ocsp", [True, False], ids=["ocsp", "no-ocsp"])
+def test_issued_certificates_have_no_warning_error_or_fatal_finding(
+    ca: CertificateAuthority, alice: User, settings: Settings, public_url: str, ocsp: bool
+) -> None:
+    settings.ENROLL_PUBLIC_URL = public_url
+    settings.ENROLL_OCSP_IN_AIA = ocsp
+    request = flows.approve(request_id=flows.submit_csr(owner=alice, data=make_csr()).pk)
+
+    assert request.certificate is not None, request.reason
+    assert findings_of(request.certificate) == []
+
+
+def test_the_validators_are_built_once_per_process() -> None:
+    assert lint._validator() is lint._validator()
+
+
+def test_der_that_is_no_certificate_is_one_fatal_finding() -> None:
+    (finding,) = lint.lint_certificate(der=b"\x30\x03\x02\x01\x00")
+
+    assert finding.severity == Severity.FATAL
+    assert finding.blocking
+
+
+# --- broken certificates are refused --------------------------------------------------------------------
+
+
+@pytest.fixture
+def broken_profile(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A test-only profile with an empty extendedKeyUsage (RFC 5280 4.2.1.12: SIZE (1..MAX))."""
+    monkeypatch.setitem(PROFILES, "broken", Profile("broken", (), dt.timedelta(days=30)))
+    return "broken"
+
+
+def critical_aki(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> str:
+    """The builder marks the authorityKeyIdentifier critical (RFC 5280 4.2.1.1: MUST be non-critical)."""
+    add_extension = x509.CertificateBuilder.add_extension
+
+    def add(
+        self: x509.CertificateBuilder, extval: x509.ExtensionType, critical: bool
+    ) -> x509.CertificateBuilder:
+        return add_extension(self, extval, critical or isinstance(extval, x509.AuthorityKeyIdentifier))
+
+    monkeypatch.setattr(x509.CertificateBuilder, "add_extension", add)
+    return "pkix.authority_key_identifier_critical"
+
+
+def empty_eku(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> str:
+    monkeypatch.setitem(profiles.PROFILES, "client", Profile("client", (), dt.timedelta(days=30)))
+    return "itu.invalid_asn1_syntax"
+
+
+def single_label_url(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> str:
+    settings.ENROLL_PUBLIC_URL = "http://localhost:8000"
+    return "pkix.invalid_uri_syntax"
+
+
+BREAKAGES = [
+    pytest.param(critical_aki, id="critical-aki"),
+    pytest.param(empty_eku, id="empty-eku"),
+    pytest.param(single_label_url, id="localhost-url"),
+]
+
+
+def approve_one(request: EnrollmentRequest) -> EnrollmentRequest:
+    return flows.approve(request_id=request.pk)
+
+
+def approve_in_bulk(request: EnrollmentRequest) -> EnrollmentRequest:
+    admin = User.objects.create_user("lint-admin")
+    (result,) = flows.approve_many(request_ids=[request.pk], actor=admin)
+    assert result.request is not None
+    return result.request
+
+
+APPROVALS = [pytest.param(approve_one, id="approve"), pytest.param(approve_in_bulk, id="approve_many")]
+
+
+@pytest.fixture
+def fixed_serials(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every serial drawn is the same one (so a test can see it come free again)."""
+    serial = new_serial()
+    drawn: list[int] = []
+
+    def draw() -> int:
+        drawn.append(serial)
+        return serial
+
+    monkeypatch.setattr(services, "new_serial", draw)
+    return drawn
+
+
+@pytest.mark.parametrize("approve", APPROVALS)
+@pytest.mark.parametrize("breakage", BREAKAGES)
+def test_a_certificate_with_an_rfc5280_error_is_not_issued_and_the_reason_names_the_finding(
+    ca: CertificateAuthority,
+    alice: User,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    fixed_serials: list[int],
+    breakage: Callable[[pytest.MonkeyPatch, Settings], str],
+    approve: Callable[[EnrollmentRequest], EnrollmentRequest],
+) -> None:
+    code = breakage(monkeypatch, settings)
+    request = flows.submit_csr(owner=alice, data=make_csr())
+
+    decided = approve(request)
+
+    request.refresh_from_db()
+    assert request.status == decided.status == RequestStatus.FAILED
+    assert request.certificate is None
+    assert request.reason.startswith("Issuing failed: The certificate violates RFC 5280")
+    assert code in request.reason
+    assert "(ERROR)" in request.reason or "(FATAL)" in request.reason
+    assert not Certificate.objects.exists()
+    assert fixed_serials, "a serial was drawn for the refused certificate"
+    # its serial is free again: the next (sound) certificate gets the very same one
+    monkeypatch.undo()
+    monkeypatch.setattr(services, "new_serial", lambda: fixed_serials[0])
+    settings.ENROLL_PUBLIC_URL = "http://pki.example.test"
+    again = flows.approve(request_id=flows.submit_csr(owner=alice, data=make_csr()).pk)
+    assert again.certificate is not None
+    assert again.certificate.serial_int == fixed_serials[0]
+
+
+def test_the_test_only_profile_is_refused_too(
+    ca: CertificateAuthority, alice: User, broken_profile: str
+) -> None:
+    request = flows.submit_csr(owner=alice, data=make_csr())
+    EnrollmentRequest.objects.filter(pk=request.pk).update(profile=broken_profile)
+
+    decided = flows.approve(request_id=request.pk)
+
+    assert decided.status == RequestStatus.FAILED
+    assert "itu.invalid_asn1_syntax (FATAL)" in decided.reason
+    assert "ExtKeyUsageSyntax" in decided.reason
+    assert not Certificate.objects.exists()
+
+
+def test_a_bulk_approval_stores_the_sound_certificates_and_fails_only_the_broken_one(
+    ca: CertificateAuthority, alice: User, bob: User, admin_user: User, broken_profile: str
+) -> None:
+    sound = flows.submit_csr(owner=alice, data=make_csr())
+    broken = flows.submit_csr(owner=bob, data=make_csr())
+    EnrollmentRequest.objects.filter(pk=broken.pk).update(profile=broken_profile)
+
+    first, second = flows.approve_many(request_ids=[sound.pk, broken.pk], actor=admin_user)
+
+    assert first.outcome == flows.ApprovalOutcome.ISSUED
+    assert second.outcome == flows.ApprovalOutcome.FAILED
+    assert "RFC 5280" in second.reason
+    assert list(Certificate.objects.values_list("owner", flat=True)) == [alice.pk]
+
+
+# --- the setting -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("approve", APPROVALS)
+def test_with_linting_off_the_broken_certificate_is_issued(
+    ca: CertificateAuthority,
+    alice: User,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    approve: Callable[[EnrollmentRequest], EnrollmentRequest],
+) -> None:
+    settings.ENROLL_LINT_BEFORE_SIGN = False
+    code = critical_aki(monkeypatch, settings)
+
+    decided = approve(flows.submit_csr(owner=alice, data=make_csr()))
+
+    assert decided.status == RequestStatus.ISSUED
+    assert decided.certificate is not None
+    assert any(code in finding for finding in findings_of(decided.certificate, worst=Severity.ERROR))
+
+
+def settings_value(name: str, value: str | None) -> str:
+    """``settings.<name>`` as the settings module reads it with the environment variable of that name."""
+    code = f"import django; django.setup(); from django.conf import settings; print(settings.{name})"
+    env = {k: v for k, v in os.environ.items() if k != name}
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    if value is not None:
+        env[name] = value
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, "True"), ("false", "False"), ("true", "True")])
+def test_the_setting_comes_from_the_environment_and_is_on_by_default(
+    value: str | None, expected: str
+) -> None:
+    assert settings_value("ENROLL_LINT_BEFORE_SIGN", value) == expected
+
+
+# --- the public URL is checked at startup ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "lint_on", "expected"),
+    [
+        ("http://localhost:8000", True, "no request could be issued"),
+        ("http://portal", True, "single label"),
+        ("http://localhost:8000", False, "issued anyway"),
+        ("http://127.0.0.1:8000", True, None),
+        ("http://[::1]:8000", True, None),
+        ("https://pki.example.com/portal", True, None),
+    ],
+    ids=["localhost", "bare-name", "localhost-lint-off", "ipv4", "ipv6", "fqdn"],
+)
+def test_a_public_url_linters_refuse_is_a_warning_at_startup(
+    settings: Settings, url: str, lint_on: bool, expected: str | None
+) -> None:
+    settings.ENROLL_PUBLIC_URL = url
+    settings.ENROLL_LINT_BEFORE_SIGN = lint_on
+
+    messages: list[Any] = check_public_url()
+
+    if expected is None:
+        assert messages == []
+        return
+    (message,) = messages
+    assert message.id == "ca.W001"
+    assert message.level == checks.WARNING
+    assert url in message.msg
+    assert expected in message.msg
+    assert "127.0.0.1" in message.hint
+
+
+def test_the_check_runs_with_django_checks(settings: Settings) -> None:
+    settings.ENROLL_PUBLIC_URL = "http://localhost:8000"
+
+    assert "ca.W001" in [message.id for message in checks.run_checks()]
