@@ -695,31 +695,42 @@ def _taken_serials(*, ca: CertificateAuthority, serials: list[str]) -> set[str]:
 
 
 def _store_drafts(drafts: list[_Draft], *, signer: _Signer, now: dt.datetime) -> list[Certificate | str]:
-    """Insert the drafts' rows in one statement, re-signing any whose serial is taken; per draft the row
-    or the reason it was not stored."""
+    """Insert the drafts' rows in one statement; per draft the row or the reason it was not stored.
+
+    A draft whose serial is taken (or drawn twice in this batch) is signed again with a new serial and
+    the serials are checked again, up to five rounds; the insert happens only after a clean check.
+    """
     outcomes: dict[int, Certificate | str] = {}
     live = list(drafts)
     for _attempt in range(_SERIAL_ATTEMPTS):
         taken = _taken_serials(ca=signer.ca, serials=[d.row.serial for d in live])
-        seen: set[str] = set()
-        for draft in list(live):
-            while draft.row.serial in taken or draft.row.serial in seen:
-                logger.warning("serial collision on CA %s, drawing another", signer.ca.slug)
+        collided: list[_Draft] = []
+        for draft in live:
+            if draft.row.serial in taken:
+                collided.append(draft)
+            taken.add(draft.row.serial)  # a serial drawn twice in this batch collides too
+        if collided:
+            logger.warning("serial collision on CA %s, drawing %s again", signer.ca.slug, len(collided))
+            for draft in collided:
                 try:
                     _sign_draft(draft, signer=signer, now=now)
                 except CAError as exc:
                     outcomes[draft.index] = str(exc)
                     live.remove(draft)
-                    break
-            else:
-                seen.add(draft.row.serial)
+            continue
         try:
             with transaction.atomic():
                 Certificate.objects.bulk_create([d.row for d in live])
         except IntegrityError:
+            # A serial was taken meanwhile (a concurrent issuance): which one is unknown, so all are drawn
+            # again and signed again.
             logger.warning("serial collision on CA %s storing %s certificates", signer.ca.slug, len(live))
-            for draft in live:
-                draft.row.pk = None
+            for draft in list(live):
+                try:
+                    _sign_draft(draft, signer=signer, now=now)
+                except CAError as exc:
+                    outcomes[draft.index] = str(exc)
+                    live.remove(draft)
             continue
         outcomes.update((d.index, d.row) for d in live)
         return [outcomes[d.index] for d in drafts]
