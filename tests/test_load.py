@@ -32,6 +32,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.client import HTTPException
 from pathlib import Path
 from typing import LiteralString
 
@@ -331,7 +332,11 @@ def person(run: Run) -> None:
             one_cycle(run)
         except Surprise as surprise:
             run.tally.surprise(str(surprise))
-        except (OSError, ValueError) as exc:  # connection errors (counted as status 0), unparsable PEM
+        except (
+            OSError,
+            HTTPException,
+            ValueError,
+        ) as exc:  # connection errors (counted as status 0), unparsable PEM
             run.tally.surprise(f"{type(exc).__name__}: {exc}")
 
 
@@ -345,10 +350,10 @@ def administrator(run: Run) -> None:
         while not run.people_done.is_set():
             try:
                 approve_pending(run, client)
-            except (Surprise, OSError) as exc:  # noted; the administrator tries again
+            except (Surprise, OSError, HTTPException) as exc:  # noted; the administrator tries again
                 run.tally.surprise(f"administrator: {type(exc).__name__}: {exc}")
                 time.sleep(ADMIN_PAUSE)
-    except (Surprise, OSError) as exc:
+    except (Surprise, OSError, HTTPException) as exc:
         run.tally.surprise(f"administrator could not log in: {type(exc).__name__}: {exc}")
     finally:
         client.close()
@@ -390,7 +395,7 @@ def crl_fetcher(run: Run, instance: PortalInstance) -> None:
             last = max(last, number)
             run.tally.done("CRL fetches")
             time.sleep(CRL_PAUSE)
-    except (Surprise, OSError, ValueError) as exc:
+    except (Surprise, OSError, HTTPException, ValueError) as exc:
         run.tally.surprise(f"CRL fetcher of {instance.url}: {type(exc).__name__}: {exc}")
     finally:
         client.close()
