@@ -46,6 +46,8 @@ SCOPES = {"address": "from your network address", "account": "for this account"}
 
 FORWARDED_FOR = "HTTP_X_FORWARDED_FOR"
 FORWARDED_PROTO = "HTTP_X_FORWARDED_PROTO"
+#: The client address when there is none (a Unix-socket peer that is not trusted).
+UNKNOWN = "unknown"
 
 
 # --- the client's address ----------------------------------------------------------------------------
@@ -89,7 +91,14 @@ def client_address(request: HttpRequest) -> str:
     try:
         return str(ipaddress.ip_address(peer))
     except ValueError:
-        return "unknown"
+        return UNKNOWN
+
+
+def lockout_address(request: HttpRequest) -> str | None:
+    """django-axes' client address (AXES_CLIENT_IP_CALLABLE): :func:`client_address`, None if unknown
+    (axes stores it in an IP address column, empty when the address is unknown)."""
+    address = client_address(request)
+    return None if address == UNKNOWN else address
 
 
 class TrustedProxyMiddleware:
@@ -190,7 +199,8 @@ def check(request: HttpRequest, action: str) -> Refusal | None:
             increment=True,
         )
         if usage is not None and usage["should_limit"]:
-            return Refusal(action=action, scope=scope, retry_after=max(1, int(usage["time_left"])))
+            # django-ratelimit's window still holds at its last second (time_left == 0): one more.
+            return Refusal(action=action, scope=scope, retry_after=max(1, int(usage["time_left"]) + 1))
     return None
 
 

@@ -333,7 +333,7 @@ AXES_COOLOFF_TIME = dt.timedelta(
     minutes=env.get_int("ENROLL_LOCKOUT_MINUTES", default=15, minimum=1, maximum=7 * 24 * 60)
 )
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
-AXES_CLIENT_IP_CALLABLE = "accounts.ratelimits.client_address"
+AXES_CLIENT_IP_CALLABLE = "accounts.ratelimits.lockout_address"
 AXES_LOCKOUT_CALLABLE = "accounts.ratelimits.lockout_response"
 AXES_RESET_ON_SUCCESS = False  # a login to one's own account must not clear an address's failures
 AXES_HTTP_RESPONSE_CODE = 429

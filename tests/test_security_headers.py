@@ -1,0 +1,143 @@
+"""Security headers on every page: a Content-Security-Policy without inline script or style, nosniff,
+Referrer-Policy, Cross-Origin-Opener-Policy, Permissions-Policy, no framing; and templates with nothing
+inline that such a policy would block (scripts, event handlers, style attributes or elements)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings as django_settings
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
+from pytest_django.fixtures import Settings
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+#: Pages of every kind: anonymous, portal, key generation, SPKAC (the <keygen> form), admin.
+PAGES: list[tuple[str, str]] = [
+    ("anonymous", "accounts:login"),
+    ("anonymous", "accounts:signup"),
+    ("anonymous", "accounts:password-reset"),
+    ("anonymous", "portal:help"),
+    ("user", "portal:dashboard"),
+    ("user", "portal:request-new"),
+    ("user", "portal:keygen"),
+    ("user", "portal:request-spkac"),
+    ("user", "accounts:profile"),
+    ("admin", "admin:index"),
+    ("admin", "admin:enroll_enrollmentrequest_changelist"),
+    ("admin", "admin:ca_certificate_changelist"),
+    ("admin", "admin:axes_accessattempt_changelist"),
+]
+
+INLINE = [
+    (re.compile(r"<script(?![^>]*\bsrc=)(?![^>]*type=\"application/json\")[^>]*>", re.I), "inline <script>"),
+    (re.compile(r"<[a-z][^>]*\son[a-z]+\s*=", re.I), "on... event handler attribute"),
+    (re.compile(r"<[a-z][^>]*\sstyle\s*=", re.I), "style attribute"),
+    (re.compile(r"<style[\s>]", re.I), "<style> element"),
+    (re.compile(r"(?:href|src|action)\s*=\s*[\"']?\s*javascript:", re.I), "javascript: URL"),
+]
+
+
+def directives(header: str) -> dict[str, list[str]]:
+    parsed: dict[str, list[str]] = {}
+    for part in header.split(";"):
+        name, *values = part.split()
+        parsed[name] = values
+    return parsed
+
+
+@pytest.fixture
+def as_who(alice: User, admin_user: User) -> dict[str, Client]:
+    user, admin = Client(), Client()
+    user.force_login(alice)
+    admin.force_login(admin_user)
+    return {"anonymous": Client(), "user": user, "admin": admin}
+
+
+@pytest.mark.parametrize(("who", "name"), PAGES, ids=[name for _, name in PAGES])
+def test_every_page_has_a_strict_content_security_policy(
+    as_who: dict[str, Client], ca: Any, who: str, name: str
+) -> None:
+    response = as_who[who].get(reverse(name))
+    assert response.status_code == 200
+    policy = directives(response["Content-Security-Policy"])
+    assert policy["default-src"] == ["'self'"]
+    assert policy["script-src"] == ["'self'"]
+    assert policy["style-src"] == ["'self'"]
+    assert policy["object-src"] == ["'none'"]
+    assert policy["base-uri"] == ["'self'"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert policy["form-action"] == ["'self'"]
+    assert "unsafe" not in response["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize(("who", "name"), PAGES, ids=[name for _, name in PAGES])
+def test_no_page_has_anything_inline_that_the_policy_blocks(
+    as_who: dict[str, Client], ca: Any, who: str, name: str
+) -> None:
+    html = as_who[who].get(reverse(name)).content.decode()
+    found = [(what, pattern.search(html)) for pattern, what in INLINE]
+    assert [(what, match.group(0)) for what, match in found if match] == []
+
+
+@pytest.mark.parametrize("template", sorted(TEMPLATES.rglob("*.html")), ids=lambda path: str(path))
+def test_no_template_has_anything_inline_that_the_policy_blocks(template: Path) -> None:
+    text = template.read_text(encoding="utf-8")
+    assert [(what, match.group(0)) for pattern, what in INLINE if (match := pattern.search(text))] == []
+
+
+def test_the_other_security_headers_are_sent(client: Client, db: None) -> None:
+    response = client.get(reverse("accounts:login"))
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Referrer-Policy"] == "same-origin"
+    assert response["Cross-Origin-Opener-Policy"] == "same-origin"
+    assert response["X-Frame-Options"] == "DENY"
+    permissions = response["Permissions-Policy"]
+    for feature in ("camera", "microphone", "geolocation", "payment", "usb"):
+        assert f"{feature}=()" in permissions
+
+
+def test_public_pki_files_carry_the_headers_too(client: Client, ca: Any) -> None:
+    response = client.get(f"/pki/{ca.slug}.crl")
+    assert response.status_code == 200
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert "default-src 'self'" in response["Content-Security-Policy"]
+
+
+# --- HTTPS behind a front server -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def https_settings(settings: Settings) -> Settings:
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_REDIRECT_EXEMPT = django_settings.SECURE_REDIRECT_EXEMPT or [r"^pki/"]
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SECURE_HSTS_SECONDS = 3600
+    settings.ENROLL_TRUSTED_PROXIES = ["127.0.0.1"]
+    return settings
+
+
+def test_https_said_by_a_trusted_front_server_is_believed(https_settings: Settings, db: None) -> None:
+    response = Client().get(
+        reverse("accounts:login"), REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_PROTO="https"
+    )
+    assert response.status_code == 200
+    assert response["Strict-Transport-Security"] == "max-age=3600"
+
+
+def test_https_said_by_anyone_else_is_not(https_settings: Settings, db: None) -> None:
+    response = Client().get(
+        reverse("accounts:login"), REMOTE_ADDR="192.0.2.1", HTTP_X_FORWARDED_PROTO="https"
+    )
+    assert response.status_code == 301
+    assert response["Location"].startswith("https://")
+
+
+def test_crls_and_ca_certificates_stay_on_plain_http(https_settings: Settings, ca: Any) -> None:
+    for path in (f"/pki/{ca.slug}.crl", f"/pki/{ca.slug}.crl.pem", f"/pki/{ca.slug}.crt", "/pki/health.json"):
+        assert Client().get(path, REMOTE_ADDR="192.0.2.1").status_code == 200, path
