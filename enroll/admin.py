@@ -56,6 +56,10 @@ STATUS_COLORS = {
 }
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 class RejectForm(forms.Form):
     reason = forms.CharField(
         max_length=2000,
@@ -229,15 +233,17 @@ class EnrollmentRequestAdmin(_RequestAdmin):
             return
         issued = [r for r in results if r.outcome == flows.ApprovalOutcome.ISSUED]
         if issued:
-            messages.success(request, f"{len(issued)} requests approved: {len(issued)} certificates issued.")
+            done = len(issued)
+            messages.success(request, f"{_count(done, 'request')} approved: {_count(done, 'certificate')} issued.")
         problems = [r for r in results if r.outcome != flows.ApprovalOutcome.ISSUED]
         if problems:
             listed = "; ".join(f"#{r.request_id}: {r.reason}" for r in problems[:MESSAGES_PER_REQUEST_UP_TO])
             more = len(problems) - MESSAGES_PER_REQUEST_UP_TO
             messages.error(
                 request,
-                f"{len(problems)} requests got no certificate (filter by status to see them): {listed}"
-                + (f"; and {more} more." if more > 0 else "."),
+                f"{_count(len(problems), 'request')} got no certificate (filter by status to see them): "
+                f"{listed}"
+                + (f"; and {more} more." if more > 0 else ""),
             )
 
     def _report(self, request: HttpRequest, result: flows.ApprovalResult) -> None:
