@@ -234,7 +234,8 @@ class EnrollmentRequestAdmin(_RequestAdmin):
         issued = [r for r in results if r.outcome == flows.ApprovalOutcome.ISSUED]
         if issued:
             done = len(issued)
-            messages.success(request, f"{_count(done, 'request')} approved: {_count(done, 'certificate')} issued.")
+            summary = f"{_count(done, 'request')} approved: {_count(done, 'certificate')} issued."
+            messages.success(request, summary)
         problems = [r for r in results if r.outcome != flows.ApprovalOutcome.ISSUED]
         if problems:
             listed = "; ".join(f"#{r.request_id}: {r.reason}" for r in problems[:MESSAGES_PER_REQUEST_UP_TO])
