@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -401,3 +403,41 @@ def test_a_process_killed_while_signing_a_crl_leaves_the_old_crl_served_and_the_
     assert after.issuer == before.issuer
     assert cli.ok("verify_audit").startswith("audit log intact:")
     print(f"after SIGKILL: next CRL #{next_number} (lost one #{signed_number}) published in {took:.1f} s")
+
+
+# --- restoring an older backup (what the README's "Backup and restore" says) -----------------------------
+
+
+def test_restoring_an_older_backup_keeps_crl_numbers_rising_and_loses_what_came_after(tmp_path: Path) -> None:
+    cli = ManagePy(tmp_path)
+    database = tmp_path / "e2e.sqlite3"
+    cli.ok("migrate", "--noinput")
+    cli.ok("init_ca", "--name", "Restore CA", "--slug", "restore-ca")
+    cli.ok("shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('owner')")
+    for name in ("before", "after"):
+        (tmp_path / f"{name}.csr").write_bytes(make_csr())
+    kept = cli.ok("approve", cli.ok("submit_csr", "--user", "owner", str(tmp_path / "before.csr")))
+
+    backup = tmp_path / "backup.sqlite3"  # a consistent copy of the live database (sqlite3 .backup)
+    with sqlite3.connect(database) as source, sqlite3.connect(backup) as target:
+        source.backup(target)
+
+    lost = cli.ok("approve", cli.ok("submit_csr", "--user", "owner", str(tmp_path / "after.csr")))
+    cli.ok("revoke", kept, "--reason", "key_compromise")
+    newest = int(cli.ok("publish_crl", "--ca", "restore-ca"))
+    anchor = cli.ok("verify_audit")  # "audit log intact: N entries, head #N HASH", kept elsewhere
+    count, head = anchor.split()[3], anchor.split()[-1]
+
+    for suffix in ("", "-wal", "-shm"):  # restore: the service is stopped, the old file put back
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(backup, database)
+
+    assert cli.refused("revoke", lost, "--reason", "key_compromise").strip() == (
+        f"CommandError: No certificate with serial {lost} was issued here."
+    )
+    assert int(cli.ok("publish_crl", "--ca", "restore-ca")) > newest
+    assert cli.ok("verify_audit").startswith("audit log intact:")
+    assert "not in the chain" in cli.refused("verify_audit", "--expect-head", head)
+    assert "fewer than the" in cli.refused("verify_audit", "--expect-count", count)
+    # the revocation made after the backup is gone: it must be made again
+    assert cli.ok("revoke", kept, "--reason", "key_compromise").isdigit()
