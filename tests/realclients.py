@@ -39,7 +39,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
 from types import TracebackType
@@ -59,7 +59,7 @@ from tests.conftest import make_csr, need_program
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
-    from playwright.sync_api import Browser, BrowserContext, Page, Playwright, ViewportSize
+    from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, ViewportSize
 
     from ca.models import Certificate, CertificateAuthority
 
@@ -1360,6 +1360,8 @@ class BrowserSession:
     context: BrowserContext
     page: Page
     base: str
+    #: Content-Security-Policy violations the pages reported (:func:`close_session` asserts there are none).
+    csp_violations: list[str] = field(default_factory=list)
 
     def open(self, path: str) -> Page:
         """Go to ``path`` under :attr:`base` (or to a full URL); the answer must not be an HTTP error."""
@@ -1373,11 +1375,25 @@ def open_session(browser: Browser, /, base: str, **kwargs: Any) -> BrowserSessio
     """A :class:`BrowserSession` on ``base`` at desktop width (``kwargs`` as for :func:`new_context`)."""
     kwargs.setdefault("viewport", DESKTOP)
     context = new_context(browser, **kwargs)
-    return BrowserSession(context, context.new_page(), base)
+    # Every violation of the portal's CSP (an inline script, style or handler, eval, another origin):
+    # the page's securitypolicyviolation events, and Chromium's own console messages about them.
+    context.add_init_script(
+        "document.addEventListener('securitypolicyviolation', (e) => console.error(`CSP violation: "
+        "${e.violatedDirective} blocked ${e.blockedURI} at ${e.sourceFile}:${e.lineNumber}`));"
+    )
+    session = BrowserSession(context, context.new_page(), base)
+
+    def on_console(message: ConsoleMessage) -> None:
+        if "CSP violation" in message.text or "Content Security Policy" in message.text:
+            session.csp_violations.append(f"{session.page.url}: {message.text}")
+
+    session.page.on("console", on_console)
+    return session
 
 
 def close_session(_browser: Browser, session: BrowserSession) -> None:
     session.context.close()
+    assert session.csp_violations == [], "\n".join(session.csp_violations)
 
 
 class ChromiumThread(_StartStop):

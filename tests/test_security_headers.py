@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.conf import settings as django_settings
@@ -14,6 +14,12 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 from pytest_django.fixtures import Settings
+from pytest_django.live_server_helper import LiveServer
+
+from tests.realclients import ChromiumThread, chromium, close_session, open_session  # noqa: F401  (fixture)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -141,3 +147,42 @@ def test_https_said_by_anyone_else_is_not(https_settings: Settings, db: None) ->
 def test_crls_and_ca_certificates_stay_on_plain_http(https_settings: Settings, ca: Any) -> None:
     for path in (f"/pki/{ca.slug}.crl", f"/pki/{ca.slug}.crl.pem", f"/pki/{ca.slug}.crt", "/pki/health.json"):
         assert Client().get(path, REMOTE_ADDR="192.0.2.1").status_code == 200, path
+
+
+# --- in a real browser ------------------------------------------------------------------------------
+
+
+ADMIN_PAGES = ("/admin/", "/admin/enroll/enrollmentrequest/", "/admin/ca/certificate/revocation/", "/help/")
+
+
+def open_admin_pages_and_break_the_policy(browser: Browser, base: str) -> tuple[list[str], list[str]]:
+    """Log in to the admin, open pages with Django's own scripts; then set a style attribute from script
+    (which style-src 'self' forbids): the violations before, and after."""
+    session = open_session(browser, base)
+    page = session.open("/admin/login/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "admin-password-123")
+    page.click("input[type=submit]")
+    page.wait_for_load_state()
+    for path in ADMIN_PAGES:
+        session.open(path)
+        page.wait_for_load_state("networkidle")
+    before = list(session.csp_violations)
+    page.evaluate("document.body.setAttribute('style', 'color: red')")
+    page.wait_for_timeout(500)
+    after = list(session.csp_violations)
+    session.csp_violations.clear()  # seen: close_session would fail on it
+    close_session(browser, session)
+    return before, after
+
+
+@pytest.mark.real_client
+def test_chromium_reports_no_violation_on_admin_pages_and_would_report_one(
+    live_server: LiveServer,
+    chromium: ChromiumThread,  # noqa: F811
+    admin_user: User,
+) -> None:
+    before, after = chromium.call(open_admin_pages_and_break_the_policy, live_server.url)
+    assert before == []
+    assert len(after) >= 1
+    assert "style-src" in " ".join(after)
