@@ -420,9 +420,10 @@ class _Signer:
     lint: bool
 
     def sign(
-        self, *, parsed: _Checked, subject: SubjectInfo, profile: Profile, serial: int
+        self, *, parsed: _Checked, subject: SubjectInfo, profile: Profile, serial: int, lint: bool = True
     ) -> tuple[x509.Certificate, bytes]:
-        """Build and sign in memory; with linting on, refuse (CAError) a certificate with ERROR findings."""
+        """Build and sign in memory; with linting on (and ``lint``), refuse (CAError) a certificate with
+        ERROR or FATAL findings."""
         try:
             certificate = build_client_certificate(
                 profile=profile,
@@ -438,13 +439,15 @@ class _Signer:
         except ProfileError as exc:
             raise CAError(str(exc)) from exc
         der = certificate.public_bytes(serialization.Encoding.DER)
-        if self.lint:
-            try:
-                pki_lint.check_certificate(der=der)
-            except pki_lint.CertificateLintError as exc:
-                logger.error("CA %s refused to issue a certificate: %s", self.ca.slug, exc)
-                raise CAError(str(exc)) from exc
+        if self.lint and lint:
+            self.refuse_if_unclean(pki_lint.lint_certificate(der=der))
         return certificate, der
+
+    def refuse_if_unclean(self, findings: list[pki_lint.Finding]) -> None:
+        """Raise CAError naming the ERROR and FATAL findings, if there are any."""
+        if (error := pki_lint.blocking_error(findings)) is not None:
+            logger.error("CA %s refused to issue a certificate: %s", self.ca.slug, error)
+            raise CAError(str(error)) from error
 
 
 def _signer(*, ca: CertificateAuthority, validity: dt.timedelta | None, now: dt.datetime) -> _Signer:
@@ -649,11 +652,13 @@ def issue_many(
             continue
         draft = _Draft(index, orders[index], parsed, profile, Certificate())
         try:
-            _sign_draft(draft, signer=signer, now=now)
+            _sign_draft(draft, signer=signer, now=now, lint=False)
         except CAError as exc:
             outcomes[index] = str(exc)
             continue
         drafts.append(draft)
+    if signer.lint:
+        drafts = _lint_drafts(drafts, signer=signer, outcomes=outcomes)
     for draft, outcome in zip(drafts, _store_drafts(drafts, signer=signer, now=now), strict=True):
         outcomes[draft.index] = outcome
     stored = [o for o in outcomes if isinstance(o, Certificate)]
@@ -664,11 +669,29 @@ def issue_many(
     return [o for o in outcomes if o is not None]
 
 
-def _sign_draft(draft: _Draft, *, signer: _Signer, now: dt.datetime) -> None:
-    """Sign ``draft`` with a freshly drawn serial and fill its row (unsaved)."""
+def _lint_drafts(
+    drafts: list[_Draft], *, signer: _Signer, outcomes: list[Certificate | str | None]
+) -> list[_Draft]:
+    """The drafts that lint clean (all linted at once, in worker processes for a large batch); the reason
+    of each other one goes into ``outcomes``."""
+    clean: list[_Draft] = []
+    for draft, findings in zip(
+        drafts, pki_lint.lint_many(ders=[bytes(d.row.der) for d in drafts]), strict=True
+    ):
+        try:
+            signer.refuse_if_unclean(findings)
+        except CAError as exc:
+            outcomes[draft.index] = str(exc)
+            continue
+        clean.append(draft)
+    return clean
+
+
+def _sign_draft(draft: _Draft, *, signer: _Signer, now: dt.datetime, lint: bool = True) -> None:
+    """Sign ``draft`` with a freshly drawn serial and fill its row (unsaved); lint it unless told not to."""
     serial = new_serial()
     certificate, der = signer.sign(
-        parsed=draft.parsed, subject=draft.order.subject, profile=draft.profile, serial=serial
+        parsed=draft.parsed, subject=draft.order.subject, profile=draft.profile, serial=serial, lint=lint
     )
     draft.row = Certificate(
         ca=signer.ca,

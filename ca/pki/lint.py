@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import enum
 import functools
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -116,12 +120,48 @@ def lint_certificate(*, der: bytes) -> list[Finding]:
     return sorted(findings, key=lambda f: f.severity)
 
 
+def _lint_der(der: bytes) -> list[Finding]:
+    """:func:`lint_certificate` for a worker process (positional, picklable)."""
+    return lint_certificate(der=der)
+
+
+#: From this many certificates on, :func:`lint_many` lints in worker processes (one per CPU).
+PARALLEL_FROM = 64
+
+
+def _worker_count() -> int:
+    return min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
+
+
+def lint_many(*, ders: Sequence[bytes], parallel_from: int = PARALLEL_FROM) -> list[list[Finding]]:
+    """:func:`lint_certificate` for each of ``ders``, in order.
+
+    pkilint is pure Python (a few milliseconds per certificate), so a large batch is linted in worker
+    processes, one per CPU: they come from a ``forkserver`` (a clean single-threaded process that has
+    imported this module), never forked from the caller, which may hold threads and database connections.
+    Small batches, and machines with one CPU, lint in this process.
+    """
+    workers = _worker_count()
+    if len(ders) < parallel_from or workers < 2:
+        return [lint_certificate(der=der) for der in ders]
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    chunk = max(1, len(ders) // (workers * 4))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        return list(pool.map(_lint_der, ders, chunksize=chunk))
+
+
+def blocking_error(findings: list[Finding]) -> CertificateLintError | None:
+    """The error that refuses a certificate with these findings (ERROR or FATAL ones), or None."""
+    blocking = [f for f in findings if f.blocking]
+    return CertificateLintError(blocking) if blocking else None
+
+
 def check_certificate(*, der: bytes) -> list[Finding]:
     """Raise :class:`CertificateLintError` listing the ERROR and FATAL findings; else return the rest."""
     findings = lint_certificate(der=der)
-    blocking = [f for f in findings if f.blocking]
-    if blocking:
-        raise CertificateLintError(blocking)
+    if (error := blocking_error(findings)) is not None:
+        raise error
     return findings
 
 
