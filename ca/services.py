@@ -11,6 +11,7 @@ import logging
 import re
 import secrets
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -27,6 +28,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, Max, OuterRef, QuerySet
 from django.db.models.functions import Length
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.utils.text import slugify
 
 from ca import audit
@@ -1109,15 +1112,18 @@ def _crl_bytes(publication_id: int, sha256: str, der: bytes | None = None) -> tu
     return cached
 
 
-def crl_to_serve(*, slug: str, now: dt.datetime | None = None) -> ServedCrl | None:
-    """What :func:`current_crl` returns for the CA ``slug``, in one small query when nothing is due.
+#: How long a process serves what it last read about a CA's newest CRL before reading it again. A
+#: CRL signed by another process (or host) is served at most this much later; in this process at once.
+CRL_RECHECK_SECONDS = 0.25
+#: Per process, by CA slug: (monotonic time read, the newest CRL's row as :func:`_newest_crl_row` reads it).
+_NEWEST_CRL: dict[str, tuple[float, tuple[Any, ...]]] = {}
 
-    That query reads the newest CRL's numbers and times (not its DER) and whether a revocation is
-    newer than it; the bytes come from a per-process cache. A CRL half-way to nextUpdate or missing a
-    revocation goes through :func:`current_crl` (re-signed, never expired). None: no CA ``slug``.
-    Raises :class:`CAError` when the CRL is due and cannot be signed and the last one has expired.
-    """
-    now = now or utcnow()
+
+def _newest_crl_row(slug: str) -> tuple[Any, ...] | None:
+    """(id, CA id, number, thisUpdate, nextUpdate, SHA-256, a revocation is newer) of the newest CRL."""
+    checked = _NEWEST_CRL.get(slug)
+    if checked is not None and time.monotonic() - checked[0] < CRL_RECHECK_SECONDS:
+        return checked[1]
     unpublished = Revocation.objects.filter(
         certificate__ca_id=OuterRef("ca_id"), revoked_at__gt=OuterRef("created_at")
     )
@@ -1128,10 +1134,33 @@ def crl_to_serve(*, slug: str, now: dt.datetime | None = None) -> ServedCrl | No
         .first()
     )
     if row is not None:
-        pk, ca_id, number, this_update, next_update, sha256, missing_revocation = row
-        if not missing_revocation and not _past_half_time(
-            this_update=this_update, next_update=next_update, now=now
-        ):
+        _NEWEST_CRL[slug] = (time.monotonic(), row)
+    return row
+
+
+@receiver([post_save, post_delete], sender=Revocation, dispatch_uid="ca.services.crl_recheck_revocation")
+@receiver([post_save, post_delete], sender=CrlPublication, dispatch_uid="ca.services.crl_recheck_crl")
+def _recheck_newest_crl(**_kwargs: object) -> None:
+    """A revocation or CRL written in this process: the next download reads the newest CRL again."""
+    _NEWEST_CRL.clear()
+
+
+def crl_to_serve(*, slug: str, now: dt.datetime | None = None) -> ServedCrl | None:
+    """What :func:`current_crl` returns for the CA ``slug``, in one small query when nothing is due.
+
+    That query reads the newest CRL's numbers and times (not its DER) and whether a revocation is
+    newer than it, at most every :data:`CRL_RECHECK_SECONDS` per process (at once after a revocation or
+    CRL written in this process); the bytes come from a per-process cache. A CRL half-way to nextUpdate
+    (checked on every download) or missing a revocation goes through :func:`current_crl` (re-signed,
+    never expired). None: no CA ``slug``.
+    Raises :class:`CAError` when the CRL is due and cannot be signed and the last one has expired.
+    """
+    now = now or utcnow()
+    row = _newest_crl_row(slug)
+    if row is not None:
+        pk, ca_id, number, this_update, next_update, sha256, newer_revocation = row
+        due = _past_half_time(this_update=this_update, next_update=next_update, now=now)
+        if not newer_revocation and not due:
             der, pem = _crl_bytes(pk, sha256)
             return ServedCrl(ca_id, number, this_update, next_update, sha256, der, pem)
     ca = CertificateAuthority.objects.filter(slug=slug).first()

@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import secrets
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ import time_machine
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from django.db.models.signals import post_delete, post_save
 from django.test import Client
 from django.urls import reverse
 from hypothesis import HealthCheck, given
@@ -390,20 +392,76 @@ def test_a_restore_that_reuses_a_row_id_serves_the_new_bytes(
 
 
 @pytest.mark.parametrize("name", ["ca:crl-der", "ca:crl-pem"])
-def test_a_fresh_crl_is_served_with_one_query(
-    ca: CertificateAuthority, client: Client, django_assert_num_queries: DjangoAssertNumQueries, name: str
+def test_a_fresh_crl_is_served_with_one_small_query_and_none_within_the_recheck_interval(
+    ca: CertificateAuthority,
+    client: Client,
+    django_assert_num_queries: DjangoAssertNumQueries,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
 ) -> None:
     url = reverse(name, kwargs={"slug": ca.slug})
     first = client.get(url)
 
+    with django_assert_num_queries(0):
+        cached = client.get(url)
+        cached_304 = client.get(url, HTTP_IF_NONE_MATCH=first["ETag"])
+    monkeypatch.setattr(services, "CRL_RECHECK_SECONDS", 0)
     with django_assert_num_queries(1):
         again = client.get(url)
     with django_assert_num_queries(1):
         unchanged = client.get(url, HTTP_IF_NONE_MATCH=first["ETag"])
 
-    assert again.status_code == 200
-    assert again.content == first.content
-    assert unchanged.status_code == 304
+    assert cached.content == again.content == first.content
+    assert cached_304.status_code == unchanged.status_code == 304
+
+
+@contextmanager
+def as_another_process() -> Iterator[None]:
+    """Writes in here do not reach this process's CRL bookkeeping (as if another process made them)."""
+    receivers = [(post_save, Revocation), (post_delete, Revocation), (post_save, CrlPublication),
+                 (post_delete, CrlPublication)]  # fmt: skip
+    for signal, sender in receivers:
+        assert signal.disconnect(services._recheck_newest_crl, sender=sender, dispatch_uid=uid(sender))
+    try:
+        yield
+    finally:
+        for signal, sender in receivers:
+            signal.connect(services._recheck_newest_crl, sender=sender, dispatch_uid=uid(sender))
+
+
+def uid(sender: type) -> str:
+    return "ca.services.crl_recheck_revocation" if sender is Revocation else "ca.services.crl_recheck_crl"
+
+
+def test_a_crl_signed_by_another_process_is_served_after_the_recheck_interval(
+    ca: CertificateAuthority, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = reverse("ca:crl-der", kwargs={"slug": ca.slug})
+    first = client.get(url)
+    with as_another_process():
+        newer = services.publish_crl(ca=ca)
+
+    within = client.get(url)
+    monkeypatch.setattr(services, "CRL_RECHECK_SECONDS", 0)
+    after = client.get(url)
+
+    assert within.content == first.content
+    assert after.content == bytes(newer.der)
+
+
+def test_a_revocation_by_another_process_is_re_signed_after_the_recheck_interval(
+    ca: CertificateAuthority, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = reverse("ca:crl-der", kwargs={"slug": ca.slug})
+    client.get(url)
+    cert = certificate(ca)
+    with as_another_process():
+        revoke(cert)  # its on-commit publication never runs here: as when it failed
+    monkeypatch.setattr(services, "CRL_RECHECK_SECONDS", 0)
+
+    served = x509.load_der_x509_crl(client.get(url).content)
+
+    assert served.get_revoked_certificate_by_serial_number(cert.serial_int) is not None
 
 
 def test_the_endpoint_re_signs_when_a_revocation_is_newer_than_the_crl(
