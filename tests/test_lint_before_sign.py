@@ -111,8 +111,7 @@ def approve_one(request: EnrollmentRequest) -> EnrollmentRequest:
 
 
 def approve_in_bulk(request: EnrollmentRequest) -> EnrollmentRequest:
-    admin = User.objects.create_user("lint-admin")
-    (result,) = flows.approve_many(request_ids=[request.pk], actor=admin)
+    (result,) = flows.approve_many(request_ids=[request.pk], actor=ca_admin())
     assert result.request is not None
     return result.request
 
@@ -194,6 +193,43 @@ def test_a_bulk_approval_stores_the_sound_certificates_and_fails_only_the_broken
     assert second.outcome == flows.ApprovalOutcome.FAILED
     assert "RFC 5280" in second.reason
     assert list(Certificate.objects.values_list("owner", flat=True)) == [alice.pk]
+
+
+@pytest.mark.parametrize("parallel_from", [2, 1000], ids=["worker-processes", "in-process"])
+def test_a_batch_is_linted_alike_in_worker_processes_and_in_process(
+    ca: CertificateAuthority, alice: User, parallel_from: int
+) -> None:
+    ids = [flows.submit_csr(owner=alice, data=make_csr()).pk for _ in range(4)]
+    ders = [
+        bytes(r.certificate.der)
+        for r in flows.approve_many(request_ids=ids, actor=ca_admin())
+        if r.certificate
+    ]
+    ders.insert(2, b"\x30\x03\x02\x01\x00")
+
+    findings = lint.lint_many(ders=ders, parallel_from=parallel_from)
+
+    assert findings == [lint.lint_certificate(der=der) for der in ders]
+    assert [bool(lint.blocking_error(f)) for f in findings] == [False, False, True, False, False]
+
+
+def test_a_bulk_approval_linted_in_worker_processes_refuses_the_broken_certificate(
+    ca: CertificateAuthority, alice: User, bob: User, broken_profile: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lint, "PARALLEL_FROM", 2)
+    sound = [flows.submit_csr(owner=alice, data=make_csr()).pk for _ in range(3)]
+    broken = flows.submit_csr(owner=bob, data=make_csr())
+    EnrollmentRequest.objects.filter(pk=broken.pk).update(profile=broken_profile)
+
+    results = flows.approve_many(request_ids=[*sound, broken.pk], actor=ca_admin())
+
+    assert [r.outcome for r in results] == [flows.ApprovalOutcome.ISSUED] * 3 + [flows.ApprovalOutcome.FAILED]
+    assert "itu.invalid_asn1_syntax (FATAL)" in results[-1].reason
+    assert Certificate.objects.count() == 3
+
+
+def ca_admin() -> User:
+    return User.objects.get_or_create(username="lint-admin")[0]
 
 
 # --- the setting -----------------------------------------------------------------------------------------

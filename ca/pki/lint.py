@@ -133,16 +133,17 @@ def _worker_count() -> int:
     return min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
 
 
-def lint_many(*, ders: Sequence[bytes], parallel_from: int = PARALLEL_FROM) -> list[list[Finding]]:
+def lint_many(*, ders: Sequence[bytes], parallel_from: int | None = None) -> list[list[Finding]]:
     """:func:`lint_certificate` for each of ``ders``, in order.
 
     pkilint is pure Python (a few milliseconds per certificate), so a large batch is linted in worker
     processes, one per CPU: they come from a ``forkserver`` (a clean single-threaded process that has
     imported this module), never forked from the caller, which may hold threads and database connections.
-    Small batches, and machines with one CPU, lint in this process.
+    Batches smaller than ``parallel_from`` (default :data:`PARALLEL_FROM`), and machines with one CPU,
+    lint in this process.
     """
     workers = _worker_count()
-    if len(ders) < parallel_from or workers < 2:
+    if len(ders) < (PARALLEL_FROM if parallel_from is None else parallel_from) or workers < 2:
         return [lint_certificate(der=der) for der in ders]
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
