@@ -92,11 +92,14 @@ def check_crl(
     now: dt.datetime,
 ) -> int:
     """Verify signature, freshness and number; return the CRL number."""
-    issuers = [ca for ca in trusted if ca.subject == crl.issuer]
+    try:  # the issuer name is read on first use: a damaged one raises ValueError here
+        issuer = crl.issuer
+        issuer_text = issuer.rfc4514_string()
+    except ValueError:
+        raise SyncError(f"{url}: the CRL's issuer name is damaged") from None
+    issuers = [ca for ca in trusted if ca.subject == issuer]
     if not any(crl.is_signature_valid(ca.public_key()) for ca in issuers):  # type: ignore[arg-type]
-        raise SyncError(
-            f"{url}: the CRL is not signed by a CA in the CA file (issuer {crl.issuer.rfc4514_string()})"
-        )
+        raise SyncError(f"{url}: the CRL is not signed by a CA in the CA file (issuer {issuer_text})")
     next_update = crl.next_update_utc
     if next_update is None or next_update <= now:
         raise SyncError(f"{url}: the CRL expired at {next_update} (nextUpdate); is the portal re-signing it?")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import random
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -29,6 +30,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import pytest
+from asn1crypto import core, keys
+from asn1crypto import csr as asn1_csr
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -52,7 +56,14 @@ from ca.pki.serials import (
     format_serial_colons,
     parse_serial,
 )
-from ca.pki.spkac import MAX_SPKAC_BYTES, ParsedSpkac, check_spkac_der, parse_spkac
+from ca.pki.spkac import (
+    MAX_SPKAC_BYTES,
+    ParsedSpkac,
+    PublicKeyAndChallenge,
+    SignedPublicKeyAndChallenge,
+    check_spkac_der,
+    parse_spkac,
+)
 from tests.conftest import FIXTURES, fixture_bytes
 from tests.spkac_tools import build_spkac, load_key
 
@@ -777,3 +788,105 @@ def test_input_that_starts_with_no_sequence_is_not_an_spkac_rather_than_extra_da
 
     assert refused.value.code == Refusal.MALFORMED
     assert "not a valid SPKAC" in refused.value.message
+
+
+def huge_number(bits: int, seed: int) -> int:
+    return random.Random(seed).getrandbits(bits) | 1 << (bits - 1) | 1
+
+
+def crafted_dsa_private_key(bits: int) -> bytes:
+    """A PKCS#8 DSA private key of ``bits``-bit numbers: loading it computes g^x mod p (100 s at 30000)."""
+    params = keys.DSAParams(
+        {"p": huge_number(bits, 1), "q": huge_number(bits // 2, 2), "g": huge_number(bits - 2, 3)}
+    )
+    der: bytes = keys.PrivateKeyInfo(
+        {
+            "version": 0,
+            "private_key_algorithm": {"algorithm": "dsa", "parameters": params},
+            "private_key": core.Integer(huge_number(bits - 8, 4)),
+        }
+    ).dump()
+    return der
+
+
+def crafted_dh_key(bits: int) -> keys.PublicKeyInfo:
+    """A Diffie-Hellman public key of a ``bits``-bit group: loading it tests the group (70 s at 30000)."""
+    group = keys.DomainParameters({"p": huge_number(bits, 5), "g": 2, "q": huge_number(bits - 1, 6)})
+    return keys.PublicKeyInfo(
+        {
+            "algorithm": {"algorithm": "dh", "parameters": group},
+            "public_key": core.Integer(huge_number(bits - 1, 7)),
+        }
+    )
+
+
+def csr_with_key(spki: keys.PublicKeyInfo) -> bytes:
+    info = asn1_csr.CertificationRequestInfo(
+        {
+            "version": "v1",
+            "subject": asn1_x509.Name.build({"common_name": "x"}),
+            "subject_pk_info": spki,
+            "attributes": [],
+        }
+    )
+    der: bytes = asn1_csr.CertificationRequest(
+        {
+            "certification_request_info": info,
+            "signature_algorithm": {"algorithm": "sha256_ecdsa"},
+            "signature": b"\x00" * 72,
+        }
+    ).dump()
+    return der
+
+
+def spkac_with_key(spki: keys.PublicKeyInfo) -> bytes:
+    der: bytes = SignedPublicKeyAndChallenge(
+        {
+            "public_key_and_challenge": PublicKeyAndChallenge({"spki": spki, "challenge": CHALLENGE}),
+            "signature_algorithm": {"algorithm": "sha256_ecdsa"},
+            "signature": b"\x00" * 72,
+        }
+    ).dump()
+    return der
+
+
+@pytest.mark.parametrize(
+    ("parse", "data", "code"),
+    [
+        (parse_csr, crafted_dsa_private_key(30000), Refusal.PRIVATE_KEY),
+        (parse_spkac, crafted_dsa_private_key(30000), Refusal.PRIVATE_KEY),
+        (parse_csr, csr_with_key(crafted_dh_key(30000)), Refusal.KEY_TYPE),
+        (parse_spkac, spkac_with_key(crafted_dh_key(30000)), Refusal.KEY_TYPE),
+    ],
+    ids=["dsa-private-key-as-csr", "dsa-private-key-as-spkac", "dh-key-in-csr", "dh-key-in-spkac"],
+)
+def test_keys_that_cost_minutes_to_load_are_refused_without_loading_them(
+    parse: Callable[..., object], data: bytes, code: Refusal
+) -> None:
+    assert len(data) < MAX_SUBMISSION_BYTES
+    started = time.perf_counter()
+    with pytest.raises(RequestRefused) as refused:
+        parse(data=data)
+
+    assert time.perf_counter() - started < 0.1  # 70-100 s each when `cryptography` loaded the key
+    assert refused.value.code == code
+
+
+def test_an_ocsp_request_for_a_negative_serial_is_malformed_not_an_error() -> None:
+    root = parse_tree(ISSUER.ocsp_request_der)
+    serial = next(node for _, node in all_nodes(root) if node.tag == 0x02 and len(node.content) == 20)
+    serial.content = b"\xff\x01"  # -255
+
+    assert assert_ocsp_answers(root.encode()).status == "malformed"
+
+
+def test_a_signed_crl_with_a_damaged_issuer_name_is_refused_in_one_line() -> None:
+    root = parse_tree(ISSUER.crl_der)
+    common_name = next(
+        node for _, node in all_nodes(root) if node.tag == 0x0C and node.content == b"Property Test CA"
+    )
+    common_name.tag, common_name.content, common_name.children = 0x30, b"", []  # a SEQUENCE for a string
+    crl = crlsync.parse_crl(resigned(root, issuer_sign), url=CRL_URL)
+
+    with pytest.raises(crlsync.SyncError, match="issuer name is damaged"):
+        crlsync.check_crl(crl, url=CRL_URL, trusted=[ISSUER.certificate], installed_number=None, now=NOW)

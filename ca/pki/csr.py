@@ -19,12 +19,13 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from asn1crypto import csr as asn1_csr
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 
 from .errors import Refusal, RequestRefused
-from .keypolicy import KeyInfo, check_public_key, check_signature_hash
+from .keypolicy import KeyInfo, check_key_algorithm, check_public_key, check_signature_hash
 from .submission import (
     BASE64_TEXT,
     decode_base64,
@@ -162,6 +163,15 @@ def _load_csr(der: bytes) -> x509.CertificateSigningRequest:
     )
 
 
+def _key_algorithm(der: bytes) -> x509.ObjectIdentifier:
+    """The request's SubjectPublicKeyInfo algorithm (RFC 2986 section 4.1), read without loading the key."""
+    try:
+        info = asn1_csr.CertificationRequest.load(der)["certification_request_info"]
+        return x509.ObjectIdentifier(info["subject_pk_info"]["algorithm"]["algorithm"].dotted)
+    except (ValueError, TypeError, KeyError, IndexError):
+        raise RequestRefused(Refusal.MALFORMED, _DAMAGED) from None
+
+
 def _signature_hash(csr: x509.CertificateSigningRequest) -> hashes.HashAlgorithm | None:
     """The hash of the request's signature algorithm; None for Ed25519/Ed448 and unknown algorithms."""
     try:
@@ -195,6 +205,7 @@ def check_csr_der(*, der: bytes) -> ParsedRequest:
     Used both at submission and again by the CA right before signing.
     """
     csr = _load_csr(der)
+    check_key_algorithm(algorithm=_key_algorithm(der))  # before anything loads the key
     hash_algorithm = _signature_hash(csr)
     if hash_algorithm is not None:
         # MD5 / SHA-1 signatures do not verify at all under OpenSSL 3: name the algorithm as the reason.

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.x509.oid import ObjectIdentifier, PublicKeyAlgorithmOID
 
 from .errors import Refusal, RequestRefused
 
@@ -43,6 +44,22 @@ FERMAT_ROUNDS = 100
 #: factors of the primorial M in RSALib's primes k * M + (65537^a mod M) for every key size.
 ROCA_GENERATOR = 65537
 ROCA_PRIMES = tuple(r for r in range(3, 168) if all(r % d for d in range(2, math.isqrt(r) + 1)))
+
+
+#: The SubjectPublicKeyInfo algorithms (RFC 3279, 4055, 5480, 8410) whose keys are loaded to be checked
+#: (and then refused or accepted with a message of their own). Any other key is refused by its algorithm
+#: OID alone, before `cryptography` loads it: loading a Diffie-Hellman key tests its group, which a
+#: crafted 15 KB request makes last over a minute.
+LOADABLE_KEY_ALGORITHMS = frozenset(
+    {
+        PublicKeyAlgorithmOID.RSAES_PKCS1_v1_5,
+        PublicKeyAlgorithmOID.RSASSA_PSS,
+        PublicKeyAlgorithmOID.EC_PUBLIC_KEY,
+        PublicKeyAlgorithmOID.DSA,
+        PublicKeyAlgorithmOID.ED25519,
+        PublicKeyAlgorithmOID.ED448,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +130,17 @@ def spki_sha256(public_key: PublicKeyTypes) -> str:
     """SHA-256 over the DER SubjectPublicKeyInfo (RFC 5280 section 4.1.2.7), as lower-case hex."""
     der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()
+
+
+def check_key_algorithm(*, algorithm: ObjectIdentifier) -> None:
+    """Refuse a key by its SubjectPublicKeyInfo algorithm before it is loaded, unless it is one of
+    :data:`LOADABLE_KEY_ALGORITHMS`; :func:`check_public_key` then applies the policy to the loaded key."""
+    if algorithm not in LOADABLE_KEY_ALGORITHMS:
+        raise RequestRefused(
+            Refusal.KEY_TYPE,
+            f"Keys of this type (algorithm {algorithm.dotted_string}) are not accepted. "
+            "Use an ECDSA P-256 or RSA 3072 key.",
+        )
 
 
 def check_public_key(*, public_key: PublicKeyTypes) -> KeyInfo:

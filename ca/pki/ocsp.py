@@ -5,7 +5,7 @@ match it, or are made with a hash `cryptography` does not know (MD5, ...), gets 
 2.3). Known serials are ``good`` or ``revoked`` (with time and
 reason, 2.2); serials this CA never issued are ``unknown``. A nonce in the request (4.4.1) is echoed.
 A request that cannot be read, including one whose extensions are damaged or repeated (RFC 5280 4.2: an
-extension appears at most once), gets ``malformedRequest``.
+extension appears at most once) or that asks for a negative serial, gets ``malformedRequest``.
 The response is signed by the CA (2.6: the CA that issued the certificate may sign), with the responder
 identified by key hash and no extra certificates.
 """
@@ -88,6 +88,8 @@ def respond(
         serial = request.serial_number
         nonce = _nonce(request)
     except (ValueError, TypeError, NotImplementedError, x509.DuplicateExtension):
+        return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST, "malformed")
+    if serial < 0:  # no certificate has one (RFC 5280 4.1.2.2), and no response can name it
         return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST, "malformed")
     try:
         algorithm = request.hash_algorithm

@@ -39,9 +39,10 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.x509 import ObjectIdentifier
 
 from .errors import Refusal, RequestRefused
-from .keypolicy import ALLOWED_SIGNATURE_HASHES, KeyInfo, check_public_key
+from .keypolicy import ALLOWED_SIGNATURE_HASHES, KeyInfo, check_key_algorithm, check_public_key
 from .submission import (
     BASE64_TEXT,
     decode_base64,
@@ -159,6 +160,7 @@ def _one_object(der: bytes) -> None:
 class _Fields:
     tbs_der: bytes  # the DER of publicKeyAndChallenge, as signed
     spki_der: bytes
+    key_algorithm: str  # the SubjectPublicKeyInfo's algorithm OID, dotted
     challenge: str
     hash_name: str  # "md5", "sha256", ... or "" when the algorithm names none
     signature_algo: str  # "rsassa_pkcs1v15", "ecdsa", ...
@@ -171,6 +173,7 @@ def _load(der: bytes) -> _Fields:
         spkac = SignedPublicKeyAndChallenge.load(der, strict=True)
         tbs = spkac["public_key_and_challenge"]
         spki_der = tbs["spki"].dump()
+        key_algorithm = tbs["spki"]["algorithm"]["algorithm"].dotted
         challenge = tbs["challenge"].native
         algorithm = spkac["signature_algorithm"]
         algorithm_name = algorithm["algorithm"].native
@@ -184,7 +187,7 @@ def _load(der: bytes) -> _Fields:
         hash_name, signature_algo = str(algorithm.hash_algo), str(algorithm.signature_algo)
     except (ValueError, TypeError, KeyError):  # unknown, or RSASSA-PSS with missing or broken parameters
         hash_name, signature_algo = "", str(algorithm_name)
-    return _Fields(tbs_der, spki_der, challenge, hash_name, signature_algo, signature)
+    return _Fields(tbs_der, spki_der, key_algorithm, challenge, hash_name, signature_algo, signature)
 
 
 def _check_hash(hash_name: str, *, allow_md5: bool) -> hashes.HashAlgorithm:
@@ -255,6 +258,7 @@ def check_spkac_der(*, der: bytes, allow_md5: bool = False) -> ParsedSpkac:
     _one_object(der)
     fields = _load(der)
     algorithm = _check_hash(fields.hash_name, allow_md5=allow_md5)
+    check_key_algorithm(algorithm=ObjectIdentifier(fields.key_algorithm))  # before the key is loaded
     try:
         public_key = serialization.load_der_public_key(fields.spki_der)
     except (UnsupportedAlgorithm, ValueError):
