@@ -140,7 +140,7 @@ class RateLimitCache(DatabaseCache):
                 with connection.cursor() as cursor:
                     # Quoted names from settings (as in DatabaseCache), the key as a parameter.
                     cursor.execute(
-                        f"SELECT {column} FROM {table} WHERE {column} = %s FOR UPDATE",  # noqa: S608  # nosec B608
+                        f"SELECT {column} FROM {table} WHERE {column} = %s FOR UPDATE",  # noqa: S608
                         [self.make_and_validate_key(key, version=version)],
                     )
             return super().incr(key, delta, version=version)
@@ -173,6 +173,18 @@ def wait_words(seconds: int) -> str:
     return f"{minutes} minutes"
 
 
+def address_key(address: str) -> str:
+    """What an address counts as: itself, or for IPv6 its /64 (one host's usual share, which it may
+    rotate through at will; django-ratelimit's own default)."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if parsed.version == 6:
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
+
+
 def _account_key(request: HttpRequest, action: str) -> str | None:
     """The account an action counts against: the logged-in user, or the username a login tries."""
     if action == "login":
@@ -186,7 +198,10 @@ def _account_key(request: HttpRequest, action: str) -> str | None:
 def check(request: HttpRequest, action: str) -> Refusal | None:
     """Count this request against ``action``'s limits; a :class:`Refusal` if one of them is exceeded."""
     rates = settings.ENROLL_RATE_LIMITS.get(action, {})
-    keys = {"address": f"address:{client_address(request)}", "account": _account_key(request, action)}
+    keys = {
+        "address": f"address:{address_key(client_address(request))}",
+        "account": _account_key(request, action),
+    }
     for scope, key in keys.items():
         rate = rates.get(scope)
         if not rate or key is None:

@@ -253,6 +253,13 @@ def test_the_client_address_is_the_peer_or_what_a_trusted_proxy_forwarded(
     assert client_address(request) == expected
 
 
+def test_ipv6_addresses_of_one_64_count_as_one(settings: Settings, db: None) -> None:
+    settings.ENROLL_RATE_LIMITS = limits(signup={"address": "1/h"})
+    addresses = ["2001:db8:1:2::1", "2001:db8:1:2:ffff::9", "2001:db8:1:3::1"]
+    answers = [signup(Client(), n, address=address).status_code for n, address in enumerate(addresses)]
+    assert answers == [302, 429, 302]
+
+
 def test_addresses_forwarded_by_a_trusted_proxy_are_counted_apart(settings: Settings, db: None) -> None:
     settings.ENROLL_TRUSTED_PROXIES = ["127.0.0.1"]
     settings.ENROLL_RATE_LIMITS = limits(signup={"address": "1/h"})
