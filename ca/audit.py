@@ -146,7 +146,11 @@ def _link(entries: Sequence[AuditEntry]) -> None:
 
 def _waiting() -> list[AuditEntry]:
     """Committed (or this transaction's) entries not chained yet, in the order they were written."""
-    return list(AuditEntry.objects.filter(sequence__isnull=True).order_by("pk"))
+    # Looked up by the index on sequence (no ORDER BY, which would make SQLite walk the primary key).
+    ids = sorted(AuditEntry.objects.filter(sequence__isnull=True).values_list("pk", flat=True))
+    if not ids:
+        return []
+    return sorted(AuditEntry.objects.filter(pk__in=ids, sequence__isnull=True), key=lambda entry: entry.pk)
 
 
 def _append(entries: list[AuditEntry]) -> list[AuditEntry]:
