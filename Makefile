@@ -42,9 +42,10 @@ pytest: $(VENV)/.installed
 pytest-postgres: $(VENV)/.installed
 	$(PY) tests/pgserver.py -- $(PY) -m pytest
 
+BENCH_ARGS ?=
 bench: $(VENV)/.installed
-	$(PY) manage.py benchmark --settings tests.settings
-	$(PY) tests/pgserver.py -- $(PY) manage.py benchmark --settings tests.settings
+	$(PY) manage.py benchmark --settings tests.settings $(BENCH_ARGS)
+	$(PY) tests/pgserver.py -- $(PY) manage.py benchmark --settings tests.settings $(BENCH_ARGS)
 
 fixtures: $(VENV)/.installed
 	$(PY) tests/fixtures/make_fixtures.py

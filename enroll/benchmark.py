@@ -77,12 +77,14 @@ def at_least(value: float, limit: float, what: str) -> dict[str, Any]:
 
 @contextmanager
 def throwaway_database() -> Iterator[None]:
-    """Create a fresh test database (SQLite on disk, or test_<name> on PostgreSQL); destroy it after."""
+    """Create a fresh test database (SQLite on disk, or bench_<name> on PostgreSQL); destroy it after."""
     settings_dict = connection.settings_dict
     tmp = None
     if connection.vendor == "sqlite":
         tmp = tempfile.mkdtemp(prefix="enroll-bench-")
         settings_dict["TEST"]["NAME"] = os.path.join(tmp, "bench.sqlite3")
+    else:  # never test_<name>: a test run on the same server may be using that one
+        settings_dict["TEST"]["NAME"] = f"bench_{settings_dict['NAME']}"
     setup_test_environment()  # e-mail to memory, the test client's host allowed
     old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
     try:

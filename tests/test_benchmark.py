@@ -1,0 +1,72 @@
+"""manage.py benchmark, with tiny sizes: every figure comes out as one line of JSON (no timing is judged)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_benchmark(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}  # its own SQLite file
+    env["ENROLL_DATA_DIR"] = str(tmp_path)
+    return subprocess.run(
+        [sys.executable, "manage.py", "benchmark", "--settings", "tests.settings", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def figures(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def test_it_prints_every_figure_as_a_json_line(tmp_path: Path) -> None:
+    result = run_benchmark(
+        tmp_path, "--crl-sizes", "20", "--issue", "3", "--single", "2", "--wrk", "/nonexistent/wrk"
+    )
+
+    assert result.returncode == 0, result.stderr
+    found = figures(result.stdout)
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for figure in found:
+        by_name.setdefault(figure["figure"], []).append(figure)
+    assert [f["lint"] for f in by_name["issue_bulk_approval"]] == [True, False]
+    assert all(f["issued"] == f["requests"] == 3 for f in by_name["issue_bulk_approval"])
+    assert by_name["issue_single_approvals"][0]["requests"] == 2
+    assert by_name["issue_raw_cryptography"][0]["per_second"] > 0
+    assert by_name["crl_publish_full_build"][0]["entries"] == 20
+    assert by_name["crl_republish"][0]["entries"] == 21
+    assert by_name["crl_republish"][0]["raw_seconds"] > 0
+    assert "crl_build_raw_cryptography" in by_name
+    assert "crl_carry_over_raw_cryptography" in by_name
+    served = by_name["revocation_to_served"][0]
+    assert served["listed"] is True
+    assert served["served_status"] == 200
+    assert "wrk is not installed" in by_name["http"][0]["skipped"]
+    assert all("target" not in f for f in found), "no target applies at these sizes"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--crl-sizes", "1k"], "--crl-sizes takes whole numbers"),
+        (["--crl-sizes", "0"], "must be positive"),
+        (["--issue", "-1"], "must be positive"),
+    ],
+)
+def test_bad_sizes_are_refused_in_plain_words(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run_benchmark(tmp_path, *args)
+
+    assert result.returncode != 0
+    assert message in result.stderr
