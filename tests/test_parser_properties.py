@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 from django.http import HttpRequest
-from hypothesis import example, given
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from accounts.certlogin import Config, ForwardedCertificate, parse_forwarded_pem, read_forwarded_certificate
@@ -64,6 +64,7 @@ from ca.pki.spkac import (
     check_spkac_der,
     parse_spkac,
 )
+from ca.pki.submission import _OneAsymmetricKey
 from tests.conftest import FIXTURES, fixture_bytes
 from tests.spkac_tools import build_spkac, load_key
 
@@ -820,7 +821,7 @@ def crafted_dh_key(bits: int) -> keys.PublicKeyInfo:
     )
 
 
-def csr_with_key(spki: keys.PublicKeyInfo) -> bytes:
+def csr_with_key(spki: keys.PublicKeyInfo, signature_algorithm: str = "sha256_ecdsa") -> bytes:
     info = asn1_csr.CertificationRequestInfo(
         {
             "version": "v1",
@@ -832,18 +833,18 @@ def csr_with_key(spki: keys.PublicKeyInfo) -> bytes:
     der: bytes = asn1_csr.CertificationRequest(
         {
             "certification_request_info": info,
-            "signature_algorithm": {"algorithm": "sha256_ecdsa"},
+            "signature_algorithm": {"algorithm": signature_algorithm},
             "signature": b"\x00" * 72,
         }
     ).dump()
     return der
 
 
-def spkac_with_key(spki: keys.PublicKeyInfo) -> bytes:
+def spkac_with_key(spki: keys.PublicKeyInfo, signature_algorithm: str = "sha256_ecdsa") -> bytes:
     der: bytes = SignedPublicKeyAndChallenge(
         {
             "public_key_and_challenge": PublicKeyAndChallenge({"spki": spki, "challenge": CHALLENGE}),
-            "signature_algorithm": {"algorithm": "sha256_ecdsa"},
+            "signature_algorithm": {"algorithm": signature_algorithm},
             "signature": b"\x00" * 72,
         }
     ).dump()
@@ -890,3 +891,112 @@ def test_a_signed_crl_with_a_damaged_issuer_name_is_refused_in_one_line() -> Non
 
     with pytest.raises(crlsync.SyncError, match="issuer name is damaged"):
         crlsync.check_crl(crl, url=CRL_URL, trusted=[ISSUER.certificate], installed_number=None, now=NOW)
+
+
+# --- keys of any algorithm with numbers of any size: cheap to refuse, never loaded when costly ------
+
+
+class AnyAlgorithm(core.Sequence):  # type: ignore[misc]  # asn1crypto ships no type hints
+    _fields = [("algorithm", core.ObjectIdentifier), ("parameters", core.Any, {"optional": True})]
+
+
+class AnyPublicKeyInfo(core.Sequence):  # type: ignore[misc]  # asn1crypto ships no type hints
+    """A SubjectPublicKeyInfo of any algorithm, its key bits as they are."""
+
+    _fields = [("algorithm", AnyAlgorithm), ("public_key", core.OctetBitString)]
+
+
+@st.composite
+def crafted_public_keys(draw: st.DrawFn) -> keys.PublicKeyInfo:
+    """A SubjectPublicKeyInfo of a known or unknown algorithm whose numbers have up to 30000 bits."""
+    bits = draw(st.sampled_from([64, 1024, 3072, 8192, 16384, 30000]))
+
+    def number() -> int:
+        return draw(st.integers(1 << (bits - 1), (1 << bits) - 1))
+
+    algorithm = draw(st.sampled_from(["rsa", "dsa", "dh", "ec-named", "ec-specified", "other"]))
+    if algorithm == "rsa":
+        exponent = draw(st.sampled_from([3, 65537, (1 << 63) + 1, number()]))
+        rsa_key = keys.RSAPublicKey({"modulus": number(), "public_exponent": exponent})
+        return keys.PublicKeyInfo({"algorithm": {"algorithm": "rsa"}, "public_key": rsa_key})
+    if algorithm in ("dsa", "dh"):
+        params = {"p": number(), "q": number() >> (bits // 2), "g": number()}
+        parameters = keys.DSAParams(params) if algorithm == "dsa" else keys.DomainParameters(params)
+        return keys.PublicKeyInfo(
+            {
+                "algorithm": {"algorithm": algorithm, "parameters": parameters},
+                "public_key": core.Integer(number()),
+            }
+        )
+    point = b"\x04" + draw(st.binary(min_size=1, max_size=bits // 8 * 2))
+    if algorithm == "ec-named":
+        curve = keys.ECDomainParameters(
+            name="named", value=draw(st.sampled_from(["secp256r1", "secp384r1", "secp521r1", "1.2.3.4"]))
+        )
+    elif algorithm == "ec-specified":
+        size = bits // 8
+        curve = keys.ECDomainParameters(
+            name="specified",
+            value=keys.SpecifiedECDomain(
+                {
+                    "version": "ecdpVer1",
+                    "field_id": {"field_type": "prime_field", "parameters": core.Integer(number())},
+                    "curve": {"a": number().to_bytes(size, "big"), "b": number().to_bytes(size, "big")},
+                    "base": point,
+                    "order": number(),
+                    "cofactor": draw(st.integers(1, 1 << 64)),
+                }
+            ),
+        )
+    else:
+        oid = draw(st.sampled_from(["1.3.101.110", "1.3.101.112", "1.2.840.113549.1.1.10", "1.2.3.4"]))
+        any_key = AnyPublicKeyInfo({"algorithm": {"algorithm": oid}, "public_key": point})
+        return keys.PublicKeyInfo.load(any_key.dump())
+    return keys.PublicKeyInfo({"algorithm": {"algorithm": "ec", "parameters": curve}, "public_key": point})
+
+
+@st.composite
+def crafted_private_keys(draw: st.DrawFn) -> bytes:
+    """A PKCS#8 private key around a crafted public key's algorithm, or a PKCS#1 RSA key, with big numbers."""
+    if draw(st.booleans()):
+        spki = draw(crafted_public_keys())
+        der: bytes = _OneAsymmetricKey(
+            {
+                "version": draw(st.sampled_from([0, 1])),
+                "private_key_algorithm": keys.PrivateKeyAlgorithm.load(
+                    AnyPublicKeyInfo.load(spki.dump())["algorithm"].dump()
+                ),
+                "private_key": draw(st.binary(max_size=4000)),
+            }
+        ).dump()
+        return der
+    values = draw(st.lists(st.integers(1, 1 << 16000), min_size=8, max_size=8))
+    fields = ["modulus", "public_exponent", "private_exponent", "prime1", "prime2"]
+    fields += ["exponent1", "exponent2", "coefficient"]
+    rsa_key: bytes = keys.RSAPrivateKey({"version": 0, **dict(zip(fields, values, strict=True))}).dump()
+    return rsa_key
+
+
+@settings(max_examples=60)  # drawing numbers of 30000 bits is slow
+@given(crafted_public_keys(), st.sampled_from(["sha256_rsa", "sha256_ecdsa", "sha256_dsa", "ed25519"]))
+def test_requests_with_keys_of_any_algorithm_and_size_are_checked_in_bounded_time(
+    spki: keys.PublicKeyInfo, signature_algorithm: str
+) -> None:
+    assume(len(spki.dump()) < MAX_SUBMISSION_BYTES - 512)
+    for parse, der in (
+        (parse_csr, csr_with_key(spki, signature_algorithm)),
+        (parse_spkac, spkac_with_key(spki, signature_algorithm)),
+    ):
+        refused = outcome(lambda parse=parse, der=der: parse(data=der), RequestRefused)  # type: ignore[misc]
+        assert isinstance(refused, RequestRefused)  # the signature is random: never accepted
+
+
+@settings(max_examples=60)
+@given(crafted_private_keys(), st.sampled_from(["der", "base64"]))
+def test_private_keys_of_any_algorithm_and_size_are_recognised_in_bounded_time(der: bytes, form: str) -> None:
+    assume(len(der) < MAX_SPKAC_BYTES * 3 // 4)
+    data = der if form == "der" else base64.b64encode(der)
+    for parse in (parse_csr, parse_spkac):
+        refused = outcome(lambda parse=parse: parse(data=data), RequestRefused)  # type: ignore[misc]
+        assert isinstance(refused, RequestRefused)
+        assert refused.code == Refusal.PRIVATE_KEY
