@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.contrib.auth.models import User
 from django.contrib.messages import get_messages
 from django.core import mail
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
@@ -337,3 +339,34 @@ def test_certificates_issued_in_bulk_carry_the_verified_address(
     assert result.certificate is not None
     san = result.certificate.x509.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.RFC822Name) == ["alice@example.com"]
+
+
+# --- several administrators at once (PostgreSQL: row locks) ------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="needs PostgreSQL (set DATABASE_URL=postgres://...)"
+)
+def test_bulk_approvals_at_once_decide_each_request_once(ca: CertificateAuthority, alice: User) -> None:
+    from tests.test_postgres_concurrency import run_together
+
+    ids = submit_many(alice, 12)
+    admins = [User.objects.create_superuser(f"admin{i}", f"admin{i}@example.com", "x") for i in range(3)]
+
+    results, errors = run_together(
+        [
+            partial(flows.approve_many, request_ids=ids, actor=admins[0]),
+            partial(flows.approve_many, request_ids=list(reversed(ids)), actor=admins[1]),
+            partial(flows.approve_many, request_ids=ids[::2], actor=admins[2]),
+        ]
+    )
+
+    assert errors == []
+    issued = [r for batch in results for r in batch if r.outcome == Outcome.ISSUED]
+    refused = [r for batch in results for r in batch if r.outcome == Outcome.REFUSED]
+    assert sorted(r.request_id for r in issued) == sorted(ids)
+    assert all("only submitted requests" in r.reason for r in refused)
+    assert Certificate.objects.count() == 12
+    assert set(EnrollmentRequest.objects.values_list("status", flat=True)) == {RequestStatus.ISSUED}
