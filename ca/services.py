@@ -809,7 +809,10 @@ def revoke_certificate(
     if invalidity_date is not None and invalidity_date > (now or utcnow()):
         raise CAError("The invalidity date cannot be in the future.")
     with transaction.atomic():
-        CertificateAuthority.objects.select_for_update().only("pk").get(pk=certificate.ca_id)
+        # NO KEY UPDATE: serialises revocations and publications of this CA, yet does not block the
+        # FOR KEY SHARE that PostgreSQL's deferred foreign-key checks take on this row at another
+        # transaction's commit (an approval inserting certificates while holding the audit lock).
+        CertificateAuthority.objects.select_for_update(no_key=True).only("pk").get(pk=certificate.ca_id)
         now = now or utcnow()
         locked = Certificate.objects.select_for_update().get(pk=certificate.pk)
         if Revocation.objects.filter(certificate=locked).exists():
@@ -911,7 +914,8 @@ def publish_crl(
     """
     lifetime = crl_lifetime()
     with transaction.atomic():
-        locked = CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
+        # NO KEY UPDATE, as in revoke_certificate: no deadlock with foreign-key checks at commit.
+        locked = CertificateAuthority.objects.select_for_update(no_key=True).get(pk=ca.pk)
         now = now or utcnow()
         this_update = now.replace(microsecond=0)
         latest = CrlPublication.objects.filter(ca=locked).order_by("-number").defer("der").first()
@@ -1013,15 +1017,34 @@ def _carry_over(
     previous_cutoff = previous.this_update - (previous.next_update - previous.this_update)
     if cutoff < previous_cutoff:
         return None
-    listed = _revocations_listed(ca=ca, cutoff=cutoff)
-    since = listed.filter(revoked_at__gte=previous.created_at - CARRY_OVER_SLACK)
-    fresh = _crl_entries(since)
-    dropped = {
-        int(serial, 16)
-        for serial in Revocation.objects.filter(
-            certificate__ca=ca, certificate__not_after__gt=previous_cutoff, certificate__not_after__lte=cutoff
-        ).values_list("certificate__serial", flat=True)
-    }
+    # Both reads filter on one indexed column only (revoked_at, not_after) and leave the CA to Python:
+    # given the CA too, SQLite walks every certificate of the CA instead of the few rows in range.
+    since = (
+        Revocation.objects.filter(revoked_at__gte=previous.created_at - CARRY_OVER_SLACK)
+        .order_by("revoked_at", "pk")
+        .values_list(
+            "certificate__ca_id", "certificate__not_after", "certificate__serial", "revoked_at", "reason",
+            "invalidity_date",
+        )
+    )  # fmt: skip
+    fresh = [
+        pki_crl.CrlEntry(
+            serial=int(serial, 16),
+            revoked_at=revoked_at,
+            reason=RevocationReason(reason).flag,
+            invalidity_date=invalidity_date,
+        )
+        for ca_id, not_after, serial, revoked_at, reason, invalidity_date in since
+        if ca_id == ca.pk and not_after > cutoff
+    ]
+    expired = (
+        Certificate.objects.filter(
+            not_after__gt=previous_cutoff, not_after__lte=cutoff, revocation__isnull=False
+        )
+        .order_by()
+        .values_list("ca_id", "serial")
+    )
+    dropped = {int(serial, 16) for ca_id, serial in expired if ca_id == ca.pk}
     der = CrlPublication.objects.filter(pk=previous.pk).values_list("der", flat=True).get()
     try:
         base = pki_crl.previous_crl(issuer=ca.certificate, previous_der=bytes(der))
@@ -1042,7 +1065,7 @@ def _carry_over(
     else:
         already = {entry.serial for entry in maybe_listed if base.lists(serial=entry.serial)}
         new = [entry for entry in fresh if entry.serial not in already]
-    due = listed.count()
+    due = _revocations_listed(ca=ca, cutoff=cutoff).count()
     if len(carried) + len(new) != due:
         logger.warning(
             "CRL #%s of CA %s is not carried over: it would give %s entries for %s revocations",
