@@ -139,6 +139,9 @@ def lint_many(*, ders: Sequence[bytes], parallel_from: int | None = None) -> lis
     pkilint is pure Python (a few milliseconds per certificate), so a large batch is linted in worker
     processes, one per CPU: they come from a ``forkserver`` (a clean single-threaded process that has
     imported this module), never forked from the caller, which may hold threads and database connections.
+    As with any ``multiprocessing`` start method but fork, a worker imports the caller's main script
+    (``manage.py``, ``gunicorn``): a script of one's own that issues in bulk needs the usual
+    ``if __name__ == "__main__":`` guard.
     Batches smaller than ``parallel_from`` (default :data:`PARALLEL_FROM`), and machines with one CPU,
     lint in this process.
     """
