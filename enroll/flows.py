@@ -395,8 +395,9 @@ def approve_many(
     The rules of :func:`approve` hold for each request: it is row-locked, its own owner cannot approve it,
     only SUBMITTED requests are approved (others are REFUSED and left unchanged), and every approved request
     ends ISSUED or FAILED with the reason. Requests are decided :data:`BULK_CHUNK` at a time, each chunk in
-    one transaction with bulk writes (:func:`ca.services.issue_many`, ``bulk_update``, ``record_many``);
-    each owner hears of the decision once its chunk is committed.
+    one transaction with bulk writes (:func:`ca.services.issue_many`, one prepared UPDATE, ``record_many``):
+    one query per distinct owner, none per request. Each owner with a verified address hears of the
+    decision once its chunk is committed.
     """
     now = now or utcnow()
     ids = list(dict.fromkeys(request_ids))
