@@ -58,9 +58,22 @@ def mark_email_verified(user: Account, *, now: dt.datetime | None = None) -> Non
     )
 
 
+def portal_url() -> str:
+    """The base URL of the portal's pages in e-mails: ``ENROLL_PORTAL_URL`` if set, else the public URL,
+    on https when ``ENROLL_HTTPS`` is on (the public URL may stay http for the CRL and OCSP URLs in
+    certificates; a link carrying a token must not cross the network in the clear before the redirect)."""
+    explicit = str(getattr(settings, "ENROLL_PORTAL_URL", "") or "")
+    if explicit:
+        return explicit
+    public = str(settings.ENROLL_PUBLIC_URL)
+    if getattr(settings, "ENROLL_HTTPS", False) and public.startswith("http://"):
+        return "https://" + public.removeprefix("http://")
+    return public
+
+
 def absolute_url(path: str) -> str:
-    """An absolute link for an e-mail: the portal's public URL and ``path`` (from ``reverse``)."""
-    return settings.ENROLL_PUBLIC_URL + path
+    """An absolute link for an e-mail: :func:`portal_url` and ``path`` (from ``reverse``)."""
+    return portal_url() + path
 
 
 def verification_lifetime() -> dt.timedelta:

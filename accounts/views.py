@@ -192,7 +192,7 @@ class PasswordResetView(auth_views.PasswordResetView):
     def extra_email_context(self) -> dict[str, Any]:
         """Links from the portal's public URL (never the request's Host header), and the link's lifetime."""
         return {
-            "portal_url": settings.ENROLL_PUBLIC_URL,
+            "portal_url": services.portal_url(),
             "reset_hours": max(1, settings.PASSWORD_RESET_TIMEOUT // 3600),
         }
 

@@ -185,6 +185,11 @@ if ENROLL_HTTPS:
     SECURE_HSTS_SECONDS = env.get_int("ENROLL_HSTS_SECONDS", default=31536000, minimum=0, maximum=63072000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env.get_bool("ENROLL_HSTS_INCLUDE_SUBDOMAINS", default=False)
     SECURE_HSTS_PRELOAD = env.get_bool("ENROLL_HSTS_PRELOAD", default=False)
+#: Base URL of the pages in e-mailed links when it is not ENROLL_PUBLIC_URL (on https if ENROLL_HTTPS):
+#: e.g. a public URL with an http port of its own. Empty: derived (accounts.services.portal_url).
+ENROLL_PORTAL_URL = (
+    env.get_url("ENROLL_PORTAL_URL", default="http://unset") if env.get("ENROLL_PORTAL_URL") else ""
+)
 # Behind a TLS-terminating front server, its X-Forwarded-Proto says whether the client used HTTPS.
 # Believed only from ENROLL_TRUSTED_PROXIES: accounts.ratelimits.TrustedProxyMiddleware drops the header
 # when anyone else sends it.

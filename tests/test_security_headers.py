@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth.models import User
+from django.core import mail
 from django.test import Client
 from django.urls import reverse
 from pytest_django.fixtures import Settings
@@ -186,3 +187,30 @@ def test_chromium_reports_no_violation_on_admin_pages_and_would_report_one(
     assert before == []
     assert len(after) >= 1
     assert "style-src" in " ".join(after)
+
+
+# --- links in e-mails -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("https", "portal_url", "expected"),
+    [
+        (False, "", "http://pki.example.test/accounts/"),
+        (True, "", "https://pki.example.test/accounts/"),  # the public URL stays http for CRLs and OCSP
+        (True, "https://portal.example.test:8443", "https://portal.example.test:8443/accounts/"),
+    ],
+)
+def test_links_with_tokens_in_e_mails_use_https_when_the_pages_do(
+    client: Client, alice: User, settings: Settings, https: bool, portal_url: str, expected: str
+) -> None:
+    settings.ENROLL_PUBLIC_URL = "http://pki.example.test"
+    settings.ENROLL_HTTPS = https
+    settings.ENROLL_PORTAL_URL = portal_url
+    client.post(reverse("accounts:password-reset"), {"email": "alice@example.com"})
+    client.force_login(alice)
+    alice.profile.email_verified_at = None  # so that a new verification link is sent
+    alice.profile.save()
+    client.post(reverse("accounts:resend-verification"))
+    reset, verify = mail.outbox[-2:]
+    assert re.search(rf"{re.escape(expected)}password/reset/\S+", str(reset.body))
+    assert re.search(rf"{re.escape(expected)}verify/\S+", str(verify.body))
