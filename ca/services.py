@@ -1120,6 +1120,7 @@ class ServedCrl:
 #: changes; the SHA-256 tells a row apart from a later one given the same id after a restore).
 _CRL_BYTES: dict[tuple[int, str], tuple[bytes, bytes]] = {}
 _CRL_BYTES_KEPT = 8
+_CRL_BYTES_LOCK = threading.Lock()
 
 
 def _crl_bytes(publication_id: int, sha256: str, der: bytes | None = None) -> tuple[bytes, bytes]:
@@ -1129,9 +1130,10 @@ def _crl_bytes(publication_id: int, sha256: str, der: bytes | None = None) -> tu
     if der is None:
         der = bytes(CrlPublication.objects.filter(pk=publication_id).values_list("der", flat=True).get())
     cached = (der, pem_armor(der=der, label="X509 CRL"))
-    while len(_CRL_BYTES) >= _CRL_BYTES_KEPT:
-        _CRL_BYTES.pop(next(iter(_CRL_BYTES)), None)
-    _CRL_BYTES[(publication_id, sha256)] = cached
+    with _CRL_BYTES_LOCK:  # threaded workers: one thread at a time drops the oldest
+        while len(_CRL_BYTES) >= _CRL_BYTES_KEPT:
+            _CRL_BYTES.pop(next(iter(_CRL_BYTES)))
+        _CRL_BYTES[(publication_id, sha256)] = cached
     return cached
 
 
