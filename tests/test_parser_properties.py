@@ -174,19 +174,20 @@ ABSURD_LENGTHS = [
 
 def asn1_values(max_leaves: int = 6) -> st.SearchStrategy[Node]:
     """Random well-formed ASN.1 values of any universal or context type, nested."""
+    constructed_tags = [t for t in TAGS + CONTEXT_TAGS if t & 0x20]
     primitive = st.builds(
         lambda tag, content: Node(tag, content=content),
         st.sampled_from([t for t in TAGS + CONTEXT_TAGS if not t & 0x20]),
         st.one_of(
             st.binary(max_size=40), st.sampled_from([b"", b"\x00", b"\xff" * 9, b"\x80", b"\x2a\x86\x48"])
         ),
-    )
+    ) | st.builds(lambda tag: Node(tag, children=[]), st.sampled_from(constructed_tags))
     return st.recursive(
         primitive,
         lambda inner: st.builds(
             lambda tag, children: Node(tag, children=children),
-            st.sampled_from([t for t in TAGS + CONTEXT_TAGS if t & 0x20]),
-            st.lists(inner, max_size=4),
+            st.sampled_from(constructed_tags),
+            st.lists(inner, min_size=1, max_size=4),
         ),
         max_leaves=max_leaves,
     )
@@ -870,6 +871,32 @@ def test_keys_that_cost_minutes_to_load_are_refused_without_loading_them(
         parse(data=data)
 
     assert time.perf_counter() - started < 0.1  # 70-100 s each when `cryptography` loaded the key
+    assert refused.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("parameters", "code"),
+    [
+        (
+            [],
+            Refusal.BAD_SIGNATURE,
+        ),  # read as RFC 4055's defaults (SHA-1), which the signature was not made with
+        ([Node(0x05)], Refusal.MALFORMED),
+        ([Node(0x30, children=[Node(0x02, content=b"\x05")])], Refusal.MALFORMED),
+    ],
+    ids=["none", "null", "wrong-type"],
+)
+def test_a_csr_signed_with_rsassa_pss_without_usable_parameters_is_refused(
+    parameters: list[Node], code: Refusal
+) -> None:
+    root = parse_tree(pem_der("openssl-rsa2048-pss.csr.pem"))
+    assert root.children is not None
+    pss = Node(0x06, content=bytes.fromhex("2a864886f70d01010a"))  # 1.2.840.113549.1.1.10
+    root.children[1] = Node(0x30, children=[pss, *parameters])
+
+    with pytest.raises(RequestRefused) as refused:
+        parse_csr(data=root.encode())
+
     assert refused.value.code == code
 
 

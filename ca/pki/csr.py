@@ -173,10 +173,11 @@ def _key_algorithm(der: bytes) -> x509.ObjectIdentifier:
 
 
 def _signature_hash(csr: x509.CertificateSigningRequest) -> hashes.HashAlgorithm | None:
-    """The hash of the request's signature algorithm; None for Ed25519/Ed448 and unknown algorithms."""
+    """The hash of the request's signature algorithm; None for Ed25519/Ed448, unknown algorithms and
+    RSASSA-PSS with missing or broken parameters (ValueError)."""
     try:
         return csr.signature_hash_algorithm
-    except UnsupportedAlgorithm:
+    except (UnsupportedAlgorithm, ValueError):
         return None
 
 
