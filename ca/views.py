@@ -41,7 +41,7 @@ def _respond(
     response["Last-Modified"] = http_date(last_modified.timestamp())
     response["Content-Disposition"] = f'inline; filename="{filename}"'
     response["X-Content-Type-Options"] = "nosniff"
-    patch_cache_control(response, public=True, max_age=max(0, max_age))
+    response["Cache-Control"] = f"public, max-age={max(0, max_age)}"  # what patch_cache_control writes
     conditional = get_conditional_response(
         request, etag=response["ETag"], last_modified=int(last_modified.timestamp()), response=response
     )

@@ -6,7 +6,7 @@ endpoint's requests per second are compared with it. Never part of the productio
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
 from django.urls import include, path
 
 
@@ -14,7 +14,13 @@ def trivial(request: HttpRequest) -> HttpResponse:
     return HttpResponse(b"ok\n", content_type="text/plain")
 
 
+def trivial_not_modified(request: HttpRequest) -> HttpResponse:
+    """The same, answering 304 without looking: what a 304 costs the server and client themselves."""
+    return HttpResponseNotModified()
+
+
 urlpatterns = [
     path("bench/trivial", trivial, name="bench-trivial"),
+    path("bench/trivial-304", trivial_not_modified, name="bench-trivial-304"),
     path("", include("enroll.urls")),
 ]

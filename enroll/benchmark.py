@@ -10,6 +10,7 @@ minus the parent's at fork time), since ``cryptography`` allocates in Rust where
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.handlers.wsgi import WSGIHandler
 from django.db import connection
 from django.test import Client, override_settings
 from django.test.utils import setup_test_environment, teardown_test_environment
@@ -465,6 +467,7 @@ def bench_http(out: Output, *, wrk: str | None, seconds: int) -> None:
             "trivial": (f"{base}/bench/trivial", {}),
             "crl": (f"{base}{crl_path}", {}),
             "not_modified": (f"{base}{crl_path}", {"If-None-Match": etag}),
+            "trivial_304": (f"{base}/bench/trivial-304", {}),
         }
         for url, headers in runs.values():  # warm-up: every worker has read the CRL
             wrk_rate(wrk, url, seconds=1, headers=headers)
@@ -474,6 +477,7 @@ def bench_http(out: Output, *, wrk: str | None, seconds: int) -> None:
             for name, (url, headers) in runs.items():
                 best[name] = max(best[name], wrk_rate(wrk, url, seconds=seconds, headers=headers))
         trivial, crl, not_modified = best["trivial"], best["crl"], best["not_modified"]
+    in_process = wsgi_microseconds(crl_path=crl_path, etag=etag)
     common = {
         "database": connection.vendor,
         "server": "gunicorn, 2 gthread workers of 4 threads",
@@ -496,8 +500,53 @@ def bench_http(out: Output, *, wrk: str | None, seconds: int) -> None:
         requests_per_second=not_modified,
         share_of_trivial=round(not_modified / trivial, 3),
         **at_least(not_modified / trivial, HTTP_304_SHARE, "x trivial view"),
+        trivial_304_view_requests_per_second=best["trivial_304"],
+        share_of_trivial_304_view=round(not_modified / best["trivial_304"], 3),
         **common,
     )
+    emit(
+        out,
+        figure="wsgi_in_process_microseconds_per_request",
+        note="the same three requests through Django's WSGI handler in this process: no network, no server",
+        database=connection.vendor,
+        **in_process,
+    )
+
+
+def _start_response(
+    status: str, headers: list[tuple[str, str]], exc_info: object = None, /
+) -> Callable[[bytes], object]:
+    return len
+
+
+def wsgi_microseconds(*, crl_path: str, etag: str, count: int = 500) -> dict[str, float]:
+    """Microseconds per request through the WSGI handler (the benchmark URLconf), best of 3 rounds."""
+    handler = WSGIHandler()
+
+    def call(path: str, headers: dict[str, str]) -> None:
+        environ = {
+            "REQUEST_METHOD": "GET", "PATH_INFO": path, "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80",
+            "HTTP_HOST": "127.0.0.1", "wsgi.input": io.BytesIO(), "wsgi.url_scheme": "http", **headers,
+        }  # fmt: skip
+        response = handler(environ, _start_response)
+        b"".join(response)
+        response.close()
+
+    requests = {
+        "trivial": ("/bench/trivial", {}),
+        "crl_200": (crl_path, {}),
+        "crl_304": (crl_path, {"HTTP_IF_NONE_MATCH": etag}),
+    }
+    best = dict.fromkeys(requests, float("inf"))
+    with override_settings(ROOT_URLCONF="enroll.bench_urls", ALLOWED_HOSTS=["127.0.0.1"]):
+        for _round in range(3):
+            for name, (path, headers) in requests.items():
+                call(path, headers)
+                started = time.perf_counter()
+                for _ in range(count):
+                    call(path, headers)
+                best[name] = min(best[name], (time.perf_counter() - started) / count * 1e6)
+    return {name: round(value, 1) for name, value in best.items()}
 
 
 def run(
