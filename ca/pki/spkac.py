@@ -23,7 +23,8 @@ support and pyOpenSSL dropped it).
 
 Order of checks: size (before any parsing), private-key detection (refused, never echoed), base64,
 DER structure (one object), the signature's hash (MD5, what old browsers and ``openssl spkac`` without
-``-digest`` produce, only with ``allow_md5``; SHA-1 never), the signature over publicKeyAndChallenge,
+``-digest`` produce, only with ``allow_md5``; SHA-1 never), the key's algorithm (by OID, before the key is
+loaded), the signature over publicKeyAndChallenge,
 then the same key policy as for CSRs (:mod:`.keypolicy`). The challenge is returned to the caller, who
 compares it with the one it issued.
 """
