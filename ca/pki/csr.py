@@ -9,9 +9,8 @@ DER structure (one object: a request followed by anything is "more than one"; an
 refused for what it is), the key's algorithm (by OID, before the key is loaded: see
 :data:`.keypolicy.LOADABLE_KEY_ALGORITHMS`), the signature's hash (MD5 and SHA-1 cannot be verified at all
 by OpenSSL 3, so they are named as the reason instead of a "bad signature"), then the request's
-self-signature (RFC 2986
-section 3: the signature over CertificationRequestInfo proves possession of the private key), then key and
-signature policy.
+self-signature (RFC 2986 section 3: the signature over CertificationRequestInfo proves possession of the
+private key), then key and signature policy.
 Nothing from the request's subject or attributes is trusted: the CA builds subjects from the account.
 """
 
