@@ -112,6 +112,7 @@ def in_child(work: Callable[[], float]) -> tuple[float, int]:
     if pid == 0:  # child
         os.close(read_fd)
         try:
+            connection.ensure_connection()  # connecting is not part of the figure
             base = _maxrss_kib()
             seconds = work()
             os.write(write_fd, json.dumps([seconds, _maxrss_kib() - base]).encode())
