@@ -31,7 +31,7 @@ from enum import StrEnum
 from functools import partial
 
 from django.conf import settings
-from django.db import connections, router, transaction
+from django.db import InterfaceError, OperationalError, connections, router, transaction
 
 from accounts.services import verified_email
 from ca import audit
@@ -267,15 +267,41 @@ def approve(
     """Approve a SUBMITTED request and issue its certificate; ends ISSUED or FAILED (with the reason).
 
     ``by`` is the approving administrator (None for the operator's command line). Nobody approves a
-    request of their own.
+    request of their own. If the database connection breaks on the way, everything rolls back and a
+    :class:`FlowError` says so: the request is still SUBMITTED, never half-issued.
     """
     now = now or utcnow()
-    with transaction.atomic():
-        request = _lock(request_id)
-        if (refusal := _approval_refusal(request_id, request, by=by)) is not None:
-            raise FlowError(refusal)
-        _approve_locked(request, by=by, now=now)
+    try:
+        with transaction.atomic():
+            request = _lock(request_id)
+            if (refusal := _approval_refusal(request_id, request, by=by)) is not None:
+                raise FlowError(refusal)
+            _approve_locked(request, by=by, now=now)
+    except CONNECTION_LOST as exc:
+        _drop_broken_connections()
+        raise FlowError(f"Request #{request_id} was not decided: {DATABASE_LOST}") from exc
     return request
+
+
+#: The database connection broke (server restarted, connection killed, network): the transaction is gone
+#: with everything it wrote, so the request is still SUBMITTED and can be approved again.
+CONNECTION_LOST = (OperationalError, InterfaceError)
+
+DATABASE_LOST = (
+    "the database connection failed, so nothing was approved or issued and the request is still waiting. "
+    "Try again; if it keeps failing, check that the database server is running."
+)
+
+
+def _drop_broken_connections() -> None:
+    """Close connections the failure left unusable, so the rest of this web request reconnects.
+
+    Django does this itself at the start and end of every request; doing it here lets the admin page that
+    reports the failure still load its session and messages.
+    """
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close_if_unusable_or_obsolete()
 
 
 def _approval_refusal(
@@ -336,6 +362,8 @@ def _issue(request: EnrollmentRequest, *, now: dt.datetime) -> None:
             )
     except (RequestRefused, ca_services.CAError) as exc:
         reason = str(exc)
+    except CONNECTION_LOST:
+        raise  # nothing can be written any more; approve() rolls back and says so
     except Exception as exc:  # anything else after approval must still end FAILED, never stuck
         logger.exception("issuing request #%s failed", request.pk)
         reason = _internal_error(exc)
@@ -369,7 +397,7 @@ class ApprovalOutcome(StrEnum):
 
     ISSUED = "issued"  # approved, certificate issued
     FAILED = "failed"  # approved, issuing failed: the request is FAILED with the reason
-    REFUSED = "refused"  # not approved (no such request, already decided, own request): unchanged
+    REFUSED = "refused"  # not approved (no such request, decided, own request, database lost): unchanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,8 +431,17 @@ def approve_many(
     ids = list(dict.fromkeys(request_ids))
     results: dict[int, ApprovalResult] = {}
     for start in range(0, len(ids), BULK_CHUNK):
-        with transaction.atomic():
-            results.update(_approve_chunk(ids[start : start + BULK_CHUNK], actor=actor, now=now))
+        try:
+            with transaction.atomic():
+                results.update(_approve_chunk(ids[start : start + BULK_CHUNK], actor=actor, now=now))
+        except CONNECTION_LOST:
+            logger.exception("bulk approval stopped: the database connection failed")
+            _drop_broken_connections()
+            for request_id in ids[start:]:  # this chunk rolled back; later ones were not tried
+                results[request_id] = ApprovalResult(
+                    request_id, ApprovalOutcome.REFUSED, reason=f"Not decided: {DATABASE_LOST}"
+                )
+            break
     return [results[request_id] for request_id in ids]
 
 
@@ -535,6 +572,8 @@ def _issue_many(
     try:
         with transaction.atomic():
             return ca_services.issue_many(orders=orders, actor=actor, now=now)
+    except CONNECTION_LOST:
+        raise  # nothing can be written any more; approve_many() rolls the chunk back and says so
     except Exception as exc:  # anything unexpected: every request ends FAILED, nothing is stored
         logger.exception("issuing %s requests failed", len(requests))
         return [_internal_error(exc)] * len(requests)

@@ -23,7 +23,7 @@ import pytest
 from cryptography import x509
 from django.contrib.auth.models import User
 from django.contrib.messages import get_messages
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from pytest_django.fixtures import Settings
@@ -67,14 +67,9 @@ def terminate_backend(pid: int) -> None:
     killer.join(30)
 
 
-@pytest.mark.postgres
-@pytest.mark.skipif(not ON_POSTGRES, reason="needs PostgreSQL (set DATABASE_URL=postgres://...)")
-@pytest.mark.django_db(transaction=True)
-def test_a_connection_killed_while_signing_leaves_no_certificate_and_a_retry_issues(
-    ca: CertificateAuthority, alice: User, admin_user: User, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    request = flows.submit_csr(owner=alice, data=make_csr())
-    entries_before = AuditEntry.objects.count()
+@pytest.fixture
+def connection_killed_while_signing(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The first certificate signed kills its own database connection first; the list gets the server pid."""
     killed: list[int] = []
     sign = build_client_certificate
 
@@ -89,12 +84,23 @@ def test_a_connection_killed_while_signing_leaves_no_certificate_and_a_retry_iss
         return sign(**kwargs)
 
     monkeypatch.setattr(services, "build_client_certificate", sign_after_the_connection_died)
+    return killed
 
-    with pytest.raises(DatabaseError):
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not ON_POSTGRES, reason="needs PostgreSQL (set DATABASE_URL=postgres://...)")
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_killed_while_signing_leaves_no_certificate_and_a_retry_issues(
+    ca: CertificateAuthority, alice: User, admin_user: User, connection_killed_while_signing: list[int]
+) -> None:
+    request = flows.submit_csr(owner=alice, data=make_csr())
+    entries_before = AuditEntry.objects.count()
+    killed = connection_killed_while_signing
+
+    with pytest.raises(flows.FlowError, match="database connection failed, so nothing was approved"):
         flows.approve(request_id=request.pk, by=admin_user)
     assert killed, "the signing step never ran"
 
-    close_old_connections()  # what Django does at the start of every request: drop the broken connection
     stored = EnrollmentRequest.objects.get(pk=request.pk)
     assert stored.status == RequestStatus.SUBMITTED  # the whole step rolled back: still waiting
     assert stored.certificate is None
@@ -118,6 +124,44 @@ def test_a_connection_killed_while_signing_leaves_no_certificate_and_a_retry_iss
     assert issued_entries() == 1
     check = audit.verify_chain()
     assert check.intact, check.problem
+
+
+DATABASE_LOST_SAYS = "database connection failed, so nothing was approved or issued"
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not ON_POSTGRES, reason="needs PostgreSQL (set DATABASE_URL=postgres://...)")
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("how", ["bulk action", "approve button"])
+def test_the_admin_says_the_database_connection_failed_and_the_requests_still_wait(
+    ca: CertificateAuthority,
+    alice: User,
+    bob: User,
+    admin_user: User,
+    connection_killed_while_signing: list[int],
+    how: str,
+) -> None:
+    requests = [flows.submit_csr(owner=owner, data=make_csr()) for owner in (alice, bob)]
+    client = Client()
+    client.force_login(admin_user)
+    if how == "bulk action":
+        response = client.post(
+            reverse("admin:enroll_enrollmentrequest_changelist"),
+            {"action": "approve_selected", "_selected_action": [r.pk for r in requests]},
+        )
+    else:
+        response = client.post(reverse("admin:enroll_enrollmentrequest_approve", args=[requests[0].pk]))
+    assert connection_killed_while_signing, "the signing step never ran"
+    assert response.status_code == 302  # not a 500: the page reconnected to report it
+    said = messages_of(response)
+    assert any(DATABASE_LOST_SAYS in message for message in said), said
+    for request in requests:
+        request.refresh_from_db()
+        assert request.status == RequestStatus.SUBMITTED
+        assert request.decided_at is None
+    assert not Certificate.objects.exists()
+    assert issued_entries() == 0
+    assert client.get(reverse("admin:enroll_enrollmentrequest_changelist")).status_code == 200
 
 
 # --- b. the CA passphrase is wrong --------------------------------------------------------------------
