@@ -12,7 +12,14 @@ import datetime as dt
 import hashlib
 
 from django.conf import settings
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseNotModified,
+    JsonResponse,
+)
 from django.shortcuts import get_object_or_404
 from django.utils.cache import get_conditional_response, patch_cache_control
 from django.utils.http import http_date
@@ -26,6 +33,10 @@ from ca.models import CertificateAuthority
 CA_CERT_MAX_AGE = 3600
 
 
+#: Request headers that make a GET conditional (RFC 9110 section 13.1).
+_PRECONDITIONS = ("HTTP_IF_MATCH", "HTTP_IF_UNMODIFIED_SINCE", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE")
+
+
 def _respond(
     request: HttpRequest,
     *,
@@ -36,16 +47,37 @@ def _respond(
     last_modified: dt.datetime,
     max_age: int,
 ) -> HttpResponseBase:
-    response = HttpResponse(body, content_type=content_type)
-    response["ETag"] = f'"{etag}"'
-    response["Last-Modified"] = http_date(last_modified.timestamp())
+    """The body with its validators, or 304/412 for a conditional request (RFC 9110 section 13.2.2).
+
+    Front servers and ``enroll-crl-sync`` poll with the exact ETag they got: that case (If-None-Match equal
+    to the current ETag, no If-Match or If-Unmodified-Since) answers 304 at once with the headers RFC 9110
+    section 15.4.5 asks a 304 to repeat; every other conditional request goes through Django's
+    ``get_conditional_response``, which gives the same answer for that case.
+    """
+    quoted = f'"{etag}"'
+    validators = {
+        "ETag": quoted,
+        "Last-Modified": http_date(last_modified.timestamp()),
+        "Cache-Control": f"public, max-age={max(0, max_age)}",  # what patch_cache_control writes
+    }
+    meta = request.META
+    conditional = any(header in meta for header in _PRECONDITIONS)
+    if (
+        conditional
+        and meta.get("HTTP_IF_NONE_MATCH") in (quoted, f"W/{quoted}")
+        and "HTTP_IF_MATCH" not in meta
+        and "HTTP_IF_UNMODIFIED_SINCE" not in meta
+    ):
+        return HttpResponseNotModified(headers=validators)
+    response = HttpResponse(body, content_type=content_type, headers=validators)
     response["Content-Disposition"] = f'inline; filename="{filename}"'
     response["X-Content-Type-Options"] = "nosniff"
-    response["Cache-Control"] = f"public, max-age={max(0, max_age)}"  # what patch_cache_control writes
-    conditional = get_conditional_response(
-        request, etag=response["ETag"], last_modified=int(last_modified.timestamp()), response=response
+    if not conditional:
+        return response
+    answer = get_conditional_response(
+        request, etag=quoted, last_modified=int(last_modified.timestamp()), response=response
     )
-    return conditional if conditional is not None else response
+    return answer if answer is not None else response
 
 
 @require_safe

@@ -145,6 +145,45 @@ def test_if_none_match_with_the_etag_gives_304(client: Client, ca: CertificateAu
     assert "max-age" in again["Cache-Control"]
 
 
+#: Preconditions (RFC 9110 section 13.2.2) built from the first answer's ETag (E) and Last-Modified (LM).
+PRECONDITIONS = [
+    pytest.param({"If-None-Match": "E"}, 304, id="none-match-exact"),
+    pytest.param({"If-None-Match": "W/E"}, 304, id="none-match-weak"),
+    pytest.param({"If-None-Match": '"0000", E'}, 304, id="none-match-in-a-list"),
+    pytest.param({"If-None-Match": "*"}, 304, id="none-match-star"),
+    pytest.param({"If-None-Match": '"0000"', "If-Modified-Since": "LM"}, 200, id="none-match-wins"),
+    pytest.param({"If-Match": '"0000"', "If-None-Match": "E"}, 412, id="if-match-fails-first"),
+    pytest.param({"If-Match": "E", "If-None-Match": "E"}, 304, id="if-match-passes"),
+    pytest.param(
+        {"If-Unmodified-Since": "OLD", "If-None-Match": "E"}, 412, id="unmodified-since-fails-first"
+    ),
+    pytest.param({"If-Modified-Since": "LM"}, 304, id="modified-since"),
+]
+
+
+@pytest.mark.parametrize(("headers", "status"), PRECONDITIONS)
+@pytest.mark.parametrize("name", ENDPOINTS)
+def test_conditional_requests_follow_rfc_9110(
+    client: Client, ca: CertificateAuthority, name: str, headers: dict[str, str], status: int
+) -> None:
+    first = client.get(url(name, ca))
+    old = http_date((ca.not_before - dt.timedelta(days=1)).timestamp())  # before any Last-Modified here
+    values = {"E": first["ETag"], "LM": first["Last-Modified"], "OLD": old}
+    sent = {
+        key: re.sub(r"\b(E|LM|OLD)\b", lambda m: values[str(m.group(1))], value)
+        for key, value in headers.items()
+    }
+
+    again = client.get(url(name, ca), headers=sent)
+
+    assert again.status_code == status
+    if status == 304:
+        assert again.content == b""
+        assert again["ETag"] == first["ETag"]
+        assert again["Last-Modified"] == first["Last-Modified"]
+        assert again["Cache-Control"] == first["Cache-Control"]
+
+
 @pytest.mark.parametrize("name", ENDPOINTS)
 def test_if_none_match_with_another_etag_gives_the_body(
     client: Client, ca: CertificateAuthority, name: str
