@@ -6,12 +6,15 @@ from ca import views
 
 app_name = "ca"
 
+#: Where the public CA URLs live (ca.middleware answers the downloads among them early).
+PUBLIC_PREFIX = "pki/"
+
 urlpatterns = [
-    path("pki/health.json", views.health, name="health"),
-    path("pki/<slug:slug>.crt", views.ca_certificate, {"fmt": "der"}, name="cert-der"),
-    path("pki/<slug:slug>.pem", views.ca_certificate, {"fmt": "pem"}, name="cert-pem"),
-    path("pki/<slug:slug>.crl", views.crl, {"fmt": "der"}, name="crl-der"),
-    path("pki/<slug:slug>.crl.pem", views.crl, {"fmt": "pem"}, name="crl-pem"),
-    path("pki/<slug:slug>/ocsp", views.ocsp, name="ocsp"),
-    path("pki/<slug:slug>/ocsp/<path:encoded>", views.ocsp, name="ocsp-get"),
+    path(f"{PUBLIC_PREFIX}health.json", views.health, name="health"),
+    path(f"{PUBLIC_PREFIX}<slug:slug>.crt", views.ca_certificate, {"fmt": "der"}, name="cert-der"),
+    path(f"{PUBLIC_PREFIX}<slug:slug>.pem", views.ca_certificate, {"fmt": "pem"}, name="cert-pem"),
+    path(f"{PUBLIC_PREFIX}<slug:slug>.crl", views.crl, {"fmt": "der"}, name="crl-der"),
+    path(f"{PUBLIC_PREFIX}<slug:slug>.crl.pem", views.crl, {"fmt": "pem"}, name="crl-pem"),
+    path(f"{PUBLIC_PREFIX}<slug:slug>/ocsp", views.ocsp, name="ocsp"),
+    path(f"{PUBLIC_PREFIX}<slug:slug>/ocsp/<path:encoded>", views.ocsp, name="ocsp-get"),
 ]

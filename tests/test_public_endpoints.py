@@ -343,3 +343,35 @@ def test_the_crl_and_ca_urls_in_a_certificate_are_these_endpoints(
     assert x509.load_der_x509_crl(crl_response.content).issuer == cert.issuer
     assert ca_response["Content-Type"] == "application/pkix-cert"
     cert.verify_directly_issued_by(x509.load_der_x509_certificate(ca_response.content))
+
+
+@pytest.mark.parametrize("name", ENDPOINTS)
+def test_downloads_are_answered_before_sessions_and_logins_with_the_security_headers(
+    client: Client, ca: CertificateAuthority, name: str, settings: Settings
+) -> None:
+    settings.SECURE_HSTS_SECONDS = 3600
+    response = client.get(url(name, ca), secure=True)
+
+    assert response.status_code == 200
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert "Strict-Transport-Security" in response  # SecurityMiddleware still runs first
+    assert not hasattr(response.wsgi_request, "session")
+    assert not hasattr(response.wsgi_request, "user")
+    assert "default-src 'self'" in response["Content-Security-Policy"]
+    assert "Cookie" not in response.get("Vary", "")
+    assert not response.cookies
+    assert response.wsgi_request.resolver_match is not None
+    assert response.wsgi_request.resolver_match.url_name == name.split(":")[1]
+
+
+@pytest.mark.parametrize(
+    "path", ["/pki/health.json", "/pki/no-such-ca.crl", "/pki/no-such-ca.crt", "/pki/x/y.crl"]
+)
+def test_other_pki_urls_and_unknown_cas_go_through_the_whole_chain(
+    client: Client, ca: CertificateAuthority, path: str
+) -> None:
+    response = client.get(path)
+
+    assert response.status_code in (200, 404)
+    assert hasattr(response.wsgi_request, "session")
+    assert hasattr(response.wsgi_request, "user")
