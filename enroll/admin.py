@@ -198,20 +198,17 @@ class EnrollmentRequestAdmin(_RequestAdmin):
         try:
             decided = flows.approve(request_id=request_id, by=by)
         except flows.FlowError as exc:
-            messages.error(request, f"Request #{request_id} was not approved: {exc}")
-            return
-        owner = decided.owner.get_username()
-        if decided.status == RequestStatus.ISSUED and decided.certificate is not None:
-            messages.success(
-                request,
-                f"Request #{request_id} of {owner} approved: "
-                f"certificate {decided.certificate.serial} issued.",
-            )
+            result = flows.ApprovalResult(request_id, flows.ApprovalOutcome.REFUSED, reason=str(exc))
         else:
-            messages.error(
-                request,
-                f"Request #{request_id} of {owner} was approved, but no certificate: {decided.reason}",
+            issued = decided.status == RequestStatus.ISSUED and decided.certificate is not None
+            result = flows.ApprovalResult(
+                request_id,
+                flows.ApprovalOutcome.ISSUED if issued else flows.ApprovalOutcome.FAILED,
+                request=decided,
+                certificate=decided.certificate,
+                reason=decided.reason,
             )
+        self._report(request, result)
 
     def _reject(self, request: HttpRequest, request_id: int, reason: str, by: Account) -> bool:
         try:
@@ -243,12 +240,11 @@ class EnrollmentRequestAdmin(_RequestAdmin):
             messages.error(
                 request,
                 f"{_count(len(problems), 'request')} got no certificate (filter by status to see them): "
-                f"{listed}"
-                + (f"; and {more} more." if more > 0 else ""),
+                f"{listed}" + (f"; and {more} more." if more > 0 else ""),
             )
 
     def _report(self, request: HttpRequest, result: flows.ApprovalResult) -> None:
-        """One message for one request of a bulk approval (as :meth:`_approve` words it)."""
+        """The message for one request's approval (the Approve button or a bulk approval)."""
         owner = result.request.owner.get_username() if result.request is not None else ""
         if result.outcome == flows.ApprovalOutcome.ISSUED and result.certificate is not None:
             messages.success(
