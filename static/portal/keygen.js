@@ -153,7 +153,15 @@
         try {
           answer = await response.json();
         } catch (error) {
-          answer = { ok: false, error: `The portal answered HTTP ${response.status}.` };
+          // Not JSON: an ended session was redirected to the login page, or the form token is stale.
+          const loggedOut = response.redirected || response.status === 401 || response.status === 403;
+          answer = {
+            ok: false,
+            error: loggedOut
+              ? "Your session has ended, so the request was not submitted. Your key file is saved: " +
+                "log in again in another tab, then come back here and press Submit again."
+              : `The portal could not take the request (HTTP ${response.status}). Try again in a minute.`,
+          };
         }
         if (!response.ok || !answer.ok) {
           throw new Error(answer.error || `The portal answered HTTP ${response.status}.`);
