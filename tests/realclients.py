@@ -6,7 +6,7 @@ CRL bundles, a real ``enroll-crl-sync`` run).
 Not a test module. Fixtures defined here are imported by the test modules that use them, e.g.
 ``from tests.realclients import chromium, nginx_factory  # noqa: F401``.
 
-How the programs behave on these machines is written down in /work/shared/REAL-CLIENTS.md (nginx reads
+How the programs behave on these machines is written down in docs/FRONT-SERVERS.md (nginx reads
 its CRL only at start or reload, needs one PEM CRL per CA in the chain, refuses a revoked client with
 HTTP 400; Apache needs a graceful restart and answers a revoked client with a TLS alert; node swaps a CRL
 in with ``setSecureContext``; Playwright must use Debian's ``chromium``, never ``playwright install``).
