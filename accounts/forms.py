@@ -1,4 +1,4 @@
-"""Forms for sign-up and the profile page. Errors are shown inline, next to the field they are about."""
+"""Forms for sign-up, the profile page and password reset. Errors are shown inline, next to their field."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import PasswordResetForm as DjangoPasswordResetForm
 from django.contrib.auth.forms import UserCreationForm, UsernameField
 
-from accounts import services
+from accounts import emails, services
 from ca.types import Account
 
 EMAIL_TAKEN = "An account with this e-mail address already exists. Log in, or reset your password."
@@ -77,3 +78,24 @@ class EmailChangeForm(forms.Form):
         if not self.user.check_password(password):
             raise forms.ValidationError("That is not your current password.", code="password_incorrect")
         return password
+
+
+class PasswordResetForm(DjangoPasswordResetForm):
+    """Django's password reset form; its mail goes out through :func:`accounts.emails.send` like every other.
+
+    Django hands :meth:`send_mail` the template names of the view; the mail is always
+    ``accounts/email/password_reset`` (``_subject.txt`` and ``_body.txt``), rendered with Django's context
+    (``uid``, ``token``, ``user``, ...) and the view's ``extra_email_context``. A mail server problem is
+    logged, as Django does: the page says the same whether or not an account has the address.
+    """
+
+    def send_mail(
+        self,
+        subject_template_name: str,
+        email_template_name: str,
+        context: dict[str, Any],
+        from_email: str | None,
+        to_email: str,
+        html_email_template_name: str | None = None,
+    ) -> None:
+        emails.send("accounts/email/password_reset", to=to_email, context=context)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,19 +18,16 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import signing
 from django.core.exceptions import ValidationError
-from django.core.mail import send_mail
 from django.db import transaction
-from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.crypto import constant_time_compare, salted_hmac
 
+from accounts import emails
 from accounts.models import Profile
 from ca import audit
 from ca.clock import utcnow
 from ca.models import AuditEvent
 from ca.types import Account
-
-logger = logging.getLogger(__name__)
 
 VERIFY_SALT = "accounts.verify-email"
 
@@ -156,19 +152,7 @@ def verify_email(token: str, *, now: dt.datetime | None = None) -> TokenCheck:
     return check
 
 
-# --- mails -----------------------------------------------------------------------------------------
-
-
-def _send(*, to: str, subject_template: str, body_template: str, context: dict[str, Any]) -> bool:
-    """Send one plain-text e-mail; a mail server problem is logged, never raised. True if it went out."""
-    subject = " ".join(render_to_string(subject_template, context).split())
-    body = render_to_string(body_template, context)
-    try:
-        send_mail(subject, body, None, [to])
-    except Exception:  # SMTP down, address refused, ...: the caller tells the person to try again
-        logger.exception("could not send the e-mail '%s' to %s", subject, to)
-        return False
-    return True
+# --- mails (sent by accounts.emails) ---------------------------------------------------------------
 
 
 def send_verification_email(user: Account, *, now: dt.datetime | None = None) -> bool:
@@ -186,12 +170,7 @@ def send_verification_email(user: Account, *, now: dt.datetime | None = None) ->
         "expires_at": now + verification_lifetime(),
         "profile_url": absolute_url(reverse("accounts:profile")),
     }
-    return _send(
-        to=email,
-        subject_template="accounts/email/verify_email_subject.txt",
-        body_template="accounts/email/verify_email.txt",
-        context=context,
-    )
+    return emails.send("accounts/email/verify_email", to=email, context=context)
 
 
 def send_email_changed_notice(user: Account, *, old_email: str) -> bool:
@@ -204,12 +183,7 @@ def send_email_changed_notice(user: Account, *, old_email: str) -> bool:
         "new_email": getattr(user, "email", ""),
         "password_reset_url": absolute_url(reverse("accounts:password-reset")),
     }
-    return _send(
-        to=old_email,
-        subject_template="accounts/email/email_changed_subject.txt",
-        body_template="accounts/email/email_changed.txt",
-        context=context,
-    )
+    return emails.send("accounts/email/email_changed", to=old_email, context=context)
 
 
 # --- account changes -------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import services
 from accounts.certlogin import certificate_session
-from accounts.forms import EmailChangeForm, SignUpForm
+from accounts.forms import EmailChangeForm, PasswordResetForm, SignUpForm
 from accounts.ratelimits import rate_limited
 from accounts.services import TokenState
 from ca.types import Account
@@ -184,8 +184,7 @@ class LoginView(auth_views.LoginView):
 
 class PasswordResetView(auth_views.PasswordResetView):
     template_name = "accounts/password_reset_form.html"
-    email_template_name = "accounts/email/password_reset.txt"
-    subject_template_name = "accounts/email/password_reset_subject.txt"
+    form_class = PasswordResetForm  # mails accounts/email/password_reset through accounts.emails
     success_url = reverse_lazy("accounts:password-reset-done")
 
     @property

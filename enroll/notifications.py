@@ -15,13 +15,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
-from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.text import slugify
 
+from accounts import emails
 from accounts import services as accounts_services
 from accounts.services import verified_email
 from ca.clock import utcnow
@@ -39,29 +38,22 @@ def absolute_url(name: str, **kwargs: Any) -> str:
     return accounts_services.absolute_url(reverse(name, kwargs=kwargs or None))
 
 
-def _send(*, to: str, subject: str, template: str, context: dict[str, Any]) -> bool:
-    """Send one plain-text e-mail; a mail server problem is logged, never raised (the change is committed)."""
-    body = render_to_string(template, {**context, "portal_url": absolute_url("portal:dashboard")})
-    try:
-        send_mail(subject, body, None, [to])
-    except Exception:  # SMTP down, refused address, ...: the decision stands, the operator reads the log
-        logger.exception("could not send the e-mail '%s' to %s", subject, to)
-        return False
-    return True
+def _send(message: str, *, to: str, context: dict[str, Any]) -> bool:
+    """Send ``enroll/email/<message>`` (:func:`accounts.emails.send`: logged, never raised, if it fails)."""
+    return emails.send(
+        f"enroll/email/{message}",
+        to=to,
+        context={**context, "portal_url": absolute_url("portal:dashboard")},
+    )
 
 
 # --- decisions -------------------------------------------------------------------------------------
 
-_DECISIONS: dict[str, tuple[str, str]] = {
-    RequestStatus.ISSUED: ("Your certificate is ready (request #{pk})", "enroll/email/request_issued.txt"),
-    RequestStatus.REJECTED: (
-        "Your certificate request #{pk} was rejected",
-        "enroll/email/request_rejected.txt",
-    ),
-    RequestStatus.FAILED: (
-        "Your certificate request #{pk} could not be issued",
-        "enroll/email/request_failed.txt",
-    ),
+#: The message (``enroll/email/<message>_subject.txt`` and ``_body.txt``) of each decision.
+_DECISIONS: dict[str, str] = {
+    RequestStatus.ISSUED: "request_issued",
+    RequestStatus.REJECTED: "request_rejected",
+    RequestStatus.FAILED: "request_failed",
 }
 
 
@@ -78,7 +70,6 @@ def notify_decision(*, request_id: int) -> bool:
     if address is None:
         logger.info("request #%s: no verified e-mail address, the owner is not notified", request.pk)
         return False
-    subject, template = _DECISIONS[request.status]
     context: dict[str, Any] = {
         "user": request.owner,
         "request": request,
@@ -90,7 +81,7 @@ def notify_decision(*, request_id: int) -> bool:
         context["certificate_url"] = absolute_url("portal:certificate-detail", pk=request.certificate.pk)
     if request.renewal_of is not None:
         context["renewed_url"] = absolute_url("portal:certificate-detail", pk=request.renewal_of.pk)
-    return _send(to=address, subject=subject.format(pk=request.pk), template=template, context=context)
+    return _send(_DECISIONS[request.status], to=address, context=context)
 
 
 # --- expiry reminders ------------------------------------------------------------------------------
@@ -171,9 +162,8 @@ def _reminder_sender(*, certificate: Certificate, address: str, now: dt.datetime
         "renew_url": absolute_url("portal:certificate-renew", pk=certificate.pk),
         "key_name": slugify(certificate.owner.get_username() if certificate.owner else "") or "my",
     }
-    subject = f"Your client certificate expires {when}"
 
     def send() -> None:
-        _send(to=address, subject=subject, template="enroll/email/expiry_reminder.txt", context=context)
+        _send("expiry_reminder", to=address, context=context)
 
     return send

@@ -15,7 +15,7 @@ from django.test import Client
 from django.urls import reverse
 from pytest_django.fixtures import Settings
 
-from accounts import services
+from accounts import emails, services
 from accounts.checks import check_email_backend
 from accounts.models import Profile
 from accounts.services import TokenState, make_verification_token, verified_email
@@ -200,7 +200,7 @@ def test_sign_up_survives_a_mail_server_failure(client: Client, monkeypatch: pyt
     def refuse(*args: Any, **kwargs: Any) -> int:
         raise OSError("connection refused")
 
-    monkeypatch.setattr(services, "send_mail", refuse)
+    monkeypatch.setattr(emails, "send_mail", refuse)
     response = sign_up(client)
     assert response.status_code == 302
     assert User.objects.filter(username="carol").exists()
@@ -558,6 +558,18 @@ def test_password_reset_links_use_the_public_url_not_the_host_header(client: Cli
     client.post(reverse("accounts:password-reset"), {"email": "alice@example.com"})
     assert "testserver" not in mail.outbox[0].body  # the test client's Host header
     assert f"{PUBLIC_URL}/accounts/password/reset/" in mail.outbox[0].body
+
+
+def test_password_reset_survives_a_mail_server_failure(
+    client: Client, alice: User, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> int:
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(emails, "send_mail", refuse)  # the reset mail goes out like every other
+    response = client.post(reverse("accounts:password-reset"), {"email": "alice@example.com"})
+    assert response["Location"] == reverse("accounts:password-reset-done")  # the same answer as always
+    assert "could not send the e-mail 'Reset your password for the certificate portal'" in caplog.text
 
 
 @pytest.mark.parametrize("token", ["x", "set-password", "a" * 300])

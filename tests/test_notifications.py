@@ -10,10 +10,11 @@ from django.core import mail
 from django.db import transaction
 from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks, Settings
 
+from accounts import emails
 from ca import services
 from ca.models import AuditEntry, AuditEvent, CertificateAuthority
 from ca.pki.errors import RequestRefused
-from enroll import flows, notifications
+from enroll import flows
 from enroll.models import RequestStatus
 from tests.conftest import make_csr
 
@@ -131,7 +132,7 @@ def test_a_mail_server_failure_is_logged_and_the_decision_stands(
     def broken(*args: object, **kwargs: object) -> int:
         raise ConnectionRefusedError("smtp down")
 
-    monkeypatch.setattr(notifications, "send_mail", broken)
+    monkeypatch.setattr(emails, "send_mail", broken)
     request = flows.submit_csr(owner=alice, data=make_csr())
     caplog.set_level(logging.ERROR)
 
