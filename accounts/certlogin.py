@@ -12,7 +12,8 @@ The front server verifies the TLS client certificate and forwards the result in 
 Rules, checked on every request by :class:`CertificateLoginMiddleware`:
 
 - The headers count only when ``REMOTE_ADDR`` (the TCP peer, never ``X-Forwarded-For``) is one of
-  ``ENROLL_TRUSTED_PROXIES``, and only when the verify header is exactly ``SUCCESS``.
+  ``ENROLL_TRUSTED_PROXIES`` (:mod:`accounts.proxies`, which also decides for forwarded headers and rate
+  limits), and only when the verify header is exactly ``SUCCESS``.
 - The certificate is identified by the SHA-256 of its DER bytes (decoded from the forwarded PEM), looked up in
   ``Certificate.fingerprint_sha256``: it must be a certificate this portal issued, byte for byte. No DN
   string is ever compared; the serial header, when sent, must agree with the certificate found.
@@ -48,7 +49,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import ipaddress
 import logging
 import re
 from dataclasses import dataclass
@@ -64,14 +64,14 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.crypto import constant_time_compare
 
+from accounts import proxies
 from accounts.frontserver import (
     DEFAULT_CERT_HEADER,
     DEFAULT_SERIAL_HEADER,
     DEFAULT_VERIFY_HEADER,
-    Network,
     check_header_name,
-    parse_trusted_proxies,
 )
+from accounts.proxies import TrustedProxies
 from ca.clock import utcnow
 from ca.models import Certificate, CertificateStatus
 from ca.pki.serials import SerialFormatError, parse_serial
@@ -89,7 +89,7 @@ MAX_HEADER_LENGTH = 32 * 1024
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----(?P<body>[A-Za-z0-9+/=\s]+)-----END CERTIFICATE-----")
 
 
-# --- configuration (the rules themselves: accounts.frontserver, shared with enroll/settings.py) -------
+# --- configuration (the rules: accounts.frontserver and accounts.proxies, shared with enroll/settings.py)
 
 
 def header_meta_key(name: str, *, setting: str) -> str:
@@ -100,20 +100,18 @@ def header_meta_key(name: str, *, setting: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Config:
     enabled: bool
-    networks: tuple[Network, ...]
-    unix_socket: bool
+    #: Whose headers count (accounts.proxies).
+    proxies: TrustedProxies
     verify_key: str
     cert_key: str
     serial_key: str | None
 
 
 @lru_cache(maxsize=8)
-def _config(enabled: bool, proxies: tuple[str, ...], verify: str, cert: str, serial: str) -> Config:
-    networks, unix = parse_trusted_proxies(proxies)
+def _config(enabled: bool, trusted: TrustedProxies, verify: str, cert: str, serial: str) -> Config:
     return Config(
         enabled=enabled,
-        networks=networks,
-        unix_socket=unix,
+        proxies=trusted,
         verify_key=header_meta_key(verify, setting="ENROLL_CERT_LOGIN_VERIFY_HEADER"),
         cert_key=header_meta_key(cert, setting="ENROLL_CERT_LOGIN_CERT_HEADER"),
         serial_key=header_meta_key(serial, setting="ENROLL_CERT_LOGIN_SERIAL_HEADER") if serial else None,
@@ -122,12 +120,9 @@ def _config(enabled: bool, proxies: tuple[str, ...], verify: str, cert: str, ser
 
 def current_config() -> Config:
     """The settings, read on every call (tests and ``override_settings`` change them), parsed once each."""
-    proxies: Any = getattr(settings, "ENROLL_TRUSTED_PROXIES", ())
-    if isinstance(proxies, str):
-        proxies = proxies.split(",")
     return _config(
         bool(getattr(settings, "ENROLL_CERT_LOGIN_ENABLED", False)),
-        tuple(str(item).strip() for item in proxies if str(item).strip()),
+        proxies.current(),
         getattr(settings, "ENROLL_CERT_LOGIN_VERIFY_HEADER", DEFAULT_VERIFY_HEADER),
         getattr(settings, "ENROLL_CERT_LOGIN_CERT_HEADER", DEFAULT_CERT_HEADER),
         getattr(settings, "ENROLL_CERT_LOGIN_SERIAL_HEADER", DEFAULT_SERIAL_HEADER) or "",
@@ -135,19 +130,6 @@ def current_config() -> Config:
 
 
 # --- reading the front server's headers ------------------------------------------------------------
-
-
-def is_trusted_proxy(remote_addr: str | None, config: Config) -> bool:
-    """Whether the TCP peer is a trusted front server. ``X-Forwarded-For`` plays no part."""
-    if not remote_addr:
-        return config.unix_socket
-    try:
-        address = ipaddress.ip_address(remote_addr.strip())
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in config.networks)
 
 
 def parse_forwarded_pem(value: str) -> bytes | None:
@@ -197,7 +179,7 @@ def read_forwarded_certificate(
     if verify is None and cert is None:
         return None
     remote_addr = meta.get("REMOTE_ADDR")
-    if not is_trusted_proxy(remote_addr, config):
+    if not config.proxies.trusts(remote_addr):  # the TCP peer: X-Forwarded-For plays no part
         logger.warning(
             "certificate login: client-certificate headers from %r, which is not in ENROLL_TRUSTED_PROXIES: "
             "ignored",

@@ -1,9 +1,7 @@
 """Rate limits and lock-out: who the client is, how often it may act, and the pages that say "not now".
 
-- **Client address**: ``REMOTE_ADDR``, unless the TCP peer is one of ``ENROLL_TRUSTED_PROXIES``; then the
-  address that front server put into ``X-Forwarded-For`` (the right-most entry that is not itself a
-  trusted proxy). :class:`TrustedProxyMiddleware` drops ``X-Forwarded-For`` and ``X-Forwarded-Proto``
-  sent by anyone else, so neither a spoofed address nor a spoofed "https" gets further.
+- **Client address**: :func:`accounts.proxies.client_address` (``REMOTE_ADDR``, or from one of
+  ``ENROLL_TRUSTED_PROXIES`` what it forwarded in ``X-Forwarded-For``; IPv4-mapped IPv6 as IPv4).
 - **Rate limits** (django-ratelimit): per action (``signup``, ``login``, ``submit``, ``challenge``), per
   client address and per account, the rates of ``settings.ENROLL_RATE_LIMITS``. Over the limit, the
   answer is 429 with a ``Retry-After`` header and a page (or JSON) saying what happened and when to try
@@ -30,7 +28,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonRespons
 from django.shortcuts import render
 from django_ratelimit.core import get_usage
 
-from accounts import frontserver
+from accounts import proxies
 
 P = ParamSpec("P")
 View = Callable[Concatenate[HttpRequest, P], HttpResponseBase]
@@ -44,78 +42,15 @@ ACTIONS = {
 }
 SCOPES = {"address": "from your network address", "account": "for this account"}
 
-FORWARDED_FOR = "HTTP_X_FORWARDED_FOR"
-FORWARDED_PROTO = "HTTP_X_FORWARDED_PROTO"
-#: The client address when there is none (a Unix-socket peer that is not trusted).
-UNKNOWN = "unknown"
 
-
-# --- the client's address ----------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=8)
-def _trusted(entries: tuple[str, ...]) -> tuple[tuple[frontserver.Network, ...], bool]:
-    return frontserver.parse_trusted_proxies(entries)
-
-
-def is_trusted_proxy(peer: str) -> bool:
-    """Whether ``peer`` (a ``REMOTE_ADDR``; empty for a Unix socket) is one of ENROLL_TRUSTED_PROXIES."""
-    proxies: Any = getattr(settings, "ENROLL_TRUSTED_PROXIES", ())
-    if isinstance(proxies, str):  # as accounts.certlogin reads it: a comma-separated list
-        proxies = proxies.split(",")
-    networks, unix = _trusted(tuple(str(item).strip() for item in proxies if str(item).strip()))
-    if not peer:
-        return unix
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
-
-
-def client_address(request: HttpRequest) -> str:
-    """The client's IP address: REMOTE_ADDR, or what a trusted front server forwarded (see module doc).
-
-    ``"unknown"`` when there is none (a Unix-socket peer that is not trusted, or forwarded nonsense).
-    """
-    peer = str(request.META.get("REMOTE_ADDR") or "")
-    if is_trusted_proxy(peer):
-        forwarded = str(request.META.get(FORWARDED_FOR, ""))
-        for entry in reversed([item.strip() for item in forwarded.split(",")]):
-            try:
-                address = ipaddress.ip_address(entry)
-            except ValueError:
-                break  # not an address: the chain from here on is not the proxies' doing
-            if not is_trusted_proxy(str(address)):
-                return str(address)
-    try:
-        return str(ipaddress.ip_address(peer))
-    except ValueError:
-        return UNKNOWN
+# --- the client's address (the rules: accounts.proxies) ---------------------------------------------
 
 
 def lockout_address(request: HttpRequest) -> str | None:
-    """django-axes' client address (AXES_CLIENT_IP_CALLABLE): :func:`client_address`, None if unknown
-    (axes stores it in an IP address column, empty when the address is unknown)."""
-    address = client_address(request)
-    return None if address == UNKNOWN else address
-
-
-class TrustedProxyMiddleware:
-    """Drops X-Forwarded-For and X-Forwarded-Proto unless the peer is a trusted front server.
-
-    Django's ``SECURE_PROXY_SSL_HEADER`` believes the header from anyone; this makes it (and the client
-    address) believe only ``ENROLL_TRUSTED_PROXIES``.
-    """
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        if not is_trusted_proxy(str(request.META.get("REMOTE_ADDR") or "")):
-            request.META.pop(FORWARDED_FOR, None)
-            request.META.pop(FORWARDED_PROTO, None)
-        return self.get_response(request)
+    """django-axes' client address (AXES_CLIENT_IP_CALLABLE): :func:`accounts.proxies.client_address`,
+    None if unknown (axes stores it in an IP address column, empty when the address is unknown)."""
+    address = proxies.client_address(request)
+    return None if address == proxies.UNKNOWN else address
 
 
 # --- the counters' store ---------------------------------------------------------------------------
@@ -175,10 +110,9 @@ def wait_words(seconds: int) -> str:
 
 def address_key(address: str) -> str:
     """What an address counts as: itself, or for IPv6 its /64 (one host's usual share, which it may
-    rotate through at will; django-ratelimit's own default)."""
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
+    rotate through at will; django-ratelimit's own default). An IPv4-mapped IPv6 address is its IPv4 one."""
+    parsed = proxies.parse_address(address)
+    if parsed is None:
         return address
     if parsed.version == 6:
         return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
@@ -199,7 +133,7 @@ def check(request: HttpRequest, action: str) -> Refusal | None:
     """Count this request against ``action``'s limits; a :class:`Refusal` if one of them is exceeded."""
     rates = settings.ENROLL_RATE_LIMITS.get(action, {})
     keys = {
-        "address": f"address:{address_key(client_address(request))}",
+        "address": f"address:{address_key(proxies.client_address(request))}",
         "account": _account_key(request, action),
     }
     for scope, key in keys.items():

@@ -9,7 +9,7 @@ import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
-from accounts import frontserver
+from accounts import frontserver, proxies
 from enroll import env
 
 # Lets generic classes such as admin.ModelAdmin[Model] be subscripted at run time (typing only).
@@ -75,7 +75,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First: forwarding headers (X-Forwarded-For/-Proto) count only from ENROLL_TRUSTED_PROXIES.
-    "accounts.ratelimits.TrustedProxyMiddleware",
+    "accounts.proxies.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "django_permissions_policy.PermissionsPolicyMiddleware",
@@ -193,7 +193,7 @@ ENROLL_PORTAL_URL = (
     env.get_url("ENROLL_PORTAL_URL", default="http://unset") if env.get("ENROLL_PORTAL_URL") else ""
 )
 # Behind a TLS-terminating front server, its X-Forwarded-Proto says whether the client used HTTPS.
-# Believed only from ENROLL_TRUSTED_PROXIES: accounts.ratelimits.TrustedProxyMiddleware drops the header
+# Believed only from ENROLL_TRUSTED_PROXIES: accounts.proxies.TrustedProxyMiddleware drops the header
 # when anyone else sends it.
 if env.get_list("ENROLL_TRUSTED_PROXIES", default=[]):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -267,7 +267,7 @@ ENROLL_EMAIL_VERIFICATION_HOURS = env.get_int(
 ENROLL_CRL_MAX_AGE = env.get_int("ENROLL_CRL_MAX_AGE", default=60, minimum=0, maximum=86400)
 
 # --- Certificate login (accounts.certlogin; README, "Certificate login") -----------------------------
-# The rules for these values live in accounts.frontserver, which the middleware applies again at run time.
+# The rules for these values live in accounts.frontserver and accounts.proxies, applied again at run time.
 
 
 def _header_name(name: str, default: str) -> str:
@@ -276,11 +276,11 @@ def _header_name(name: str, default: str) -> str:
 
 #: Log people in from the client certificate a trusted front server verified and forwarded.
 ENROLL_CERT_LOGIN_ENABLED = env.get_bool("ENROLL_CERT_LOGIN_ENABLED", default=False)
-#: Front servers whose certificate headers are believed: IP addresses or networks of the TCP peer
-#: (REMOTE_ADDR, never X-Forwarded-For), e.g. 127.0.0.1,10.0.0.0/8,::1; "unix": a Unix-socket peer.
-#: Empty: nobody.
+#: Front servers whose certificate and X-Forwarded-* headers are believed: IP addresses or networks of the
+#: TCP peer (REMOTE_ADDR, never X-Forwarded-For), e.g. 127.0.0.1,10.0.0.0/8,::1 (IPv4-mapped IPv6 peers
+#: such as ::ffff:127.0.0.1 count as IPv4); "unix": a Unix-socket peer. Empty: nobody.
 ENROLL_TRUSTED_PROXIES = env.get_list("ENROLL_TRUSTED_PROXIES", default=[])
-frontserver.parse_trusted_proxies(ENROLL_TRUSTED_PROXIES)  # a bad entry stops the start
+proxies.parse(ENROLL_TRUSTED_PROXIES)  # a bad entry stops the start
 #: Header names the front server forwards. The serial, when sent, must match the certificate.
 ENROLL_CERT_LOGIN_VERIFY_HEADER = _header_name(
     "ENROLL_CERT_LOGIN_VERIFY_HEADER", frontserver.DEFAULT_VERIFY_HEADER

@@ -43,7 +43,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from accounts.certlogin import Config, ForwardedCertificate, parse_forwarded_pem, read_forwarded_certificate
-from accounts.frontserver import parse_trusted_proxies
+from accounts.proxies import parse as parse_trusted_proxies
 from ca import crlsync
 from ca.admin_views import hex_search
 from ca.pki import ocsp as pki_ocsp
@@ -559,8 +559,7 @@ HEADER_FORMS: dict[str, Callable[[str], str]] = {
 }
 CONFIG = Config(
     enabled=True,
-    networks=parse_trusted_proxies(["127.0.0.1"])[0],
-    unix_socket=False,
+    proxies=parse_trusted_proxies(["127.0.0.1"]),
     verify_key="HTTP_X_SSL_CLIENT_VERIFY",
     cert_key="HTTP_X_SSL_CLIENT_CERT",
     serial_key="HTTP_X_SSL_CLIENT_SERIAL",

@@ -18,7 +18,8 @@ from django.test import Client, RequestFactory
 from django.urls import reverse
 from pytest_django.fixtures import Settings
 
-from accounts.ratelimits import RateLimitCache, client_address
+from accounts.proxies import client_address
+from accounts.ratelimits import RateLimitCache
 from accounts.services import mark_email_verified
 from ca.models import Certificate
 from enroll import env
