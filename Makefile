@@ -1,7 +1,8 @@
 # The two commands of the README:
 #   make run    the portal on http://127.0.0.1:8000 (SQLite, development CA and admin made on first start)
 #   make test   the whole test suite: lint, types, tests on SQLite, then again on a throwaway PostgreSQL
-# Also: make bench (benchmark figures), make fixtures (regenerate test keys/CSRs), make lint.
+# Also: make bench (benchmark figures), make fixtures (regenerate test keys/CSRs), make lint (ruff and the
+# import contracts of pyproject.toml [tool.importlinter]).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -32,6 +33,7 @@ test: system-packages $(VENV)/.installed lint typecheck pytest pytest-postgres
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy .
