@@ -4,4 +4,4 @@ Parsing and checking requests (:mod:`.csr`, :mod:`.spkac`, sharing :mod:`.submis
 certificate profiles (:mod:`.profiles`), serials (:mod:`.serials`), CRLs (:mod:`.crl`), OCSP answers
 (:mod:`.ocsp`) and CA keys (:mod:`.keys`).
 """
-# The PKI core is plain `cryptography`: no Django import here (see shared/ARCHITECTURE.md).
+# The PKI core is plain `cryptography`: no Django import here (see docs/ARCHITECTURE.md).
