@@ -42,7 +42,7 @@ def keygen(request: HttpRequest) -> HttpResponse:
     username = user.get_username()
     return render(
         request,
-        "portal/keygen.html",
+        "enroll/keygen.html",
         {
             "nav": "new",
             "blocker": flows.submission_blocker(user),

@@ -59,7 +59,7 @@ def request_spkac(request: HttpRequest) -> HttpResponse:
         challenge = challenges.issue(owner=user, binding=binding)
     return render(
         request,
-        "portal/request_spkac.html",
+        "enroll/request_spkac.html",
         {
             "nav": "new",
             "form": form,

@@ -250,7 +250,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     board = _dashboard(portal_user(request), now=utcnow())
     return render(
         request,
-        "portal/dashboard.html",
+        "enroll/dashboard.html",
         {"nav": "dashboard", "board": board},
     )
 
@@ -281,7 +281,7 @@ def request_new(request: HttpRequest) -> HttpResponse:
                 return redirect("portal:request-detail", pk=submitted.pk)
     return render(
         request,
-        "portal/request_new.html",
+        "enroll/request_new.html",
         {"nav": "new", "form": form, "blocker": blocker, **_key_commands(user.get_username())},
     )
 
@@ -316,7 +316,7 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
     enrollment = get_object_or_404(_requests(user), pk=pk)
     return render(
         request,
-        "portal/request_detail.html",
+        "enroll/request_detail.html",
         {
             "nav": "dashboard",
             "enrollment": enrollment,
@@ -349,7 +349,7 @@ def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
     is_owner = certificate.owner_id == user.pk
     return render(
         request,
-        "portal/certificate_detail.html",
+        "enroll/certificate_detail.html",
         {
             "nav": "dashboard",
             "certificate": certificate,
@@ -436,7 +436,7 @@ def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponseBase:
             return redirect(detail)
     return render(
         request,
-        "portal/certificate_revoke.html",
+        "enroll/certificate_revoke.html",
         {"nav": "dashboard", "certificate": certificate, "form": form},
     )
 
@@ -467,7 +467,7 @@ def certificate_renew(request: HttpRequest, pk: int) -> HttpResponse:
     auto_approves = settings.ENROLL_AUTO_APPROVE_RENEWALS and row.status == CertificateStatus.VALID
     return render(
         request,
-        "portal/certificate_renew.html",
+        "enroll/certificate_renew.html",
         {
             "nav": "dashboard",
             "certificate": certificate,
@@ -518,7 +518,7 @@ def help_page(request: HttpRequest) -> HttpResponse:
     commands = _key_commands(user.get_username() if user.is_authenticated else "me")
     return render(
         request,
-        "portal/help.html",
+        "enroll/help.html",
         {
             "nav": "help",
             "authorities": authorities,
