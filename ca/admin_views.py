@@ -35,10 +35,13 @@ from django.utils.html import format_html
 from django.utils.timesince import timesince, timeuntil
 from django.views.decorators.http import require_POST
 
-from ca import services
 from ca.clock import utcnow
+from ca.errors import AlreadyRevoked, CAError, CrlNotPublished
 from ca.models import Certificate, CertificateAuthority, CrlPublication, RevocationReason
 from ca.pki.serials import SerialFormatError, format_serial, parse_serial
+from ca.services.crl import crl_lifetime, publish_crl
+from ca.services.propagation import RED_FRACTION, CrlColor, CrlHealth, crl_health
+from ca.services.revocation import revoke_certificate
 from ca.types import Account
 
 #: The permission every part of the revocation screen needs (besides a staff account).
@@ -131,11 +134,11 @@ def _require_revoke_permission(request: HttpRequest) -> None:
 class CrlPanel:
     """What the screen shows about one CA's current CRL: its health, and what to do about it."""
 
-    health: services.CrlHealth
+    health: CrlHealth
     advice: str
 
 
-def _advice(health: services.CrlHealth, now: dt.datetime) -> str:
+def _advice(health: CrlHealth, now: dt.datetime) -> str:
     crl = health.crl
     if crl is None:
         return "No CRL has been published for this CA: front servers have nothing to check. Republish now."
@@ -145,9 +148,9 @@ def _advice(health: services.CrlHealth, now: dt.datetime) -> str:
             "every client. Republish now, then check the front servers' CRL sync."
         )
     left = timeuntil(crl.next_update, now)
-    if health.color is services.CrlColor.GREEN:
+    if health.color is CrlColor.GREEN:
         return f"Fresh: {left} left until nextUpdate, more than half of its lifetime."
-    if health.color is services.CrlColor.AMBER:
+    if health.color is CrlColor.AMBER:
         return (
             f"Re-sign overdue: {left} left, less than half of its lifetime. It is normally re-signed at "
             "half-time by cron (manage.py publish_crl --if-stale) or on the next download; check that "
@@ -163,7 +166,7 @@ def crl_panels(*, now: dt.datetime) -> list[CrlPanel]:
     """The newest CRL of every CA as stored (looking does not re-sign it), with its health."""
     panels = []
     for ca in CertificateAuthority.objects.defer("certificate_der").order_by("created_at", "pk"):
-        health = services.crl_health(ca=ca, now=now)
+        health = crl_health(ca=ca, now=now)
         panels.append(CrlPanel(health=health, advice=_advice(health, now)))
     return panels
 
@@ -365,8 +368,8 @@ def revocation_view(request: HttpRequest, admin_site: AdminSite) -> HttpResponse
         offered=offered,
         panels=crl_panels(now=now),
         now=now,
-        red_percent=round(services.RED_FRACTION * 100),
-        crl_lifetime=_duration(services.crl_lifetime()),
+        red_percent=round(RED_FRACTION * 100),
+        crl_lifetime=_duration(crl_lifetime()),
     )
 
 
@@ -387,17 +390,15 @@ def _revoke(request: HttpRequest) -> HttpResponse:
     revoked: list[Certificate] = []
     for certificate in certificates:
         try:
-            services.revoke_certificate(
-                certificate=certificate, reason=reason, by=by, invalidity_date=invalidity_date
-            )
-        except services.CrlNotPublished as exc:
+            revoke_certificate(certificate=certificate, reason=reason, by=by, invalidity_date=invalidity_date)
+        except CrlNotPublished as exc:
             revoked.append(certificate)
             messages.warning(request, str(exc))
-        except services.AlreadyRevoked:
+        except AlreadyRevoked:
             messages.warning(
                 request, f"Certificate {certificate.serial} was revoked already; left as it was."
             )
-        except services.CAError as exc:
+        except CAError as exc:
             messages.error(request, f"Certificate {certificate.serial} was not revoked: {exc}")
         else:
             revoked.append(certificate)
@@ -425,8 +426,8 @@ def republish_view(request: HttpRequest, admin_site: AdminSite, ca_id: int) -> H
     _require_revoke_permission(request)
     ca = get_object_or_404(CertificateAuthority, pk=ca_id)
     try:
-        crl = services.publish_crl(ca=ca, by=acting_user(request))
-    except services.CAError as exc:
+        crl = publish_crl(ca=ca, by=acting_user(request))
+    except CAError as exc:
         messages.error(request, f"The CRL of {ca.slug} could not be signed: {exc}")
     else:
         messages.success(

@@ -26,9 +26,13 @@ from django.utils.http import http_date
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_safe
 
-from ca import services
 from ca.clock import utcnow
+from ca.errors import CAError
 from ca.models import CertificateAuthority
+from ca.services.crl_serving import crl_to_serve
+from ca.services.export import ca_certificate_pem
+from ca.services.ocsp import ocsp_response
+from ca.services.propagation import crl_health, record_fetch
 
 CA_CERT_MAX_AGE = 3600
 
@@ -84,7 +88,7 @@ def _respond(
 def ca_certificate(request: HttpRequest, slug: str, fmt: str) -> HttpResponseBase:
     ca = get_object_or_404(CertificateAuthority, slug=slug)
     if fmt == "pem":
-        body, content_type, name = services.ca_certificate_pem(ca), "application/x-pem-file", f"{slug}.pem"
+        body, content_type, name = ca_certificate_pem(ca), "application/x-pem-file", f"{slug}.pem"
     else:
         body, content_type, name = bytes(ca.certificate_der), "application/pkix-cert", f"{slug}.crt"
     return _respond(
@@ -102,8 +106,8 @@ def ca_certificate(request: HttpRequest, slug: str, fmt: str) -> HttpResponseBas
 def crl(request: HttpRequest, slug: str, fmt: str) -> HttpResponseBase:
     now = utcnow()
     try:
-        publication = services.crl_to_serve(slug=slug, now=now)
-    except services.CAError:
+        publication = crl_to_serve(slug=slug, now=now)
+    except CAError:
         response = HttpResponse(
             "The CRL cannot be signed right now and the last one has expired. "
             "The operator must check the CA key and passphrase and run manage.py publish_crl.\n",
@@ -116,7 +120,7 @@ def crl(request: HttpRequest, slug: str, fmt: str) -> HttpResponseBase:
         raise Http404("No such CA.")
     node = request.headers.get("X-Enroll-Node")
     if node:
-        services.record_fetch(ca=publication.ca_id, node=node, number=publication.number, now=now)
+        record_fetch(ca=publication.ca_id, node=node, number=publication.number, now=now)
     seconds_left = int((publication.next_update - now).total_seconds())
     max_age = min(settings.ENROLL_CRL_MAX_AGE, seconds_left)
     if fmt == "pem":
@@ -161,8 +165,8 @@ def ocsp(request: HttpRequest, slug: str, encoded: str | None = None) -> HttpRes
     if len(body) > MAX_OCSP_REQUEST_BYTES:
         body = b""  # answered as malformedRequest
     try:
-        answer = services.ocsp_response(ca=ca, request_der=body)
-    except services.CAError:
+        answer = ocsp_response(ca=ca, request_der=body)
+    except CAError:
         unavailable = HttpResponse(status=503)
         unavailable["Retry-After"] = "60"
         return unavailable
@@ -188,7 +192,7 @@ def health(request: HttpRequest) -> HttpResponseBase:
     """Per CA: the newest CRL, seconds until its nextUpdate, and which front servers have it."""
     now = utcnow()
     states = [
-        services.crl_health(ca=ca, now=now)
+        crl_health(ca=ca, now=now)
         for ca in CertificateAuthority.objects.defer("certificate_der").order_by("created_at")
     ]
     authorities = [

@@ -35,13 +35,15 @@ from django.db import InterfaceError, OperationalError, connections, router, tra
 
 from accounts.services import verified_email
 from ca import audit
-from ca import services as ca_services
 from ca.clock import utcnow
+from ca.errors import CAError
 from ca.models import AuditEvent, Certificate, Revocation, RevocationReason
 from ca.pki.csr import ParsedRequest, parse_csr
 from ca.pki.errors import RequestRefused
 from ca.pki.profiles import SubjectInfo
 from ca.pki.spkac import ParsedSpkac, parse_spkac
+from ca.services.issuance import IssueOrder, issue_certificate, issue_many, key_refusal
+from ca.services.revocation import revoke_certificate
 from ca.types import Account
 from enroll import challenges, notifications
 from enroll.models import RENEWING_STATUSES, EnrollmentRequest, RequestKind, RequestStatus
@@ -182,7 +184,7 @@ def _store(
 
     Runs inside the caller's transaction; ``notes`` go into the audit entry's detail.
     """
-    if (refusal := ca_services.key_refusal(spki_sha256=parsed.key.spki_sha256, owner=owner)) is not None:
+    if (refusal := key_refusal(spki_sha256=parsed.key.spki_sha256, owner=owner)) is not None:
         raise SubmissionRefused(refusal)
     request = EnrollmentRequest.objects.create(
         owner=owner,
@@ -351,7 +353,7 @@ def _issue(request: EnrollmentRequest, *, now: dt.datetime) -> None:
     reason = ""
     try:
         with transaction.atomic():
-            certificate = ca_services.issue_certificate(
+            certificate = issue_certificate(
                 request_der=bytes(request.request_der),
                 subject=subject_for(request.owner),
                 owner=request.owner,
@@ -360,7 +362,7 @@ def _issue(request: EnrollmentRequest, *, now: dt.datetime) -> None:
                 actor=request.decided_by,
                 kind=str(request.kind),
             )
-    except (RequestRefused, ca_services.CAError) as exc:
+    except (RequestRefused, CAError) as exc:
         reason = str(exc)
     except CONNECTION_LOST:
         raise  # nothing can be written any more; approve() rolls back and says so
@@ -560,7 +562,7 @@ def _issue_many(
 ) -> list[Certificate | str]:
     """Issue for approved requests (inside the caller's transaction): per request a certificate or why not."""
     orders = [
-        ca_services.IssueOrder(
+        IssueOrder(
             request_der=bytes(request.request_der),
             subject=subjects[request.owner_id],
             owner=request.owner,
@@ -571,7 +573,7 @@ def _issue_many(
     ]
     try:
         with transaction.atomic():
-            return ca_services.issue_many(orders=orders, actor=actor, now=now)
+            return issue_many(orders=orders, actor=actor, now=now)
     except CONNECTION_LOST:
         raise  # nothing can be written any more; approve_many() rolls the chunk back and says so
     except Exception as exc:  # anything unexpected: every request ends FAILED, nothing is stored
@@ -634,6 +636,6 @@ def revoke_own_certificate(
         raise FlowError("Pick one of the reasons offered: key compromise, superseded or no longer needed.")
     if invalidity_date is not None and reason != RevocationReason.KEY_COMPROMISE:
         raise FlowError("A date of compromise only goes with the reason key compromise.")
-    return ca_services.revoke_certificate(
+    return revoke_certificate(
         certificate=certificate, reason=reason, by=owner, invalidity_date=invalidity_date, now=now
     )

@@ -25,10 +25,11 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_safe
 
 from accounts.ratelimits import rate_limited
-from ca import services as ca_services
 from ca.clock import utcnow
+from ca.errors import AlreadyRevoked, CAError, CrlNotPublished
 from ca.models import Certificate, CertificateAuthority, CertificateStatus
 from ca.pki.errors import RequestRefused
+from ca.services.export import ALL_EXPORT_FORMATS, export_certificate
 from ca.types import Account
 from enroll import flows
 from enroll.forms import CsrForm, RevokeForm
@@ -372,10 +373,10 @@ def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_safe
 @login_required
 def certificate_download(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
-    if fmt not in ca_services.ALL_EXPORT_FORMATS:
+    if fmt not in ALL_EXPORT_FORMATS:
         raise Http404("No such format.")
     certificate = get_object_or_404(_certificates(portal_user(request), view_only=True), pk=pk)
-    export = ca_services.export_certificate(certificate=certificate, fmt=fmt)
+    export = export_certificate(certificate=certificate, fmt=fmt)
     response = HttpResponse(export.content, content_type=export.content_type)
     disposition = content_disposition_header(
         # x509-user-cert is inline: a legacy keygen browser installs it next to its key
@@ -413,7 +414,7 @@ def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponseBase:
                 reason=form.reason_value(),
                 invalidity_date=form.invalidity_datetime(),
             )
-        except ca_services.CrlNotPublished as exc:
+        except CrlNotPublished as exc:
             logger.error("self-revocation by %s: %s", user.get_username(), exc)
             messages.warning(
                 request,
@@ -422,10 +423,10 @@ def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponseBase:
                 "once the list is published.",
             )
             return redirect(detail)
-        except ca_services.AlreadyRevoked:
+        except AlreadyRevoked:
             messages.info(request, f"Certificate {certificate.serial} is revoked already.")
             return redirect(detail)
-        except (ca_services.CAError, flows.FlowError) as exc:
+        except (CAError, flows.FlowError) as exc:
             form.add_error(None, str(exc))
         else:
             messages.success(

@@ -20,8 +20,8 @@ from django.contrib.auth.models import User
 from django.core.cache import caches
 
 from accounts.services import mark_email_verified
-from ca import services
 from ca.models import Certificate, CertificateAuthority
+from ca.services.authorities import create_ca
 from enroll import flows
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -106,7 +106,7 @@ def _fresh_rate_limits(request: pytest.FixtureRequest) -> None:
 @pytest.fixture
 def ca(db: None) -> CertificateAuthority:
     """A root CA (EC P-256) that issues client certificates."""
-    return services.create_ca(name="Test Root CA", slug="test-root", make_default=True)
+    return create_ca(name="Test Root CA", slug="test-root", make_default=True)
 
 
 @pytest.fixture

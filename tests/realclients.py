@@ -51,9 +51,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ca import services
 from ca.models import RevocationReason
 from ca.pki import profiles
+from ca.services.authorities import create_ca
+from ca.services.crl import current_crl
+from ca.services.export import ca_certificate_pem, crl_pem, export_certificate
+from ca.services.revocation import revoke_certificate
 from enroll import flows
 from tests.conftest import make_csr, need_program
 
@@ -1112,14 +1115,14 @@ def issue_client(user: User, folder: Path) -> IssuedClient:
     request = flows.submit_csr(owner=user, data=make_csr(key))
     approved = flows.approve(request_id=request.pk)
     assert approved.certificate is not None, approved.reason
-    pem = services.export_certificate(certificate=approved.certificate, fmt="pem").content
+    pem = export_certificate(certificate=approved.certificate, fmt="pem").content
     return IssuedClient(name, approved.certificate, write_file(folder / f"{name}.cert.pem", pem), key_path)
 
 
 def revoke(certificate: Certificate) -> None:
     """Revoke as the admin screen does (key compromise); the new CRL is published on commit, as in
     production (at once in a transactional test)."""
-    services.revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
+    revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
 
 
 def assert_accepted(answer: HttpsAnswer, client: IssuedClient) -> None:
@@ -1134,18 +1137,18 @@ def portal_chain(root: CertificateAuthority, kind: str) -> list[CertificateAutho
     """``"root"``: the root alone issues; ``"intermediate"``: a new default issuing CA under the root."""
     if kind == "root":
         return [root]
-    issuing = services.create_ca(name="Test Issuing CA", parent=root, make_default=True)
+    issuing = create_ca(name="Test Issuing CA", parent=root, make_default=True)
     return [root, issuing]
 
 
 def portal_ca_bundle(chain: Sequence[CertificateAuthority]) -> bytes:
     """The CA certificates of the chain, PEM: what a front server trusts (and the sync's --ca-file)."""
-    return b"".join(services.ca_certificate_pem(ca) for ca in chain)
+    return b"".join(ca_certificate_pem(ca) for ca in chain)
 
 
 def portal_crl_bundle(chain: Sequence[CertificateAuthority]) -> bytes:
     """One current PEM CRL for every CA of the chain, straight from the database."""
-    return b"".join(services.crl_pem(services.current_crl(ca=ca)) for ca in chain)
+    return b"".join(crl_pem(current_crl(ca=ca)) for ca in chain)
 
 
 def portal_ca_file(chain: Sequence[CertificateAuthority], folder: Path) -> Path:

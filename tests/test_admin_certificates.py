@@ -14,9 +14,10 @@ from django.db.models import Model
 from django.test import Client
 from django.urls import reverse
 
-from ca import services
 from ca.clock import utcnow
 from ca.models import Certificate, CertificateAuthority, CrlPublication, RevocationReason
+from ca.services.crl import publish_crl
+from ca.services.revocation import revoke_certificate
 from enroll import flows
 from tests.conftest import make_csr
 
@@ -55,8 +56,8 @@ def test_every_registered_model_has_a_working_list_and_detail(
 ) -> None:
     """Changelists and change (view) pages of every model in the admin answer 200 with some data."""
     flows.submit_csr(owner=bob, data=make_csr())
-    services.revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
-    services.publish_crl(ca=certificate.ca)
+    revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
+    publish_crl(ca=certificate.ca)
     for model in admin.site._registry:
         opts = model._meta
         changelist = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
@@ -127,7 +128,7 @@ def test_the_status_filter(
 ) -> None:
     valid = issue_for(alice)
     revoked = issue_for(alice)
-    services.revoke_certificate(certificate=revoked, reason=RevocationReason.SUPERSEDED)
+    revoke_certificate(certificate=revoked, reason=RevocationReason.SUPERSEDED)
     expired = issue_for(alice)
     Certificate.objects.filter(pk=expired.pk).update(
         not_before=utcnow() - dt.timedelta(days=400), not_after=utcnow() - dt.timedelta(days=35)
@@ -149,7 +150,7 @@ def test_the_detail_shows_the_revocation_and_the_pem(admin_client: Client, certi
     assert "BEGIN CERTIFICATE" in page
     assert "Not revoked" in page
     assert "Revoke…" in page
-    services.revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
+    revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
     page = admin_client.get(url).content.decode()
     assert "Key compromise" in page
     assert "Revoke…" not in page
@@ -221,7 +222,7 @@ def test_the_ca_list_links_the_public_files(admin_client: Client, ca: Certificat
 def test_crl_publications_are_listed_read_only_and_found_by_number(
     admin_client: Client, ca: CertificateAuthority
 ) -> None:
-    crl = services.publish_crl(ca=ca)
+    crl = publish_crl(ca=ca)
     url = reverse("admin:ca_crlpublication_changelist")
     response = admin_client.get(url, {"q": str(crl.number)})
     assert response.status_code == 200

@@ -10,8 +10,8 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 
-from ca import services as ca_services
 from ca.models import Certificate, CertificateAuthority
+from ca.services.keys import key_path
 from enroll import flows
 from enroll.admin import IGNORED_SUBJECT_NOTE
 from enroll.models import EnrollmentRequest, RequestStatus
@@ -184,7 +184,7 @@ def test_a_superuser_cannot_approve_their_own_request(
 def test_a_failed_issuance_is_reported_with_its_reason(
     admin_client: Client, submitted: EnrollmentRequest, ca: CertificateAuthority
 ) -> None:
-    ca_services.key_path(ca).unlink()  # the CA key is gone: issuing fails
+    key_path(ca).unlink()  # the CA key is gone: issuing fails
     response = action(admin_client, "approve_selected", submitted)
     submitted.refresh_from_db()
     assert submitted.status == RequestStatus.FAILED

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pytest_django.live_server_helper import LiveServer
 
-from ca import services
 from ca.models import CertificateAuthority, CrlFetch
+from ca.services.crl import current_crl
 from tests.realclients import (  # noqa: F401  (fixtures)
     ApacheError,
     ApacheFactory,
@@ -62,10 +62,7 @@ def test_apache_refuses_a_revoked_certificate_after_one_sync_with_a_graceful_res
     assert "certificate revoked" in server.error_log()
     assert_accepted(server.get(bob_client), bob_client)
     for authority in chain:
-        assert (
-            CrlFetch.objects.get(ca=authority, node="web1").number
-            == services.current_crl(ca=authority).number
-        )
+        assert CrlFetch.objects.get(ca=authority, node="web1").number == current_crl(ca=authority).number
 
 
 def test_a_truncated_crl_on_a_graceful_restart_makes_apache_exit(

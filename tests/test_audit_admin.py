@@ -8,8 +8,9 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client, RequestFactory
 from django.urls import reverse
 
-from ca import services
 from ca.models import AuditEntry, AuditEvent, Certificate, CertificateAuthority, RevocationReason
+from ca.services.crl import publish_crl
+from ca.services.revocation import revoke_certificate
 from enroll import flows
 from tests.conftest import make_csr
 
@@ -29,10 +30,8 @@ def history(ca: CertificateAuthority, alice: User, admin_user: User) -> Certific
     request = flows.submit_csr(owner=alice, data=make_csr())
     issued = flows.approve(request_id=request.pk, by=admin_user)
     assert issued.certificate is not None
-    services.revoke_certificate(
-        certificate=issued.certificate, reason=RevocationReason.KEY_COMPROMISE, by=admin_user
-    )
-    services.publish_crl(ca=ca, by=admin_user)
+    revoke_certificate(certificate=issued.certificate, reason=RevocationReason.KEY_COMPROMISE, by=admin_user)
+    publish_crl(ca=ca, by=admin_user)
     return issued.certificate
 
 

@@ -317,11 +317,11 @@ def test_an_empty_log_is_intact(db: None) -> None:
 def test_the_whole_flow_writes_a_chain_that_verifies(
     ca: CertificateAuthority, alice: User, admin_user: User
 ) -> None:
-    from ca import services
+    from ca.services.revocation import revoke_certificate
 
     issued = flows.approve(request_id=flows.submit_csr(owner=alice, data=make_csr()).pk, by=admin_user)
     assert issued.certificate is not None
-    services.revoke_certificate(certificate=issued.certificate, reason=RevocationReason.SUPERSEDED, by=alice)
+    revoke_certificate(certificate=issued.certificate, reason=RevocationReason.SUPERSEDED, by=alice)
     rejected = flows.submit_csr(owner=alice, data=make_csr())
     flows.reject(request_id=rejected.pk, reason="duplicate", by=admin_user)
     result = check()
@@ -371,7 +371,7 @@ def test_the_migration_chains_existing_entries_in_the_order_they_were_written() 
 def test_concurrent_writers_on_postgresql_build_one_unbroken_chain(
     ca: CertificateAuthority, alice: User, admin_user: User
 ) -> None:
-    from ca import services
+    from ca.services.revocation import revoke_certificate
     from tests.test_postgres_concurrency import run_together
 
     requests = [flows.submit_csr(owner=alice, data=make_csr()).pk for _ in range(4)]
@@ -398,7 +398,7 @@ def test_concurrent_writers_on_postgresql_build_one_unbroken_chain(
 
     def revoker() -> int:
         assert issued.certificate is not None
-        services.revoke_certificate(certificate=issued.certificate, reason=RevocationReason.SUPERSEDED)
+        revoke_certificate(certificate=issued.certificate, reason=RevocationReason.SUPERSEDED)
         revoked.set()
         return 0
 

@@ -13,10 +13,12 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from ca import services
 from ca.clock import utcnow
+from ca.errors import AlreadyRevoked, CAError
 from ca.models import BlockedKey, BlockedKeySource, Certificate, CertificateAuthority, RevocationReason
 from ca.pki.keypolicy import spki_sha256 as spki_digest
+from ca.services.issuance import issue_certificate
+from ca.services.revocation import revoke_certificate
 from enroll import challenges, flows
 from enroll.models import EnrollmentRequest, RequestStatus
 from tests.conftest import make_csr
@@ -42,7 +44,7 @@ def block(
 
 
 def revoke_by_operator(certificate: Certificate, reason: RevocationReason) -> None:
-    services.revoke_certificate(certificate=certificate, reason=reason)
+    revoke_certificate(certificate=certificate, reason=reason)
 
 
 def revoke_by_owner(certificate: Certificate, reason: RevocationReason) -> None:
@@ -94,9 +96,9 @@ def test_a_second_compromise_of_a_blocked_key_keeps_its_first_cause(
     key = ec.generate_private_key(ec.SECP256R1())
     first = issue_for(alice, make_csr(key))
     second = issue_for(alice, make_csr(key))  # the owner re-used the key (a renewal)
-    services.revoke_certificate(certificate=first, reason=RevocationReason.KEY_COMPROMISE)
+    revoke_certificate(certificate=first, reason=RevocationReason.KEY_COMPROMISE)
 
-    services.revoke_certificate(certificate=second, reason=RevocationReason.KEY_COMPROMISE)
+    revoke_certificate(certificate=second, reason=RevocationReason.KEY_COMPROMISE)
 
     assert BlockedKey.objects.get().certificate == first
 
@@ -105,10 +107,10 @@ def test_a_revocation_that_fails_blocks_nothing(
     ca: CertificateAuthority, alice: User, issue_for: IssueFor
 ) -> None:
     certificate = issue_for(alice)
-    services.revoke_certificate(certificate=certificate, reason=RevocationReason.SUPERSEDED)
+    revoke_certificate(certificate=certificate, reason=RevocationReason.SUPERSEDED)
 
-    with pytest.raises(services.AlreadyRevoked):
-        services.revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
+    with pytest.raises(AlreadyRevoked):
+        revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
 
     assert not BlockedKey.objects.exists()
 
@@ -191,7 +193,7 @@ def test_a_key_certified_for_another_account_is_refused_at_submission(
     key = ec.generate_private_key(ec.SECP256R1())
     certificate = issue_for(alice, make_csr(key))
     if state == "revoked":
-        services.revoke_certificate(certificate=certificate, reason=RevocationReason.SUPERSEDED)
+        revoke_certificate(certificate=certificate, reason=RevocationReason.SUPERSEDED)
     if state == "expired":
         Certificate.objects.filter(pk=certificate.pk).update(not_after=utcnow() - dt.timedelta(days=1))
 
@@ -304,8 +306,8 @@ def test_the_ca_service_refuses_a_blocked_key_for_any_caller(ca: CertificateAuth
     key = ec.generate_private_key(ec.SECP256R1())
     block(key, BlockedKeySource.KNOWN_WEAK)
 
-    with pytest.raises(services.CAError, match=BLOCKED):
-        services.issue_certificate(
+    with pytest.raises(CAError, match=BLOCKED):
+        issue_certificate(
             request_der=make_csr(key, encoding=serialization.Encoding.DER),
             subject=flows.subject_for(alice),
             owner=alice,
@@ -323,7 +325,7 @@ def test_the_admin_lists_blocked_keys_and_finds_them_by_spki_hash(
     admin_user: User, ca: CertificateAuthority, alice: User, issue_for: IssueFor
 ) -> None:
     certificate = issue_for(alice)
-    services.revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
+    revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
     other = block(ec.generate_private_key(ec.SECP256R1()))
     client = Client()
     client.force_login(admin_user)

@@ -20,8 +20,9 @@ from django.contrib.auth.models import User
 from django.core import mail
 from pytest_django.live_server_helper import LiveServer
 
-from ca import services
 from ca.models import Certificate, CertificateAuthority
+from ca.services.authorities import create_ca
+from ca.services.export import ca_certificate_pem, export_certificate
 from enroll.models import EnrollmentRequest, RequestStatus
 from tests.conftest import need_program
 from tests.realclients import (  # noqa: F401  (fixtures)
@@ -132,7 +133,7 @@ def test_sign_up_to_revocation_in_a_real_browser_against_nginx(
     openssl = need_program("openssl")
     settings.ENROLL_PUBLIC_URL = live_server.url
     User.objects.create_superuser("admin", "admin@example.com", "admin-password-123")
-    ca: CertificateAuthority = services.create_ca(name="Journey CA", make_default=True)
+    ca: CertificateAuthority = create_ca(name="Journey CA", make_default=True)
     base = live_server.url
 
     user = chromium.call(sign_up, base)
@@ -174,13 +175,13 @@ def test_sign_up_to_revocation_in_a_real_browser_against_nginx(
     assert certificate.subject == "CN=dora,O=Enroll Portal"
 
     cert_path = chromium.call(download, user, certificate.pk, tmp_path)
-    assert cert_path.read_bytes() == services.export_certificate(certificate=certificate, fmt="pem").content
+    assert cert_path.read_bytes() == export_certificate(certificate=certificate, fmt="pem").content
 
     def crl_bundle() -> bytes:
         with urllib.request.urlopen(f"{base}/pki/{ca.slug}.crl.pem", timeout=30) as response:  # noqa: S310
             return bytes(response.read())
 
-    server = nginx_factory(ca_bundle=services.ca_certificate_pem(ca), crl_bundle=crl_bundle())
+    server = nginx_factory(ca_bundle=ca_certificate_pem(ca), crl_bundle=crl_bundle())
     entry = client_certificate(server.origin, cert_path=cert_path, key_path=key_path)
     accepted = chromium.call(visit, server.url, [entry], shot=f"{SHOTS}/11-nginx-accepted")
     assert accepted.status == 200

@@ -22,8 +22,9 @@ from django.contrib.auth.models import User
 from pytest_django.live_server_helper import LiveServer
 
 from accounts.services import mark_email_verified
-from ca import services
 from ca.models import Certificate, CertificateAuthority
+from ca.services.authorities import create_ca
+from ca.services.export import export_certificate
 from enroll import flows
 from enroll.models import EnrollmentRequest, RequestKind, RequestStatus
 from tests.conftest import need_program
@@ -188,7 +189,7 @@ def test_key_generated_in_the_browser_becomes_a_working_p12(
 ) -> None:
     openssl = need_program("openssl")
     settings.ENROLL_PUBLIC_URL = live_server.url
-    ca: CertificateAuthority = services.create_ca(name="Keygen CA", make_default=True)
+    ca: CertificateAuthority = create_ca(name="Keygen CA", make_default=True)
     admin = User.objects.create_superuser("admin", "admin@example.com", "admin-password-123")
     make_user("erin")
     base = live_server.url
@@ -249,7 +250,7 @@ def test_key_generated_in_the_browser_becomes_a_working_p12(
     )
     chromium.call(close_session, elsewhere)
 
-    issued_pem = services.export_certificate(certificate=certificate, fmt="pem").content
+    issued_pem = export_certificate(certificate=certificate, fmt="pem").content
     for p12, legacy in ((p12_modern, False), (p12_legacy, True), (p12_from_file, False)):
         cert_pem, key_pem = read_p12(openssl, p12, legacy=legacy)
         assert public_key_der(cert_pem) == public_key_der(issued_pem)

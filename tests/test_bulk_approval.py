@@ -16,10 +16,11 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
-from ca import services
 from ca.clock import utcnow
 from ca.models import AuditEntry, AuditEvent, BlockedKey, BlockedKeySource, Certificate, CertificateAuthority
 from ca.pki.keypolicy import spki_sha256
+from ca.services import issuance
+from ca.services.keys import key_path
 from enroll import flows
 from enroll.models import EnrollmentRequest, RequestStatus
 from tests.conftest import make_csr
@@ -173,7 +174,7 @@ def test_an_unexpected_error_while_issuing_ends_the_approved_requests_failed_and
         Certificate.objects.create(ca=ca, serial="01", der=b"", not_before=now, not_after=now, created_at=now)
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(services, "issue_many", explode)
+    monkeypatch.setattr(flows, "issue_many", explode)
 
     results = flows.approve_many(request_ids=ids, actor=admin_user)
 
@@ -187,7 +188,7 @@ def test_without_a_ca_key_every_request_fails_with_the_reason(
     ca: CertificateAuthority, alice: User, admin_user: User
 ) -> None:
     ids = submit_many(alice, 3)
-    services.key_path(ca).unlink()
+    key_path(ca).unlink()
 
     results = flows.approve_many(request_ids=ids, actor=admin_user)
 
@@ -213,7 +214,7 @@ def test_a_serial_taken_already_or_drawn_twice_is_drawn_again(
 ) -> None:
     fresh = [0x7A11, 0x7A12, 0x7A13]
     sequence = iter([taken_serial, fresh[0], fresh[0], *fresh[1:]])
-    monkeypatch.setattr(services, "new_serial", lambda: next(sequence))
+    monkeypatch.setattr(issuance, "new_serial", lambda: next(sequence))
     ids = submit_many(alice, 3)
 
     results = flows.approve_many(request_ids=ids, actor=admin_user)
@@ -233,8 +234,8 @@ def test_a_serial_taken_while_storing_signs_the_batch_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sequence = iter([taken_serial, 0x5E1, 0x5E2, 0x5E3])
-    monkeypatch.setattr(services, "new_serial", lambda: next(sequence))
-    monkeypatch.setattr(services, "_taken_serials", lambda **kwargs: set())  # a concurrent insert, unseen
+    monkeypatch.setattr(issuance, "new_serial", lambda: next(sequence))
+    monkeypatch.setattr(issuance, "_taken_serials", lambda **kwargs: set())  # a concurrent insert, unseen
     ids = submit_many(alice, 2)
 
     results = flows.approve_many(request_ids=ids, actor=admin_user)
@@ -251,7 +252,7 @@ def test_endless_serial_collisions_fail_the_requests_plainly(
     taken_serial: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(services, "new_serial", lambda: taken_serial)
+    monkeypatch.setattr(issuance, "new_serial", lambda: taken_serial)
     ids = submit_many(alice, 2)
 
     results = flows.approve_many(request_ids=ids, actor=admin_user)

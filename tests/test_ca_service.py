@@ -19,11 +19,18 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from django.contrib.auth.models import User
 from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks, Settings
 
-from ca import services
+from ca.errors import AlreadyRevoked, CAError
 from ca.models import Certificate, CertificateAuthority, CrlPublication, RevocationReason
 from ca.pki.keys import CAKeyType
 from ca.pki.profiles import SubjectInfo
 from ca.pki.serials import format_serial, format_serial_colons
+from ca.services import issuance
+from ca.services.authorities import create_ca, default_ca, import_ca
+from ca.services.crl import crl_lifetime, current_crl, publish_crl
+from ca.services.export import export_certificate
+from ca.services.issuance import issue_certificate
+from ca.services.keys import clear_key_cache, key_path
+from ca.services.revocation import find_certificate, revoke_certificate
 from tests.conftest import make_csr, need_program, signed_by
 
 pytestmark = pytest.mark.django_db
@@ -49,7 +56,7 @@ def issue(
     now: dt.datetime | None = None,
     validity: dt.timedelta | None = None,
 ) -> Certificate:
-    return services.issue_certificate(
+    return issue_certificate(
         request_der=request_der(),
         subject=SubjectInfo(common_name="alice", organization="Enroll Portal"),
         owner=owner,
@@ -66,9 +73,7 @@ def revoke(
     now: dt.datetime | None = None,
     invalidity_date: dt.datetime | None = None,
 ) -> None:
-    services.revoke_certificate(
-        certificate=certificate, reason=reason, now=now, invalidity_date=invalidity_date
-    )
+    revoke_certificate(certificate=certificate, reason=reason, now=now, invalidity_date=invalidity_date)
 
 
 def latest_crl(ca: CertificateAuthority) -> CrlPublication:
@@ -87,7 +92,7 @@ def crl_serials(publication: CrlPublication) -> set[int]:
 
 
 def test_create_ca_makes_a_self_signed_root_with_ca_extensions(frozen: time_machine.Traveller) -> None:
-    ca = services.create_ca(name="Example Root CA", days=100)
+    ca = create_ca(name="Example Root CA", days=100)
 
     cert = ca.certificate
     assert ca.slug == "example-root-ca"
@@ -111,7 +116,7 @@ def test_create_ca_makes_a_self_signed_root_with_ca_extensions(frozen: time_mach
 
 
 def test_create_ca_publishes_a_first_empty_crl() -> None:
-    ca = services.create_ca(name="Root")
+    ca = create_ca(name="Root")
 
     publication = latest_crl(ca)
     crl = parse_crl(publication)
@@ -122,9 +127,9 @@ def test_create_ca_publishes_a_first_empty_crl() -> None:
 
 
 def test_create_ca_makes_an_intermediate_under_its_parent() -> None:
-    root = services.create_ca(name="Root", days=1000)
+    root = create_ca(name="Root", days=1000)
 
-    intermediate = services.create_ca(name="Issuing CA", parent=root, days=5000)
+    intermediate = create_ca(name="Issuing CA", parent=root, days=5000)
 
     cert = intermediate.certificate
     assert intermediate.parent == root
@@ -138,43 +143,43 @@ def test_create_ca_makes_an_intermediate_under_its_parent() -> None:
 
 
 def test_an_intermediate_needs_its_parents_key(settings: Settings) -> None:
-    root = services.create_ca(name="Root")
-    services.key_path(root).unlink()
+    root = create_ca(name="Root")
+    key_path(root).unlink()
 
-    with pytest.raises(services.CAError, match="cannot be read"):
-        services.create_ca(name="Issuing CA", parent=root)
+    with pytest.raises(CAError, match="cannot be read"):
+        create_ca(name="Issuing CA", parent=root)
 
     assert CertificateAuthority.objects.count() == 1
 
 
 def test_the_first_ca_becomes_the_default_and_make_default_moves_it() -> None:
-    first = services.create_ca(name="First")
-    second = services.create_ca(name="Second")
+    first = create_ca(name="First")
+    second = create_ca(name="Second")
     assert first.is_default
     assert not second.is_default
-    assert services.default_ca() == first
+    assert default_ca() == first
 
-    third = services.create_ca(name="Third", make_default=True)
+    third = create_ca(name="Third", make_default=True)
 
-    assert services.default_ca() == third
+    assert default_ca() == third
     assert list(CertificateAuthority.objects.filter(is_default=True)) == [third]
 
 
 def test_no_default_ca_is_a_plain_error() -> None:
-    with pytest.raises(services.CAError, match="init_ca"):
-        services.default_ca()
+    with pytest.raises(CAError, match="init_ca"):
+        default_ca()
 
 
 def test_a_taken_slug_is_refused() -> None:
-    services.create_ca(name="Root", slug="root")
+    create_ca(name="Root", slug="root")
 
-    with pytest.raises(services.CAError, match="slug 'root'"):
-        services.create_ca(name="Another", slug="root")
+    with pytest.raises(CAError, match="slug 'root'"):
+        create_ca(name="Another", slug="root")
 
 
 def test_a_second_ca_with_the_same_name_gets_its_own_slug() -> None:
-    first = services.create_ca(name="Root")
-    second = services.create_ca(name="Root")
+    first = create_ca(name="Root")
+    second = create_ca(name="Root")
 
     assert (first.slug, second.slug) == ("root", "root-2")
 
@@ -197,9 +202,9 @@ def test_a_second_ca_with_the_same_name_gets_its_own_slug() -> None:
 def test_the_key_file_is_private_and_encrypted_with_the_settings_passphrase(
     settings: Settings, key_type: CAKeyType, check: Callable[[object], bool]
 ) -> None:
-    ca = services.create_ca(name=f"CA {key_type}", key_type=key_type)
+    ca = create_ca(name=f"CA {key_type}", key_type=key_type)
 
-    path = services.key_path(ca)
+    path = key_path(ca)
     assert path.is_file()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     pem = path.read_bytes()
@@ -215,8 +220,8 @@ def test_the_key_file_is_private_and_encrypted_with_the_settings_passphrase(
 def test_a_short_passphrase_is_refused(settings: Settings) -> None:
     settings.ENROLL_CA_PASSPHRASE = "short"
 
-    with pytest.raises(services.CAError, match="at least 12 characters"):
-        services.create_ca(name="Root")
+    with pytest.raises(CAError, match="at least 12 characters"):
+        create_ca(name="Root")
 
     assert not CertificateAuthority.objects.exists()
 
@@ -328,7 +333,7 @@ def test_import_ca_takes_over_an_openssl_made_ca(
     )
     assert (b"ENCRYPTED" in key_file.read_bytes()) is encrypted
 
-    ca = services.import_ca(
+    ca = import_ca(
         cert_pem=cert_file.read_bytes(),
         key_pem=key_file.read_bytes(),
         key_passphrase=settings.ENROLL_CA_PASSPHRASE,
@@ -341,9 +346,9 @@ def test_import_ca_takes_over_an_openssl_made_ca(
     assert ca.parent is None
     assert ca.is_default, "the first CA becomes the default"
     assert ca.key_type == "ec-p256"
-    stored = services.key_path(ca).read_bytes()
+    stored = key_path(ca).read_bytes()
     assert stored.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
-    assert stat.S_IMODE(services.key_path(ca).stat().st_mode) == 0o600
+    assert stat.S_IMODE(key_path(ca).stat().st_mode) == 0o600
     assert signed_by(parse_crl(latest_crl(ca)), original)
     certificate = issue(owner=alice)
     certificate.x509.verify_directly_issued_by(original)
@@ -352,12 +357,10 @@ def test_import_ca_takes_over_an_openssl_made_ca(
 @pytest.mark.real_client
 def test_import_ca_finds_the_parent_of_an_imported_intermediate(tmp_path: Path) -> None:
     root_files = openssl_ca(tmp_path / "root", cn="Imported Root")
-    root = services.import_ca(cert_pem=root_files[0].read_bytes(), key_pem=root_files[1].read_bytes())
+    root = import_ca(cert_pem=root_files[0].read_bytes(), key_pem=root_files[1].read_bytes())
     inter_files = openssl_ca(tmp_path / "inter", cn="Imported Issuing", issuer=root_files)
 
-    intermediate = services.import_ca(
-        cert_pem=inter_files[0].read_bytes(), key_pem=inter_files[1].read_bytes()
-    )
+    intermediate = import_ca(cert_pem=inter_files[0].read_bytes(), key_pem=inter_files[1].read_bytes())
 
     assert intermediate.parent == root
     assert intermediate.chain() == [intermediate, root]
@@ -369,14 +372,12 @@ def test_import_ca_skips_a_known_ca_that_only_has_the_issuers_name(
     tmp_path: Path, settings: Settings
 ) -> None:
     settings.ENROLL_ORGANIZATION = "Imported Org"
-    namesake = services.create_ca(name="Imported Root")  # same subject, another key
+    namesake = create_ca(name="Imported Root")  # same subject, another key
     root_files = openssl_ca(tmp_path / "root", cn="Imported Root")
     inter_files = openssl_ca(tmp_path / "inter", cn="Imported Issuing", issuer=root_files)
     assert namesake.certificate.subject == x509.load_pem_x509_certificate(inter_files[0].read_bytes()).issuer
 
-    intermediate = services.import_ca(
-        cert_pem=inter_files[0].read_bytes(), key_pem=inter_files[1].read_bytes()
-    )
+    intermediate = import_ca(cert_pem=inter_files[0].read_bytes(), key_pem=inter_files[1].read_bytes())
 
     assert intermediate.parent is None, "imported without a parent: its real issuer is not here"
 
@@ -385,8 +386,8 @@ def test_import_ca_skips_a_known_ca_that_only_has_the_issuers_name(
 def test_import_ca_refuses_a_certificate_that_is_not_a_ca(tmp_path: Path) -> None:
     cert_file, key_file = openssl_ca(tmp_path, basic="CA:FALSE", usage="digitalSignature")
 
-    with pytest.raises(services.CAError, match="not a CA certificate"):
-        services.import_ca(cert_pem=cert_file.read_bytes(), key_pem=key_file.read_bytes())
+    with pytest.raises(CAError, match="not a CA certificate"):
+        import_ca(cert_pem=cert_file.read_bytes(), key_pem=key_file.read_bytes())
 
     assert not CertificateAuthority.objects.exists()
 
@@ -395,8 +396,8 @@ def test_import_ca_refuses_a_certificate_that_is_not_a_ca(tmp_path: Path) -> Non
 def test_import_ca_refuses_a_ca_without_certificate_signing(tmp_path: Path) -> None:
     cert_file, key_file = openssl_ca(tmp_path, usage="digitalSignature")
 
-    with pytest.raises(services.CAError, match="keyCertSign"):
-        services.import_ca(cert_pem=cert_file.read_bytes(), key_pem=key_file.read_bytes())
+    with pytest.raises(CAError, match="keyCertSign"):
+        import_ca(cert_pem=cert_file.read_bytes(), key_pem=key_file.read_bytes())
 
 
 @pytest.mark.real_client
@@ -404,8 +405,8 @@ def test_import_ca_refuses_a_key_that_does_not_match(tmp_path: Path) -> None:
     cert_file, _ = openssl_ca(tmp_path / "one")
     _, other_key = openssl_ca(tmp_path / "two")
 
-    with pytest.raises(services.CAError, match="does not belong"):
-        services.import_ca(cert_pem=cert_file.read_bytes(), key_pem=other_key.read_bytes())
+    with pytest.raises(CAError, match="does not belong"):
+        import_ca(cert_pem=cert_file.read_bytes(), key_pem=other_key.read_bytes())
 
     assert not CertificateAuthority.objects.exists()
 
@@ -416,8 +417,8 @@ def test_import_ca_refuses_an_encrypted_key_with_another_passphrase(
 ) -> None:
     cert_file, key_file = openssl_ca(tmp_path, passphrase="some-other-long-passphrase")
 
-    with pytest.raises(services.CAError, match="passphrase is wrong"):
-        services.import_ca(
+    with pytest.raises(CAError, match="passphrase is wrong"):
+        import_ca(
             cert_pem=cert_file.read_bytes(),
             key_pem=key_file.read_bytes(),
             key_passphrase=settings.ENROLL_CA_PASSPHRASE,
@@ -428,24 +429,22 @@ def test_import_ca_refuses_an_encrypted_key_with_another_passphrase(
 def test_import_ca_refuses_an_encrypted_key_without_a_passphrase(tmp_path: Path, settings: Settings) -> None:
     cert_file, key_file = openssl_ca(tmp_path, passphrase=settings.ENROLL_CA_PASSPHRASE)
 
-    with pytest.raises(services.CAError, match="encrypted"):
-        services.import_ca(
-            cert_pem=cert_file.read_bytes(), key_pem=key_file.read_bytes(), key_passphrase=None
-        )
+    with pytest.raises(CAError, match="encrypted"):
+        import_ca(cert_pem=cert_file.read_bytes(), key_pem=key_file.read_bytes(), key_passphrase=None)
 
 
 @pytest.mark.real_client
 def test_import_ca_refuses_the_same_ca_twice(tmp_path: Path) -> None:
     cert_file, key_file = openssl_ca(tmp_path)
-    services.import_ca(cert_pem=cert_file.read_bytes(), key_pem=key_file.read_bytes())
+    import_ca(cert_pem=cert_file.read_bytes(), key_pem=key_file.read_bytes())
 
-    with pytest.raises(services.CAError, match="imported already"):
-        services.import_ca(cert_pem=cert_file.read_bytes(), key_pem=key_file.read_bytes())
+    with pytest.raises(CAError, match="imported already"):
+        import_ca(cert_pem=cert_file.read_bytes(), key_pem=key_file.read_bytes())
 
 
 def test_import_ca_refuses_what_is_not_a_certificate() -> None:
-    with pytest.raises(services.CAError, match="not a PEM or DER certificate"):
-        services.import_ca(cert_pem=b"hello", key_pem=b"")
+    with pytest.raises(CAError, match="not a PEM or DER certificate"):
+        import_ca(cert_pem=b"hello", key_pem=b"")
 
 
 # --- issuing -------------------------------------------------------------------------------------
@@ -472,7 +471,7 @@ def test_a_serial_collision_draws_another_serial(
 ) -> None:
     taken = issue().serial_int
     draws = iter([taken, taken, taken + 1])
-    monkeypatch.setattr(services, "new_serial", lambda: next(draws))
+    monkeypatch.setattr(issuance, "new_serial", lambda: next(draws))
 
     certificate = issue()
 
@@ -484,16 +483,16 @@ def test_endless_serial_collisions_give_up_with_a_plain_error(
     ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     taken = issue().serial_int
-    monkeypatch.setattr(services, "new_serial", lambda: taken)
+    monkeypatch.setattr(issuance, "new_serial", lambda: taken)
 
-    with pytest.raises(services.CAError, match="unique serial"):
+    with pytest.raises(CAError, match="unique serial"):
         issue()
 
     assert Certificate.objects.count() == 1
 
 
 def test_validity_is_backdated_and_lasts_the_configured_days(frozen: time_machine.Traveller) -> None:
-    services.create_ca(name="Root", days=3650)
+    create_ca(name="Root", days=3650)
 
     certificate = issue()
 
@@ -509,13 +508,13 @@ def test_validity_is_backdated_and_lasts_the_configured_days(frozen: time_machin
 
 def test_validity_follows_the_setting(frozen: time_machine.Traveller, settings: Settings) -> None:
     settings.ENROLL_CERT_VALIDITY_DAYS = 30
-    services.create_ca(name="Root", days=3650)
+    create_ca(name="Root", days=3650)
 
     assert issue().x509.not_valid_after_utc == T0 + dt.timedelta(days=30)
 
 
 def test_a_certificate_never_outlives_its_ca(frozen: time_machine.Traveller) -> None:
-    ca = services.create_ca(name="Short-lived", days=10)
+    ca = create_ca(name="Short-lived", days=10)
 
     cert = issue().x509
 
@@ -523,10 +522,10 @@ def test_a_certificate_never_outlives_its_ca(frozen: time_machine.Traveller) -> 
 
 
 def test_an_expired_ca_issues_nothing(frozen: time_machine.Traveller) -> None:
-    services.create_ca(name="Short-lived", days=10)
+    create_ca(name="Short-lived", days=10)
     frozen.shift(dt.timedelta(days=10, seconds=1))
 
-    with pytest.raises(services.CAError, match="expired"):
+    with pytest.raises(CAError, match="expired"):
         issue()
 
     assert not Certificate.objects.exists()
@@ -567,9 +566,7 @@ def test_an_unspecified_reason_has_no_reason_code(ca: CertificateAuthority) -> N
     certificate = issue()
     revoke(certificate, RevocationReason.UNSPECIFIED)
 
-    entry = parse_crl(services.publish_crl(ca=ca)).get_revoked_certificate_by_serial_number(
-        certificate.serial_int
-    )
+    entry = parse_crl(publish_crl(ca=ca)).get_revoked_certificate_by_serial_number(certificate.serial_int)
 
     assert entry is not None
     with pytest.raises(x509.ExtensionNotFound):
@@ -580,7 +577,7 @@ def test_revoking_twice_is_refused(ca: CertificateAuthority) -> None:
     certificate = issue()
     revoke(certificate)
 
-    with pytest.raises(services.AlreadyRevoked, match="revoked already"):
+    with pytest.raises(AlreadyRevoked, match="revoked already"):
         revoke(certificate, RevocationReason.SUPERSEDED)
 
     certificate.refresh_from_db()
@@ -590,19 +587,19 @@ def test_revoking_twice_is_refused(ca: CertificateAuthority) -> None:
 def test_an_invalidity_date_in_the_future_is_refused(ca: CertificateAuthority) -> None:
     certificate = issue()
 
-    with pytest.raises(services.CAError, match="future"):
+    with pytest.raises(CAError, match="future"):
         revoke(certificate, invalidity_date=dt.datetime.now(tz=dt.UTC) + dt.timedelta(hours=1))
 
     assert not hasattr(Certificate.objects.get(pk=certificate.pk), "revocation")
 
 
 def test_crl_numbers_increase_strictly_over_many_publications(frozen: time_machine.Traveller) -> None:
-    ca = services.create_ca(name="Root")
+    ca = create_ca(name="Root")
     numbers = [latest_crl(ca).number]
     for step in range(8):
         if step % 2:
             frozen.shift(dt.timedelta(seconds=step))  # same second, later second: both must increase
-        numbers.append(services.publish_crl(ca=ca).number)
+        numbers.append(publish_crl(ca=ca).number)
 
     assert all(later > earlier for earlier, later in itertools.pairwise(numbers))
     assert numbers[0] >= int(T0.timestamp()), "at least the Unix time, so a restored backup keeps increasing"
@@ -614,7 +611,7 @@ def test_crl_numbers_increase_strictly_over_many_publications(frozen: time_machi
 
 def test_crl_times_follow_the_lifetime_setting(frozen: time_machine.Traveller, settings: Settings) -> None:
     settings.ENROLL_CRL_LIFETIME_HOURS = 24
-    ca = services.create_ca(name="Root")
+    ca = create_ca(name="Root")
 
     publication = latest_crl(ca)
 
@@ -626,16 +623,16 @@ def test_crl_times_follow_the_lifetime_setting(frozen: time_machine.Traveller, s
 def test_long_expired_certificates_drop_off_the_crl_while_recently_expired_stay(
     frozen: time_machine.Traveller,
 ) -> None:
-    ca = services.create_ca(name="Root", days=3650)
-    lifetime = services.crl_lifetime()
+    ca = create_ca(name="Root", days=3650)
+    lifetime = crl_lifetime()
     short = issue(validity=dt.timedelta(days=1))
     long = issue()
     revoke(short)
     revoke(long)
     expired_at = short.not_after
 
-    recently = services.publish_crl(ca=ca, now=expired_at + lifetime - dt.timedelta(hours=1))
-    long_ago = services.publish_crl(ca=ca, now=expired_at + lifetime + dt.timedelta(hours=1))
+    recently = publish_crl(ca=ca, now=expired_at + lifetime - dt.timedelta(hours=1))
+    long_ago = publish_crl(ca=ca, now=expired_at + lifetime + dt.timedelta(hours=1))
 
     assert crl_serials(recently) == {short.serial_int, long.serial_int}
     assert recently.entries == 2
@@ -644,86 +641,86 @@ def test_long_expired_certificates_drop_off_the_crl_while_recently_expired_stay(
 
 
 def test_crl_entries_of_another_ca_are_not_listed(ca: CertificateAuthority) -> None:
-    other = services.create_ca(name="Other")
+    other = create_ca(name="Other")
     mine, theirs = issue(ca), issue(other)
     revoke(mine)
     revoke(theirs)
 
-    assert crl_serials(services.publish_crl(ca=ca)) == {mine.serial_int}
-    assert crl_serials(services.publish_crl(ca=other)) == {theirs.serial_int}
+    assert crl_serials(publish_crl(ca=ca)) == {mine.serial_int}
+    assert crl_serials(publish_crl(ca=other)) == {theirs.serial_int}
 
 
 class TestCurrentCrl:
     """What the public endpoint serves, under a frozen clock."""
 
     def test_a_fresh_crl_is_reused(self, frozen: time_machine.Traveller) -> None:
-        ca = services.create_ca(name="Root")
+        ca = create_ca(name="Root")
         first = latest_crl(ca)
-        frozen.shift(services.crl_lifetime() / 2 - dt.timedelta(seconds=1))
+        frozen.shift(crl_lifetime() / 2 - dt.timedelta(seconds=1))
 
-        assert services.current_crl(ca=ca).pk == first.pk
+        assert current_crl(ca=ca).pk == first.pk
         assert CrlPublication.objects.filter(ca=ca).count() == 1
 
     def test_it_is_re_signed_once_half_its_lifetime_has_passed(self, frozen: time_machine.Traveller) -> None:
-        ca = services.create_ca(name="Root")
+        ca = create_ca(name="Root")
         first = latest_crl(ca)
-        frozen.shift(services.crl_lifetime() / 2)
+        frozen.shift(crl_lifetime() / 2)
 
-        second = services.current_crl(ca=ca)
+        second = current_crl(ca=ca)
 
         assert second.number > first.number
-        assert second.this_update == T0 + services.crl_lifetime() / 2
-        assert second.next_update == second.this_update + services.crl_lifetime()
-        assert services.current_crl(ca=ca).pk == second.pk, "and the new one is reused"
+        assert second.this_update == T0 + crl_lifetime() / 2
+        assert second.next_update == second.this_update + crl_lifetime()
+        assert current_crl(ca=ca).pk == second.pk, "and the new one is reused"
 
     def test_a_stale_crl_is_still_served_while_valid_when_the_key_is_unavailable(
         self, frozen: time_machine.Traveller
     ) -> None:
-        ca = services.create_ca(name="Root")
+        ca = create_ca(name="Root")
         first = latest_crl(ca)
-        services.key_path(ca).unlink()
+        key_path(ca).unlink()
         frozen.move_to(first.next_update - dt.timedelta(seconds=1))
 
-        assert services.current_crl(ca=ca).pk == first.pk
+        assert current_crl(ca=ca).pk == first.pk
 
     @pytest.mark.parametrize("past_next_update", [dt.timedelta(0), dt.timedelta(days=30)])
     def test_an_expired_crl_is_never_returned(
         self, frozen: time_machine.Traveller, past_next_update: dt.timedelta
     ) -> None:
-        ca = services.create_ca(name="Root")
+        ca = create_ca(name="Root")
         first = latest_crl(ca)
-        services.key_path(ca).unlink()
+        key_path(ca).unlink()
         frozen.move_to(first.next_update + past_next_update)
 
-        with pytest.raises(services.CAError, match="cannot be read"):
-            services.current_crl(ca=ca)
+        with pytest.raises(CAError, match="cannot be read"):
+            current_crl(ca=ca)
 
     def test_an_expired_crl_is_never_returned_when_the_passphrase_is_wrong(
         self, frozen: time_machine.Traveller, settings: Settings
     ) -> None:
-        ca = services.create_ca(name="Root")
+        ca = create_ca(name="Root")
         first = latest_crl(ca)
-        services.clear_key_cache()
+        clear_key_cache()
         settings.ENROLL_CA_PASSPHRASE = "the-wrong-passphrase-here"
         frozen.move_to(first.next_update + dt.timedelta(hours=1))
 
-        with pytest.raises(services.CAError, match="passphrase"):
-            services.current_crl(ca=ca)
+        with pytest.raises(CAError, match="passphrase"):
+            current_crl(ca=ca)
 
     def test_an_expired_crl_is_replaced_when_the_key_is_there(self, frozen: time_machine.Traveller) -> None:
-        ca = services.create_ca(name="Root")
+        ca = create_ca(name="Root")
         first = latest_crl(ca)
         frozen.move_to(first.next_update + dt.timedelta(days=3))
 
-        current = services.current_crl(ca=ca)
+        current = current_crl(ca=ca)
 
         assert current.number > first.number
-        assert current.next_update > T0 + dt.timedelta(days=3) + services.crl_lifetime() / 2
+        assert current.next_update > T0 + dt.timedelta(days=3) + crl_lifetime() / 2
 
     def test_it_is_re_signed_when_a_revocation_is_newer_than_the_crl(
         self, frozen: time_machine.Traveller
     ) -> None:
-        ca = services.create_ca(name="Root")
+        ca = create_ca(name="Root")
         certificate = issue()
         first = latest_crl(ca)
         frozen.shift(dt.timedelta(minutes=1))
@@ -732,17 +729,17 @@ class TestCurrentCrl:
         revoke(certificate)
         frozen.shift(dt.timedelta(seconds=1))
 
-        current = services.current_crl(ca=ca)
+        current = current_crl(ca=ca)
 
         assert current.number > first.number
         assert crl_serials(current) == {certificate.serial_int}
-        assert services.current_crl(ca=ca).pk == current.pk, "then reused"
+        assert current_crl(ca=ca).pk == current.pk, "then reused"
 
     def test_a_ca_without_any_crl_gets_one(self, frozen: time_machine.Traveller) -> None:
-        ca = services.create_ca(name="Root")
+        ca = create_ca(name="Root")
         CrlPublication.objects.all().delete()
 
-        current = services.current_crl(ca=ca)
+        current = current_crl(ca=ca)
 
         assert current.this_update == T0
         assert signed_by(parse_crl(current), ca.certificate)
@@ -753,8 +750,8 @@ class TestCurrentCrl:
 
 @pytest.fixture
 def intermediate_certificate(db: None) -> tuple[Certificate, CertificateAuthority, CertificateAuthority]:
-    root = services.create_ca(name="Root", make_default=False)
-    intermediate = services.create_ca(name="Issuing", parent=root, make_default=True)
+    root = create_ca(name="Root", make_default=False)
+    intermediate = create_ca(name="Issuing", parent=root, make_default=True)
     return issue(), intermediate, root
 
 
@@ -763,8 +760,8 @@ def test_export_pem_and_der_parse_back(
 ) -> None:
     certificate, _, _ = intermediate_certificate
 
-    pem = services.export_certificate(certificate=certificate, fmt="pem")
-    der = services.export_certificate(certificate=certificate, fmt="der")
+    pem = export_certificate(certificate=certificate, fmt="pem")
+    der = export_certificate(certificate=certificate, fmt="der")
 
     assert pem.content.startswith(b"-----BEGIN CERTIFICATE-----\n")
     assert x509.load_pem_x509_certificate(pem.content) == certificate.x509
@@ -778,7 +775,7 @@ def test_export_chain_is_the_leaf_then_its_issuers_up_to_the_root(
 ) -> None:
     certificate, intermediate, root = intermediate_certificate
 
-    export = services.export_certificate(certificate=certificate, fmt="chain")
+    export = export_certificate(certificate=certificate, fmt="chain")
 
     chain = x509.load_pem_x509_certificates(export.content)
     assert chain == [certificate.x509, intermediate.certificate, root.certificate]
@@ -791,7 +788,7 @@ def test_export_pkcs7_holds_the_certificate_and_its_chain(
 ) -> None:
     certificate, intermediate, root = intermediate_certificate
 
-    export = services.export_certificate(certificate=certificate, fmt="pkcs7")
+    export = export_certificate(certificate=certificate, fmt="pkcs7")
 
     assert export.content.startswith(b"-----BEGIN PKCS7-----")
     assert export.content_type == "application/x-pkcs7-certificates"
@@ -801,8 +798,8 @@ def test_export_pkcs7_holds_the_certificate_and_its_chain(
 
 
 def test_export_refuses_an_unknown_format(ca: CertificateAuthority) -> None:
-    with pytest.raises(services.CAError, match="pem, der, chain, pkcs7"):
-        services.export_certificate(certificate=issue(), fmt="pfx")
+    with pytest.raises(CAError, match="pem, der, chain, pkcs7"):
+        export_certificate(certificate=issue(), fmt="pfx")
 
 
 @pytest.mark.parametrize(
@@ -813,7 +810,7 @@ def test_find_certificate_reads_hex_in_any_case_with_or_without_colons(
 ) -> None:
     certificate = issue()
 
-    assert services.find_certificate(serial=spelling(certificate.serial)) == certificate
+    assert find_certificate(serial=spelling(certificate.serial)) == certificate
 
 
 @pytest.mark.parametrize(("text", "message"), [("00FF", "No certificate"), ("xyz", "not a serial number")])
@@ -822,5 +819,5 @@ def test_find_certificate_explains_what_it_did_not_find(
 ) -> None:
     issue()
 
-    with pytest.raises(services.CAError, match=message):
-        services.find_certificate(serial=text)
+    with pytest.raises(CAError, match=message):
+        find_certificate(serial=text)

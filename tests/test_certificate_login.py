@@ -35,9 +35,10 @@ from pytest_django import DjangoCaptureOnCommitCallbacks
 from pytest_django.fixtures import Settings
 
 from accounts import certlogin
-from ca import services
 from ca.clock import utcnow
 from ca.models import Certificate, CertificateAuthority, RevocationReason
+from ca.services.export import export_certificate
+from ca.services.revocation import revoke_certificate
 
 if TYPE_CHECKING:
     from django.test.client import _MonkeyPatchedWSGIResponse as Response
@@ -52,7 +53,7 @@ SETTINGS_FILE = Path(__file__).resolve().parent.parent / "enroll" / "settings.py
 
 
 def pem_of(certificate: Certificate) -> str:
-    return services.export_certificate(certificate=certificate, fmt="pem").content.decode()
+    return export_certificate(certificate=certificate, fmt="pem").content.decode()
 
 
 def nginx_format(pem: str) -> str:
@@ -155,7 +156,7 @@ def made_by_certificate(client: Client) -> bool:
 
 def revoke(certificate: Certificate, capture: DjangoCaptureOnCommitCallbacks) -> None:
     with capture(execute=True):
-        services.revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
+        revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
 
 
 # --- the table -----------------------------------------------------------------------------------------

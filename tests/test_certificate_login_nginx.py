@@ -26,8 +26,9 @@ from django.urls import reverse
 from pytest_django.fixtures import Settings
 from pytest_django.live_server_helper import LiveServer
 
-from ca import services
 from ca.models import Certificate, CertificateAuthority, RevocationReason
+from ca.services.export import export_certificate
+from ca.services.revocation import revoke_certificate
 from tests.realclients import (  # noqa: F401  (fixtures)
     BrowserSession,
     ChromiumThread,
@@ -141,9 +142,7 @@ def test_chromium_through_nginx_signs_alice_in_until_her_certificate_is_revoked(
 
         # Revoked in the portal. nginx keeps the CRL it loaded at start (no reload) and still says SUCCESS:
         # the portal itself refuses, at the very next request.
-        services.revoke_certificate(
-            certificate=alice_client.certificate, reason=RevocationReason.KEY_COMPROMISE
-        )
+        revoke_certificate(certificate=alice_client.certificate, reason=RevocationReason.KEY_COMPROMISE)
         assert portal.nginx.crl_path.read_bytes() == portal.nginx.crl_bundle
         refused = chromium.call(goto, session, PROFILE, "certificate-login-revoked")
         assert refused.status == 200, refused.text  # nginx let the TLS connection through ...
@@ -169,7 +168,7 @@ def test_chromium_through_nginx_signs_alice_in_until_her_certificate_is_revoked(
 
 def escaped(certificate: Certificate) -> str:
     """The certificate as nginx's ``$ssl_client_escaped_cert`` forwards it."""
-    return quote(services.export_certificate(certificate=certificate, fmt="pem").content.decode(), safe="")
+    return quote(export_certificate(certificate=certificate, fmt="pem").content.decode(), safe="")
 
 
 def as_nginx_sends(certificate: Certificate, *, spelling: str = "-") -> dict[str, str]:
@@ -242,6 +241,6 @@ def test_headers_sent_straight_or_smuggled_log_in_nobody(
     assert alice_client.certificate.serial not in body
 
     # A revoked certificate through nginx (CRL not reloaded yet): nginx says SUCCESS, the portal refuses.
-    services.revoke_certificate(certificate=bob_client.certificate, reason=RevocationReason.SUPERSEDED)
+    revoke_certificate(certificate=bob_client.certificate, reason=RevocationReason.SUPERSEDED)
     status, location = through_nginx(portal.nginx, bob_client, {})
     assert (status, urlsplit(location).path) == (302, LOGIN)

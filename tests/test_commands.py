@@ -18,10 +18,12 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from pytest_django.fixtures import Settings
 
-from ca import services
 from ca.models import Certificate, CertificateAuthority, CrlPublication, RevocationReason
 from ca.pki.profiles import build_ca_certificate, build_ca_name
 from ca.pki.serials import format_serial_colons, new_serial
+from ca.services.authorities import create_ca
+from ca.services.keys import key_path
+from ca.services.revocation import revoke_certificate
 from enroll import flows
 from enroll.models import EnrollmentRequest, RequestStatus
 from tests.cli import ManagePy
@@ -140,7 +142,7 @@ def test_approve_prints_the_serial_in_hex_last(ca: CertificateAuthority, alice: 
 
 def test_approve_reports_a_failure_and_the_request_ends_failed(ca: CertificateAuthority, alice: User) -> None:
     request_id = submit()
-    services.key_path(ca).unlink()
+    key_path(ca).unlink()
 
     with pytest.raises(CommandError, match="Issuing failed"):
         run("approve", str(request_id))
@@ -230,7 +232,7 @@ def test_revoke_says_the_certificate_is_revoked_when_only_the_crl_failed(
 ) -> None:
     certificate = issue_for(alice)
     before = latest_crl(ca).number
-    services.key_path(ca).unlink()
+    key_path(ca).unlink()
 
     with pytest.raises(CommandError, match=f"Certificate {certificate.serial} is revoked, but.*publish_crl"):
         run("revoke", certificate.serial, "--reason", "key_compromise")
@@ -243,7 +245,7 @@ def test_revoke_refuses_a_certificate_revoked_already(
     ca: CertificateAuthority, alice: User, issue_for: Callable[..., Certificate]
 ) -> None:
     certificate = issue_for(alice)
-    services.revoke_certificate(certificate=certificate, reason=RevocationReason.SUPERSEDED)
+    revoke_certificate(certificate=certificate, reason=RevocationReason.SUPERSEDED)
 
     with pytest.raises(CommandError, match="revoked already"):
         run("revoke", certificate.serial, "--reason", "key_compromise")
@@ -286,7 +288,7 @@ def test_publish_crl_prints_the_new_number(ca: CertificateAuthority) -> None:
 
 
 def test_publish_crl_without_ca_publishes_for_every_ca(ca: CertificateAuthority) -> None:
-    other = services.create_ca(name="Other")
+    other = create_ca(name="Other")
 
     lines = run("publish_crl")
 
@@ -301,7 +303,7 @@ def test_publish_crl_if_stale_keeps_a_fresh_crl(ca: CertificateAuthority) -> Non
 
 
 def test_publish_crl_reports_a_missing_key(ca: CertificateAuthority) -> None:
-    services.key_path(ca).unlink()
+    key_path(ca).unlink()
 
     with pytest.raises(CommandError, match="cannot be read"):
         run("publish_crl", "--ca", ca.slug)
@@ -394,7 +396,7 @@ def test_init_ca_default_moves_the_default(db: None) -> None:
     ],
 )
 def test_init_ca_refuses_bad_arguments(db: None, args: list[str], message: str) -> None:
-    services.create_ca(name="Root", slug="root")
+    create_ca(name="Root", slug="root")
 
     with pytest.raises(CommandError, match=message):
         run("init_ca", *args)
@@ -437,7 +439,7 @@ def test_import_ca_prints_the_slug_last(
     assert lines[-1] == "external-client-ca"
     assert imported.certificate == x509.load_pem_x509_certificate(cert_file.read_bytes())
     assert imported.is_default
-    assert services.key_path(imported).read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert key_path(imported).read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
 
 
 def test_import_ca_refuses_a_key_that_does_not_match(db: None, tmp_path: Path) -> None:

@@ -27,7 +27,6 @@ from hypothesis import strategies as st
 from pytest_django import DjangoAssertNumQueries
 from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks, Settings
 
-from ca import services
 from ca.models import (
     Certificate,
     CertificateAuthority,
@@ -38,6 +37,11 @@ from ca.models import (
 )
 from ca.pki import crl as pki_crl
 from ca.pki.serials import format_serial, new_serial
+from ca.services import crl_serving
+from ca.services.authorities import create_ca
+from ca.services.crl import CARRY_OVER_SLACK, crl_lifetime, publish_crl
+from ca.services.keys import load_key
+from ca.services.revocation import revoke_certificate
 from tests.conftest import signed_by
 
 pytestmark = pytest.mark.django_db
@@ -81,7 +85,7 @@ def revoke(
     *,
     invalidity_date: dt.datetime | None = None,
 ) -> None:
-    services.revoke_certificate(certificate=cert, reason=reason, invalidity_date=invalidity_date)
+    revoke_certificate(certificate=cert, reason=reason, invalidity_date=invalidity_date)
 
 
 def crl_entries(publication: CrlPublication) -> list[Entry]:
@@ -104,7 +108,7 @@ def crl_entries(publication: CrlPublication) -> list[Entry]:
 
 def full_build_entries(ca: CertificateAuthority, publication: CrlPublication) -> list[Entry]:
     """The entries of a CRL built anew from every revocation, at the publication's thisUpdate."""
-    cutoff = publication.this_update - services.crl_lifetime()
+    cutoff = publication.this_update - crl_lifetime()
     rows = Revocation.objects.filter(certificate__ca=ca, certificate__not_after__gt=cutoff)
     entries = [
         pki_crl.CrlEntry(
@@ -117,7 +121,7 @@ def full_build_entries(ca: CertificateAuthority, publication: CrlPublication) ->
     ]
     rebuilt = pki_crl.build_crl(
         issuer=ca.certificate,
-        issuer_key=services.load_key(ca),
+        issuer_key=load_key(ca),
         number=publication.number,
         this_update=publication.this_update,
         next_update=publication.next_update,
@@ -165,7 +169,7 @@ def test_after_any_revocations_and_expiries_the_crl_has_the_entries_of_a_full_bu
     settings.ENROLL_CRL_LIFETIME_HOURS = 168
     caplog.set_level(logging.INFO, logger="ca.services")
     with time_machine.travel(T0, tick=False) as clock:
-        ca = services.create_ca(name="Property Root", days=3650, make_default=False)
+        ca = create_ca(name="Property Root", days=3650, make_default=False)
         issued: list[Certificate] = [certificate(ca)]
         publications = 0
         carried = 0
@@ -184,7 +188,7 @@ def test_after_any_revocations_and_expiries_the_crl_has_the_entries_of_a_full_bu
                     settings.ENROLL_CRL_LIFETIME_HOURS = hours
                 case ("publish",):
                     caplog.clear()
-                    publication = services.publish_crl(ca=ca)
+                    publication = publish_crl(ca=ca)
                     publications += 1
                     carried += carried_over(caplog)
                     assert crl_entries(publication) == full_build_entries(ca, publication)
@@ -200,12 +204,12 @@ def test_a_crl_after_one_revocation_carries_the_others_over(
     earlier = [certificate(ca) for _ in range(20)]
     for cert in earlier:
         revoke(cert)
-    services.publish_crl(ca=ca)
+    publish_crl(ca=ca)
     latest = certificate(ca)
     revoke(latest, RevocationReason.KEY_COMPROMISE, invalidity_date=T0.replace(year=2020))
     caplog.set_level(logging.INFO, logger="ca.services")
 
-    publication = services.publish_crl(ca=ca)
+    publication = publish_crl(ca=ca)
 
     assert "1 new, 20 carried over" in caplog.text
     assert crl_entries(publication) == full_build_entries(ca, publication)
@@ -216,15 +220,15 @@ def test_a_crl_after_one_revocation_carries_the_others_over(
 def test_a_certificate_that_expired_more_than_a_lifetime_ago_is_dropped_from_a_carried_over_crl(
     frozen: time_machine.Traveller, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ca = services.create_ca(name="Root")
+    ca = create_ca(name="Root")
     short, long = certificate(ca, days=1), certificate(ca)
     revoke(short)
     revoke(long)
-    services.publish_crl(ca=ca)
-    frozen.shift(dt.timedelta(days=1) + services.crl_lifetime() + dt.timedelta(seconds=1))
+    publish_crl(ca=ca)
+    frozen.shift(dt.timedelta(days=1) + crl_lifetime() + dt.timedelta(seconds=1))
     caplog.set_level(logging.INFO, logger="ca.services")
 
-    publication = services.publish_crl(ca=ca)
+    publication = publish_crl(ca=ca)
 
     assert "0 new, 1 carried over" in caplog.text
     assert [e[0] for e in crl_entries(publication)] == [long.serial_int]
@@ -233,13 +237,13 @@ def test_a_certificate_that_expired_more_than_a_lifetime_ago_is_dropped_from_a_c
 def test_a_revocation_at_the_same_instant_as_the_crl_is_listed_once(
     frozen: time_machine.Traveller,
 ) -> None:
-    ca = services.create_ca(name="Root")
+    ca = create_ca(name="Root")
     first, second = certificate(ca), certificate(ca)
     revoke(first)
-    services.publish_crl(ca=ca)
+    publish_crl(ca=ca)
     revoke(second)  # the clock stands still: revoked at the previous CRL's own read time
 
-    publication = services.publish_crl(ca=ca)
+    publication = publish_crl(ca=ca)
 
     assert sorted(e[0] for e in crl_entries(publication)) == sorted([first.serial_int, second.serial_int])
 
@@ -248,8 +252,8 @@ def test_a_revocation_at_the_same_instant_as_the_crl_is_listed_once(
 
 
 def crl_of_another_ca(ca: CertificateAuthority, previous: CrlPublication) -> bytes:
-    other = services.create_ca(name="Other", make_default=False)
-    return bytes(services.publish_crl(ca=other).der)
+    other = create_ca(name="Other", make_default=False)
+    return bytes(publish_crl(ca=other).der)
 
 
 def crl_signed_by_another_key_under_the_same_name(
@@ -300,13 +304,13 @@ def test_it_builds_from_every_revocation_when_the_previous_crl_is_unusable(
     listed = [certificate(ca) for _ in range(3)]
     for cert in listed:
         revoke(cert)
-    previous = services.publish_crl(ca=ca)
+    previous = publish_crl(ca=ca)
     CrlPublication.objects.filter(pk=previous.pk).update(der=replace_previous(ca, previous))
     newest = certificate(ca)
     revoke(newest)
     caplog.set_level(logging.INFO, logger="ca.services")
 
-    publication = services.publish_crl(ca=ca)
+    publication = publish_crl(ca=ca)
 
     assert NOT_CARRIED in caplog.text
     assert "built from all revocations" in caplog.text
@@ -317,16 +321,16 @@ def test_it_builds_from_every_revocation_when_the_previous_crl_is_unusable(
 def test_a_revocation_dated_long_before_the_crl_that_missed_it_makes_a_full_build(
     ca: CertificateAuthority, caplog: pytest.LogCaptureFixture
 ) -> None:
-    services.publish_crl(ca=ca)
+    publish_crl(ca=ca)
     missed = certificate(ca)
     Revocation.objects.create(
         certificate=missed,
         reason=RevocationReason.SUPERSEDED,
-        revoked_at=dt.datetime.now(tz=dt.UTC) - services.CARRY_OVER_SLACK - dt.timedelta(hours=1),
+        revoked_at=dt.datetime.now(tz=dt.UTC) - CARRY_OVER_SLACK - dt.timedelta(hours=1),
     )
     caplog.set_level(logging.INFO, logger="ca.services")
 
-    publication = services.publish_crl(ca=ca)
+    publication = publish_crl(ca=ca)
 
     assert "would give 0 entries for 1 revocations" in caplog.text
     assert [e[0] for e in crl_entries(publication)] == [missed.serial_int]
@@ -336,14 +340,14 @@ def test_a_longer_lifetime_brings_back_entries_the_previous_crl_had_dropped(
     frozen: time_machine.Traveller, settings: Settings
 ) -> None:
     settings.ENROLL_CRL_LIFETIME_HOURS = 24
-    ca = services.create_ca(name="Root")
+    ca = create_ca(name="Root")
     expired = certificate(ca, days=1)
     revoke(expired)
     frozen.shift(dt.timedelta(days=3))
-    assert crl_entries(services.publish_crl(ca=ca)) == []
+    assert crl_entries(publish_crl(ca=ca)) == []
     settings.ENROLL_CRL_LIFETIME_HOURS = 24 * 7
 
-    publication = services.publish_crl(ca=ca)
+    publication = publish_crl(ca=ca)
 
     assert [e[0] for e in crl_entries(publication)] == [expired.serial_int]
 
@@ -354,10 +358,10 @@ def test_a_longer_lifetime_brings_back_entries_the_previous_crl_had_dropped(
 def test_after_restoring_an_older_backup_the_next_number_is_above_every_number_served(
     frozen: time_machine.Traveller, client: Client
 ) -> None:
-    ca = services.create_ca(name="Root")
+    ca = create_ca(name="Root")
     backup_taken = CrlPublication.objects.filter(ca=ca).latest()
     for _ in range(5):  # a burst in one second: the numbers run ahead of the clock
-        services.publish_crl(ca=ca)
+        publish_crl(ca=ca)
     served = client.get(reverse("ca:crl-der", kwargs={"slug": ca.slug}), HTTP_X_ENROLL_NODE="web1")
     highest_served = x509.load_der_x509_crl(served.content).extensions.get_extension_for_class(x509.CRLNumber)
     assert CrlFetch.objects.get(ca=ca, node="web1").number == highest_served.value.crl_number
@@ -366,7 +370,7 @@ def test_after_restoring_an_older_backup_the_next_number_is_above_every_number_s
     frozen.shift(dt.timedelta(seconds=1))
     assert int(dt.datetime.now(tz=dt.UTC).timestamp()) < highest_served.value.crl_number
 
-    publication = services.publish_crl(ca=ca)
+    publication = publish_crl(ca=ca)
 
     assert publication.number > highest_served.value.crl_number
 
@@ -378,7 +382,7 @@ def test_a_restore_that_reuses_a_row_id_serves_the_new_bytes(
     url = reverse("ca:crl-der", kwargs={"slug": ca.slug})
     first = client.get(url)
     publication = CrlPublication.objects.filter(ca=ca).latest()
-    replacement = services.publish_crl(ca=ca)
+    replacement = publish_crl(ca=ca)
     CrlPublication.objects.filter(pk__in=[publication.pk, replacement.pk]).delete()
     replacement.pk = publication.pk
     replacement.save(force_insert=True)
@@ -405,7 +409,7 @@ def test_a_fresh_crl_is_served_with_one_small_query_and_none_within_the_recheck_
     with django_assert_num_queries(0):
         cached = client.get(url)
         cached_304 = client.get(url, HTTP_IF_NONE_MATCH=first["ETag"])
-    monkeypatch.setattr(services, "CRL_RECHECK_SECONDS", 0)
+    monkeypatch.setattr(crl_serving, "CRL_RECHECK_SECONDS", 0)
     with django_assert_num_queries(1):
         again = client.get(url)
     with django_assert_num_queries(1):
@@ -421,16 +425,16 @@ def as_another_process() -> Iterator[None]:
     receivers = [(post_save, Revocation), (post_delete, Revocation), (post_save, CrlPublication),
                  (post_delete, CrlPublication)]  # fmt: skip
     for signal, sender in receivers:
-        assert signal.disconnect(services._recheck_newest_crl, sender=sender, dispatch_uid=uid(sender))
+        assert signal.disconnect(crl_serving.forget_newest_crl, sender=sender, dispatch_uid=uid(sender))
     try:
         yield
     finally:
         for signal, sender in receivers:
-            signal.connect(services._recheck_newest_crl, sender=sender, dispatch_uid=uid(sender))
+            signal.connect(crl_serving.forget_newest_crl, sender=sender, dispatch_uid=uid(sender))
 
 
 def uid(sender: type) -> str:
-    return "ca.services.crl_recheck_revocation" if sender is Revocation else "ca.services.crl_recheck_crl"
+    return "ca.crl_serving.revocation" if sender is Revocation else "ca.crl_serving.crl"
 
 
 def test_a_crl_signed_by_another_process_is_served_after_the_recheck_interval(
@@ -439,10 +443,10 @@ def test_a_crl_signed_by_another_process_is_served_after_the_recheck_interval(
     url = reverse("ca:crl-der", kwargs={"slug": ca.slug})
     first = client.get(url)
     with as_another_process():
-        newer = services.publish_crl(ca=ca)
+        newer = publish_crl(ca=ca)
 
     within = client.get(url)
-    monkeypatch.setattr(services, "CRL_RECHECK_SECONDS", 0)
+    monkeypatch.setattr(crl_serving, "CRL_RECHECK_SECONDS", 0)
     after = client.get(url)
 
     assert within.content == first.content
@@ -457,7 +461,7 @@ def test_a_revocation_by_another_process_is_re_signed_after_the_recheck_interval
     cert = certificate(ca)
     with as_another_process():
         revoke(cert)  # its on-commit publication never runs here: as when it failed
-    monkeypatch.setattr(services, "CRL_RECHECK_SECONDS", 0)
+    monkeypatch.setattr(crl_serving, "CRL_RECHECK_SECONDS", 0)
 
     served = x509.load_der_x509_crl(client.get(url).content)
 
@@ -499,4 +503,3 @@ def test_a_revocation_committed_is_served_at_once(
 
 def test_an_unknown_ca_is_404(db: None, client: Client) -> None:
     assert client.get(reverse("ca:crl-der", kwargs={"slug": "no-such-ca"})).status_code == 404
-

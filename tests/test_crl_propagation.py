@@ -10,8 +10,10 @@ import time_machine
 from django.contrib.auth.models import User
 from django.test import Client
 
-from ca import services
 from ca.models import Certificate, CertificateAuthority, CrlFetch, RevocationReason
+from ca.services.crl import current_crl, publish_crl
+from ca.services.propagation import crl_health, record_fetch
+from ca.services.revocation import revoke_certificate
 
 
 def fetch(
@@ -26,7 +28,7 @@ def fetch(
 def test_a_fetch_with_a_node_name_is_recorded(client: Client, ca: CertificateAuthority) -> None:
     assert fetch(client, ca, "web1") == 200
     row = CrlFetch.objects.get(ca=ca, node="web1")
-    assert row.number == services.current_crl(ca=ca).number
+    assert row.number == current_crl(ca=ca).number
 
 
 def test_a_fetch_without_a_node_name_records_nothing(client: Client, ca: CertificateAuthority) -> None:
@@ -36,7 +38,7 @@ def test_a_fetch_without_a_node_name_records_nothing(client: Client, ca: Certifi
 
 @pytest.mark.parametrize("name", ["", "-leading-dash", "a" * 65, "web 1", "web1;drop", "wéb"])
 def test_malformed_node_names_are_ignored(client: Client, ca: CertificateAuthority, name: str) -> None:
-    services.record_fetch(ca=ca, node=name, number=1)
+    record_fetch(ca=ca, node=name, number=1)
     assert not CrlFetch.objects.exists()
 
 
@@ -45,18 +47,18 @@ def test_the_summary_says_who_has_the_newest_crl_and_who_lags(
 ) -> None:
     certificate = issue_for(alice)
     with time_machine.travel(dt.datetime(2026, 11, 28, 10, 2, tzinfo=dt.UTC), tick=False):
-        services.publish_crl(ca=ca)
+        publish_crl(ca=ca)
         fetch(client, ca, "web1")
         fetch(client, ca, "web2")
         fetch(client, ca, "web3")
-        old = services.current_crl(ca=ca).number
+        old = current_crl(ca=ca).number
     with time_machine.travel(dt.datetime(2026, 11, 28, 10, 5, tzinfo=dt.UTC), tick=False):
-        services.revoke_certificate(certificate=certificate, reason=RevocationReason.SUPERSEDED)
-        new = services.current_crl(ca=ca).number
+        revoke_certificate(certificate=certificate, reason=RevocationReason.SUPERSEDED)
+        new = current_crl(ca=ca).number
         fetch(client, ca, "web1")
         etag = client.get(f"/pki/{ca.slug}.crl.pem")["ETag"]
         assert fetch(client, ca, "web2", if_none_match=etag) == 304  # a 304 also counts
-        health = services.crl_health(ca=ca)
+        health = crl_health(ca=ca)
     assert new > old
     assert health.summary == f"CRL #{new}: web1, web2 have it; web3 still at #{old} since 10:02"
     assert [n.current for n in health.nodes] == [True, True, False]
@@ -72,7 +74,7 @@ def test_the_health_endpoint_reports_every_ca_with_seconds_left(
     assert data["ok"] is True
     (entry,) = data["authorities"]
     assert entry["ca"] == ca.slug
-    assert entry["crl_number"] == services.current_crl(ca=ca).number
+    assert entry["crl_number"] == current_crl(ca=ca).number
     assert 0 < entry["seconds_left"] <= 7 * 24 * 3600
     assert entry["nodes"][0]["node"] == "web1"
     assert entry["nodes"][0]["current"] is True
@@ -84,5 +86,5 @@ def test_the_revocation_screen_shows_who_has_the_newest_crl(
     fetch(client, ca, "web7")
     client.force_login(admin_user)
     page = client.get("/admin/ca/certificate/revocation/").content.decode()
-    assert f"CRL #{services.current_crl(ca=ca).number}: web7 has it" in page
+    assert f"CRL #{current_crl(ca=ca).number}: web7 has it" in page
     assert "<code>web7</code>" in page

@@ -28,9 +28,11 @@ from django.test import Client
 from django.urls import reverse
 from pytest_django.fixtures import Settings
 
-from ca import audit, services
+from ca import audit
 from ca.models import AuditEntry, AuditEvent, Certificate, CertificateAuthority
 from ca.pki.profiles import build_client_certificate
+from ca.services import issuance
+from ca.services.keys import clear_key_cache
 from enroll import flows
 from enroll.models import EnrollmentRequest, RequestStatus
 from tests.cli import ROOT, ManagePy
@@ -83,7 +85,7 @@ def connection_killed_while_signing(monkeypatch: pytest.MonkeyPatch) -> list[int
             terminate_backend(killed[0])
         return sign(**kwargs)
 
-    monkeypatch.setattr(services, "build_client_certificate", sign_after_the_connection_died)
+    monkeypatch.setattr(issuance, "build_client_certificate", sign_after_the_connection_died)
     return killed
 
 
@@ -205,7 +207,7 @@ def test_the_admin_action_reports_a_ca_key_that_cannot_be_opened(
     says: str,
 ) -> None:
     request = flows.submit_csr(owner=alice, data=make_csr())
-    services.clear_key_cache()  # as after a restart with the new setting
+    clear_key_cache()  # as after a restart with the new setting
     settings.ENROLL_CA_PASSPHRASE = passphrase
     response = admin_client.post(
         reverse("admin:enroll_enrollmentrequest_changelist"),
@@ -226,7 +228,7 @@ def test_the_approve_button_reports_a_ca_key_that_cannot_be_opened(
     says: str,
 ) -> None:
     request = flows.submit_csr(owner=alice, data=make_csr())
-    services.clear_key_cache()
+    clear_key_cache()
     settings.ENROLL_CA_PASSPHRASE = passphrase
     response = admin_client.post(reverse("admin:enroll_enrollmentrequest_approve", args=[request.pk]))
     assert response.status_code == 302
@@ -296,16 +298,17 @@ CHILD = textwrap.dedent(
     from django.contrib.auth.models import User
     from django.test import Client
 
-    from ca import services
     from ca.clock import utcnow
     from ca.models import Certificate, CertificateAuthority, CrlPublication, Revocation, RevocationReason
     from ca.pki import crl as pki_crl
     from ca.pki.serials import format_serial, new_serial
+    from ca.services.authorities import create_ca
+    from ca.services.crl import publish_crl
 
     action, out = sys.argv[1], Path(sys.argv[2])
 
     if action == "setup":
-        ca = services.create_ca(name="Fault CA", slug="fault-ca")
+        ca = create_ca(name="Fault CA", slug="fault-ca")
         owner = User.objects.create_user("owner")
         now = utcnow()
         for _ in range(4):  # 20,000 revoked certificates (placeholder DER, as in the benchmark)
@@ -322,7 +325,7 @@ CHILD = textwrap.dedent(
                 Revocation(certificate=c, reason=RevocationReason.SUPERSEDED, revoked_at=now)
                 for c in certificates
             )
-        out.write_text(str(services.publish_crl(ca=ca).number))
+        out.write_text(str(publish_crl(ca=ca).number))
 
     elif action == "hang":  # sign the next CRL, then stop inside the signing step until killed
         sign = pki_crl.build_crl
@@ -335,7 +338,7 @@ CHILD = textwrap.dedent(
             return signed
 
         pki_crl.build_crl = sign_and_hang
-        services.publish_crl(ca=CertificateAuthority.objects.get(slug="fault-ca"))
+        publish_crl(ca=CertificateAuthority.objects.get(slug="fault-ca"))
 
     elif action == "serve":  # what the public endpoint serves, and the CRLs stored
         response = Client().get("/pki/fault-ca.crl")

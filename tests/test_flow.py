@@ -15,9 +15,9 @@ from django.contrib.auth.models import User
 from pytest_django.fixtures import Settings
 
 from accounts.services import mark_email_verified
-from ca import services
 from ca.models import Certificate, CertificateAuthority
 from ca.pki.errors import Refusal, RequestRefused
+from ca.services.keys import clear_key_cache, key_path
 from enroll import flows
 from enroll.models import EnrollmentRequest, RequestKind, RequestStatus
 from tests.conftest import fixture_bytes, make_csr
@@ -324,11 +324,11 @@ def test_an_issued_request_cannot_be_rejected(ca: CertificateAuthority, alice: U
 
 
 def _delete_key_file(ca: CertificateAuthority, settings: Settings) -> None:
-    services.key_path(ca).unlink()
+    key_path(ca).unlink()
 
 
 def _wrong_passphrase(ca: CertificateAuthority, settings: Settings) -> None:
-    services.clear_key_cache()
+    clear_key_cache()
     settings.ENROLL_CA_PASSPHRASE = "not-the-passphrase-of-this-key"
 
 
@@ -370,7 +370,7 @@ def test_a_failure_after_approval_ends_failed_with_the_reason_and_no_certificate
 
 def test_a_failed_request_cannot_be_approved_again(ca: CertificateAuthority, alice: User) -> None:
     request = flows.submit_csr(owner=alice, data=make_csr())
-    services.key_path(ca).unlink()
+    key_path(ca).unlink()
     flows.approve(request_id=request.pk)
 
     with pytest.raises(flows.FlowError, match="failed"):
@@ -383,7 +383,7 @@ def test_an_unexpected_error_while_signing_still_ends_failed(
     def explode(**kwargs: object) -> Certificate:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(services, "issue_certificate", explode)
+    monkeypatch.setattr(flows, "issue_certificate", explode)
     request = flows.submit_csr(owner=alice, data=make_csr())
 
     result = flows.approve(request_id=request.pk)

@@ -12,8 +12,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 
-from ca import services
 from ca.models import CertificateAuthority
+from ca.services.authorities import create_ca
+from ca.services.crl import current_crl
+from ca.services.export import ca_certificate_pem, crl_pem
 from tests.conftest import need_program
 from tests.realclients import make_server_certificate
 
@@ -28,8 +30,8 @@ def render(kind: str, *args: str) -> str:
 
 @pytest.fixture
 def chain(db: None) -> list[CertificateAuthority]:
-    root = services.create_ca(name="Front Root")
-    issuing = services.create_ca(name="Front Issuing", parent=root, make_default=True)
+    root = create_ca(name="Front Root")
+    issuing = create_ca(name="Front Issuing", parent=root, make_default=True)
     return [root, issuing]
 
 
@@ -59,9 +61,9 @@ def test_nginx_accepts_the_generated_config(chain: list[CertificateAuthority], t
     server_certificate = make_server_certificate(tmp_path / "tls")
     cert, key = server_certificate.cert_path, server_certificate.key_path
     ca_bundle = tmp_path / "ca.pem"
-    ca_bundle.write_bytes(b"".join(services.ca_certificate_pem(ca) for ca in chain))
+    ca_bundle.write_bytes(b"".join(ca_certificate_pem(ca) for ca in chain))
     crl_bundle = tmp_path / "crl.pem"
-    crl_bundle.write_bytes(b"".join(services.crl_pem(services.current_crl(ca=ca)) for ca in chain))
+    crl_bundle.write_bytes(b"".join(crl_pem(current_crl(ca=ca)) for ca in chain))
     server = (
         render(
             "nginx",

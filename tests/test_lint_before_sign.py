@@ -17,13 +17,13 @@ from django.contrib.auth.models import User
 from django.core import checks
 from pytest_django.fixtures import Settings
 
-from ca import services
 from ca.checks import check_public_url
 from ca.models import Certificate, CertificateAuthority
 from ca.pki import lint, profiles
 from ca.pki.lint import Severity
 from ca.pki.profiles import PROFILES, Profile
 from ca.pki.serials import new_serial
+from ca.services import issuance
 from enroll import flows
 from enroll.models import EnrollmentRequest, RequestStatus
 from tests.conftest import make_csr
@@ -129,7 +129,7 @@ def fixed_serials(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         drawn.append(serial)
         return serial
 
-    monkeypatch.setattr(services, "new_serial", draw)
+    monkeypatch.setattr(issuance, "new_serial", draw)
     return drawn
 
 
@@ -159,7 +159,7 @@ def test_a_certificate_with_an_rfc5280_error_is_not_issued_and_the_reason_names_
     assert fixed_serials, "a serial was drawn for the refused certificate"
     # its serial is free again: the next (sound) certificate gets the very same one
     monkeypatch.undo()
-    monkeypatch.setattr(services, "new_serial", lambda: fixed_serials[0])
+    monkeypatch.setattr(issuance, "new_serial", lambda: fixed_serials[0])
     settings.ENROLL_PUBLIC_URL = "http://pki.example.test"
     again = flows.approve(request_id=flows.submit_csr(owner=alice, data=make_csr()).pk)
     assert again.certificate is not None

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import pytest
 from pytest_django import DjangoCaptureOnCommitCallbacks
 
-from ca import services
 from ca.models import Certificate, CertificateAuthority
+from ca.services.crl import current_crl
 from tests.conftest import need_program
 from tests.realclients import (  # noqa: F401  (fixtures)
     ChromiumThread,
@@ -105,7 +105,7 @@ def test_nginx_accepts_an_issued_certificate_and_refuses_it_once_revoked(
     revoke(alice_client.certificate, django_capture_on_commit_callbacks)
     # nginx still holds the CRL it loaded at start: the revocation needs the republished CRL and a reload.
     assert_accepted(chromium.call(visit_as, server, alice_client), alice_client)
-    assert services.current_crl(ca=chain[-1]).entries == 1
+    assert current_crl(ca=chain[-1]).entries == 1
     server.update_crl(portal_crl_bundle(chain))
 
     revoked = chromium.call(visit_as, server, alice_client, shot=f"nginx-{chain_kind}-revoked")

@@ -22,8 +22,9 @@ from cryptography import x509
 from pytest_django import Settings
 from pytest_django.live_server_helper import LiveServer
 
-from ca import services
 from ca.models import CertificateAuthority, CrlFetch
+from ca.services.crl import current_crl
+from ca.services.propagation import crl_health
 from tests.realclients import (  # noqa: F401  (fixtures)
     IssuedClient,
     NginxFactory,
@@ -90,10 +91,10 @@ def test_one_sync_run_with_a_reload_makes_nginx_refuse_a_revoked_certificate(
     server = serve_chain(nginx_factory, chain)
     urls = crl_urls(live_server.url, chain)
     assert_accepted(server.get(alice_client), alice_client)
-    before = [services.current_crl(ca=authority).number for authority in chain]
+    before = [current_crl(ca=authority).number for authority in chain]
 
     revoke(alice_client.certificate)
-    after = [services.current_crl(ca=authority).number for authority in chain]
+    after = [current_crl(ca=authority).number for authority in chain]
     assert after[-1] > before[-1]
     assert_accepted(server.get(alice_client), alice_client)  # nginx still has the CRL it loaded
 
@@ -108,7 +109,7 @@ def test_one_sync_run_with_a_reload_makes_nginx_refuse_a_revoked_certificate(
     for authority, number in zip(chain, after, strict=True):
         fetch = CrlFetch.objects.get(ca=authority, node="web1")
         assert fetch.number == number
-    health = services.crl_health(ca=chain[-1])
+    health = crl_health(ca=chain[-1])
     assert [(n.node, n.current) for n in health.nodes] == [("web1", True)]
 
     # Run again, as the timer does a minute later: nothing changed, nothing reloaded.
@@ -170,7 +171,7 @@ def test_a_sync_with_the_portal_unreachable_keeps_the_working_crl_and_does_not_r
     assert server.workers() == workers  # not reloaded
     # nginx goes on with the CRL it has (this front server does not know of the revocation yet).
     assert_accepted(server.get(alice_client), alice_client)
-    assert CrlFetch.objects.get(ca=chain[-1], node="web1").number < services.current_crl(ca=chain[-1]).number
+    assert CrlFetch.objects.get(ca=chain[-1], node="web1").number < current_crl(ca=chain[-1]).number
 
 
 # --- OCSP ------------------------------------------------------------------------------------------------

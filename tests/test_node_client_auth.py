@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pytest_django.live_server_helper import LiveServer
 
-from ca import services
 from ca.models import CertificateAuthority, CrlFetch
+from ca.services.crl import current_crl
 from tests.realclients import (  # noqa: F401  (fixtures)
     HttpsAnswer,
     IssuedClient,
@@ -86,7 +86,7 @@ def test_node_refuses_a_revoked_certificate_after_one_sync_without_a_restart(
     assert server.process is not None
     assert server.process.poll() is None
     assert server.log().splitlines().count("listening") == 1
-    assert CrlFetch.objects.get(ca=chain[-1], node="web1").number == services.current_crl(ca=chain[-1]).number
+    assert CrlFetch.objects.get(ca=chain[-1], node="web1").number == current_crl(ca=chain[-1]).number
 
 
 @pytest.mark.parametrize("chain_kind", ["intermediate"])

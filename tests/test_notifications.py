@@ -11,9 +11,9 @@ from django.db import transaction
 from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks, Settings
 
 from accounts import emails
-from ca import services
 from ca.models import AuditEntry, AuditEvent, CertificateAuthority
 from ca.pki.errors import RequestRefused
+from ca.services.keys import clear_key_cache, key_path
 from enroll import flows
 from enroll.models import RequestStatus
 from tests.conftest import make_csr
@@ -69,8 +69,8 @@ def test_a_failure_mails_the_reason(
     django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
     request = flows.submit_csr(owner=alice, data=make_csr())
-    services.key_path(ca).unlink()
-    services.clear_key_cache()
+    key_path(ca).unlink()
+    clear_key_cache()
 
     with django_capture_on_commit_callbacks(execute=True):
         failed = flows.approve(request_id=request.pk, by=admin_user)
@@ -190,8 +190,8 @@ def test_rejection_and_failure_are_audited(ca: CertificateAuthority, alice: User
     rejected = flows.submit_csr(owner=alice, data=make_csr())
     flows.reject(request_id=rejected.pk, reason="Unknown device", by=admin_user)
     failing = flows.submit_csr(owner=alice, data=make_csr())
-    services.key_path(ca).unlink()
-    services.clear_key_cache()
+    key_path(ca).unlink()
+    clear_key_cache()
     flows.approve(request_id=failing.pk, by=admin_user)
 
     assert [event for event, _, _ in events()][-5:] == [

@@ -13,8 +13,8 @@ from django.core import mail
 from django.core.management import call_command
 from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks
 
-from ca import services
 from ca.models import Certificate, CertificateAuthority, RevocationReason
+from ca.services.revocation import revoke_certificate
 from enroll import flows, notifications
 from enroll.models import ExpiryReminder
 from tests.conftest import make_csr
@@ -136,7 +136,7 @@ def test_a_late_first_run_sends_only_the_nearest_reminder_and_then_the_next(
 def test_no_reminder_for_a_revoked_certificate(
     clock: time_machine.Traveller, certificate: Certificate, run: Callable[[], str]
 ) -> None:
-    services.revoke_certificate(certificate=certificate, reason=RevocationReason.SUPERSEDED)
+    revoke_certificate(certificate=certificate, reason=RevocationReason.SUPERSEDED)
     clock.move_to(before_expiry(certificate, days=3))
 
     assert run() == "sent 0 expiry reminders"

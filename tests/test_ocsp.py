@@ -20,8 +20,10 @@ from django.test import Client
 from django.urls import reverse
 from pytest_django.live_server_helper import LiveServer
 
-from ca import services
 from ca.models import Certificate, CertificateAuthority, RevocationReason
+from ca.services.authorities import create_ca
+from ca.services.export import ca_certificate_pem, export_certificate
+from ca.services.revocation import revoke_certificate
 from enroll import flows
 from tests.conftest import make_csr, need_program
 
@@ -70,7 +72,7 @@ def test_it_answers_good_then_revoked_with_time_and_reason(client: Client, certi
     assert isinstance(issuer_key, ec.EllipticCurvePublicKey)
     assert answer.signature_hash_algorithm is not None
     issuer_key.verify(answer.signature, answer.tbs_response_bytes, ec.ECDSA(answer.signature_hash_algorithm))
-    revocation = services.revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
+    revocation = revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
     answer = post(client, certificate.ca, ocsp_request(certificate))
     assert answer.certificate_status == ocsp.OCSPCertStatus.REVOKED
     assert answer.revocation_reason == x509.ReasonFlags.key_compromise
@@ -78,7 +80,7 @@ def test_it_answers_good_then_revoked_with_time_and_reason(client: Client, certi
 
 
 def test_an_unspecified_revocation_has_no_reason(client: Client, certificate: Certificate) -> None:
-    services.revoke_certificate(certificate=certificate, reason=RevocationReason.UNSPECIFIED)
+    revoke_certificate(certificate=certificate, reason=RevocationReason.UNSPECIFIED)
     answer = post(client, certificate.ca, ocsp_request(certificate))
     assert answer.certificate_status == ocsp.OCSPCertStatus.REVOKED
     assert answer.revocation_reason is None
@@ -119,7 +121,7 @@ def test_a_cert_id_with_a_hash_it_does_not_use_is_unauthorized(
 
 
 def test_a_request_for_another_issuer_is_unauthorized(client: Client, certificate: Certificate) -> None:
-    other = services.create_ca(name="Other CA")
+    other = create_ca(name="Other CA")
     answer = post(client, other, ocsp_request(certificate))
     assert answer.response_status == ocsp.OCSPResponseStatus.UNAUTHORIZED
 
@@ -168,14 +170,12 @@ def test_an_unknown_ca_is_404(client: Client, db: None) -> None:
 def test_openssl_ocsp_reports_good_then_revoked(live_server: LiveServer, tmp_path: Path) -> None:
     openssl = need_program("openssl")
     user = User.objects.create_user("carol", "carol@example.com")
-    ca = services.create_ca(name="OCSP CA", make_default=True)
+    ca = create_ca(name="OCSP CA", make_default=True)
     request = flows.submit_csr(owner=user, data=make_csr())
     certificate = flows.approve(request_id=request.pk).certificate
     assert certificate is not None
-    (tmp_path / "ca.pem").write_bytes(services.ca_certificate_pem(ca))
-    (tmp_path / "cert.pem").write_bytes(
-        services.export_certificate(certificate=certificate, fmt="pem").content
-    )
+    (tmp_path / "ca.pem").write_bytes(ca_certificate_pem(ca))
+    (tmp_path / "cert.pem").write_bytes(export_certificate(certificate=certificate, fmt="pem").content)
     url = f"{live_server.url}/pki/{ca.slug}/ocsp"
 
     def ask() -> str:
@@ -201,7 +201,7 @@ def test_openssl_ocsp_reports_good_then_revoked(live_server: LiveServer, tmp_pat
         return result.stdout
 
     assert f"{tmp_path / 'cert.pem'}: good" in ask()
-    services.revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
+    revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
     output = ask()
     assert f"{tmp_path / 'cert.pem'}: revoked" in output
     assert "Reason: keyCompromise" in output

@@ -12,9 +12,10 @@ from django.test import Client
 from django.urls import reverse
 from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks
 
-from ca import services
 from ca.clock import utcnow
 from ca.models import AuditEntry, AuditEvent, Certificate, CertificateAuthority, Revocation, RevocationReason
+from ca.services.keys import clear_key_cache, key_path
+from ca.services.revocation import revoke_certificate
 
 pytestmark = pytest.mark.django_db
 
@@ -147,7 +148,7 @@ def test_a_revoked_certificate_cannot_be_revoked_again(
     client: Client, ca: CertificateAuthority, alice: User, issue_for: IssueFor
 ) -> None:
     certificate = issue_for(alice)
-    services.revoke_certificate(certificate=certificate, reason=RevocationReason.SUPERSEDED)
+    revoke_certificate(certificate=certificate, reason=RevocationReason.SUPERSEDED)
     client.force_login(alice)
 
     for response in (
@@ -180,8 +181,8 @@ def test_a_crl_that_cannot_be_signed_still_revokes_and_says_so(
     client: Client, ca: CertificateAuthority, alice: User, issue_for: IssueFor
 ) -> None:
     certificate = issue_for(alice)
-    services.key_path(ca).unlink()
-    services.clear_key_cache()
+    key_path(ca).unlink()
+    clear_key_cache()
     client.force_login(alice)
 
     response = client.post(

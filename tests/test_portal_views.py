@@ -19,9 +19,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from ca import services
 from ca.models import Certificate, CertificateAuthority, RevocationReason
 from ca.pki.csr import MAX_SUBMISSION_BYTES
+from ca.services.export import EXPORT_FORMATS
+from ca.services.revocation import revoke_certificate
 from enroll import flows
 from enroll.forms import CsrForm
 from enroll.models import EnrollmentRequest, RequestStatus
@@ -41,7 +42,7 @@ def certificate_urls(certificate: Certificate) -> list[str]:
     pk = certificate.pk
     return [
         reverse("portal:certificate-detail", args=[pk]),
-        *(reverse("portal:certificate-download", args=[pk, fmt]) for fmt in services.EXPORT_FORMATS),
+        *(reverse("portal:certificate-download", args=[pk, fmt]) for fmt in EXPORT_FORMATS),
         reverse("portal:certificate-revoke", args=[pk]),
         reverse("portal:certificate-renew", args=[pk]),
     ]
@@ -438,7 +439,7 @@ def test_a_key_revoked_for_key_compromise_is_refused_in_a_new_request(
 ) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     certificate = issue_for(alice, make_csr(key))
-    services.revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
+    revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
 
     for user in (alice, bob):
         response = logged_in(client, user).post(
@@ -495,7 +496,7 @@ def test_the_certificate_page_shows_serial_and_fingerprint_as_servers_print_them
     assert "-legacy" in page
     assert ca.public_url("ca:cert-pem") in page
     assert ca.public_url("ca:crl-pem") in page
-    for fmt in services.EXPORT_FORMATS:
+    for fmt in EXPORT_FORMATS:
         assert reverse("portal:certificate-download", args=[certificate.pk, fmt]) in page
     assert reverse("portal:certificate-revoke", args=[certificate.pk]) in page
     assert reverse("portal:certificate-renew", args=[certificate.pk]) in page
@@ -584,7 +585,7 @@ def test_the_dashboard_marks_revoked_and_expired_certificates(
     client: Client, ca: CertificateAuthority, alice: User, issue_for: IssueFor
 ) -> None:
     revoked = issue_for(alice)
-    services.revoke_certificate(certificate=revoked, reason=RevocationReason.SUPERSEDED)
+    revoke_certificate(certificate=revoked, reason=RevocationReason.SUPERSEDED)
     expired = issue_for(alice)
     Certificate.objects.filter(pk=expired.pk).update(
         not_before=expired.not_before.replace(year=2000), not_after=expired.not_after.replace(year=2001)

@@ -18,8 +18,10 @@ from cryptography.hazmat.primitives import serialization
 from django.contrib.auth.models import User
 from django.db import connection
 
-from ca import services
 from ca.models import Certificate, CertificateAuthority, CrlPublication, Revocation, RevocationReason
+from ca.services.crl import publish_crl
+from ca.services.issuance import issue_certificate
+from ca.services.revocation import revoke_certificate
 from enroll import flows
 from enroll.models import EnrollmentRequest, RequestStatus
 from tests.conftest import make_csr, signed_by
@@ -64,13 +66,13 @@ def run_together(targets: Sequence[Callable[[], Any]]) -> tuple[list[Any], list[
 @pytest.fixture
 def slow_signing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Signing takes a moment, so the other approvers surely arrive while the row lock is held."""
-    issue = services.issue_certificate
+    issue = issue_certificate
 
     def slow_issue(**kwargs: Any) -> Certificate:
         time.sleep(0.3)
         return issue(**kwargs)
 
-    monkeypatch.setattr(services, "issue_certificate", slow_issue)
+    monkeypatch.setattr(flows, "issue_certificate", slow_issue)
 
 
 @pytest.mark.parametrize("approvers", [2, 6])
@@ -102,7 +104,7 @@ def test_concurrent_revocations_give_strictly_increasing_crl_numbers_and_the_new
     ca: CertificateAuthority, alice: User
 ) -> None:
     certificates = [
-        services.issue_certificate(
+        issue_certificate(
             request_der=make_csr(encoding=serialization.Encoding.DER),
             subject=flows.subject_for(alice),
             owner=alice,
@@ -113,10 +115,10 @@ def test_concurrent_revocations_give_strictly_increasing_crl_numbers_and_the_new
 
     def revoke(pk: int) -> Revocation:
         certificate = Certificate.objects.get(pk=pk)
-        return services.revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
+        return revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
 
     revokers = [partial(revoke, c.pk) for c in certificates]
-    publishers = [partial(services.publish_crl, ca=ca) for _ in range(3)]  # cron running meanwhile
+    publishers = [partial(publish_crl, ca=ca) for _ in range(3)]  # cron running meanwhile
 
     _, errors = run_together([*revokers, *publishers])
 

@@ -17,8 +17,11 @@ from django.urls import reverse
 from django.utils.http import http_date
 from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks, Settings
 
-from ca import services
 from ca.models import Certificate, CertificateAuthority, CrlPublication, RevocationReason
+from ca.services.authorities import create_ca
+from ca.services.crl import crl_lifetime
+from ca.services.keys import clear_key_cache, key_path
+from ca.services.revocation import revoke_certificate
 from tests.conftest import signed_by
 
 pytestmark = pytest.mark.django_db
@@ -45,7 +48,7 @@ def frozen() -> Iterator[time_machine.Traveller]:
 
 @pytest.fixture
 def frozen_ca(frozen: time_machine.Traveller) -> CertificateAuthority:
-    return services.create_ca(name="Frozen Root", slug="frozen-root")
+    return create_ca(name="Frozen Root", slug="frozen-root")
 
 
 # --- what is served ----------------------------------------------------------------------------------
@@ -100,7 +103,7 @@ def test_the_crl_lists_a_revocation_as_soon_as_it_is_committed(
 ) -> None:
     certificate = issue_for(alice)
     with django_capture_on_commit_callbacks(execute=True):
-        services.revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
+        revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
 
     crl = x509.load_der_x509_crl(client.get(url("ca:crl-der", ca)).content)
 
@@ -222,13 +225,13 @@ def test_a_re_signed_crl_is_not_answered_with_304(
     client: Client, frozen: time_machine.Traveller, frozen_ca: CertificateAuthority
 ) -> None:
     first = client.get(url("ca:crl-der", frozen_ca))
-    frozen.shift(services.crl_lifetime() / 2)
+    frozen.shift(crl_lifetime() / 2)
 
     again = client.get(url("ca:crl-der", frozen_ca), HTTP_IF_NONE_MATCH=first["ETag"])
 
     assert again.status_code == 200
     assert again["ETag"] != first["ETag"]
-    assert x509.load_der_x509_crl(again.content).last_update_utc == T0 + services.crl_lifetime() / 2
+    assert x509.load_der_x509_crl(again.content).last_update_utc == T0 + crl_lifetime() / 2
 
 
 def test_cache_control_never_exceeds_the_configured_max_age(
@@ -245,7 +248,7 @@ def test_cache_control_never_reaches_past_next_update(
     client: Client, frozen: time_machine.Traveller, frozen_ca: CertificateAuthority, settings: Settings
 ) -> None:
     publication = CrlPublication.objects.filter(ca=frozen_ca).latest()
-    services.key_path(frozen_ca).unlink()  # it cannot be re-signed, so the old one is served until nextUpdate
+    key_path(frozen_ca).unlink()  # it cannot be re-signed, so the old one is served until nextUpdate
     frozen.move_to(publication.next_update - dt.timedelta(seconds=20))
 
     response = client.get(url("ca:crl-der", frozen_ca))
@@ -286,9 +289,9 @@ def test_an_expired_crl_that_cannot_be_re_signed_gives_503_not_the_expired_crl(
 ) -> None:
     publication = CrlPublication.objects.filter(ca=frozen_ca).latest()
     if breakage == "key-file-deleted":
-        services.key_path(frozen_ca).unlink()
+        key_path(frozen_ca).unlink()
     else:
-        services.clear_key_cache()
+        clear_key_cache()
         settings.ENROLL_CA_PASSPHRASE = "the-wrong-passphrase-here"
     frozen.move_to(publication.next_update)
 
@@ -306,7 +309,7 @@ def test_an_expired_crl_that_cannot_be_re_signed_gives_503_not_the_expired_crl(
 def test_the_ca_certificate_is_still_served_when_the_key_is_gone(
     client: Client, ca: CertificateAuthority
 ) -> None:
-    services.key_path(ca).unlink()
+    key_path(ca).unlink()
 
     assert client.get(url("ca:cert-der", ca)).status_code == 200
 

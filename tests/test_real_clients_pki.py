@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import User
 
-from ca import services
 from ca.models import Certificate, CertificateAuthority, RevocationReason
 from ca.pki.keys import CAKeyType
+from ca.services.authorities import create_ca
+from ca.services.crl import current_crl, publish_crl
+from ca.services.export import ca_certificate_pem, crl_pem, export_certificate
+from ca.services.revocation import revoke_certificate
 from tests.conftest import make_csr, need_program
 
 pytestmark = [pytest.mark.real_client, pytest.mark.django_db]
@@ -38,37 +41,37 @@ def lint_crl(path: Path) -> subprocess.CompletedProcess[str]:
 def test_pkilint_finds_nothing_in_issued_certificates_and_crls(
     key_type: CAKeyType, alice: User, bob: User, issue_for: Callable[..., Certificate], tmp_path: Path
 ) -> None:
-    ca = services.create_ca(name=f"Lint CA {key_type}", key_type=key_type, make_default=True)
+    ca = create_ca(name=f"Lint CA {key_type}", key_type=key_type, make_default=True)
     with_email = issue_for(alice)
     bob.email = ""
     bob.save()
     without_email = issue_for(bob)
     extra = [issue_for(alice) for _ in range(3)]
-    services.revoke_certificate(
+    revoke_certificate(
         certificate=with_email, reason=RevocationReason.KEY_COMPROMISE, invalidity_date=with_email.not_before
     )
-    services.revoke_certificate(certificate=extra[0], reason=RevocationReason.UNSPECIFIED)
-    services.revoke_certificate(certificate=extra[1], reason=RevocationReason.CERTIFICATE_HOLD)
-    services.revoke_certificate(certificate=extra[2], reason=RevocationReason.CESSATION_OF_OPERATION)
+    revoke_certificate(certificate=extra[0], reason=RevocationReason.UNSPECIFIED)
+    revoke_certificate(certificate=extra[1], reason=RevocationReason.CERTIFICATE_HOLD)
+    revoke_certificate(certificate=extra[2], reason=RevocationReason.CESSATION_OF_OPERATION)
 
     for name, certificate in (("with-email", with_email), ("without-email", without_email)):
-        pem = services.export_certificate(certificate=certificate, fmt="pem").content
+        pem = export_certificate(certificate=certificate, fmt="pem").content
         result = lint_certificate(write(tmp_path / f"{name}.pem", pem))
         assert result.returncode == 0, result.stdout + result.stderr
-    crl = services.current_crl(ca=ca)
+    crl = current_crl(ca=ca)
     assert crl.entries == 4
-    result = lint_crl(write(tmp_path / "crl.pem", services.crl_pem(crl)))
+    result = lint_crl(write(tmp_path / "crl.pem", crl_pem(crl)))
     assert result.returncode == 0, result.stdout + result.stderr
-    empty = services.publish_crl(ca=services.create_ca(name="Empty CA", key_type=key_type))
-    result = lint_crl(write(tmp_path / "empty.pem", services.crl_pem(empty)))
+    empty = publish_crl(ca=create_ca(name="Empty CA", key_type=key_type))
+    result = lint_crl(write(tmp_path / "empty.pem", crl_pem(empty)))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_pkilint_finds_nothing_in_root_and_intermediate_certificates(db: None, tmp_path: Path) -> None:
-    root = services.create_ca(name="Lint Root")
-    intermediate = services.create_ca(name="Lint Issuing", parent=root)
+    root = create_ca(name="Lint Root")
+    intermediate = create_ca(name="Lint Issuing", parent=root)
     for ca in (root, intermediate):
-        result = lint_certificate(write(tmp_path / f"{ca.slug}.pem", services.ca_certificate_pem(ca)))
+        result = lint_certificate(write(tmp_path / f"{ca.slug}.pem", ca_certificate_pem(ca)))
         # pkilint's PKIX profile reports nothing at WARNING or above for a CA certificate either.
         assert result.returncode == 0, result.stdout + result.stderr
 
@@ -76,13 +79,11 @@ def test_pkilint_finds_nothing_in_root_and_intermediate_certificates(db: None, t
 def _verify(
     tmp_path: Path, chain: list[CertificateAuthority], leaf: Certificate, *crl: bool
 ) -> subprocess.CompletedProcess[str]:
-    bundle = write(tmp_path / "bundle.pem", b"".join(services.ca_certificate_pem(ca) for ca in chain))
-    leaf_path = write(tmp_path / "leaf.pem", services.export_certificate(certificate=leaf, fmt="pem").content)
+    bundle = write(tmp_path / "bundle.pem", b"".join(ca_certificate_pem(ca) for ca in chain))
+    leaf_path = write(tmp_path / "leaf.pem", export_certificate(certificate=leaf, fmt="pem").content)
     args = [need_program("openssl"), "verify", "-purpose", "sslclient", "-CAfile", str(bundle)]
     if crl:
-        crls = write(
-            tmp_path / "crls.pem", b"".join(services.crl_pem(services.current_crl(ca=ca)) for ca in chain)
-        )
+        crls = write(tmp_path / "crls.pem", b"".join(crl_pem(current_crl(ca=ca)) for ca in chain))
         args += ["-crl_check_all", "-CRLfile", str(crls)]
     return run(*args, str(leaf_path))
 
@@ -90,8 +91,8 @@ def _verify(
 def test_openssl_accepts_the_certificate_and_refuses_it_once_revoked(
     alice: User, issue_for: Callable[..., Certificate], tmp_path: Path
 ) -> None:
-    root = services.create_ca(name="Verify Root", key_type=CAKeyType.EC_P384)
-    issuing = services.create_ca(name="Verify Issuing", parent=root, make_default=True)
+    root = create_ca(name="Verify Root", key_type=CAKeyType.EC_P384)
+    issuing = create_ca(name="Verify Issuing", parent=root, make_default=True)
     certificate = issue_for(alice, make_csr())
     other = issue_for(alice, make_csr())
 
@@ -100,7 +101,7 @@ def test_openssl_accepts_the_certificate_and_refuses_it_once_revoked(
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.strip().endswith(": OK")
 
-    services.revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
+    revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
     refused = _verify(tmp_path, [root, issuing], certificate, True)
     assert refused.returncode != 0
     assert "error 23" in refused.stderr + refused.stdout
@@ -113,10 +114,8 @@ def test_openssl_refuses_a_certificate_for_server_authentication(
     ca: CertificateAuthority, alice: User, issue_for: Callable[..., Certificate], tmp_path: Path
 ) -> None:
     certificate = issue_for(alice)
-    bundle = write(tmp_path / "ca.pem", services.ca_certificate_pem(ca))
-    leaf = write(
-        tmp_path / "leaf.pem", services.export_certificate(certificate=certificate, fmt="pem").content
-    )
+    bundle = write(tmp_path / "ca.pem", ca_certificate_pem(ca))
+    leaf = write(tmp_path / "leaf.pem", export_certificate(certificate=certificate, fmt="pem").content)
     result = run(
         need_program("openssl"), "verify", "-purpose", "sslserver", "-CAfile", str(bundle), str(leaf)
     )

@@ -12,9 +12,10 @@ from django.test import Client
 from django.urls import reverse
 from pytest_django.fixtures import Settings
 
-from ca import services
 from ca.clock import utcnow
 from ca.models import AuditEntry, AuditEvent, Certificate, CertificateAuthority, RevocationReason
+from ca.services.keys import clear_key_cache, key_path
+from ca.services.revocation import revoke_certificate
 from enroll import flows
 from enroll.models import EnrollmentRequest, RequestStatus
 from tests.conftest import make_csr
@@ -99,7 +100,7 @@ def test_renewing_with_a_new_key_is_fine_too(client: Client, alice: User, certif
 def test_a_key_revoked_for_key_compromise_is_refused_with_a_plain_message(
     client: Client, alice: User, certificate: Certificate, key: ec.EllipticCurvePrivateKey
 ) -> None:
-    services.revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
+    revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
     client.force_login(alice)
 
     response = client.post(renew_url(certificate), {"csr_text": make_csr(key).decode()})
@@ -119,7 +120,7 @@ def test_a_key_revoked_for_another_reason_may_be_used_again(
     key: ec.EllipticCurvePrivateKey,
     reason: RevocationReason,
 ) -> None:
-    services.revoke_certificate(certificate=certificate, reason=reason)
+    revoke_certificate(certificate=certificate, reason=reason)
     client.force_login(alice)
 
     assert renew(client, certificate, make_csr(key)) is not None
@@ -134,7 +135,7 @@ def test_a_compromised_key_is_refused_at_approval_too(
 ) -> None:
     pending = flows.submit_csr(owner=alice, data=make_csr(key))
     other_request_same_key = issue_for(alice, make_csr(key))
-    services.revoke_certificate(certificate=other_request_same_key, reason=RevocationReason.KEY_COMPROMISE)
+    revoke_certificate(certificate=other_request_same_key, reason=RevocationReason.KEY_COMPROMISE)
 
     result = flows.approve(request_id=pending.pk, by=admin_user)
 
@@ -247,7 +248,7 @@ def test_auto_approval_skips_a_revoked_certificate(
     client: Client, settings: Settings, alice: User, certificate: Certificate
 ) -> None:
     settings.ENROLL_AUTO_APPROVE_RENEWALS = True
-    services.revoke_certificate(certificate=certificate, reason=RevocationReason.SUPERSEDED)
+    revoke_certificate(certificate=certificate, reason=RevocationReason.SUPERSEDED)
     client.force_login(alice)
 
     renewal = renew(client, certificate, make_csr())
@@ -273,8 +274,8 @@ def test_an_auto_approved_renewal_that_cannot_be_signed_ends_failed(
     client: Client, settings: Settings, ca: CertificateAuthority, alice: User, certificate: Certificate
 ) -> None:
     settings.ENROLL_AUTO_APPROVE_RENEWALS = True
-    services.key_path(ca).unlink()
-    services.clear_key_cache()
+    key_path(ca).unlink()
+    clear_key_cache()
     client.force_login(alice)
 
     response = client.post(renew_url(certificate), {"csr_text": make_csr().decode()}, follow=True)

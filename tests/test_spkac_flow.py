@@ -16,9 +16,11 @@ from django.contrib.auth.models import User
 from django.db import connection
 from pytest_django.fixtures import Settings
 
-from ca import services
+from ca.errors import CAError
 from ca.models import AuditEntry, AuditEvent, CertificateAuthority, RevocationReason
 from ca.pki.errors import Refusal, RequestRefused
+from ca.services.issuance import issue_certificate
+from ca.services.revocation import revoke_certificate
 from enroll import challenges, flows
 from enroll.challenges import ChallengeProblem, ChallengeRefused
 from enroll.models import EnrollmentRequest, RequestKind, RequestStatus, SpkacChallenge
@@ -246,7 +248,7 @@ def test_a_refusal_after_the_challenge_leaves_it_unused(
     first = submit(bob, spkac(key_file("ec-p256"), challenge_for(bob)))
     certificate = flows.approve(request_id=first.pk).certificate
     assert certificate is not None
-    services.revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
+    revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
     value = challenge_for(alice)
 
     with pytest.raises(flows.SubmissionRefused, match="compromised"):
@@ -338,12 +340,10 @@ def test_the_ca_service_signs_an_spkac_only_as_an_spkac(alice: User, ca: Certifi
     der = bytes(request.request_der)
 
     with pytest.raises(RequestRefused):
-        services.issue_certificate(request_der=der, subject=flows.subject_for(alice), owner=alice)
-    with pytest.raises(services.CAError, match="Unknown request format"):
-        services.issue_certificate(
-            request_der=der, subject=flows.subject_for(alice), owner=alice, kind="pkcs7"
-        )
-    certificate = services.issue_certificate(
+        issue_certificate(request_der=der, subject=flows.subject_for(alice), owner=alice)
+    with pytest.raises(CAError, match="Unknown request format"):
+        issue_certificate(request_der=der, subject=flows.subject_for(alice), owner=alice, kind="pkcs7")
+    certificate = issue_certificate(
         request_der=der, subject=flows.subject_for(alice), owner=alice, kind="spkac"
     )
     assert certificate.spki_sha256 == request.spki_sha256

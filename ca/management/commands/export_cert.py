@@ -6,8 +6,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ca import services
+from ca.errors import CAError
 from ca.models import CertificateAuthority
+from ca.services.export import ALL_EXPORT_FORMATS, export_certificate
+from ca.services.revocation import find_certificate
 
 
 class Command(BaseCommand):
@@ -15,7 +17,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("serial")
-        parser.add_argument("--format", choices=services.ALL_EXPORT_FORMATS, default="pem")
+        parser.add_argument("--format", choices=ALL_EXPORT_FORMATS, default="pem")
         parser.add_argument("--ca", metavar="SLUG")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -23,9 +25,9 @@ class Command(BaseCommand):
         if options["ca"] and ca is None:
             raise CommandError(f"There is no CA with the slug '{options['ca']}'.")
         try:
-            certificate = services.find_certificate(serial=options["serial"], ca=ca)
-            export = services.export_certificate(certificate=certificate, fmt=options["format"])
-        except services.CAError as exc:
+            certificate = find_certificate(serial=options["serial"], ca=ca)
+            export = export_certificate(certificate=certificate, fmt=options["format"])
+        except CAError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.flush()
         out = getattr(self.stdout, "_out", sys.stdout)

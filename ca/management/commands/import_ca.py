@@ -7,8 +7,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ca import services
+from ca.errors import CAError
 from ca.pki.errors import CAKeyError
+from ca.services.authorities import import_ca
 
 
 class Command(BaseCommand):
@@ -32,14 +33,14 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"{exc.filename}: {exc.strerror}") from None
         try:
-            ca = services.import_ca(
+            ca = import_ca(
                 cert_pem=cert_pem,
                 key_pem=key_pem,
                 key_passphrase=settings.ENROLL_CA_PASSPHRASE or None,
                 slug=options["slug"],
                 make_default=True if options["default"] else None,
             )
-        except (services.CAError, CAKeyError) as exc:
+        except (CAError, CAKeyError) as exc:
             raise CommandError(str(exc)) from None
         parent = f", under {ca.parent.slug}" if ca.parent else ""
         self.stdout.write(f"imported CA {ca.name}{parent}, valid until {ca.not_after:%Y-%m-%d}")

@@ -5,10 +5,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ca import services
+from ca.errors import CAError
 from ca.models import CertificateAuthority
 from ca.pki.errors import CAKeyError
 from ca.pki.keys import CAKeyType
+from ca.services.authorities import create_ca
 
 
 class Command(BaseCommand):
@@ -35,7 +36,7 @@ class Command(BaseCommand):
             if parent is None:
                 raise CommandError(f"There is no CA with the slug '{options['parent']}'.")
         try:
-            ca = services.create_ca(
+            ca = create_ca(
                 name=options["name"],
                 key_type=CAKeyType(options["key_type"]),
                 days=options["days"],
@@ -43,7 +44,7 @@ class Command(BaseCommand):
                 slug=options["slug"],
                 make_default=True if options["default"] else None,
             )
-        except (services.CAError, CAKeyError) as exc:
+        except (CAError, CAKeyError) as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(
             f"created CA {ca.name}, subject {ca.subject}, valid until {ca.not_after:%Y-%m-%d}"

@@ -5,8 +5,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ca import services
+from ca.errors import CAError
 from ca.models import CertificateAuthority
+from ca.services.crl import current_crl, publish_crl
 
 
 class Command(BaseCommand):
@@ -30,7 +31,7 @@ class Command(BaseCommand):
                 raise CommandError("There is no CA yet; create one with manage.py init_ca --name NAME.")
         for ca in authorities:
             try:
-                crl = services.current_crl(ca=ca) if options["if_stale"] else services.publish_crl(ca=ca)
-            except services.CAError as exc:
+                crl = current_crl(ca=ca) if options["if_stale"] else publish_crl(ca=ca)
+            except CAError as exc:
                 raise CommandError(f"CA {ca.slug}: {exc}") from None
             self.stdout.write(str(crl.number) if options["ca"] else f"{ca.slug} {crl.number}")

@@ -5,8 +5,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ca import services
+from ca.errors import CAError
 from ca.models import CertificateAuthority, CrlPublication, RevocationReason
+from ca.services.revocation import find_certificate, revoke_certificate
 
 
 class Command(BaseCommand):
@@ -30,10 +31,10 @@ class Command(BaseCommand):
             if ca is None:
                 raise CommandError(f"There is no CA with the slug '{options['ca']}'.")
         try:
-            certificate = services.find_certificate(serial=options["serial"], ca=ca)
+            certificate = find_certificate(serial=options["serial"], ca=ca)
             # publishes the CRL when the revocation commits, before it returns
-            services.revoke_certificate(certificate=certificate, reason=RevocationReason(options["reason"]))
-        except services.CAError as exc:
+            revoke_certificate(certificate=certificate, reason=RevocationReason(options["reason"]))
+        except CAError as exc:
             raise CommandError(str(exc)) from None
         number = (
             CrlPublication.objects.filter(ca=certificate.ca)

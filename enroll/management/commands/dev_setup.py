@@ -11,8 +11,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.services import mark_email_verified
-from ca import services
+from ca.errors import CAError
 from ca.models import CertificateAuthority
+from ca.services.authorities import create_ca
 
 
 class Command(BaseCommand):
@@ -31,8 +32,8 @@ class Command(BaseCommand):
             )
         if not CertificateAuthority.objects.exists():
             try:
-                ca = services.create_ca(name="Development Client CA", days=3650)
-            except services.CAError as exc:
+                ca = create_ca(name="Development Client CA", days=3650)
+            except CAError as exc:
                 raise CommandError(str(exc)) from None
             self.stdout.write(f"created the development CA '{ca.slug}' ({ca.subject})")
         password_file = Path(settings.DATA_DIR) / "dev-admin-password"

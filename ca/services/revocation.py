@@ -1,0 +1,124 @@
+"""Revoking certificates: find one by serial, record the revocation, block a compromised key."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from django.db import transaction
+
+from ca import audit
+from ca.clock import utcnow
+from ca.errors import AlreadyRevoked, CAError, CrlNotPublished
+from ca.models import (
+    AuditEvent,
+    BlockedKey,
+    BlockedKeySource,
+    Certificate,
+    CertificateAuthority,
+    Revocation,
+    RevocationReason,
+)
+from ca.pki.serials import format_serial, parse_serial
+from ca.services import crl
+from ca.types import Account
+
+logger = logging.getLogger(__name__)
+
+
+def find_certificate(*, serial: str, ca: CertificateAuthority | None = None) -> Certificate:
+    """Look a certificate up by serial (hex, colons optional, any case)."""
+    try:
+        canonical = format_serial(serial=parse_serial(text=serial))
+    except ValueError as exc:
+        raise CAError(str(exc)) from None
+    matches = Certificate.objects.filter(serial=canonical).exclude(der=b"")
+    if ca is not None:
+        matches = matches.filter(ca=ca)
+    found = list(matches.select_related("ca")[:2])
+    if not found:
+        raise CAError(f"No certificate with serial {canonical} was issued here.")
+    if len(found) > 1:
+        raise CAError(f"Several CAs issued serial {canonical}; name the CA with --ca.")
+    return found[0]
+
+
+def revoke_certificate(
+    *,
+    certificate: Certificate,
+    reason: RevocationReason,
+    by: Account | None = None,
+    invalidity_date: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+) -> Revocation:
+    """Record a revocation and publish a new CRL as soon as the revocation is committed.
+
+    The CA row is locked (as publish_crl does) before the revocation time is taken, so every CRL either
+    was read before this revocation's time (current_crl() then sees it as unpublished) or after its
+    commit (and lists it): a revocation cannot fall between two CRLs unnoticed.
+    """
+    if invalidity_date is not None and invalidity_date > (now or utcnow()):
+        raise CAError("The invalidity date cannot be in the future.")
+    with transaction.atomic():
+        # NO KEY UPDATE: serialises revocations and publications of this CA, yet does not block the
+        # FOR KEY SHARE that PostgreSQL's deferred foreign-key checks take on this row at another
+        # transaction's commit (an approval inserting certificates while holding the audit lock).
+        CertificateAuthority.objects.select_for_update(no_key=True).only("pk").get(pk=certificate.ca_id)
+        now = now or utcnow()
+        locked = Certificate.objects.select_for_update().get(pk=certificate.pk)
+        if Revocation.objects.filter(certificate=locked).exists():
+            raise AlreadyRevoked(f"Certificate {locked.serial} is revoked already.")
+        revocation = Revocation.objects.create(
+            certificate=locked,
+            reason=reason,
+            revoked_at=now,
+            invalidity_date=invalidity_date,
+            revoked_by=by,
+        )
+        if reason == RevocationReason.KEY_COMPROMISE:
+            block_key_of(locked, now=now)
+        audit.record(
+            event=AuditEvent.CERTIFICATE_REVOKED,
+            actor=by,
+            subject_user=locked.owner,
+            ca_slug=locked.ca.slug,
+            serial=locked.serial,
+            detail=str(reason),
+            now=now,
+        )
+        # Not robust on purpose: if signing the new CRL fails, the caller must hear it (the revocation
+        # itself is committed; current_crl() also re-signs when it sees a revocation newer than the CRL).
+        ca = locked.ca
+        serial = locked.serial
+
+        def publish_after_commit() -> None:
+            try:
+                crl.publish_crl(ca=ca)
+            except CAError as exc:
+                raise CrlNotPublished(
+                    f"Certificate {serial} is revoked, but the new CRL could not be signed: {exc} "
+                    "Fix that and run manage.py publish_crl."
+                ) from exc
+
+        transaction.on_commit(publish_after_commit)
+    logger.info("revoked serial %s on CA %s (%s)", locked.serial, ca.slug, reason)
+    return revocation
+
+
+def block_key_of(certificate: Certificate, *, now: dt.datetime) -> BlockedKey | None:
+    """Block the key of ``certificate`` (revoked for key compromise) for every future request and issuance.
+
+    Runs in the revocation's transaction; a key blocked already stays as it was (its first cause kept).
+    """
+    if not certificate.spki_sha256:
+        return None
+    blocked, _created = BlockedKey.objects.get_or_create(
+        spki_sha256=certificate.spki_sha256,
+        defaults={
+            "source": BlockedKeySource.KEY_COMPROMISE,
+            "certificate": certificate,
+            "detail": f"revoked for key compromise: serial {certificate.serial}, CA {certificate.ca.slug}",
+            "created_at": now,
+        },
+    )
+    return blocked
