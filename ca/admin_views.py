@@ -347,7 +347,7 @@ def revocation_view(request: HttpRequest, admin_site: AdminSite) -> HttpResponse
             return _screen(
                 request,
                 admin_site,
-                template="ca/admin/revocation_confirm.html",
+                template="admin/ca/certificate/revocation_confirm.html",
                 title="Confirm the revocation",
                 confirm=confirm,
                 to_revoke=to_revoke,
@@ -362,7 +362,7 @@ def revocation_view(request: HttpRequest, admin_site: AdminSite) -> HttpResponse
     return _screen(
         request,
         admin_site,
-        template="ca/admin/revocation.html",
+        template="admin/ca/certificate/revocation.html",
         title="Revoke certificates",
         form=form,
         offered=offered,

@@ -89,7 +89,7 @@ def test_serials_in_any_format_lead_to_a_confirmation(
         reason="key_compromise",
     )
     assert response.status_code == 200
-    assert response.templates[0].name == "ca/admin/revocation_confirm.html"
+    assert response.templates[0].name == "admin/ca/certificate/revocation_confirm.html"
     content = response.content.decode()
     assert certificate.serial_colons in content
     assert other.serial_colons in content
@@ -116,7 +116,7 @@ def test_bad_serials_are_inline_errors(
 ) -> None:
     response = review(admin_client, serials=serials)
     assert response.status_code == 200
-    assert response.templates[0].name == "ca/admin/revocation.html"
+    assert response.templates[0].name == "admin/ca/certificate/revocation.html"
     assert error in response.content.decode().replace("&#x27;", "'")
     assert not Revocation.objects.exists()
 
@@ -144,12 +144,12 @@ def test_certificates_revoked_already_are_skipped_or_refused(
     revoke_certificate(certificate=certificate, reason=RevocationReason.SUPERSEDED)
     response = review(admin_client, serials=certificate.serial)
     assert "revoked already" in response.content.decode()
-    assert response.templates[0].name == "ca/admin/revocation.html"
+    assert response.templates[0].name == "admin/ca/certificate/revocation.html"
     other = issue_for(alice)
     response = review(
         admin_client, certificates=[certificate.pk, other.pk], offered=[certificate.pk, other.pk]
     )
-    assert response.templates[0].name == "ca/admin/revocation_confirm.html"
+    assert response.templates[0].name == "admin/ca/certificate/revocation_confirm.html"
     content = response.content.decode()
     assert "Revoked already, left as they are" in content
     assert certificate.serial_colons in content
