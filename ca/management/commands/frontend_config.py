@@ -10,6 +10,7 @@ from django.template.loader import render_to_string
 
 from ca.models import CertificateAuthority
 
+#: Each kind and its template in templates/ca/frontserver/ (front server: as in accounts/frontserver.py).
 KINDS = {"nginx": "nginx.conf", "apache": "apache.conf", "node": "node.js", "systemd": "systemd.txt"}
 
 
@@ -85,4 +86,4 @@ class Command(BaseCommand):
             "ocsp_validity": settings.ENROLL_OCSP_VALIDITY_SECONDS,
             "sync_command": shlex.join(sync).replace("'%H'", "%H"),
         }
-        self.stdout.write(render_to_string(f"frontend/{KINDS[options['kind']]}", context), ending="")
+        self.stdout.write(render_to_string(f"ca/frontserver/{KINDS[options['kind']]}", context), ending="")
