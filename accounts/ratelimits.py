@@ -159,7 +159,7 @@ def refused(request: HttpRequest, refusal: Refusal, *, as_json: bool = False) ->
     if as_json:
         response = JsonResponse({"ok": False, "error": refusal.message}, status=429)
     else:
-        response = render(request, "ratelimited.html", {"refusal": refusal}, status=429)
+        response = render(request, "accounts/ratelimited.html", {"refusal": refusal}, status=429)
     response["Retry-After"] = str(refusal.retry_after)
     return response
 
