@@ -11,6 +11,7 @@ from functools import cached_property
 from cryptography import x509
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Length
 from django.urls import reverse
 
 from ca.pki.profiles import IssuerUrls
@@ -85,7 +86,11 @@ class CertificateStatus(models.TextChoices):
 
 
 class Certificate(models.Model):
-    """A certificate this portal signed. The serial is reserved (row inserted) before signing."""
+    """A certificate this portal signed and stored, with its DER (a CHECK constraint says so).
+
+    Its serial was reserved in :class:`SerialReservation` (committed) before it was signed; the row is
+    inserted only after signing.
+    """
 
     ca = models.ForeignKey(CertificateAuthority, on_delete=models.PROTECT, related_name="certificates")
     serial = models.CharField(max_length=42, help_text="Upper-case hex, as nginx prints $ssl_client_serial.")
@@ -105,7 +110,10 @@ class Certificate(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["ca", "serial"], name="certificate_unique_serial_per_ca")
+            models.UniqueConstraint(fields=["ca", "serial"], name="certificate_unique_serial_per_ca"),
+            models.CheckConstraint(
+                condition=models.lookups.GreaterThan(Length("der"), 0), name="certificate_has_der"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -166,6 +174,42 @@ class Revocation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.certificate.serial} ({self.reason})"
+
+
+class SerialReservation(models.Model):
+    """A serial drawn for a certificate of ``ca``, committed before anything is signed with it.
+
+    The unique constraint is the collision guard (RFC 5280 4.1.2.2: serials are unique per issuer): a
+    drawn serial that is taken is an error, never silently drawn again. The certificate stored with this
+    serial (same CA and serial) shows it was used. A reservation with neither a certificate nor a
+    ``discarded_at`` may have been signed and never stored (the process died in between): the system
+    checks and the CRL health page report it, and ``manage.py revoke SERIAL`` revokes it, which lists the
+    serial on the CA's CRL until ``not_after`` (the latest notAfter a certificate signed with it can have).
+    """
+
+    ca = models.ForeignKey(CertificateAuthority, on_delete=models.PROTECT, related_name="reservations")
+    serial = models.CharField(max_length=42, help_text="Upper-case hex, as on the certificate.")
+    reserved_at = models.DateTimeField(db_index=True)
+    purpose = models.CharField(max_length=200, help_text="What the serial is for, e.g. 'request #12'.")
+    not_after = models.DateTimeField(help_text="The notAfter of the certificate to be signed with it.")
+    discarded_at = models.DateTimeField(null=True, blank=True)
+    discard_reason = models.CharField(
+        max_length=500, blank=True, help_text="Why no certificate with this serial left the CA."
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revocation_reason = models.CharField(max_length=32, choices=RevocationReason.choices, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-reserved_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["ca", "serial"], name="reservation_unique_serial_per_ca")
+        ]
+
+    def __str__(self) -> str:
+        return f"serial {self.serial} of {self.ca_id} ({self.purpose})"
 
 
 class CrlPublication(models.Model):

@@ -17,11 +17,22 @@ from django.test import Client
 from django.urls import reverse
 
 from ca.clock import utcnow
-from ca.models import AuditEntry, AuditEvent, BlockedKey, BlockedKeySource, Certificate, CertificateAuthority
+from ca.models import (
+    AuditEntry,
+    AuditEvent,
+    BlockedKey,
+    BlockedKeySource,
+    Certificate,
+    CertificateAuthority,
+    SerialReservation,
+)
 from ca.pki.keypolicy import spki_sha256
-from ca.services import issuance
+from ca.pki.serials import format_serial
+from ca.services import issuance, reservations
 from ca.services.keys import key_path
+from ca.services.reservations import SERIAL_COLLISION
 from enroll import flows
+from enroll.flows import approval
 from enroll.models import EnrollmentRequest, RequestStatus
 from tests.conftest import make_csr
 
@@ -66,7 +77,7 @@ def test_it_issues_every_request_with_unique_serials_and_audits_each_step(
 def test_it_decides_chunk_by_chunk_and_answers_in_the_given_order(
     ca: CertificateAuthority, alice: User, admin_user: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(flows, "BULK_CHUNK", 3)
+    monkeypatch.setattr(approval, "BULK_CHUNK", 3)
     ids = submit_many(alice, 8)
     asked = [*reversed(ids), ids[0]]  # a repeated id is decided once
 
@@ -171,10 +182,12 @@ def test_an_unexpected_error_while_issuing_ends_the_approved_requests_failed_and
 
     def explode(**kwargs: Any) -> list[Certificate | str]:
         now = utcnow()  # a row written before the failure must be rolled back
-        Certificate.objects.create(ca=ca, serial="01", der=b"", not_before=now, not_after=now, created_at=now)
+        Certificate.objects.create(
+            ca=ca, serial="01", der=b"\x30\x00", not_before=now, not_after=now, created_at=now
+        )
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(flows, "issue_many", explode)
+    monkeypatch.setattr(issuance, "issue", explode)
 
     results = flows.approve_many(request_ids=ids, actor=admin_user)
 
@@ -205,61 +218,67 @@ def taken_serial(ca: CertificateAuthority, alice: User, issue_for: Callable[...,
     return issue_for(alice).serial_int
 
 
-def test_a_serial_taken_already_or_drawn_twice_is_drawn_again(
+def test_a_drawn_serial_that_is_taken_fails_the_batch_and_signs_nothing(
     ca: CertificateAuthority,
     alice: User,
     admin_user: User,
     taken_serial: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    fresh = [0x7A11, 0x7A12, 0x7A13]
-    sequence = iter([taken_serial, fresh[0], fresh[0], *fresh[1:]])
-    monkeypatch.setattr(issuance, "new_serial", lambda: next(sequence))
+    sequence = iter([0x7A11, taken_serial, 0x7A12])
+    monkeypatch.setattr(reservations, "new_serial", lambda: next(sequence))
+    signed: list[int] = []
+    sign = issuance.build_client_certificate  # type: ignore[attr-defined]
+
+    def record_then_sign(**kwargs: Any) -> x509.Certificate:
+        signed.append(kwargs["serial"])
+        return sign(**kwargs)
+
+    monkeypatch.setattr(issuance, "build_client_certificate", record_then_sign)
     ids = submit_many(alice, 3)
 
     results = flows.approve_many(request_ids=ids, actor=admin_user)
 
-    assert {r.outcome for r in results} == {Outcome.ISSUED}
-    assert sorted(r.certificate.serial_int for r in results if r.certificate) == fresh
-    for result in results:
-        assert result.certificate is not None
-        assert result.certificate.x509.serial_number == result.certificate.serial_int
+    assert {r.outcome for r in results} == {Outcome.FAILED}
+    assert all(SERIAL_COLLISION in r.reason for r in results)
+    assert signed == []  # a collision is an error before anything is signed, never a re-draw
+    assert Certificate.objects.count() == 1
+    assert not SerialReservation.objects.filter(serial__in=["7A11", "7A12"]).exists()  # none reserved
 
 
-def test_a_serial_taken_while_storing_signs_the_batch_again(
-    ca: CertificateAuthority,
-    alice: User,
-    admin_user: User,
-    taken_serial: int,
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_serial_drawn_twice_in_one_batch_is_a_collision_too(
+    ca: CertificateAuthority, alice: User, admin_user: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sequence = iter([taken_serial, 0x5E1, 0x5E2, 0x5E3])
-    monkeypatch.setattr(issuance, "new_serial", lambda: next(sequence))
-    monkeypatch.setattr(issuance, "_taken_serials", lambda **kwargs: set())  # a concurrent insert, unseen
-    ids = submit_many(alice, 2)
-
-    results = flows.approve_many(request_ids=ids, actor=admin_user)
-
-    assert {r.outcome for r in results} == {Outcome.ISSUED}
-    # both were signed again: the one whose serial was free too, since the failed insert named neither
-    assert sorted(r.certificate.serial_int for r in results if r.certificate) == [0x5E2, 0x5E3]
-
-
-def test_endless_serial_collisions_fail_the_requests_plainly(
-    ca: CertificateAuthority,
-    alice: User,
-    admin_user: User,
-    taken_serial: int,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(issuance, "new_serial", lambda: taken_serial)
+    monkeypatch.setattr(reservations, "new_serial", lambda: 0x5E1)
     ids = submit_many(alice, 2)
 
     results = flows.approve_many(request_ids=ids, actor=admin_user)
 
     assert {r.outcome for r in results} == {Outcome.FAILED}
-    assert all("Could not reserve a unique serial number; try again." in r.reason for r in results)
-    assert Certificate.objects.count() == 1
+    assert all(SERIAL_COLLISION in r.reason for r in results)
+    assert not Certificate.objects.exists()
+
+
+def test_every_serial_is_reserved_before_its_certificate_is_signed(
+    ca: CertificateAuthority, alice: User, admin_user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reserved_when_signed: list[bool] = []
+    sign = issuance.build_client_certificate  # type: ignore[attr-defined]
+
+    def check_then_sign(**kwargs: Any) -> x509.Certificate:
+        serial = format_serial(serial=kwargs["serial"])
+        reserved_when_signed.append(SerialReservation.objects.filter(ca=ca, serial=serial).exists())
+        return sign(**kwargs)
+
+    monkeypatch.setattr(issuance, "build_client_certificate", check_then_sign)
+    ids = submit_many(alice, 3)
+
+    results = flows.approve_many(request_ids=ids, actor=admin_user)
+
+    assert {r.outcome for r in results} == {Outcome.ISSUED}
+    assert reserved_when_signed == [True, True, True]
+    reserved = dict(SerialReservation.objects.values_list("serial", "purpose"))
+    assert reserved == {r.certificate.serial: f"request #{r.request_id}" for r in results if r.certificate}
 
 
 # --- e-mails ---------------------------------------------------------------------------------------------

@@ -20,11 +20,11 @@ from django.contrib.auth.models import User
 from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks, Settings
 
 from ca.errors import AlreadyRevoked, CAError
-from ca.models import Certificate, CertificateAuthority, CrlPublication, RevocationReason
+from ca.models import Certificate, CertificateAuthority, CrlPublication, RevocationReason, SerialReservation
 from ca.pki.keys import CAKeyType
 from ca.pki.profiles import SubjectInfo
 from ca.pki.serials import format_serial, format_serial_colons
-from ca.services import issuance
+from ca.services import reservations
 from ca.services.authorities import create_ca, default_ca, import_ca
 from ca.services.crl import crl_lifetime, current_crl, publish_crl
 from ca.services.export import export_certificate
@@ -466,29 +466,33 @@ def test_fifty_certificates_get_unique_positive_serials_of_at_most_20_octets(
     assert Certificate.objects.filter(ca=ca).count() == 50
 
 
-def test_a_serial_collision_draws_another_serial(
+def test_a_serial_collision_is_an_error_and_nothing_is_signed(
     ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     taken = issue().serial_int
-    draws = iter([taken, taken, taken + 1])
-    monkeypatch.setattr(issuance, "new_serial", lambda: next(draws))
+    monkeypatch.setattr(reservations, "new_serial", lambda: taken)
 
-    certificate = issue()
-
-    assert certificate.serial_int == taken + 1
-    assert certificate.x509.serial_number == taken + 1
-
-
-def test_endless_serial_collisions_give_up_with_a_plain_error(
-    ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    taken = issue().serial_int
-    monkeypatch.setattr(issuance, "new_serial", lambda: taken)
-
-    with pytest.raises(CAError, match="unique serial"):
+    with pytest.raises(CAError, match="taken already"):
         issue()
 
-    assert Certificate.objects.count() == 1
+    assert Certificate.objects.count() == SerialReservation.objects.count() == 1
+
+
+def test_a_refused_certificate_discards_its_reservation_with_the_reason(
+    ca: CertificateAuthority,
+) -> None:
+    with pytest.raises(CAError, match="unknown"):
+        issue_certificate(
+            request_der=request_der(),
+            subject=SubjectInfo(common_name="alice"),
+            owner=None,
+            profile_name="unknown",
+        )
+
+    reservation = SerialReservation.objects.get()
+    assert reservation.discarded_at is not None
+    assert "unknown" in reservation.discard_reason.lower()
+    assert not Certificate.objects.exists()
 
 
 def test_validity_is_backdated_and_lasts_the_configured_days(frozen: time_machine.Traveller) -> None:

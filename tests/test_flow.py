@@ -17,6 +17,7 @@ from pytest_django.fixtures import Settings
 from accounts.services import mark_email_verified
 from ca.models import Certificate, CertificateAuthority
 from ca.pki.errors import Refusal, RequestRefused
+from ca.services import issuance
 from ca.services.keys import clear_key_cache, key_path
 from enroll import flows
 from enroll.models import EnrollmentRequest, RequestKind, RequestStatus
@@ -383,7 +384,7 @@ def test_an_unexpected_error_while_signing_still_ends_failed(
     def explode(**kwargs: object) -> Certificate:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(flows, "issue_certificate", explode)
+    monkeypatch.setattr(issuance, "issue", explode)
     request = flows.submit_csr(owner=alice, data=make_csr())
 
     result = flows.approve(request_id=request.pk)

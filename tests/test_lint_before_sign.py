@@ -18,12 +18,12 @@ from django.core import checks
 from pytest_django.fixtures import Settings
 
 from ca.checks import check_public_url
-from ca.models import Certificate, CertificateAuthority
+from ca.models import Certificate, CertificateAuthority, SerialReservation
 from ca.pki import lint, profiles
 from ca.pki.lint import Severity
 from ca.pki.profiles import PROFILES, Profile
-from ca.pki.serials import new_serial
-from ca.services import issuance
+from ca.pki.serials import format_serial, new_serial
+from ca.services import reservations
 from enroll import flows
 from enroll.models import EnrollmentRequest, RequestStatus
 from tests.conftest import make_csr
@@ -120,16 +120,15 @@ APPROVALS = [pytest.param(approve_one, id="approve"), pytest.param(approve_in_bu
 
 
 @pytest.fixture
-def fixed_serials(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Every serial drawn is the same one (so a test can see it come free again)."""
-    serial = new_serial()
+def drawn_serials(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every serial drawn, in order."""
     drawn: list[int] = []
 
     def draw() -> int:
-        drawn.append(serial)
-        return serial
+        drawn.append(new_serial())
+        return drawn[-1]
 
-    monkeypatch.setattr(issuance, "new_serial", draw)
+    monkeypatch.setattr(reservations, "new_serial", draw)
     return drawn
 
 
@@ -140,7 +139,7 @@ def test_a_certificate_with_an_rfc5280_error_is_not_issued_and_the_reason_names_
     alice: User,
     monkeypatch: pytest.MonkeyPatch,
     settings: Settings,
-    fixed_serials: list[int],
+    drawn_serials: list[int],
     breakage: Callable[[pytest.MonkeyPatch, Settings], str],
     approve: Callable[[EnrollmentRequest], EnrollmentRequest],
 ) -> None:
@@ -156,14 +155,17 @@ def test_a_certificate_with_an_rfc5280_error_is_not_issued_and_the_reason_names_
     assert code in request.reason
     assert "(ERROR)" in request.reason or "(FATAL)" in request.reason
     assert not Certificate.objects.exists()
-    assert fixed_serials, "a serial was drawn for the refused certificate"
-    # its serial is free again: the next (sound) certificate gets the very same one
-    monkeypatch.undo()
-    monkeypatch.setattr(issuance, "new_serial", lambda: fixed_serials[0])
+    # its serial was reserved before signing and is never used again: discarded with the findings
+    (refused,) = drawn_serials
+    reservation = SerialReservation.objects.get(serial=format_serial(serial=refused))
+    assert reservation.discarded_at is not None
+    assert code in reservation.discard_reason
+    monkeypatch.undo()  # the profile or URL is sound again
     settings.ENROLL_PUBLIC_URL = "http://pki.example.test"
     again = flows.approve(request_id=flows.submit_csr(owner=alice, data=make_csr()).pk)
     assert again.certificate is not None
-    assert again.certificate.serial_int == fixed_serials[0]
+    assert again.certificate.serial_int != refused
+    assert SerialReservation.objects.count() == 2
 
 
 def test_the_test_only_profile_is_refused_too(

@@ -19,6 +19,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 
 from ca.models import Certificate, CertificateAuthority, CrlPublication, Revocation, RevocationReason
+from ca.services import issuance
 from ca.services.crl import publish_crl
 from ca.services.issuance import issue_certificate
 from ca.services.revocation import revoke_certificate
@@ -66,13 +67,13 @@ def run_together(targets: Sequence[Callable[[], Any]]) -> tuple[list[Any], list[
 @pytest.fixture
 def slow_signing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Signing takes a moment, so the other approvers surely arrive while the row lock is held."""
-    issue = issue_certificate
+    issue = issuance.issue
 
-    def slow_issue(**kwargs: Any) -> Certificate:
+    def slow_issue(**kwargs: Any) -> list[Certificate | str]:
         time.sleep(0.3)
         return issue(**kwargs)
 
-    monkeypatch.setattr(flows, "issue_certificate", slow_issue)
+    monkeypatch.setattr(issuance, "issue", slow_issue)
 
 
 @pytest.mark.parametrize("approvers", [2, 6])

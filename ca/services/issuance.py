@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from ca import audit
 from ca.clock import utcnow
@@ -24,6 +24,7 @@ from ca.models import (
     BlockedKey,
     Certificate,
     CertificateAuthority,
+    SerialReservation,
 )
 from ca.pki import keys as pki_keys
 from ca.pki import lint as pki_lint
@@ -37,9 +38,8 @@ from ca.pki.profiles import (
     get_profile,
     validity_window,
 )
-from ca.pki.serials import format_serial, new_serial
 from ca.pki.spkac import check_spkac_der
-from ca.services import authorities
+from ca.services import authorities, reservations
 from ca.services.keys import load_key
 from ca.types import Account
 
@@ -136,10 +136,9 @@ class _Signer:
     lint: bool
 
     def sign(
-        self, *, parsed: _Checked, subject: SubjectInfo, profile: Profile, serial: int, lint: bool = True
+        self, *, parsed: _Checked, subject: SubjectInfo, profile: Profile, serial: int
     ) -> tuple[x509.Certificate, bytes]:
-        """Build and sign in memory; with linting on (and ``lint``), refuse (CAError) a certificate with
-        ERROR or FATAL findings."""
+        """Build and sign in memory (not linted here: :func:`_lint_drafts` lints a batch at once)."""
         with from_core():
             certificate = build_client_certificate(
                 profile=profile,
@@ -152,10 +151,7 @@ class _Signer:
                 not_after=self.not_after,
                 urls=self.urls,
             )
-        der = certificate.public_bytes(serialization.Encoding.DER)
-        if self.lint and lint:
-            self.refuse_if_unclean(pki_lint.lint_certificate(der=der))
-        return certificate, der
+        return certificate, certificate.public_bytes(serialization.Encoding.DER)
 
     def refuse_if_unclean(self, findings: list[pki_lint.Finding]) -> None:
         """Raise CAError naming the ERROR and FATAL findings, if there are any."""
@@ -187,6 +183,92 @@ def _profile(name: str) -> Profile:
         return get_profile(name=name)
 
 
+@dataclass(frozen=True, slots=True)
+class IssueOrder:
+    """One certificate to issue: the stored request, the account's subject and owner, what it is for."""
+
+    request_der: bytes
+    subject: SubjectInfo
+    owner: Account | None
+    kind: str = "csr"
+    profile_name: str = "client"
+    purpose: str = "certificate"
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """Serials reserved (committed) for a batch of orders, one per order, and the window to sign with."""
+
+    ca: CertificateAuthority
+    reservations: list[SerialReservation]
+    validity: dt.timedelta | None
+    now: dt.datetime
+
+
+def reserve(
+    *,
+    purposes: Sequence[str],
+    ca: CertificateAuthority | None = None,
+    validity: dt.timedelta | None = None,
+    now: dt.datetime | None = None,
+) -> Reserved:
+    """Step 1 of issuing: reserve one serial per purpose on ``ca`` (the default CA), committed at once.
+
+    Must run outside any transaction (see :func:`ca.services.reservations.reserve`). Raises
+    :class:`CAError` when there is no CA, its key or validity window is unusable, or a serial collides.
+    """
+    now = now or utcnow()
+    ca = ca or authorities.default_ca()
+    signer = _signer(ca=ca, validity=validity, now=now)  # the key must load before serials are spent
+    rows = reservations.reserve(ca=ca, purposes=purposes, not_after=signer.not_after, now=now)
+    return Reserved(ca=ca, reservations=rows, validity=validity, now=now)
+
+
+def issue(
+    *, orders: Sequence[IssueOrder], reserved: Reserved, actor: Account | None = None
+) -> list[Certificate | str]:
+    """Step 2 of issuing: per order, the stored certificate or why none was (in the caller's transaction).
+
+    Order i uses the serial of reservation i. Each order is re-checked as at submission (request
+    signature and key policy), its key must be neither blocked nor another account's (also within the
+    batch), its profile must exist; then its certificate is built with the account's subject (nothing but
+    the public key comes from the request: RFC 5280 leaves the subject to the CA), signed, and linted
+    (pkilint, when ``settings.ENROLL_LINT_BEFORE_SIGN``): an ERROR or FATAL finding refuses it. The
+    certificates that pass are inserted with one bulk INSERT; the reservations of the others are
+    discarded with the reason. A problem common to all orders (unreadable CA key, expired CA) is every
+    order's reason.
+    """
+    if len(orders) != len(reserved.reservations):
+        raise ValueError("issue() needs exactly one reservation per order")
+    outcomes: list[Certificate | str | None] = [None] * len(orders)
+    try:
+        signer = _signer(ca=reserved.ca, validity=reserved.validity, now=reserved.now)
+    except CAError as exc:
+        outcomes = [str(exc)] * len(orders)
+    else:
+        drafts = _sign_all(orders, reserved=reserved, signer=signer, outcomes=outcomes)
+        if signer.lint:
+            drafts = _lint_drafts(drafts, signer=signer, outcomes=outcomes)
+        if drafts:
+            Certificate.objects.bulk_create([draft.row for draft in drafts])
+        for draft in drafts:
+            outcomes[draft.index] = draft.row
+    refused: dict[str, list[SerialReservation]] = {}
+    for outcome, reservation in zip(outcomes, reserved.reservations, strict=True):
+        if isinstance(outcome, str):
+            refused.setdefault(outcome, []).append(reservation)
+    for reason, rows in refused.items():
+        reservations.discard(reservations=rows, reason=reason, now=reserved.now)
+    stored = [o for o in outcomes if isinstance(o, Certificate)]
+    audit.record_many(
+        [audit.AuditItem(**_issued_entry(row, actor=actor)) for row in stored], now=reserved.now
+    )
+    if stored:
+        logger.info("issued %s certificate(s) on CA %s", len(stored), reserved.ca.slug)
+    assert all(o is not None for o in outcomes)
+    return [o for o in outcomes if o is not None]
+
+
 def issue_certificate(
     *,
     request_der: bytes,
@@ -198,68 +280,20 @@ def issue_certificate(
     validity: dt.timedelta | None = None,
     now: dt.datetime | None = None,
     kind: str = "csr",
+    purpose: str = "certificate",
 ) -> Certificate:
-    """Re-check a stored request and sign a certificate for it with the account's subject.
+    """Issue one certificate: a batch of one through :func:`reserve` and :func:`issue`.
 
-    ``kind`` is the request's format: ``"csr"`` (PKCS#10) or ``"spkac"`` (Netscape SPKAC, whose MD5
-    signatures pass only with ``settings.ENROLL_SPKAC_ALLOW_MD5``; its challenge was checked at
-    submission). Nothing but the public key is taken from the request: no subject, no extension.
-    A blocked key or a key certified for another owner is refused (:func:`key_refusals`). With
-    ``settings.ENROLL_LINT_BEFORE_SIGN`` the signed certificate is linted (:mod:`ca.pki.lint`) and only
-    stored when no finding is an ERROR. Raises :class:`ca.pki.errors.RequestRefused` or :class:`CAError`
-    and stores nothing on any problem. Must run inside a transaction: the serial is reserved by
-    inserting the row before signing (a refused certificate's row, and so its serial, is rolled back).
+    Must run outside any transaction (the reservation commits first). Raises :class:`CAError` with the
+    reason when no certificate was issued (nothing is stored then; the reservation is discarded).
     """
-    parsed = _recheck(request_der=request_der, kind=kind)
-    if (refusal := key_refusal(spki_sha256=parsed.spki_sha256, owner=owner)) is not None:
-        raise CAError(refusal)
-    return _sign(
-        parsed=parsed,
-        subject=subject,
-        owner=owner,
-        actor=actor,
-        ca=ca or authorities.default_ca(),
-        profile_name=profile_name,
-        validity=validity,
-        now=now or utcnow(),
-    )
-
-
-def _sign(
-    *,
-    parsed: _Checked,
-    subject: SubjectInfo,
-    owner: Account | None,
-    actor: Account | None,
-    ca: CertificateAuthority,
-    profile_name: str,
-    validity: dt.timedelta | None,
-    now: dt.datetime,
-) -> Certificate:
-    profile = _profile(profile_name)
-    signer = _signer(ca=ca, validity=validity, now=now)
+    order = IssueOrder(request_der, subject, owner, kind=kind, profile_name=profile_name, purpose=purpose)
+    reserved = reserve(purposes=[purpose], ca=ca, validity=validity, now=now)
     with transaction.atomic():
-        row = Certificate(
-            ca=ca,
-            der=b"",
-            subject="",
-            not_before=signer.not_before,
-            not_after=signer.not_after,
-            owner=owner,
-            spki_sha256=parsed.spki_sha256,
-            profile=profile.name,
-            request_sha256=parsed.sha256,
-            created_at=now,
-        )
-        serial = _reserve_serial(row)
-        certificate, der = signer.sign(parsed=parsed, subject=subject, profile=profile, serial=serial)
-        row.der = der
-        row.subject = certificate.subject.rfc4514_string()
-        row.fingerprint_sha256 = hashlib.sha256(der).hexdigest()
-        row.save(update_fields=["der", "subject", "fingerprint_sha256"])
-        audit.record(**_issued_entry(row, actor=actor), now=now)
-    logger.info("issued %s serial %s on CA %s", row.subject, row.serial, ca.slug)
-    return row
+        (outcome,) = issue(orders=[order], reserved=reserved, actor=actor)
+    if isinstance(outcome, str):
+        raise CAError(outcome)
+    return outcome
 
 
 def _issued_entry(row: Certificate, *, actor: Account | None) -> dict[str, Any]:
@@ -274,75 +308,22 @@ def _issued_entry(row: Certificate, *, actor: Account | None) -> dict[str, Any]:
     }
 
 
-def _reserve_serial(row: Certificate) -> int:
-    """Insert ``row`` with a fresh random serial (unique per CA by constraint); return the serial."""
-    for _attempt in range(_SERIAL_ATTEMPTS):
-        serial = new_serial()
-        row.serial = format_serial(serial=serial)
-        try:
-            with transaction.atomic():
-                row.save(force_insert=True)
-        except IntegrityError:
-            logger.warning("serial collision on CA %s, drawing another", row.ca.slug)
-            row.pk = None
-            continue
-        return serial
-    raise CAError(SERIAL_EXHAUSTED)
-
-
-_SERIAL_ATTEMPTS = 5
-SERIAL_EXHAUSTED = "Could not reserve a unique serial number; try again."
-
-
-# --- issuing many at once --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class IssueOrder:
-    """One certificate for :func:`issue_many`: what :func:`issue_certificate` takes for one."""
-
-    request_der: bytes
-    subject: SubjectInfo
-    owner: Account | None
-    kind: str = "csr"
-    profile_name: str = "client"
-
-
 @dataclass(slots=True)
 class _Draft:
     """A certificate signed in memory, not stored yet (``row`` has its serial, DER and subject)."""
 
     index: int
-    order: IssueOrder
-    parsed: _Checked
-    profile: Profile
     row: Certificate
 
 
-def issue_many(
-    *,
+def _sign_all(
     orders: Sequence[IssueOrder],
-    actor: Account | None = None,
-    ca: CertificateAuthority | None = None,
-    validity: dt.timedelta | None = None,
-    now: dt.datetime | None = None,
-) -> list[Certificate | str]:
-    """Issue a certificate for each order at once: per order the stored certificate, or why none was.
-
-    Each order gets the checks of :func:`issue_certificate` (re-check of the request, blocked key, key of
-    another owner, also within this batch, profile, lint). Certificates are signed in memory with fresh
-    serials and stored with one bulk insert in the caller's transaction (which it must open). Serials stay
-    unique per CA by the database constraint: serials already taken are drawn again (and the certificate
-    signed again) before the insert, and an insert that still collides (a concurrent issuance) is
-    retried with new serials, so no certificate with a serial in use ever leaves this function.
-    A problem common to all orders (no default CA, unreadable CA key, expired CA) is every order's reason.
-    """
-    now = now or utcnow()
-    try:
-        signer = _signer(ca=ca or authorities.default_ca(), validity=validity, now=now)
-    except CAError as exc:
-        return [str(exc)] * len(orders)
-    outcomes: list[Certificate | str | None] = [None] * len(orders)
+    *,
+    reserved: Reserved,
+    signer: _Signer,
+    outcomes: list[Certificate | str | None],
+) -> list[_Draft]:
+    """Re-check, refuse and sign each order with its reserved serial (not linted yet)."""
     checked: list[tuple[int, _Checked, Profile]] = []
     for index, order in enumerate(orders):
         try:
@@ -354,29 +335,37 @@ def issue_many(
     claimed: dict[str, int | None] = {}  # key -> owner, for the orders of this batch
     drafts: list[_Draft] = []
     for (index, parsed, profile), refusal in zip(checked, refusals, strict=True):
-        owner_id = _owner_id(orders[index].owner)
+        order = orders[index]
+        owner_id = _owner_id(order.owner)
         if refusal is None and claimed.setdefault(parsed.spki_sha256, owner_id) != owner_id:
             refusal = KEY_OF_ANOTHER_ACCOUNT
         if refusal is not None:
             outcomes[index] = refusal
             continue
-        draft = _Draft(index, orders[index], parsed, profile, Certificate())
+        serial = reserved.reservations[index].serial
         try:
-            _sign_draft(draft, signer=signer, now=now, lint=False)
+            certificate, der = signer.sign(
+                parsed=parsed, subject=order.subject, profile=profile, serial=int(serial, 16)
+            )
         except CAError as exc:
             outcomes[index] = str(exc)
             continue
-        drafts.append(draft)
-    if signer.lint:
-        drafts = _lint_drafts(drafts, signer=signer, outcomes=outcomes)
-    for draft, outcome in zip(drafts, _store_drafts(drafts, signer=signer, now=now), strict=True):
-        outcomes[draft.index] = outcome
-    stored = [o for o in outcomes if isinstance(o, Certificate)]
-    audit.record_many([audit.AuditItem(**_issued_entry(row, actor=actor)) for row in stored], now=now)
-    if stored:
-        logger.info("issued %s certificates on CA %s", len(stored), signer.ca.slug)
-    assert all(o is not None for o in outcomes)
-    return [o for o in outcomes if o is not None]
+        row = Certificate(
+            ca=signer.ca,
+            serial=serial,
+            der=der,
+            subject=certificate.subject.rfc4514_string(),
+            not_before=signer.not_before,
+            not_after=signer.not_after,
+            owner=order.owner,
+            fingerprint_sha256=hashlib.sha256(der).hexdigest(),
+            spki_sha256=parsed.spki_sha256,
+            profile=profile.name,
+            request_sha256=parsed.sha256,
+            created_at=reserved.now,
+        )
+        drafts.append(_Draft(index, row))
+    return drafts
 
 
 def _lint_drafts(
@@ -395,80 +384,3 @@ def _lint_drafts(
             continue
         clean.append(draft)
     return clean
-
-
-def _sign_draft(draft: _Draft, *, signer: _Signer, now: dt.datetime, lint: bool = True) -> None:
-    """Sign ``draft`` with a freshly drawn serial and fill its row (unsaved); lint it unless told not to."""
-    serial = new_serial()
-    certificate, der = signer.sign(
-        parsed=draft.parsed, subject=draft.order.subject, profile=draft.profile, serial=serial, lint=lint
-    )
-    draft.row = Certificate(
-        ca=signer.ca,
-        serial=format_serial(serial=serial),
-        der=der,
-        subject=certificate.subject.rfc4514_string(),
-        not_before=signer.not_before,
-        not_after=signer.not_after,
-        owner=draft.order.owner,
-        fingerprint_sha256=hashlib.sha256(der).hexdigest(),
-        spki_sha256=draft.parsed.spki_sha256,
-        profile=draft.profile.name,
-        request_sha256=draft.parsed.sha256,
-        created_at=now,
-    )
-
-
-def _taken_serials(*, ca: CertificateAuthority, serials: list[str]) -> set[str]:
-    taken: set[str] = set()
-    for start in range(0, len(serials), _IN_CHUNK):
-        part = serials[start : start + _IN_CHUNK]
-        taken.update(Certificate.objects.filter(ca=ca, serial__in=part).values_list("serial", flat=True))
-    return taken
-
-
-def _store_drafts(drafts: list[_Draft], *, signer: _Signer, now: dt.datetime) -> list[Certificate | str]:
-    """Insert the drafts' rows in one statement; per draft the row or the reason it was not stored.
-
-    A draft whose serial is taken (or drawn twice in this batch) is signed again with a new serial and
-    the serials are checked again, up to five rounds; the insert happens only after a clean check.
-    """
-    outcomes: dict[int, Certificate | str] = {}
-    live = list(drafts)
-    for _attempt in range(_SERIAL_ATTEMPTS):
-        taken = _taken_serials(ca=signer.ca, serials=[d.row.serial for d in live])
-        collided: list[_Draft] = []
-        for draft in live:
-            if draft.row.serial in taken:
-                collided.append(draft)
-            taken.add(draft.row.serial)  # a serial drawn twice in this batch collides too
-        if collided:
-            logger.warning("serial collision on CA %s, drawing %s again", signer.ca.slug, len(collided))
-            for draft in collided:
-                try:
-                    _sign_draft(draft, signer=signer, now=now)
-                except CAError as exc:
-                    outcomes[draft.index] = str(exc)
-                    live.remove(draft)
-            continue
-        try:
-            with transaction.atomic():
-                Certificate.objects.bulk_create([d.row for d in live])
-        except IntegrityError:
-            # A serial was taken meanwhile (a concurrent issuance): which one is unknown, so all are drawn
-            # again and signed again.
-            logger.warning("serial collision on CA %s storing %s certificates", signer.ca.slug, len(live))
-            for draft in list(live):
-                try:
-                    _sign_draft(draft, signer=signer, now=now)
-                except CAError as exc:
-                    outcomes[draft.index] = str(exc)
-                    live.remove(draft)
-            continue
-        outcomes.update((d.index, d.row) for d in live)
-        return [outcomes[d.index] for d in drafts]
-    outcomes.update((d.index, SERIAL_EXHAUSTED) for d in live)
-    return [outcomes[d.index] for d in drafts]
-
-
-# --- revoking and CRLs -----------------------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""Serial reservations: every serial is drawn and committed here before anything is signed with it.
+
+The order is the one boulder uses. A serial is drawn at random (:func:`ca.pki.serials.new_serial`, 159
+bits from the OS CSPRNG) and inserted into :class:`ca.models.SerialReservation` in a transaction of its
+own that commits before signing starts; the unique constraint on (CA, serial) is the collision guard, and
+a collision is an error, never a silent re-draw. Then the certificate is signed and stored with that
+serial. Whatever happens after the reservation commits, the serial is known: a process that dies between
+signing and storing leaves a reservation with no certificate, which :func:`unstored` finds (the system
+check ``ca.W002`` and the CRL health page report it) and :func:`ca.services.revocation.revoke_serial`
+puts on the CRL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef, QuerySet
+
+from ca.errors import CAError
+from ca.models import Certificate, CertificateAuthority, SerialReservation
+from ca.pki.serials import format_serial, new_serial
+
+logger = logging.getLogger(__name__)
+
+#: A reservation this old with no certificate is reported: issuing a batch takes seconds, not minutes.
+UNSTORED_AFTER = dt.timedelta(minutes=10)
+
+SERIAL_COLLISION = (
+    "A freshly drawn serial number is taken already on this CA, which should never happen with 159 random "
+    "bits: nothing was signed. Try again; if it happens again, the server's random number generator is "
+    "broken and the operator must look into it before issuing anything."
+)
+
+
+def reserve(
+    *, ca: CertificateAuthority, purposes: Sequence[str], not_after: dt.datetime, now: dt.datetime
+) -> list[SerialReservation]:
+    """Draw one serial per purpose and commit them (one INSERT) before anything is signed.
+
+    Runs in a durable transaction of its own: called inside another transaction it raises RuntimeError,
+    because a reservation rolled back with its caller would leave a signed serial unrecorded. Raises
+    :class:`CAError` (:data:`SERIAL_COLLISION`) when a drawn serial is taken; nothing is reserved then.
+    """
+    rows = [
+        SerialReservation(
+            ca=ca,
+            serial=format_serial(serial=new_serial()),
+            reserved_at=now,
+            purpose=purpose[:200],
+            not_after=not_after,
+        )
+        for purpose in purposes
+    ]
+    if len({row.serial for row in rows}) != len(rows):
+        raise CAError(SERIAL_COLLISION)
+    try:
+        with transaction.atomic(durable=True):
+            SerialReservation.objects.bulk_create(rows)
+    except IntegrityError:
+        logger.error("serial collision on CA %s: a freshly drawn serial is reserved already", ca.slug)
+        raise CAError(SERIAL_COLLISION) from None
+    return rows
+
+
+def discard(*, reservations: Sequence[SerialReservation], reason: str, now: dt.datetime) -> None:
+    """Note that no certificate with these serials left the CA (refused before or after signing)."""
+    ids = [reservation.pk for reservation in reservations if reservation.pk is not None]
+    if ids:
+        SerialReservation.objects.filter(pk__in=ids, discarded_at=None).update(
+            discarded_at=now, discard_reason=reason[:500]
+        )
+
+
+def unstored(*, now: dt.datetime, ca: CertificateAuthority | None = None) -> QuerySet[SerialReservation]:
+    """Reservations older than :data:`UNSTORED_AFTER` with no certificate, not discarded, not revoked.
+
+    Each may stand for a certificate that was signed and never stored: revoke it by serial to be safe.
+    """
+    stored = Certificate.objects.filter(ca_id=OuterRef("ca_id"), serial=OuterRef("serial"))
+    found = SerialReservation.objects.filter(
+        reserved_at__lt=now - UNSTORED_AFTER, discarded_at=None, revoked_at=None
+    ).filter(~Exists(stored))
+    return found.filter(ca=ca) if ca is not None else found
