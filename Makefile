@@ -46,8 +46,8 @@ pytest-postgres: $(VENV)/.installed
 
 BENCH_ARGS ?=
 bench: $(VENV)/.installed
-	$(PY) manage.py benchmark --settings tests.settings $(BENCH_ARGS)
-	$(PY) tests/pgserver.py -- $(PY) manage.py benchmark --settings tests.settings $(BENCH_ARGS)
+	$(PY) -m bench --settings tests.settings $(BENCH_ARGS)
+	$(PY) tests/pgserver.py -- $(PY) -m bench --settings tests.settings $(BENCH_ARGS)
 
 fixtures: $(VENV)/.installed
 	$(PY) tests/fixtures/make_fixtures.py

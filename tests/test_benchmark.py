@@ -1,11 +1,14 @@
-"""manage.py benchmark, with tiny sizes: every figure comes out as one line of JSON (no timing is judged)."""
+"""The benchmark (``python -m bench``, top-level ``bench/``), with tiny sizes: every figure comes out as one
+line of JSON (no timing is judged); and it stays out of the installed portal."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ def run_benchmark(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str
     env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}  # its own SQLite file
     env["ENROLL_DATA_DIR"] = str(tmp_path)
     return subprocess.run(
-        [sys.executable, "manage.py", "benchmark", "--settings", "tests.settings", *args],
+        [sys.executable, "-m", "bench", "--settings", "tests.settings", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -70,3 +73,18 @@ def test_bad_sizes_are_refused_in_plain_words(tmp_path: Path, args: list[str], m
 
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_the_installed_portal_carries_no_benchmark() -> None:
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    patterns: list[str] = find["include"]
+
+    assert not [
+        (name, pattern)
+        for name in ("bench", "bench.run", "tests")
+        for pattern in patterns
+        if fnmatch.fnmatchcase(name, pattern)
+    ]
+    packaged = [top for pattern in patterns for top in ROOT.glob(pattern) if (top / "__init__.py").exists()]
+    assert {top.name for top in packaged} == {"enroll", "accounts", "ca"}
+    assert [path for top in packaged for path in top.rglob("*bench*.py")] == []

@@ -1,7 +1,7 @@
-"""Settings of the benchmark's web server only (``manage.py benchmark`` starts gunicorn with them).
+"""Settings of the benchmark's web server only (:mod:`bench.endpoint` starts gunicorn with them).
 
 The settings the benchmark itself runs with (``ENROLL_BENCH_BASE_SETTINGS``), pointed at its throwaway
-database (``ENROLL_BENCH_DATABASE_NAME``), with :mod:`enroll.bench_urls` as URLconf.
+database (``ENROLL_BENCH_DATABASE_NAME``), with :mod:`bench.urls` as URLconf.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 _base = importlib.import_module(os.environ.get("ENROLL_BENCH_BASE_SETTINGS", "enroll.settings"))
 globals().update({name: value for name, value in vars(_base).items() if name.isupper()})
 
-ROOT_URLCONF = "enroll.bench_urls"
+ROOT_URLCONF = "bench.urls"
 DATABASES = {
     **_base.DATABASES,
     "default": {**_base.DATABASES["default"], "NAME": os.environ["ENROLL_BENCH_DATABASE_NAME"]},

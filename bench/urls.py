@@ -1,7 +1,7 @@
-"""URLconf of the benchmark's web server only (``manage.py benchmark``): the portal plus a trivial view.
+"""URLconf of the benchmark's web server only (:mod:`bench.settings`): the portal plus a trivial view.
 
 The trivial view goes through the same middleware as every page and does nothing else: the CRL
-endpoint's requests per second are compared with it. Never part of the production URLconf.
+endpoint's requests per second are compared with it. Never part of the portal's URLconf.
 """
 
 from __future__ import annotations

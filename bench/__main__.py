@@ -1,0 +1,80 @@
+"""``python -m bench [--settings tests.settings] [options]``: print the benchmark figures as JSON lines.
+
+CRL publication at several sizes (time, peak memory), revocation to served CRL, bulk and single approvals,
+the CRL endpoint under gunicorn and wrk; raw ``cryptography`` figures beside; the issue's targets with
+pass/fail. Uses a throwaway database. Run from the repository's top folder (``make bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=(
+            "Print benchmark figures as JSON lines, with the issue's targets and pass/fail: CRL publication "
+            "at several sizes (time, peak memory), revocation to served CRL, bulk and single approvals, the "
+            "CRL endpoint under gunicorn and wrk; raw `cryptography` figures beside. Uses a throwaway "
+            "database."
+        ),
+    )
+    parser.add_argument(
+        "--settings",
+        default=os.environ.get("DJANGO_SETTINGS_MODULE", "tests.settings"),
+        help="Django settings module (default: DJANGO_SETTINGS_MODULE, else tests.settings).",
+    )
+    parser.add_argument(
+        "--crl-sizes",
+        default="1000,10000,100000,1000000",
+        help="Comma-separated numbers of revoked entries (default 1000,10000,100000,1000000).",
+    )
+    parser.add_argument(
+        "--skip-1m", action="store_true", help="Leave out CRL sizes of a million and more (quick runs)."
+    )
+    parser.add_argument(
+        "--issue", type=int, default=1000, help="Requests approved in bulk, with and without lint (1000)."
+    )
+    parser.add_argument("--single", type=int, default=200, help="Requests approved one by one (200).")
+    parser.add_argument(
+        "--http-seconds", type=int, default=5, help="Seconds per wrk run; 0 leaves the endpoint out (5)."
+    )
+    parser.add_argument("--wrk", default="wrk", help="The wrk program (default: wrk on PATH).")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parser()
+    options = arguments.parse_args(argv)
+    try:
+        sizes = [int(s) for s in options.crl_sizes.split(",") if s.strip()]
+    except ValueError:
+        arguments.error("--crl-sizes takes whole numbers separated by commas (1000,10000).")
+    if any(size < 1 for size in sizes) or min(options.issue, options.single) < 0:
+        arguments.error("Sizes and counts must be positive; --issue and --single may be 0.")
+    if options.skip_1m:
+        sizes = [size for size in sizes if size < 1_000_000]
+
+    os.environ["DJANGO_SETTINGS_MODULE"] = options.settings
+    import django
+
+    django.setup()
+    from bench.run import run  # models are importable only once Django is set up
+
+    run(
+        out=sys.stdout,
+        crl_sizes=sizes,
+        issue_count=options.issue,
+        single_count=options.single,
+        wrk=shutil.which(options.wrk),
+        http_seconds=max(0, options.http_seconds),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
