@@ -11,9 +11,10 @@ class CaConfig(AppConfig):
     def ready(self) -> None:
         from django.core import checks
 
-        from ca.checks import check_public_url
+        from ca.checks import check_public_url, check_unstored_serials
 
         checks.register(check_public_url)
+        checks.register(check_unstored_serials)
 
         from django.db.models.signals import post_delete, post_save
 

@@ -176,27 +176,36 @@ class Revocation(models.Model):
         return f"{self.certificate.serial} ({self.reason})"
 
 
+class ReservationState(models.TextChoices):
+    """What became of a reserved serial."""
+
+    RESERVED = "reserved", "Reserved"  # signing may be under way, or the process died after it
+    ISSUED = "issued", "Issued"  # the certificate with this serial is stored
+    DISCARDED = "discarded", "Discarded"  # refused before any certificate with it left the CA
+    REVOKED = "revoked", "Revoked"  # never stored, revoked by serial: listed on the CA's CRL
+
+
 class SerialReservation(models.Model):
     """A serial drawn for a certificate of ``ca``, committed before anything is signed with it.
 
     The unique constraint is the collision guard (RFC 5280 4.1.2.2: serials are unique per issuer): a
-    drawn serial that is taken is an error, never silently drawn again. The certificate stored with this
-    serial (same CA and serial) shows it was used. A reservation with neither a certificate nor a
-    ``discarded_at`` may have been signed and never stored (the process died in between): the system
-    checks and the CRL health page report it, and ``manage.py revoke SERIAL`` revokes it, which lists the
-    serial on the CA's CRL until ``not_after`` (the latest notAfter a certificate signed with it can have).
+    drawn serial that is taken is an error, never silently drawn again. A reservation still RESERVED long
+    after it was made may stand for a certificate that was signed and never stored (the process died in
+    between): the system checks and the CRL health page report it, and ``manage.py revoke SERIAL``
+    revokes it, which lists the serial on the CA's CRL until ``not_after`` (the notAfter a certificate
+    signed with it has).
     """
 
     ca = models.ForeignKey(CertificateAuthority, on_delete=models.PROTECT, related_name="reservations")
     serial = models.CharField(max_length=42, help_text="Upper-case hex, as on the certificate.")
-    reserved_at = models.DateTimeField(db_index=True)
     purpose = models.CharField(max_length=200, help_text="What the serial is for, e.g. 'request #12'.")
     not_after = models.DateTimeField(help_text="The notAfter of the certificate to be signed with it.")
-    discarded_at = models.DateTimeField(null=True, blank=True)
-    discard_reason = models.CharField(
-        max_length=500, blank=True, help_text="Why no certificate with this serial left the CA."
+    reserved_at = models.DateTimeField()
+    state = models.CharField(
+        max_length=16, choices=ReservationState.choices, default=ReservationState.RESERVED
     )
-    revoked_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True, help_text="When it left the RESERVED state.")
+    note = models.CharField(max_length=500, blank=True, help_text="Why it was discarded or revoked.")
     revocation_reason = models.CharField(max_length=32, choices=RevocationReason.choices, blank=True)
     revoked_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -207,9 +216,20 @@ class SerialReservation(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["ca", "serial"], name="reservation_unique_serial_per_ca")
         ]
+        indexes = [
+            # the open and the revoked ones are few among millions: the checks and CRLs read only those
+            models.Index(
+                fields=["reserved_at"],
+                condition=models.Q(state="reserved"),
+                name="reservation_open",
+            ),
+            models.Index(
+                fields=["ca", "not_after"], condition=models.Q(state="revoked"), name="reservation_revoked"
+            ),
+        ]
 
     def __str__(self) -> str:
-        return f"serial {self.serial} of {self.ca_id} ({self.purpose})"
+        return f"serial {self.serial} ({self.purpose}, {self.state})"
 
 
 class CrlPublication(models.Model):

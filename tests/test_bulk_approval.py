@@ -24,6 +24,7 @@ from ca.models import (
     BlockedKeySource,
     Certificate,
     CertificateAuthority,
+    ReservationState,
     SerialReservation,
 )
 from ca.pki.keypolicy import spki_sha256
@@ -277,8 +278,14 @@ def test_every_serial_is_reserved_before_its_certificate_is_signed(
 
     assert {r.outcome for r in results} == {Outcome.ISSUED}
     assert reserved_when_signed == [True, True, True]
-    reserved = dict(SerialReservation.objects.values_list("serial", "purpose"))
-    assert reserved == {r.certificate.serial: f"request #{r.request_id}" for r in results if r.certificate}
+    reserved = {
+        s: (p, state) for s, p, state in SerialReservation.objects.values_list("serial", "purpose", "state")
+    }
+    assert reserved == {
+        r.certificate.serial: (f"request #{r.request_id}", ReservationState.ISSUED)
+        for r in results
+        if r.certificate
+    }
 
 
 # --- e-mails ---------------------------------------------------------------------------------------------

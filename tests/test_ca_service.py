@@ -20,7 +20,14 @@ from django.contrib.auth.models import User
 from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks, Settings
 
 from ca.errors import AlreadyRevoked, CAError
-from ca.models import Certificate, CertificateAuthority, CrlPublication, RevocationReason, SerialReservation
+from ca.models import (
+    Certificate,
+    CertificateAuthority,
+    CrlPublication,
+    ReservationState,
+    RevocationReason,
+    SerialReservation,
+)
 from ca.pki.keys import CAKeyType
 from ca.pki.profiles import SubjectInfo
 from ca.pki.serials import format_serial, format_serial_colons
@@ -490,8 +497,8 @@ def test_a_refused_certificate_discards_its_reservation_with_the_reason(
         )
 
     reservation = SerialReservation.objects.get()
-    assert reservation.discarded_at is not None
-    assert "unknown" in reservation.discard_reason.lower()
+    assert reservation.state == ReservationState.DISCARDED
+    assert "unknown" in reservation.note.lower()
     assert not Certificate.objects.exists()
 
 

@@ -251,6 +251,9 @@ def issue(
             drafts = _lint_drafts(drafts, signer=signer, outcomes=outcomes)
         if drafts:
             Certificate.objects.bulk_create([draft.row for draft in drafts])
+            reservations.mark_issued(
+                reservations=[reserved.reservations[draft.index] for draft in drafts], now=reserved.now
+            )
         for draft in drafts:
             outcomes[draft.index] = draft.row
     refused: dict[str, list[SerialReservation]] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from django.db.models.functions import Length
@@ -16,7 +16,7 @@ from ca.models import (
     CrlFetch,
     CrlPublication,
 )
-from ca.services import crl
+from ca.services import crl, reservations
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,8 @@ class CrlHealth:
     seconds_left: int
     color: CrlColor
     nodes: list[NodeState]
+    #: Serials reserved long ago and never stored: each may be a signed certificate the CRL must list.
+    unstored_serials: list[str] = field(default_factory=list)
 
     @property
     def summary(self) -> str:
@@ -113,8 +115,17 @@ def crl_health(*, ca: CertificateAuthority, now: dt.datetime | None = None) -> C
         NodeState(f.node, f.number, f.since, f.last_seen, latest is not None and f.number >= latest.number)
         for f in CrlFetch.objects.filter(ca=ca).order_by("node")
     ]
+    unstored = list(reservations.unstored(now=now, ca=ca).values_list("serial", flat=True)[:50])
     if latest is None:
-        return CrlHealth(ca=ca, crl=None, size=0, seconds_left=0, color=CrlColor.RED, nodes=nodes)
+        return CrlHealth(
+            ca=ca,
+            crl=None,
+            size=0,
+            seconds_left=0,
+            color=CrlColor.RED,
+            nodes=nodes,
+            unstored_serials=unstored,
+        )
     return CrlHealth(
         ca=ca,
         crl=latest,
@@ -122,6 +133,7 @@ def crl_health(*, ca: CertificateAuthority, now: dt.datetime | None = None) -> C
         seconds_left=int((latest.next_update - now).total_seconds()),
         color=crl_color(this_update=latest.this_update, next_update=latest.next_update, now=now),
         nodes=nodes,
+        unstored_serials=unstored,
     )
 
 

@@ -5,7 +5,7 @@ bits from the OS CSPRNG) and inserted into :class:`ca.models.SerialReservation` 
 own that commits before signing starts; the unique constraint on (CA, serial) is the collision guard, and
 a collision is an error, never a silent re-draw. Then the certificate is signed and stored with that
 serial. Whatever happens after the reservation commits, the serial is known: a process that dies between
-signing and storing leaves a reservation with no certificate, which :func:`unstored` finds (the system
+signing and storing leaves a reservation still RESERVED, which :func:`unstored` finds (the system
 check ``ca.W002`` and the CRL health page report it) and :func:`ca.services.revocation.revoke_serial`
 puts on the CRL.
 """
@@ -17,10 +17,10 @@ import logging
 from collections.abc import Sequence
 
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import QuerySet
 
 from ca.errors import CAError
-from ca.models import Certificate, CertificateAuthority, SerialReservation
+from ca.models import CertificateAuthority, ReservationState, SerialReservation
 from ca.pki.serials import format_serial, new_serial
 
 logger = logging.getLogger(__name__)
@@ -67,20 +67,31 @@ def reserve(
 
 def discard(*, reservations: Sequence[SerialReservation], reason: str, now: dt.datetime) -> None:
     """Note that no certificate with these serials left the CA (refused before or after signing)."""
+    _close(reservations, state=ReservationState.DISCARDED, note=reason[:500], now=now)
+
+
+def mark_issued(*, reservations: Sequence[SerialReservation], now: dt.datetime) -> None:
+    """Note that the certificates with these serials are stored (in the transaction that stores them)."""
+    _close(reservations, state=ReservationState.ISSUED, note="", now=now)
+
+
+def _close(
+    reservations: Sequence[SerialReservation], *, state: ReservationState, note: str, now: dt.datetime
+) -> None:
     ids = [reservation.pk for reservation in reservations if reservation.pk is not None]
-    if ids:
-        SerialReservation.objects.filter(pk__in=ids, discarded_at=None).update(
-            discarded_at=now, discard_reason=reason[:500]
-        )
+    for start in range(0, len(ids), 500):
+        SerialReservation.objects.filter(
+            pk__in=ids[start : start + 500], state=ReservationState.RESERVED
+        ).update(state=state, closed_at=now, note=note)
 
 
 def unstored(*, now: dt.datetime, ca: CertificateAuthority | None = None) -> QuerySet[SerialReservation]:
-    """Reservations older than :data:`UNSTORED_AFTER` with no certificate, not discarded, not revoked.
+    """Reservations still open :data:`UNSTORED_AFTER` after they were made.
 
-    Each may stand for a certificate that was signed and never stored: revoke it by serial to be safe.
+    Each may stand for a certificate that was signed and never stored: revoke it by serial to be safe
+    (:func:`ca.services.revocation.revoke_serial`). Reads the partial index of open reservations only.
     """
-    stored = Certificate.objects.filter(ca_id=OuterRef("ca_id"), serial=OuterRef("serial"))
     found = SerialReservation.objects.filter(
-        reserved_at__lt=now - UNSTORED_AFTER, discarded_at=None, revoked_at=None
-    ).filter(~Exists(stored))
+        state=ReservationState.RESERVED, reserved_at__lt=now - UNSTORED_AFTER
+    ).select_related("ca")
     return found.filter(ca=ca) if ca is not None else found

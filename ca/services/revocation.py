@@ -16,8 +16,10 @@ from ca.models import (
     BlockedKeySource,
     Certificate,
     CertificateAuthority,
+    ReservationState,
     Revocation,
     RevocationReason,
+    SerialReservation,
 )
 from ca.pki.serials import format_serial, parse_serial
 from ca.services import crl
@@ -122,3 +124,72 @@ def block_key_of(certificate: Certificate, *, now: dt.datetime) -> BlockedKey | 
         },
     )
     return blocked
+
+
+def revoke_serial(
+    *,
+    serial: str,
+    reason: RevocationReason,
+    ca: CertificateAuthority | None = None,
+    by: Account | None = None,
+    now: dt.datetime | None = None,
+) -> SerialReservation:
+    """Revoke a serial that was reserved and never stored (its certificate may have been signed).
+
+    A process that died between signing and storing leaves such a reservation
+    (:func:`ca.services.reservations.unstored`). The serial goes on the CA's CRL, published on commit,
+    until the notAfter the certificate would have had. Raises :class:`CAError` when no such serial was
+    reserved, or it was issued (revoke the certificate), discarded (nothing was signed) or revoked already.
+    """
+    try:
+        canonical = format_serial(serial=parse_serial(text=serial))
+    except ValueError as exc:
+        raise CAError(str(exc)) from None
+    with transaction.atomic():
+        found = SerialReservation.objects.filter(serial=canonical)
+        if ca is not None:
+            found = found.filter(ca=ca)
+        matches = list(found.select_for_update().select_related("ca")[:2])
+        if not matches:
+            raise CAError(f"No certificate with serial {canonical} was issued or reserved here.")
+        if len(matches) > 1:
+            raise CAError(f"Several CAs reserved serial {canonical}; name the CA with --ca.")
+        (reservation,) = matches
+        if reservation.state == ReservationState.REVOKED:
+            raise AlreadyRevoked(f"Serial {canonical} is revoked already.")
+        if reservation.state != ReservationState.RESERVED:
+            raise CAError(
+                f"Serial {canonical} was {reservation.get_state_display().lower()} "
+                f"({reservation.note or 'its certificate is stored'}); only a reserved serial that was never "
+                "stored is revoked this way."
+            )
+        CertificateAuthority.objects.select_for_update(no_key=True).only("pk").get(pk=reservation.ca_id)
+        now = now or utcnow()
+        reservation.state = ReservationState.REVOKED
+        reservation.closed_at = now
+        reservation.revocation_reason = reason
+        reservation.revoked_by = by
+        reservation.note = f"revoked by serial: {reason.label.lower()}"
+        reservation.save(update_fields=["state", "closed_at", "revocation_reason", "revoked_by", "note"])
+        audit.record(
+            event=AuditEvent.CERTIFICATE_REVOKED,
+            actor=by,
+            ca_slug=reservation.ca.slug,
+            serial=canonical,
+            detail=f"{reason}; a reserved serial with no stored certificate ({reservation.purpose})",
+            now=now,
+        )
+        ca_of = reservation.ca
+
+        def publish_after_commit() -> None:
+            try:
+                crl.publish_crl(ca=ca_of)
+            except CAError as exc:
+                raise CrlNotPublished(
+                    f"Serial {canonical} is revoked, but the new CRL could not be signed: {exc} "
+                    "Fix that and run manage.py publish_crl."
+                ) from exc
+
+        transaction.on_commit(publish_after_commit)
+    logger.info("revoked reserved serial %s on CA %s (%s)", canonical, ca_of.slug, reason)
+    return reservation
