@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_benchmark(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -372,7 +372,7 @@ def test_concurrent_writers_on_postgresql_build_one_unbroken_chain(
     ca: CertificateAuthority, alice: User, admin_user: User
 ) -> None:
     from ca.services.revocation import revoke_certificate
-    from tests.test_postgres_concurrency import run_together
+    from tests.ca.test_postgres_concurrency import run_together
 
     requests = [flows.submit_csr(owner=alice, data=make_csr()).pk for _ in range(4)]
     issued = flows.approve(request_id=flows.submit_csr(owner=alice, data=make_csr()).pk)

@@ -4,7 +4,7 @@ certificates, free ports, the screenshot folder, and the portal's side (issued c
 CRL bundles, a real ``enroll-crl-sync`` run).
 
 Not a test module. Fixtures defined here are imported by the test modules that use them, e.g.
-``from tests.realclients import chromium, nginx_factory  # noqa: F401``.
+``from tests.harness import chromium, nginx_factory  # noqa: F401``.
 
 How the programs behave on these machines is written down in docs/FRONT-SERVERS.md (nginx reads
 its CRL only at start or reload, needs one PEM CRL per CA in the chain, refuses a revoked client with
@@ -72,7 +72,7 @@ T = TypeVar("T")
 M = TypeVar("M")
 S = TypeVar("S", bound="FrontServer[Any]")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 #: Flags for Debian's Chromium as root in a container (REAL-CLIENTS.md).
 CHROMIUM_ARGS = (

@@ -29,7 +29,7 @@ from ca.pki.profiles import (
 )
 from tests.conftest import need_program
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 NOW = dt.datetime(2025, 3, 14, 15, 9, 26, tzinfo=dt.UTC)
 URLS = IssuerUrls(
     crl_url="http://192.0.2.10/ca/test-root/crl.der", ca_issuers_url="http://192.0.2.10/ca/test-root.der"

@@ -28,7 +28,7 @@ from enroll import flows
 from enroll.models import EnrollmentRequest, RequestStatus
 from tests.conftest import make_csr
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def findings_of(certificate: Certificate, *, worst: Severity = Severity.WARNING) -> list[str]:

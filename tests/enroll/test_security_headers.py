@@ -17,12 +17,12 @@ from django.urls import reverse
 from pytest_django.fixtures import Settings
 from pytest_django.live_server_helper import LiveServer
 
-from tests.realclients import ChromiumThread, chromium, close_session, open_session  # noqa: F401  (fixture)
+from tests.harness import ChromiumThread, chromium, close_session, open_session  # noqa: F401  (fixture)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 #: Pages of every kind: anonymous, portal, key generation, SPKAC (the <keygen> form), admin.
 PAGES: list[tuple[str, str]] = [

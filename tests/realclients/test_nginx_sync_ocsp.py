@@ -25,7 +25,7 @@ from pytest_django.live_server_helper import LiveServer
 from ca.models import CertificateAuthority, CrlFetch
 from ca.services.crl import current_crl
 from ca.services.propagation import crl_health
-from tests.realclients import (  # noqa: F401  (fixtures)
+from tests.harness import (  # noqa: F401  (fixtures)
     IssuedClient,
     NginxFactory,
     NginxServer,

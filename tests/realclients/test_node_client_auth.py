@@ -13,7 +13,7 @@ from pytest_django.live_server_helper import LiveServer
 
 from ca.models import CertificateAuthority, CrlFetch
 from ca.services.crl import current_crl
-from tests.realclients import (  # noqa: F401  (fixtures)
+from tests.harness import (  # noqa: F401  (fixtures)
     HttpsAnswer,
     IssuedClient,
     NodeError,

@@ -377,7 +377,7 @@ def test_certificates_issued_in_bulk_carry_the_verified_address(
     connection.vendor != "postgresql", reason="needs PostgreSQL (set DATABASE_URL=postgres://...)"
 )
 def test_bulk_approvals_at_once_decide_each_request_once(ca: CertificateAuthority, alice: User) -> None:
-    from tests.test_postgres_concurrency import run_together
+    from tests.ca.test_postgres_concurrency import run_together
 
     ids = submit_many(alice, 12)
     admins = [User.objects.create_superuser(f"admin{i}", f"admin{i}@example.com", "x") for i in range(3)]

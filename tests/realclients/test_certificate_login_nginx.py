@@ -29,7 +29,7 @@ from pytest_django.live_server_helper import LiveServer
 from ca.models import Certificate, CertificateAuthority, RevocationReason
 from ca.services.export import export_certificate
 from ca.services.revocation import revoke_certificate
-from tests.realclients import (  # noqa: F401  (fixtures)
+from tests.harness import (  # noqa: F401  (fixtures)
     BrowserSession,
     ChromiumThread,
     IssuedClient,

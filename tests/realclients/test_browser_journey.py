@@ -25,7 +25,7 @@ from ca.services.authorities import create_ca
 from ca.services.export import ca_certificate_pem, export_certificate
 from enroll.models import EnrollmentRequest, RequestStatus
 from tests.conftest import need_program
-from tests.realclients import (  # noqa: F401  (fixtures)
+from tests.harness import (  # noqa: F401  (fixtures)
     BrowserSession,
     ChromiumThread,
     NginxFactory,

@@ -28,7 +28,7 @@ from ca.services.export import export_certificate
 from enroll import flows
 from enroll.models import EnrollmentRequest, RequestKind, RequestStatus
 from tests.conftest import need_program
-from tests.realclients import (  # noqa: F401  (fixtures)
+from tests.harness import (  # noqa: F401  (fixtures)
     BrowserSession,
     ChromiumThread,
     NginxFactory,

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.django_db
 
 PROFILE = reverse("accounts:profile")
-SETTINGS_FILE = Path(__file__).resolve().parent.parent / "enroll" / "settings.py"
+SETTINGS_FILE = Path(__file__).resolve().parents[2] / "enroll" / "settings.py"
 
 
 # --- what front servers send -------------------------------------------------------------------------

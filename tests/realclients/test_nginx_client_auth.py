@@ -17,7 +17,7 @@ from pytest_django import DjangoCaptureOnCommitCallbacks
 from ca.models import Certificate, CertificateAuthority
 from ca.services.crl import current_crl
 from tests.conftest import need_program
-from tests.realclients import (  # noqa: F401  (fixtures)
+from tests.harness import (  # noqa: F401  (fixtures)
     ChromiumThread,
     HttpsAnswer,
     IssuedClient,
@@ -35,7 +35,7 @@ from tests.realclients import (  # noqa: F401  (fixtures)
     serve_chain,
     visit,
 )
-from tests.realclients import revoke as revoke_now
+from tests.harness import revoke as revoke_now
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser

@@ -27,7 +27,7 @@ from ca.services.revocation import revoke_certificate
 from enroll import flows
 from enroll.models import EnrollmentRequest, RequestStatus
 from tests.cli import ManagePy
-from tests.conftest import fixture_bytes, make_csr
+from tests.conftest import FIXTURES, fixture_bytes, make_csr
 
 pytestmark = pytest.mark.django_db
 
@@ -95,7 +95,7 @@ def test_submit_csr_refuses_a_bad_file_with_the_reason_and_stores_nothing(
     alice: User, name: str, message: str
 ) -> None:
     with pytest.raises(CommandError, match=message) as error:
-        run("submit_csr", "--user", "alice", str(Path(__file__).parent / "fixtures" / name))
+        run("submit_csr", "--user", "alice", str(FIXTURES / name))
 
     assert "\n" not in str(error.value)
     assert not EnrollmentRequest.objects.exists()
@@ -476,9 +476,7 @@ def test_the_command_line_end_to_end_with_exit_status_and_one_line_reasons(tmp_p
         "User.objects.create_user('erin', 'erin@example.com', 'erin-password-123')",
     )
 
-    stderr = refused(
-        "submit_csr", "--user", "erin", str(Path(__file__).parent / "fixtures" / "selfsigned-cert.pem")
-    )
+    stderr = refused("submit_csr", "--user", "erin", str(FIXTURES / "selfsigned-cert.pem"))
     assert "certificate, not a certificate request" in stderr
     key_pem = fixture_bytes("openssl-ec-p256.key.pem")
     stderr = refused("submit_csr", "--user", "erin", "-", stdin=key_pem)

@@ -45,7 +45,7 @@ from django.db import connection
 
 from tests.cli import ManagePy
 from tests.conftest import make_csr, need_program, signed_by
-from tests.realclients import NginxBalancer, PortalInstance, WebAnswer, WebClient, free_port
+from tests.harness import NginxBalancer, PortalInstance, WebAnswer, WebClient, free_port
 
 pytestmark = [
     pytest.mark.postgres,

@@ -21,7 +21,7 @@ from ca.pki import csr as csr_module
 from ca.pki.csr import MAX_SUBMISSION_BYTES, ParsedRequest, parse_csr
 from ca.pki.errors import Refusal, RequestRefused
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def fixture(name: str) -> bytes:

@@ -25,7 +25,7 @@ from django.db import models
 
 from enroll.models import EnrollmentRequest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PRODUCT_PACKAGES = ("enroll", "accounts", "ca")
 
 
