@@ -329,7 +329,7 @@ ENROLL_RATE_LIMITS: dict[str, dict[str, str]] = {
 # django_ratelimit.W001 says only that RateLimitCache is not one of the memcached/redis backends the
 # library names. What that check guards against, a non-atomic increment (its E003 for DatabaseCache),
 # RateLimitCache removes: increments run under a row lock (PostgreSQL) or the write lock (SQLite).
-# tests/test_rate_limits.py counts concurrent increments on PostgreSQL.
+# tests/accounts/test_rate_limits.py counts concurrent increments on PostgreSQL.
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
 
 #: Lock a username, and separately a client address, out after this many failed logins ...

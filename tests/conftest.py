@@ -26,8 +26,9 @@ from enroll import flows
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
-# Property-based tests (tests/test_parser_properties.py): the same examples on every run (derandomized, no
-# example database), so CI is deterministic. ENROLL_HYPOTHESIS_PROFILE=fuzz runs many random examples.
+# Property-based tests (tests/properties/test_parser_properties.py): the same examples on every run
+# (derandomized, no example database), so CI is deterministic. ENROLL_HYPOTHESIS_PROFILE=fuzz runs many
+# random examples.
 hypothesis.settings.register_profile(
     "enroll",
     derandomize=True,

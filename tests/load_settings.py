@@ -1,5 +1,6 @@
-"""Settings of the live portal processes in the load test (tests/test_load.py): the real settings module,
-fed the environment the test gives (DATABASE_URL, ENROLL_PUBLIC_URL, ...), with three test-only changes.
+"""Settings of the live portal processes in the load test (tests/realclients/test_load.py): the real
+settings module, fed the environment the test gives (DATABASE_URL, ENROLL_PUBLIC_URL, ...), with three
+test-only changes.
 
 - Mail goes to files in ``$ENROLL_LOAD_MAIL_DIR``, one file per message (the test reads the verification
   links there). Django's file backend names its files by second and ``id(self)``, which several gunicorn

@@ -2,7 +2,7 @@
 from trusted and untrusted addresses, in nginx and Apache format, valid, revoked, expired, unknown and
 garbage; sessions made by certificate, switched and ended; the profile page; ASGI; the settings' checks.
 
-The real path (Chromium -> nginx -> live portal) is in test_certificate_login_nginx.py.
+The real path (Chromium -> nginx -> live portal) is in tests/realclients/test_certificate_login_nginx.py.
 """
 
 from __future__ import annotations
@@ -514,7 +514,7 @@ def test_settings_defaults(load_settings: Callable[..., dict[str, Any]]) -> None
     auth_index = middleware.index("django.contrib.auth.middleware.AuthenticationMiddleware")
     assert middleware[auth_index + 1] == "accounts.certlogin.CertificateLoginMiddleware"
     assert loaded["AUTHENTICATION_BACKENDS"] == [
-        "axes.backends.AxesBackend",  # lock-out (tests/test_lockout.py)
+        "axes.backends.AxesBackend",  # lock-out (tests/accounts/test_lockout.py)
         "django.contrib.auth.backends.ModelBackend",
         "accounts.certlogin.CertificateBackend",
     ]

@@ -1,6 +1,6 @@
 """The key generation page and its CSR endpoint (portal:keygen, portal:keygen-submit), without a browser.
 
-The browser side (WebCrypto, PKCS#10, .p12) is tested in Chromium by tests/test_browser_keygen.py.
+The browser side (WebCrypto, PKCS#10, .p12) is tested in Chromium by tests/realclients/test_browser_keygen.py.
 """
 
 from __future__ import annotations
