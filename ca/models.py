@@ -6,7 +6,10 @@ Models own rules about one row; steps across rows (issue, revoke, publish) live 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import cached_property
+from typing import Self
 
 from cryptography import x509
 from django.conf import settings
@@ -85,6 +88,88 @@ class CertificateStatus(models.TextChoices):
     NOT_YET_VALID = "not_yet_valid", "Not yet valid"
 
 
+# --- certificate validity, one rule read two ways ------------------------------------------------
+#
+# RFC 5280 4.1.2.5: the validity period is "the period of time from notBefore through notAfter,
+# inclusive", and both times are whole seconds (4.1.2.5.1 and 4.1.2.5.2 allow no fractions). So the
+# notAfter second is valid to its end, and in the microseconds Django stores a certificate is within its
+# validity period at ``t`` iff
+#
+#     not_before <= t < not_after + 1 s
+#
+# closed at notBefore, open one second after notAfter: the closed interval of whole seconds, which is
+# what OpenSSL's whole-second clock accepts too. Each end is stated once, as a _ValidityEnd, and read
+# both as SQL (CertificateQuerySet) and for one row (Certificate.status_at), so the two cannot drift
+# apart; tests/ca/test_certificate_queries.py checks them against each other.
+
+
+@dataclass(frozen=True)
+class _ValidityEnd:
+    """One end of the validity period: it has passed at ``when`` iff ``field <= when - delay``."""
+
+    field: str
+    delay: dt.timedelta
+
+    def passed_q(self, when: dt.datetime) -> models.Q:
+        """The rows for which this end has passed at ``when``."""
+        return models.Q(**{f"{self.field}__lte": when - self.delay})
+
+    def pending_q(self, when: dt.datetime) -> models.Q:
+        """The other rows (the column is NOT NULL): a plain comparison, so an index on it serves."""
+        return models.Q(**{f"{self.field}__gt": when - self.delay})
+
+    def passed(self, certificate: Certificate, when: dt.datetime) -> bool:
+        """Whether this end of ``certificate`` has passed at ``when``."""
+        edge: dt.datetime = getattr(certificate, self.field)
+        return edge <= when - self.delay
+
+
+#: Valid from the notBefore instant on: notBefore is inclusive.
+_STARTS = _ValidityEnd("not_before", dt.timedelta(0))
+#: Expired from one second after notAfter on: the notAfter second is inclusive.
+_ENDS = _ValidityEnd("not_after", dt.timedelta(seconds=1))
+#: Revoked: a revocation is never undone here (no removeFromCRL), so it counts at every instant asked
+#: about, whatever its ``revoked_at``; for one row this is ``hasattr(certificate, "revocation")``.
+_REVOKED = models.Q(revocation__isnull=False)
+_UNREVOKED = models.Q(revocation__isnull=True)
+
+
+class CertificateQuerySet(models.QuerySet["Certificate"]):
+    """The portal's words for asking about certificates.
+
+    The status terms follow :meth:`Certificate.status_at`, which checks revoked first, then expired:
+    ``revoked()``, ``valid_at(t)`` and ``expired_at(t)`` select exactly the rows whose ``status_at(t)``
+    is REVOKED, VALID and EXPIRED (the rest is NOT_YET_VALID). A revoked certificate is neither valid nor
+    expired. The terms combine (``Certificate.objects.issued().valid_at(now)``) and chain with
+    ``filter``; the status terms do not imply :meth:`issued`.
+    """
+
+    def issued(self) -> Self:
+        """Certificates signed and stored with their DER: the ones the portal shows, serves and counts.
+
+        Placeholder rows without DER (a row written before its certificate was signed) are being removed
+        from issuance and are refused by the ``certificate_has_der`` CHECK constraint; this is the one
+        place the rule lives, so that it can become "every row" here alone.
+        """
+        return self.exclude(der=b"")
+
+    def of_keys(self, spki_sha256: Iterable[str]) -> Self:
+        """Certificates for any of these public keys (lower-case hex SHA-256 of the DER SPKI)."""
+        return self.filter(spki_sha256__in=list(spki_sha256))
+
+    def revoked(self) -> Self:
+        """Revoked certificates, expired or not (a revocation counts at every instant)."""
+        return self.filter(_REVOKED)
+
+    def valid_at(self, when: dt.datetime) -> Self:
+        """Not revoked and within the validity period at ``when`` (notBefore and notAfter inclusive)."""
+        return self.filter(_UNREVOKED, _STARTS.passed_q(when), _ENDS.pending_q(when))
+
+    def expired_at(self, when: dt.datetime) -> Self:
+        """Not revoked and past the end of the notAfter second at ``when``."""
+        return self.filter(_UNREVOKED, _ENDS.passed_q(when))
+
+
 class Certificate(models.Model):
     """A certificate this portal signed and stored, with its DER (a CHECK constraint says so).
 
@@ -106,6 +191,8 @@ class Certificate(models.Model):
     profile = models.CharField(max_length=32)
     request_sha256 = models.CharField(max_length=64, help_text="SHA-256 of the request it was issued for.")
     created_at = models.DateTimeField()
+
+    objects = CertificateQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -132,11 +219,13 @@ class Certificate(models.Model):
         return format_serial_colons(serial=self.serial_int)
 
     def status_at(self, when: dt.datetime) -> CertificateStatus:
+        """Revoked, else expired, else not yet valid, else valid at ``when``: the rule the status terms
+        of :class:`CertificateQuerySet` select by (notBefore and notAfter inclusive, RFC 5280 4.1.2.5)."""
         if hasattr(self, "revocation"):
             return CertificateStatus.REVOKED
-        if when >= self.not_after:
+        if _ENDS.passed(self, when):
             return CertificateStatus.EXPIRED
-        if when < self.not_before:
+        if not _STARTS.passed(self, when):
             return CertificateStatus.NOT_YET_VALID
         return CertificateStatus.VALID
 
