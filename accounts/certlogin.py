@@ -206,9 +206,9 @@ def read_forwarded_certificate(
 def find_certificate(forwarded: ForwardedCertificate) -> Certificate | None:
     """The portal's certificate for ``forwarded`` if it may log its owner in right now, else None."""
     matches = list(
-        Certificate.objects.select_related("ca", "owner", "revocation").filter(
-            fingerprint_sha256=forwarded.fingerprint_sha256
-        )[:2]
+        Certificate.objects.issued()
+        .select_related("ca", "owner", "revocation")
+        .filter(fingerprint_sha256=forwarded.fingerprint_sha256)[:2]
     )
     if len(matches) != 1 or bytes(matches[0].der) != forwarded.der:
         logger.info(  # the front server may trust other CAs too: not an alarm

@@ -29,6 +29,7 @@ from ca.models import (
     BlockedKeySource,
     Certificate,
     CertificateAuthority,
+    CertificateQuerySet,
     CertificateStatus,
     CrlPublication,
 )
@@ -76,14 +77,15 @@ class CertificateStatusFilter(admin.SimpleListFilter):
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        assert isinstance(queryset, CertificateQuerySet)  # made by Certificate.objects
         now = utcnow()
         match self.value():
             case CertificateStatus.VALID:
-                return queryset.filter(revocation__isnull=True, not_before__lte=now, not_after__gt=now)
+                return queryset.valid_at(now)
             case CertificateStatus.REVOKED:
-                return queryset.filter(revocation__isnull=False)
+                return queryset.revoked()
             case CertificateStatus.EXPIRED:
-                return queryset.filter(revocation__isnull=True, not_after__lte=now)
+                return queryset.expired_at(now)
         return queryset
 
 
@@ -109,7 +111,9 @@ class CertificateAdmin(ReadOnlyAdminMixin, _CertificateAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Certificate]:
-        return super().get_queryset(request).exclude(der=b"").defer("der")
+        certificates = super().get_queryset(request)
+        assert isinstance(certificates, CertificateQuerySet)  # made by Certificate.objects
+        return certificates.issued().defer("der")
 
     @admin.display(description="serial", ordering="serial")
     def serial_display(self, obj: Certificate) -> str:

@@ -182,7 +182,7 @@ class CertificateChoiceField(forms.ModelMultipleChoiceField):  # type: ignore[ty
 
 
 def _certificates() -> QuerySet[Certificate]:
-    return Certificate.objects.exclude(der=b"").select_related("ca", "owner", "revocation").defer("der")
+    return Certificate.objects.issued().select_related("ca", "owner", "revocation").defer("der")
 
 
 class RevocationForm(forms.Form):
@@ -284,7 +284,7 @@ class RevocationConfirmForm(forms.Form):
     """Step two: the confirmed choice, carried in hidden fields."""
 
     certificates = forms.ModelMultipleChoiceField(
-        queryset=Certificate.objects.exclude(der=b"").select_related("ca"), widget=forms.MultipleHiddenInput
+        queryset=Certificate.objects.issued().select_related("ca"), widget=forms.MultipleHiddenInput
     )
     reason = forms.TypedChoiceField(
         choices=RevocationReason.choices, coerce=RevocationReason, widget=forms.HiddenInput

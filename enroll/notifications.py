@@ -96,16 +96,12 @@ def due_threshold(remaining: dt.timedelta) -> int | None:
 
 
 def reminder_candidates(*, now: dt.datetime) -> QuerySet[Certificate]:
-    """Valid, unrevoked, not yet renewed, owned certificates that expire within the longest threshold."""
+    """Owned certificates valid at ``now`` (so unrevoked), not yet renewed, that expire within the longest
+    threshold."""
     return (
-        Certificate.objects.filter(
-            owner__isnull=False,
-            not_before__lte=now,
-            not_after__gt=now,
-            not_after__lte=now + dt.timedelta(days=max(REMINDER_THRESHOLDS)),
-            revocation__isnull=True,
-        )
-        .exclude(der=b"")
+        Certificate.objects.issued()
+        .valid_at(now)
+        .filter(owner__isnull=False, not_after__lte=now + dt.timedelta(days=max(REMINDER_THRESHOLDS)))
         .exclude(renewals__status__in=RENEWING_STATUSES)
         .select_related("owner")
         .prefetch_related("expiry_reminders")

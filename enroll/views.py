@@ -70,7 +70,7 @@ def _may_view_all(user: Account, permission: str) -> bool:
 
 def _certificates(user: Account, *, view_only: bool) -> QuerySet[Certificate]:
     """The certificates ``user`` may open: their own, or (viewing only) any for staff allowed to."""
-    certificates = Certificate.objects.exclude(der=b"").select_related("ca", "owner", "revocation")
+    certificates = Certificate.objects.issued().select_related("ca", "owner", "revocation")
     if view_only and _may_view_all(user, "ca.view_certificate"):
         return certificates
     return certificates.filter(owner=user)
@@ -165,8 +165,8 @@ class Dashboard:
 
 def _dashboard(user: Account, *, now: dt.datetime) -> Dashboard:
     certificates = (
-        Certificate.objects.filter(owner=user)
-        .exclude(der=b"")
+        Certificate.objects.issued()
+        .filter(owner=user)
         .select_related("ca", "revocation")
         .prefetch_related(Prefetch("renewals", queryset=EnrollmentRequest.objects.order_by("created_at")))
     )

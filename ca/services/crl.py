@@ -221,9 +221,8 @@ def _carry_over(
         if ca_id == ca.pk and not_after > cutoff
     ]
     expired = (
-        Certificate.objects.filter(
-            not_after__gt=previous_cutoff, not_after__lte=cutoff, revocation__isnull=False
-        )
+        Certificate.objects.revoked()
+        .filter(not_after__gt=previous_cutoff, not_after__lte=cutoff)
         .order_by()
         .values_list("ca_id", "serial")
     )

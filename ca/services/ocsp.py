@@ -32,8 +32,8 @@ def ocsp_response(
         if serial <= 0 or serial.bit_length() > 160:
             return None
         row = (
-            Certificate.objects.filter(ca=ca, serial=format_serial(serial=serial))
-            .exclude(der=b"")
+            Certificate.objects.issued()
+            .filter(ca=ca, serial=format_serial(serial=serial))
             .values_list("revocation__revoked_at", "revocation__reason")
             .first()
         )

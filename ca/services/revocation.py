@@ -34,7 +34,7 @@ def find_certificate(*, serial: str, ca: CertificateAuthority | None = None) -> 
         canonical = format_serial(serial=parse_serial(text=serial))
     except ValueError as exc:
         raise CAError(str(exc)) from None
-    matches = Certificate.objects.filter(serial=canonical).exclude(der=b"")
+    matches = Certificate.objects.issued().filter(serial=canonical)
     if ca is not None:
         matches = matches.filter(ca=ca)
     found = list(matches.select_related("ca")[:2])

@@ -11,7 +11,7 @@ from django.db import transaction
 from accounts.services import verified_email
 from ca import audit
 from ca.clock import utcnow
-from ca.models import AuditEvent, Certificate, Revocation
+from ca.models import AuditEvent, Certificate
 from ca.pki.csr import ParsedRequest, parse_csr
 from ca.pki.spkac import ParsedSpkac, parse_spkac
 from ca.services.issuance import key_refusal
@@ -183,10 +183,10 @@ def submit_renewal(
 def _lock_renewable(certificate: Certificate, *, owner: Account) -> Certificate:
     """Lock the certificate row (two renewals at once give one) and check it can be renewed by ``owner``."""
     locked = (
-        Certificate.objects.select_for_update()
+        Certificate.objects.issued()
+        .select_for_update()
         .select_related("ca")
         .filter(pk=certificate.pk, owner=owner)
-        .exclude(der=b"")
         .first()
     )
     if locked is None:
@@ -200,6 +200,5 @@ def _auto_approves(certificate: Certificate, *, now: dt.datetime) -> bool:
     """Whether a renewal of ``certificate`` (checked by :func:`_lock_renewable`) is approved at once."""
     return (
         bool(settings.ENROLL_AUTO_APPROVE_RENEWALS)
-        and not Revocation.objects.filter(certificate=certificate).exists()
-        and certificate.not_before <= now < certificate.not_after
+        and Certificate.objects.valid_at(now).filter(pk=certificate.pk).exists()
     )
