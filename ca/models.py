@@ -145,13 +145,13 @@ class CertificateQuerySet(models.QuerySet["Certificate"]):
     """
 
     def issued(self) -> Self:
-        """Certificates signed and stored with their DER: the ones the portal shows, serves and counts.
+        """Certificates signed and stored: every row.
 
-        Placeholder rows without DER (a row written before its certificate was signed) are being removed
-        from issuance and are refused by the ``certificate_has_der`` CHECK constraint; this is the one
-        place the rule lives, so that it can become "every row" here alone.
+        A row is inserted only after its certificate is signed, with its DER (the ``certificate_has_der``
+        CHECK constraint); a serial reserved and never stored is a :class:`SerialReservation`, not a
+        certificate. The term stays so that queries say what they mean.
         """
-        return self.exclude(der=b"")
+        return self.all()
 
     def of_keys(self, spki_sha256: Iterable[str]) -> Self:
         """Certificates for any of these public keys (lower-case hex SHA-256 of the DER SPKI)."""

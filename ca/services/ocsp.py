@@ -12,7 +12,9 @@ from ca.errors import from_core
 from ca.models import (
     Certificate,
     CertificateAuthority,
+    ReservationState,
     RevocationReason,
+    SerialReservation,
 )
 from ca.pki import ocsp as pki_ocsp
 from ca.pki.ocsp import CertificateState, OcspAnswer
@@ -38,7 +40,7 @@ def ocsp_response(
             .first()
         )
         if row is None:
-            return None
+            return _reserved_serial_state(ca=ca, serial=format_serial(serial=serial))
         revoked_at, reason = row
         return CertificateState(
             revoked_at=revoked_at, reason=RevocationReason(reason).flag if reason else None
@@ -57,3 +59,17 @@ def ocsp_response(
 
 
 # --- exporting -------------------------------------------------------------------------------------
+
+
+def _reserved_serial_state(*, ca: CertificateAuthority, serial: str) -> CertificateState | None:
+    """A serial reserved, never stored and revoked by serial is "revoked" (it is on the CRL too); any
+    other serial with no certificate is "unknown" (RFC 6960 2.2)."""
+    row = (
+        SerialReservation.objects.filter(ca=ca, serial=serial, state=ReservationState.REVOKED)
+        .values_list("closed_at", "revocation_reason")
+        .first()
+    )
+    if row is None:
+        return None
+    revoked_at, reason = row
+    return CertificateState(revoked_at=revoked_at, reason=RevocationReason(reason or "unspecified").flag)

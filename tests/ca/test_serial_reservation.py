@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
 from django.contrib.auth.models import User
 from django.core import checks
 from django.core.management import call_command
@@ -20,6 +22,7 @@ from ca.models import Certificate, CertificateAuthority, ReservationState, Revoc
 from ca.pki.serials import format_serial
 from ca.services import issuance, reservations
 from ca.services.crl import current_crl
+from ca.services.ocsp import ocsp_response
 from ca.services.reservations import UNSTORED_AFTER
 from ca.services.revocation import revoke_serial
 from enroll import flows
@@ -88,6 +91,9 @@ def test_a_crash_between_signing_and_storing_is_reported_and_the_serial_can_be_r
         entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.superseded
     )
     assert unstored_warnings() == []
+    ocsp_request = ocsp.OCSPRequestBuilder().add_certificate(lost, ca.certificate, hashes.SHA1()).build()  # noqa: S303
+    answer = ocsp_response(ca=ca, request_der=ocsp_request.public_bytes(serialization.Encoding.DER))
+    assert answer.status == "revoked"
     again = flows.approve(request_id=request.pk)
     assert again.status == RequestStatus.ISSUED
     assert again.certificate is not None
