@@ -30,7 +30,7 @@ from ca.pki.profiles import (
     build_ca_name,
 )
 from ca.pki.serials import format_serial, new_serial
-from ca.services import crl, keys
+from ca.services import crl, keys, reservations
 
 logger = logging.getLogger(__name__)
 
@@ -125,17 +125,21 @@ def create_ca(
             )
         else:
             not_after = min(not_after, parent.not_after)
+            # the parent's serials are reserved before it signs, as for client certificates
+            (reservation,) = reservations.reserve(
+                ca=parent, purposes=[f"CA certificate of {slug}"], not_after=not_after, now=now
+            )
             certificate = build_ca_certificate(
                 subject=build_ca_name(common_name=name, organization=settings.ENROLL_ORGANIZATION or None),
                 key=key,
-                serial=new_serial(),
+                serial=int(reservation.serial, 16),
                 not_before=not_before,
                 not_after=not_after,
                 issuer=parent.certificate,
                 issuer_key=keys.load_key(parent),
                 issuer_urls=parent.urls,
             )
-    return _save_ca(
+    saved = _save_ca(
         slug=slug,
         name=name,
         certificate=certificate,
@@ -145,6 +149,9 @@ def create_ca(
         make_default=make_default,
         now=now,
     )
+    if parent is not None:
+        reservations.mark_issued(reservations=[reservation], now=now)
+    return saved
 
 
 #: The names create_ca uses (CAKeyType), so imported and generated CAs read alike.

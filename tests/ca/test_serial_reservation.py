@@ -21,6 +21,7 @@ from ca.errors import CAError
 from ca.models import Certificate, CertificateAuthority, ReservationState, RevocationReason, SerialReservation
 from ca.pki.serials import format_serial
 from ca.services import issuance, reservations
+from ca.services.authorities import create_ca
 from ca.services.crl import current_crl
 from ca.services.ocsp import ocsp_response
 from ca.services.reservations import UNSTORED_AFTER
@@ -139,3 +140,14 @@ def test_reserving_inside_another_transaction_is_refused(ca: CertificateAuthorit
     now = utcnow()
     with pytest.raises(RuntimeError), transaction.atomic(durable=True):
         reservations.reserve(ca=ca, purposes=["x"], not_after=now, now=now)
+
+
+def test_an_intermediate_ca_certificate_uses_a_serial_reserved_on_its_parent(
+    ca: CertificateAuthority,
+) -> None:
+    issuing = create_ca(name="Issuing", parent=ca, make_default=False)
+
+    reservation = SerialReservation.objects.get(ca=ca)
+    assert reservation.serial == format_serial(serial=issuing.certificate.serial_number)
+    assert reservation.state == ReservationState.ISSUED
+    assert reservation.purpose == f"CA certificate of {issuing.slug}"
