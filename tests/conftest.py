@@ -1,21 +1,24 @@
-"""Shared fixtures: a CA, alice, bob, an administrator, CSR helpers and real-program lookup."""
+"""Shared fixtures: a CA, alice, bob, an administrator, CSR helpers and real-program lookup; the harness's
+fixtures (real servers, the portal's chain and clients) registered once (tests/harness/fixtures.py); and
+which pass runs the real-server tests.
+
+Real-server tests (marker ``real_server``: nginx, Apache, node, Chromium, gunicorn; a test using a server
+fixture of the harness gets the marker too) run ONCE, in the PostgreSQL pass of ``make test``: the SQLite
+pass runs pytest with ``--defer-real-servers``, which deselects them there (and says how many) when a
+PostgreSQL pass will follow, i.e. when PostgreSQL is installed. Run on their own (``pytest
+tests/realclients``) they run on any database. Programs missing still skip, or fail with
+ENROLL_REQUIRE_REAL_CLIENTS=1.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import hypothesis
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
-from cryptography.x509.oid import NameOID
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import caches
 
@@ -23,8 +26,17 @@ from accounts.services import mark_email_verified
 from ca.models import Certificate, CertificateAuthority
 from ca.services.authorities import create_ca
 from enroll import flows
+from tests.harness.programs import need_program as need_program
+from tests.helpers import FIXTURES as FIXTURES
+from tests.helpers import fixture_bytes as fixture_bytes
+from tests.helpers import make_csr as make_csr
+from tests.helpers import signed_by as signed_by
+from tests.pgserver import find_bindir
 
-FIXTURES = Path(__file__).parent / "fixtures"
+pytest_plugins = ("tests.harness.fixtures",)
+
+#: The harness's fixtures that start a real server: a test using one is a ``real_server`` test.
+SERVER_FIXTURES = frozenset({"nginx_factory", "apache_factory", "node_factory", "chromium"})
 
 # Property-based tests (tests/properties/test_parser_properties.py): the same examples on every run
 # (derandomized, no example database), so CI is deterministic. ENROLL_HYPOTHESIS_PROFILE=fuzz runs many
@@ -42,57 +54,53 @@ hypothesis.settings.register_profile(
 )
 hypothesis.settings.load_profile(os.environ.get("ENROLL_HYPOTHESIS_PROFILE", "enroll"))
 
-#: Set in CI: a real-client test whose program is missing fails instead of being skipped.
-REQUIRE_REAL_CLIENTS = os.environ.get("ENROLL_REQUIRE_REAL_CLIENTS", "") == "1"
+#: How many real-server tests this run left for the PostgreSQL pass (see the module's docstring).
+_DEFERRED = pytest.StashKey[int]()
 
 
-def fixture_bytes(name: str) -> bytes:
-    return (FIXTURES / name).read_bytes()
-
-
-#: Where Debian puts programs that a non-root PATH may lack (nginx and apache2 live in /usr/sbin).
-_SYSTEM_DIRS = os.pathsep.join(
-    ("/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/local/bin", "/usr/bin", "/bin")
-)
-
-
-def need_program(*names: str) -> str:
-    """Path of a real program the test needs (the first of ``names`` found: on PATH, in the system
-    folders, in this virtualenv); skip when it is missing, or fail with ENROLL_REQUIRE_REAL_CLIENTS=1 (CI)."""
-    venv_bin = str(Path(sys.executable).parent)
-    for name in names:
-        for path in (None, _SYSTEM_DIRS, venv_bin):
-            found = shutil.which(name, path=path)
-            if found is not None:
-                return found
-    message = f"{' or '.join(names)} is not installed"
-    if REQUIRE_REAL_CLIENTS:
-        pytest.fail(f"{message} (ENROLL_REQUIRE_REAL_CLIENTS=1)")
-    pytest.skip(message)
-
-
-def signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
-    """Whether ``crl`` verifies with the public key of ``issuer`` (an EC or RSA CA here)."""
-    key = issuer.public_key()
-    assert isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
-    return crl.is_signature_valid(key)
-
-
-def make_csr(
-    key: CertificateIssuerPrivateKeyTypes | None = None,
-    *,
-    common_name: str = "whatever-the-csr-says",
-    extensions: list[tuple[x509.ExtensionType, bool]] | None = None,
-    encoding: serialization.Encoding = serialization.Encoding.PEM,
-) -> bytes:
-    """A CSR made with `cryptography` (EC P-256 key unless one is given)."""
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    builder = x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--defer-real-servers",
+        action="store_true",
+        help="on SQLite, deselect the real_server tests (nginx, Apache, node, Chromium, gunicorn) when "
+        "PostgreSQL is installed: they run once, in the PostgreSQL pass of make test",
     )
-    for extension, critical in extensions or []:
-        builder = builder.add_extension(extension, critical=critical)
-    return builder.sign(key, hashes.SHA256()).public_bytes(encoding)
+
+
+def _on_sqlite() -> bool:
+    return str(settings.DATABASES["default"]["ENGINE"]).endswith("sqlite3")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real_server)
+    if not (config.getoption("--defer-real-servers") and _on_sqlite() and find_bindir() is not None):
+        return
+    deferred = [item for item in items if item.get_closest_marker("real_server") is not None]
+    if deferred:
+        config.hook.pytest_deselected(items=deferred)
+        items[:] = [item for item in items if item.get_closest_marker("real_server") is None]
+    config.stash[_DEFERRED] = len(deferred)
+
+
+def _deferred_line(config: pytest.Config) -> str | None:
+    deferred = config.stash.get(_DEFERRED, None)
+    if deferred is None:
+        return None
+    servers = "nginx, Apache, node, Chromium, gunicorn"
+    return f"{deferred} real-server tests ({servers}) deselected on SQLite: they run in the PostgreSQL pass"
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    line = _deferred_line(config)
+    return [line] if line else []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    line = _deferred_line(config)
+    if line:
+        terminalreporter.write_sep("-", line, yellow=True)
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -13,11 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from ca.pki.spkac import PublicKeyAndChallenge, SignedPublicKeyAndChallenge
-from tests.conftest import need_program
-
-
-def openssl(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([need_program("openssl"), *args], capture_output=True, timeout=60, check=False)
+from tests.harness.openssl import openssl
+from tests.harness.programs import need_program
 
 
 def make_key(directory: Path, kind: str) -> Path:

@@ -17,7 +17,7 @@ from django.urls import reverse
 from pytest_django.fixtures import Settings
 from pytest_django.live_server_helper import LiveServer
 
-from tests.harness import ChromiumThread, chromium, close_session, open_session  # noqa: F401  (fixture)
+from tests.harness.chromium import ChromiumThread, close_session, open_session
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -178,9 +178,10 @@ def open_admin_pages_and_break_the_policy(browser: Browser, base: str) -> tuple[
 
 
 @pytest.mark.real_client
+@pytest.mark.real_server
 def test_chromium_reports_no_violation_on_admin_pages_and_would_report_one(
     live_server: LiveServer,
-    chromium: ChromiumThread,  # noqa: F811
+    chromium: ChromiumThread,
     admin_user: User,
 ) -> None:
     before, after = chromium.call(open_admin_pages_and_break_the_policy, live_server.url)

@@ -20,7 +20,8 @@ from ca.pki.spkac import (
     check_spkac_der,
     parse_spkac,
 )
-from tests.spkac_tools import build_spkac, key_file, load_key, openssl, spkac
+from tests.harness.openssl import openssl
+from tests.spkac_tools import build_spkac, key_file, load_key, spkac
 
 pytestmark = pytest.mark.real_client
 

@@ -13,17 +13,10 @@ from pytest_django.live_server_helper import LiveServer
 
 from ca.models import CertificateAuthority, CrlFetch
 from ca.services.crl import current_crl
-from tests.harness import (  # noqa: F401  (fixtures)
-    ApacheError,
-    ApacheFactory,
+from tests.harness.apache import ApacheError, ApacheFactory
+from tests.harness.portal import (
     IssuedClient,
-    alice_client,
-    apache_factory,
-    assert_accepted,  # mod_ssl's SSL_CLIENT_M_SERIAL: upper-case hex, as the portal stores it
-    bob_client,
-    chain,
-    chain_ca_file,
-    chain_kind,
+    assert_accepted,
     crl_urls,
     portal_crl_bundle,
     revoke,
@@ -31,17 +24,17 @@ from tests.harness import (  # noqa: F401  (fixtures)
     sync_and_reload,
 )
 
-pytestmark = [pytest.mark.real_client, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.real_client, pytest.mark.real_server, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.mark.parametrize("chain_kind", ["root", "intermediate"])
 def test_apache_refuses_a_revoked_certificate_after_one_sync_with_a_graceful_restart(
     live_server: LiveServer,
-    chain: list[CertificateAuthority],  # noqa: F811
-    chain_ca_file: Path,  # noqa: F811
-    alice_client: IssuedClient,  # noqa: F811
-    bob_client: IssuedClient,  # noqa: F811
-    apache_factory: ApacheFactory,  # noqa: F811
+    chain: list[CertificateAuthority],
+    chain_ca_file: Path,
+    alice_client: IssuedClient,
+    bob_client: IssuedClient,
+    apache_factory: ApacheFactory,
 ) -> None:
     server = serve_chain(apache_factory, chain)
 
@@ -66,9 +59,9 @@ def test_apache_refuses_a_revoked_certificate_after_one_sync_with_a_graceful_res
 
 
 def test_a_truncated_crl_on_a_graceful_restart_makes_apache_exit(
-    chain: list[CertificateAuthority],  # noqa: F811
-    alice_client: IssuedClient,  # noqa: F811
-    apache_factory: ApacheFactory,  # noqa: F811
+    chain: list[CertificateAuthority],
+    alice_client: IssuedClient,
+    apache_factory: ApacheFactory,
 ) -> None:
     """Why enroll-crl-sync must never install a broken CRL for Apache: ``apache2 -t`` does not notice one,
     and the graceful restart that would load it ends Apache (every site on it down)."""

@@ -25,23 +25,21 @@ from ca.services.authorities import create_ca
 from ca.services.export import ca_certificate_pem, export_certificate
 from enroll.models import EnrollmentRequest, RequestStatus
 from tests.conftest import need_program
-from tests.harness import (  # noqa: F401  (fixtures)
+from tests.harness.chromium import (
     BrowserSession,
     ChromiumThread,
-    NginxFactory,
-    chromium,
     client_certificate,
     close_session,
-    nginx_factory,
     open_session,
     shoot,
     visit,
 )
+from tests.harness.nginx import NginxFactory
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-pytestmark = [pytest.mark.real_client, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.real_client, pytest.mark.real_server, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "a-long-Passphrase-42"
 #: The screenshots' folder under the screenshot directory.
@@ -125,8 +123,8 @@ def revoke_on_screen(_browser: Browser, admin: BrowserSession, serial: str) -> N
 
 def test_sign_up_to_revocation_in_a_real_browser_against_nginx(
     live_server: LiveServer,
-    chromium: ChromiumThread,  # noqa: F811
-    nginx_factory: NginxFactory,  # noqa: F811
+    chromium: ChromiumThread,
+    nginx_factory: NginxFactory,
     settings: Any,
     tmp_path: Path,
 ) -> None:

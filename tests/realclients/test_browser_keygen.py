@@ -28,24 +28,22 @@ from ca.services.export import export_certificate
 from enroll import flows
 from enroll.models import EnrollmentRequest, RequestKind, RequestStatus
 from tests.conftest import need_program
-from tests.harness import (  # noqa: F401  (fixtures)
+from tests.harness.chromium import (
     BrowserSession,
     ChromiumThread,
-    NginxFactory,
-    chromium,
     client_certificate,
     close_session,
-    nginx_factory,
     open_session,
-    serve_chain,
     shoot,
     visit,
 )
+from tests.harness.nginx import NginxFactory
+from tests.harness.portal import serve_chain
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-pytestmark = [pytest.mark.real_client, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.real_client, pytest.mark.real_server, pytest.mark.django_db(transaction=True)]
 
 #: The screenshots' folder under the screenshot directory.
 SHOTS = "keygen"
@@ -180,8 +178,8 @@ def p12_algorithms(openssl: str, p12: Path, *, legacy: bool) -> str:
 @pytest.mark.parametrize(("key_type", "description"), [("ec-p256", "ECDSA P-256"), ("rsa-2048", "RSA 2048")])
 def test_key_generated_in_the_browser_becomes_a_working_p12(
     live_server: LiveServer,
-    chromium: ChromiumThread,  # noqa: F811
-    nginx_factory: NginxFactory,  # noqa: F811
+    chromium: ChromiumThread,
+    nginx_factory: NginxFactory,
     settings: Any,
     tmp_path: Path,
     key_type: str,
@@ -283,7 +281,7 @@ def open_without_webcrypto(browser: Browser, session: BrowserSession) -> tuple[b
 
 def test_the_page_says_plainly_when_the_browser_has_no_webcrypto(
     live_server: LiveServer,
-    chromium: ChromiumThread,  # noqa: F811
+    chromium: ChromiumThread,
     settings: Any,
 ) -> None:
     settings.ENROLL_PUBLIC_URL = live_server.url

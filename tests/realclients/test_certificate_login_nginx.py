@@ -29,26 +29,16 @@ from pytest_django.live_server_helper import LiveServer
 from ca.models import Certificate, CertificateAuthority, RevocationReason
 from ca.services.export import export_certificate
 from ca.services.revocation import revoke_certificate
-from tests.harness import (  # noqa: F401  (fixtures)
-    BrowserSession,
-    ChromiumThread,
-    IssuedClient,
-    NginxServer,
-    chromium,
-    close_session,
-    issue_client,
-    open_session,
-    portal_ca_bundle,
-    portal_crl_bundle,
-    shoot,
-)
+from tests.harness.chromium import BrowserSession, ChromiumThread, close_session, open_session, shoot
+from tests.harness.nginx import NginxServer
+from tests.harness.portal import IssuedClient, issue_client, portal_ca_bundle, portal_crl_bundle
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from playwright.sync_api import Browser
 
-pytestmark = [pytest.mark.real_client, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.real_client, pytest.mark.real_server, pytest.mark.django_db(transaction=True)]
 
 PROFILE = reverse("accounts:profile")
 LOGIN = reverse("accounts:login")
@@ -121,7 +111,7 @@ def test_chromium_through_nginx_signs_alice_in_until_her_certificate_is_revoked(
     alice: User,
     bob: User,
     tmp_path: Path,
-    chromium: ChromiumThread,  # noqa: F811
+    chromium: ChromiumThread,
 ) -> None:
     alice_client = issue_client(alice, tmp_path)
     bob_client = issue_client(bob, tmp_path)

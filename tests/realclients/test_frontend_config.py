@@ -17,7 +17,7 @@ from ca.services.authorities import create_ca
 from ca.services.crl import current_crl
 from ca.services.export import ca_certificate_pem, crl_pem
 from tests.conftest import need_program
-from tests.harness import make_server_certificate
+from tests.harness.tls import make_server_certificate
 
 TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 

@@ -45,11 +45,15 @@ from django.db import connection
 
 from tests.cli import ManagePy
 from tests.conftest import make_csr, need_program, signed_by
-from tests.harness import NginxBalancer, PortalInstance, WebAnswer, WebClient, free_port
+from tests.harness.gunicorn import PortalInstance
+from tests.harness.nginx import NginxBalancer
+from tests.harness.process import free_port
+from tests.harness.webclient import WebAnswer, WebClient
 
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.real_client,
+    pytest.mark.real_server,
     pytest.mark.skipif(
         connection.vendor != "postgresql", reason="needs PostgreSQL (set DATABASE_URL=postgres://...)"
     ),

@@ -17,30 +17,16 @@ from pytest_django import DjangoCaptureOnCommitCallbacks
 from ca.models import Certificate, CertificateAuthority
 from ca.services.crl import current_crl
 from tests.conftest import need_program
-from tests.harness import (  # noqa: F401  (fixtures)
-    ChromiumThread,
-    HttpsAnswer,
-    IssuedClient,
-    NginxError,
-    NginxFactory,
-    NginxServer,
-    alice_client,
-    assert_refused,
-    bob_client,
-    chain,
-    chain_kind,
-    chromium,
-    nginx_factory,
-    portal_crl_bundle,
-    serve_chain,
-    visit,
-)
-from tests.harness import revoke as revoke_now
+from tests.harness.chromium import ChromiumThread, visit
+from tests.harness.nginx import NginxError, NginxFactory, NginxServer, assert_refused
+from tests.harness.portal import IssuedClient, portal_crl_bundle, serve_chain
+from tests.harness.portal import revoke as revoke_now
+from tests.harness.tls import HttpsAnswer
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-pytestmark = [pytest.mark.real_client, pytest.mark.django_db]
+pytestmark = [pytest.mark.real_client, pytest.mark.real_server, pytest.mark.django_db]
 
 BODY = re.compile(r"verify=(?P<verify>\S*) serial=(?P<serial>\S*) dn=(?P<dn>.*)")
 
@@ -82,13 +68,13 @@ def assert_accepted(seen: HttpsAnswer, client: IssuedClient) -> None:
 
 @pytest.mark.parametrize("chain_kind", ["root", "intermediate"])
 def test_nginx_accepts_an_issued_certificate_and_refuses_it_once_revoked(
-    chain_kind: str,  # noqa: F811
-    chain: list[CertificateAuthority],  # noqa: F811
-    alice_client: IssuedClient,  # noqa: F811
-    bob_client: IssuedClient,  # noqa: F811
+    chain_kind: str,
+    chain: list[CertificateAuthority],
+    alice_client: IssuedClient,
+    bob_client: IssuedClient,
     tmp_path: Path,
-    nginx_factory: NginxFactory,  # noqa: F811
-    chromium: ChromiumThread,  # noqa: F811
+    nginx_factory: NginxFactory,
+    chromium: ChromiumThread,
     django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
     bob_client = with_pkcs12(bob_client, tmp_path)
@@ -116,10 +102,10 @@ def test_nginx_accepts_an_issued_certificate_and_refuses_it_once_revoked(
 
 @pytest.mark.parametrize("chain_kind", ["intermediate"])
 def test_a_truncated_crl_is_refused_and_the_old_one_keeps_serving(
-    chain: list[CertificateAuthority],  # noqa: F811
-    alice_client: IssuedClient,  # noqa: F811
-    nginx_factory: NginxFactory,  # noqa: F811
-    chromium: ChromiumThread,  # noqa: F811
+    chain: list[CertificateAuthority],
+    alice_client: IssuedClient,
+    nginx_factory: NginxFactory,
+    chromium: ChromiumThread,
     django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
 ) -> None:
     server = serve_chain(nginx_factory, chain)

@@ -25,33 +25,25 @@ from pytest_django.live_server_helper import LiveServer
 from ca.models import CertificateAuthority, CrlFetch
 from ca.services.crl import current_crl
 from ca.services.propagation import crl_health
-from tests.harness import (  # noqa: F401  (fixtures)
+from tests.harness.nginx import NginxFactory, NginxServer, assert_refused
+from tests.harness.portal import (
     IssuedClient,
-    NginxFactory,
-    NginxServer,
-    alice_client,
     assert_accepted,
-    assert_refused,
-    bob_client,
-    chain,
-    chain_ca_file,
-    chain_kind,
     crl_urls,
-    free_port,
     load_crl_bundle,
-    nginx_factory,
     portal_ca_bundle,
     revoke,
     run_crl_sync,
     serve_chain,
     sync_and_reload,
 )
+from tests.harness.process import free_port
 
-pytestmark = [pytest.mark.real_client, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.real_client, pytest.mark.real_server, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def responder(live_server: LiveServer, settings: Settings, chain: list[CertificateAuthority]) -> str:  # noqa: F811
+def responder(live_server: LiveServer, settings: Settings, chain: list[CertificateAuthority]) -> str:
     """The portal's OCSP responder for the chain's issuing CA, at 127.0.0.1 (nginx resolves no names
     without a resolver)."""
     port = urllib.parse.urlsplit(live_server.url).port
@@ -61,7 +53,7 @@ def responder(live_server: LiveServer, settings: Settings, chain: list[Certifica
 
 def serve_ocsp(
     factory: NginxFactory,
-    chain: list[CertificateAuthority],  # noqa: F811
+    chain: list[CertificateAuthority],
     responder: str,
     **options: str,
 ) -> NginxServer:
@@ -82,11 +74,11 @@ def installed_numbers(path: Path) -> list[int]:
 @pytest.mark.parametrize("chain_kind", ["root", "intermediate"])
 def test_one_sync_run_with_a_reload_makes_nginx_refuse_a_revoked_certificate(
     live_server: LiveServer,
-    chain: list[CertificateAuthority],  # noqa: F811
-    chain_ca_file: Path,  # noqa: F811
-    alice_client: IssuedClient,  # noqa: F811
-    bob_client: IssuedClient,  # noqa: F811
-    nginx_factory: NginxFactory,  # noqa: F811
+    chain: list[CertificateAuthority],
+    chain_ca_file: Path,
+    alice_client: IssuedClient,
+    bob_client: IssuedClient,
+    nginx_factory: NginxFactory,
 ) -> None:
     server = serve_chain(nginx_factory, chain)
     urls = crl_urls(live_server.url, chain)
@@ -132,10 +124,10 @@ def test_one_sync_run_with_a_reload_makes_nginx_refuse_a_revoked_certificate(
 def test_a_sync_with_the_portal_unreachable_keeps_the_working_crl_and_does_not_reload(
     down: str,
     live_server: LiveServer,
-    chain: list[CertificateAuthority],  # noqa: F811
-    chain_ca_file: Path,  # noqa: F811
-    alice_client: IssuedClient,  # noqa: F811
-    nginx_factory: NginxFactory,  # noqa: F811
+    chain: list[CertificateAuthority],
+    chain_ca_file: Path,
+    alice_client: IssuedClient,
+    nginx_factory: NginxFactory,
 ) -> None:
     server = serve_chain(nginx_factory, chain)
     # A first, working run installs the portal's CRLs and its state file (ETags, numbers).
@@ -183,11 +175,11 @@ def test_a_sync_with_the_portal_unreachable_keeps_the_working_crl_and_does_not_r
 )
 def test_with_ssl_ocsp_a_revocation_is_refused_at_once_without_sync_or_reload(
     mode: str,
-    chain: list[CertificateAuthority],  # noqa: F811
+    chain: list[CertificateAuthority],
     responder: str,
-    alice_client: IssuedClient,  # noqa: F811
-    bob_client: IssuedClient,  # noqa: F811
-    nginx_factory: NginxFactory,  # noqa: F811
+    alice_client: IssuedClient,
+    bob_client: IssuedClient,
+    nginx_factory: NginxFactory,
 ) -> None:
     # No ssl_ocsp_cache: nginx asks on every handshake.
     server = serve_ocsp(nginx_factory, chain, responder, ocsp_mode=mode)
@@ -204,10 +196,10 @@ def test_with_ssl_ocsp_a_revocation_is_refused_at_once_without_sync_or_reload(
 
 @pytest.mark.parametrize("chain_kind", ["intermediate"])
 def test_ssl_ocsp_on_with_an_intermediate_and_one_responder_refuses_everyone(
-    chain: list[CertificateAuthority],  # noqa: F811
+    chain: list[CertificateAuthority],
     responder: str,
-    alice_client: IssuedClient,  # noqa: F811
-    nginx_factory: NginxFactory,  # noqa: F811
+    alice_client: IssuedClient,
+    nginx_factory: NginxFactory,
 ) -> None:
     """``ssl_ocsp on`` checks the issuing CA's certificate too, at the same fixed responder, which does not
     answer for its own CA's certificate: with an intermediate chain use ``ssl_ocsp leaf``."""
@@ -218,10 +210,10 @@ def test_ssl_ocsp_on_with_an_intermediate_and_one_responder_refuses_everyone(
 
 def test_with_ssl_ocsp_cache_a_good_answer_serves_until_its_next_update(
     settings: Settings,
-    chain: list[CertificateAuthority],  # noqa: F811
+    chain: list[CertificateAuthority],
     responder: str,
-    alice_client: IssuedClient,  # noqa: F811
-    nginx_factory: NginxFactory,  # noqa: F811
+    alice_client: IssuedClient,
+    nginx_factory: NginxFactory,
 ) -> None:
     """The effect of ``ssl_ocsp_cache``: nginx keeps a response until its nextUpdate
     (ENROLL_OCSP_VALIDITY_SECONDS, 300 s by default), so a revocation waits that long."""
@@ -243,9 +235,9 @@ def test_with_ssl_ocsp_cache_a_good_answer_serves_until_its_next_update(
 
 
 def test_with_ssl_ocsp_an_unreachable_responder_refuses_every_client(
-    chain: list[CertificateAuthority],  # noqa: F811
-    alice_client: IssuedClient,  # noqa: F811
-    nginx_factory: NginxFactory,  # noqa: F811
+    chain: list[CertificateAuthority],
+    alice_client: IssuedClient,
+    nginx_factory: NginxFactory,
 ) -> None:
     nobody = f"http://127.0.0.1:{free_port()}/pki/{chain[-1].slug}/ocsp"  # nothing listens there
     server = serve_ocsp(nginx_factory, chain, nobody)

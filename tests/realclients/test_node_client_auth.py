@@ -13,26 +13,19 @@ from pytest_django.live_server_helper import LiveServer
 
 from ca.models import CertificateAuthority, CrlFetch
 from ca.services.crl import current_crl
-from tests.harness import (  # noqa: F401  (fixtures)
-    HttpsAnswer,
+from tests.harness.node import NodeError, NodeFactory
+from tests.harness.portal import (
     IssuedClient,
-    NodeError,
-    NodeFactory,
-    alice_client,
-    bob_client,
-    chain,
-    chain_ca_file,
-    chain_kind,
     crl_urls,
     load_crl_bundle,
-    node_factory,
     portal_crl_bundle,
     revoke,
     serve_chain,
     sync_and_reload,
 )
+from tests.harness.tls import HttpsAnswer
 
-pytestmark = [pytest.mark.real_client, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.real_client, pytest.mark.real_server, pytest.mark.django_db(transaction=True)]
 
 
 def assert_accepted(answer: HttpsAnswer, client: IssuedClient) -> None:
@@ -49,11 +42,11 @@ def assert_accepted(answer: HttpsAnswer, client: IssuedClient) -> None:
 def test_node_refuses_a_revoked_certificate_after_one_sync_without_a_restart(
     trigger: str,
     live_server: LiveServer,
-    chain: list[CertificateAuthority],  # noqa: F811
-    chain_ca_file: Path,  # noqa: F811
-    alice_client: IssuedClient,  # noqa: F811
-    bob_client: IssuedClient,  # noqa: F811
-    node_factory: NodeFactory,  # noqa: F811
+    chain: list[CertificateAuthority],
+    chain_ca_file: Path,
+    alice_client: IssuedClient,
+    bob_client: IssuedClient,
+    node_factory: NodeFactory,
 ) -> None:
     server = serve_chain(node_factory, chain, watch_interval=0.1 if trigger == "watch" else None)
     pid = server.pid
@@ -91,9 +84,9 @@ def test_node_refuses_a_revoked_certificate_after_one_sync_without_a_restart(
 
 @pytest.mark.parametrize("chain_kind", ["intermediate"])
 def test_a_crl_node_cannot_load_is_not_swapped_in_and_the_old_one_keeps_serving(
-    chain: list[CertificateAuthority],  # noqa: F811
-    alice_client: IssuedClient,  # noqa: F811
-    node_factory: NodeFactory,  # noqa: F811
+    chain: list[CertificateAuthority],
+    alice_client: IssuedClient,
+    node_factory: NodeFactory,
 ) -> None:
     server = serve_chain(node_factory, chain)
     assert_accepted(server.get(alice_client), alice_client)
