@@ -22,7 +22,7 @@ from django.views.decorators.http import require_POST, require_safe
 from accounts.ratelimits import rate_limited
 from ca.pki.errors import RequestRefused
 from enroll import flows
-from enroll.views import key_name, portal_user
+from enroll.pages import key_name, portal_user
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from enroll import keygen_views, spkac_views, views
+from enroll import certificate_views, keygen_views, spkac_views, views
 
 app_name = "portal"
 
@@ -13,13 +13,13 @@ urlpatterns = [
     path("requests/generate/", keygen_views.keygen, name="keygen"),
     path("requests/generate/submit/", keygen_views.keygen_submit, name="keygen-submit"),
     path("requests/<int:pk>/", views.request_detail, name="request-detail"),
-    path("certificates/<int:pk>/", views.certificate_detail, name="certificate-detail"),
+    path("certificates/<int:pk>/", certificate_views.certificate_detail, name="certificate-detail"),
     path(
         "certificates/<int:pk>/download/<str:fmt>/",
-        views.certificate_download,
+        certificate_views.certificate_download,
         name="certificate-download",
     ),
-    path("certificates/<int:pk>/revoke/", views.certificate_revoke, name="certificate-revoke"),
-    path("certificates/<int:pk>/renew/", views.certificate_renew, name="certificate-renew"),
+    path("certificates/<int:pk>/revoke/", certificate_views.certificate_revoke, name="certificate-revoke"),
+    path("certificates/<int:pk>/renew/", certificate_views.certificate_renew, name="certificate-renew"),
     path("help/", views.help_page, name="help"),
 ]

@@ -21,7 +21,7 @@ from accounts.ratelimits import rate_limited
 from ca.pki.errors import RequestRefused
 from enroll import challenges, flows
 from enroll.forms import SpkacForm
-from enroll.views import portal_user
+from enroll.pages import portal_user
 
 
 @sensitive_post_parameters("spkac_text")

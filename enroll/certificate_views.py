@@ -1,0 +1,219 @@
+"""The certificate pages: details, downloads, revoke and renew (the owner; staff may view and download).
+
+Thin views over :mod:`enroll.flows` and :mod:`ca.services`; what they show is in :mod:`enroll.pages`.
+Every state change is a POST with CSRF.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import content_disposition_header
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_http_methods, require_safe
+
+from accounts.ratelimits import rate_limited
+from ca.clock import utcnow
+from ca.errors import AlreadyRevoked, CAError, CrlNotPublished
+from ca.models import CertificateStatus
+from ca.pki.errors import RequestRefused
+from ca.services.export import ALL_EXPORT_FORMATS, export_certificate
+from enroll import flows
+from enroll.forms import CsrForm, RevokeForm
+from enroll.models import EnrollmentRequest, RequestStatus
+from enroll.pages import (
+    DOWNLOADS,
+    certificate_row,
+    colon_hex,
+    file_stem,
+    key_commands,
+    key_name,
+    portal_user,
+    visible_certificates,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@require_safe
+@login_required
+def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    user = portal_user(request)
+    now = utcnow()
+    certificate = get_object_or_404(
+        visible_certificates(user, view_only=True).prefetch_related("renewals"), pk=pk
+    )
+    row = certificate_row(certificate, now=now)
+    chain = [
+        {
+            "ca": ca,
+            "pem_url": ca.public_url("ca:cert-pem"),
+            "crl_url": ca.public_url("ca:crl-pem"),
+        }
+        for ca in certificate.ca.chain()
+    ]
+    issued_for = (
+        EnrollmentRequest.objects.filter(certificate=certificate).select_related("renewal_of").first()
+    )
+    is_owner = certificate.owner_id == user.pk
+    return render(
+        request,
+        "enroll/certificate_detail.html",
+        {
+            "nav": "dashboard",
+            "certificate": certificate,
+            "row": row,
+            "fingerprint_colons": colon_hex(certificate.fingerprint_sha256),
+            "revocation": getattr(certificate, "revocation", None),
+            "issued_for": issued_for,
+            "chain": chain,
+            "downloads": DOWNLOADS,
+            "stem": file_stem(certificate),
+            "key_name": key_name(certificate.owner.get_username() if certificate.owner else ""),
+            "is_owner": is_owner,
+            "can_revoke": is_owner
+            and row.status in (CertificateStatus.VALID, CertificateStatus.NOT_YET_VALID),
+            "can_renew": is_owner and row.renewal is None,
+        },
+    )
+
+
+@require_safe
+@login_required
+def certificate_download(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
+    if fmt not in ALL_EXPORT_FORMATS:
+        raise Http404("No such format.")
+    certificate = get_object_or_404(visible_certificates(portal_user(request), view_only=True), pk=pk)
+    export = export_certificate(certificate=certificate, fmt=fmt)
+    response = HttpResponse(export.content, content_type=export.content_type)
+    disposition = content_disposition_header(
+        # x509-user-cert is inline: a legacy keygen browser installs it next to its key
+        as_attachment=fmt != "x509-user-cert",
+        filename=f"{file_stem(certificate)}.{export.extension}",
+    )
+    assert disposition is not None  # only None when neither attachment nor a filename is asked for
+    response["Content-Disposition"] = disposition
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponseBase:
+    user = portal_user(request)
+    certificate = get_object_or_404(visible_certificates(user, view_only=False), pk=pk)
+    detail = reverse("portal:certificate-detail", args=[certificate.pk])
+    if hasattr(certificate, "revocation"):
+        messages.info(request, f"Certificate {certificate.serial} is revoked already.")
+        return redirect(detail)
+    status = certificate.status_at(utcnow())
+    if status == CertificateStatus.EXPIRED:
+        messages.info(
+            request, "This certificate has expired: it no longer works anywhere, nothing to revoke."
+        )
+        return redirect(detail)
+    form = RevokeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            flows.revoke_own_certificate(
+                owner=user,
+                certificate=certificate,
+                reason=form.reason_value(),
+                invalidity_date=form.invalidity_datetime(),
+            )
+        except CrlNotPublished as exc:
+            logger.error("self-revocation by %s: %s", user.get_username(), exc)
+            messages.warning(
+                request,
+                f"Certificate {certificate.serial} is revoked, but the new revocation list could not be "
+                "published yet. The administrators can see it in the log; servers refuse the certificate "
+                "once the list is published.",
+            )
+            return redirect(detail)
+        except AlreadyRevoked:
+            messages.info(request, f"Certificate {certificate.serial} is revoked already.")
+            return redirect(detail)
+        except (CAError, flows.FlowError) as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(
+                request,
+                f"Certificate {certificate.serial} is revoked. It is on the published revocation list now; "
+                "servers that check the list refuse it from their next update.",
+            )
+            return redirect(detail)
+    return render(
+        request,
+        "enroll/certificate_revoke.html",
+        {"nav": "dashboard", "certificate": certificate, "form": form},
+    )
+
+
+@sensitive_post_parameters("csr_text")
+@require_http_methods(["GET", "POST"])
+@login_required
+@rate_limited("submit")
+def certificate_renew(request: HttpRequest, pk: int) -> HttpResponse:
+    user = portal_user(request)
+    now = utcnow()
+    certificate = get_object_or_404(
+        visible_certificates(user, view_only=False).prefetch_related("renewals"), pk=pk
+    )
+    row = certificate_row(certificate, now=now)
+    email_blocker = flows.submission_blocker(user)
+    blocker = email_blocker or flows.renewal_blocker(certificate)
+    form = CsrForm(submit_label="Submit renewal")
+    if request.method == "POST" and blocker is None:
+        form = CsrForm(request.POST, request.FILES, submit_label="Submit renewal")
+        if form.is_valid():
+            try:
+                renewal = flows.submit_renewal(owner=user, certificate=certificate, data=form.submission())
+            except RequestRefused as refused:
+                form.refuse_request(refused)
+            except flows.SubmissionRefused as refused:
+                form.refuse(str(refused))
+            else:
+                return _after_renewal(request, renewal)
+    auto_approves = settings.ENROLL_AUTO_APPROVE_RENEWALS and row.status == CertificateStatus.VALID
+    return render(
+        request,
+        "enroll/certificate_renew.html",
+        {
+            "nav": "dashboard",
+            "certificate": certificate,
+            "row": row,
+            "form": form,
+            "blocker": blocker,
+            "user_verified": email_blocker is None,
+            "auto_approves": auto_approves,
+            **key_commands(user.get_username()),
+        },
+    )
+
+
+def _after_renewal(request: HttpRequest, renewal: EnrollmentRequest) -> HttpResponse:
+    if renewal.status == RequestStatus.ISSUED and renewal.certificate is not None:
+        messages.success(
+            request,
+            "Your certificate was renewed: here is the new one. Install it, then revoke the old one as "
+            "superseded.",
+        )
+        return redirect("portal:certificate-detail", pk=renewal.certificate.pk)
+    if renewal.status == RequestStatus.FAILED:
+        messages.error(
+            request, f"Your renewal was approved, but the certificate could not be issued. {renewal.reason}"
+        )
+    else:
+        messages.success(
+            request,
+            f"Renewal request #{renewal.pk} was submitted. An administrator will look at it; you will get an "
+            "e-mail when it is decided.",
+        )
+    return redirect("portal:request-detail", pk=renewal.pk)
