@@ -1,7 +1,7 @@
 """Certificate login: sign a person in from the client certificate their front server (nginx, Apache) checked.
 
 The front server verifies the TLS client certificate and forwards the result in request headers
-(README, "Certificate login"); the names are settings:
+(docs/FRONT-SERVERS.md, "Certificate login"); the names are settings:
 
 - ``X-SSL-Client-Verify``: ``SUCCESS``, ``NONE`` or ``FAILED:reason`` (nginx ``$ssl_client_verify``,
   Apache ``SSL_CLIENT_VERIFY``);

@@ -1,4 +1,4 @@
-"""Django settings, all read from the environment (see README, "Configuration")."""
+"""Django settings, all read from the environment (see docs/OPERATIONS.md, "Configuration")."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "crispy_forms",
     "crispy_bootstrap5",
-    "axes",  # lock-out after failed logins (README, "Rate limits and lock-out")
+    "axes",  # lock-out after failed logins (docs/OPERATIONS.md, "Rate limits and lock-out")
     "django_ratelimit",
     "csp",
     "ca.apps.CaConfig",
@@ -86,7 +86,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    # Certificate login (README, "Certificate login"): does nothing unless ENROLL_CERT_LOGIN_ENABLED.
+    # Certificate login (docs/FRONT-SERVERS.md): does nothing unless ENROLL_CERT_LOGIN_ENABLED.
     "accounts.certlogin.CertificateLoginMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -170,7 +170,7 @@ DEFAULT_FROM_EMAIL = env.get("DEFAULT_FROM_EMAIL", "Enroll Portal <noreply@local
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 
-# --- HTTPS and security headers (README, "Security headers" and "Production") ------------------------
+# --- HTTPS and security headers (docs/OPERATIONS.md, "Security headers" and "Production") -------------------
 #: The portal's pages are served over HTTPS (directly or by a TLS-terminating front server): redirect
 #: plain HTTP there and send HSTS. On by default outside debug when ENROLL_PUBLIC_URL is https; set it
 #: explicitly when the public URL stays http for the CRL/OCSP URLs (they are exempt from the redirect).
@@ -266,7 +266,7 @@ ENROLL_EMAIL_VERIFICATION_HOURS = env.get_int(
 #: Longest Cache-Control max-age for the CRL, in seconds (never beyond the CRL's nextUpdate).
 ENROLL_CRL_MAX_AGE = env.get_int("ENROLL_CRL_MAX_AGE", default=60, minimum=0, maximum=86400)
 
-# --- Certificate login (accounts.certlogin; README, "Certificate login") -----------------------------
+# --- Certificate login (accounts.certlogin; docs/FRONT-SERVERS.md) ------------------------------------------
 # The rules for these values live in accounts.frontserver and accounts.proxies, applied again at run time.
 
 
@@ -295,7 +295,7 @@ if ENROLL_CERT_LOGIN_ENABLED and not ENROLL_TRUSTED_PROXIES:
         "(e.g. 127.0.0.1) whose certificate headers the portal may believe."
     )
 
-# --- Rate limits and lock-out (accounts.ratelimits, django-axes; README, "Rate limits and lock-out") ---
+# --- Rate limits and lock-out (accounts.ratelimits, django-axes; docs/OPERATIONS.md) ------------------------
 # Counters live in the database (the one store every portal process shares): a cache table made by
 # `migrate` (accounts migration 0002, or `createcachetable`). Its backend makes increments atomic.
 CACHES = {

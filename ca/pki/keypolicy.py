@@ -6,8 +6,8 @@ Accepted:
 - ECDSA on NIST P-256 or P-384 (the curves TLS 1.2/1.3 clients, nginx, Apache, browsers and WebCrypto
   all implement; RFC 5480 section 2.1.1.1 names them).
 
-Refused: DSA, Ed25519/Ed448 (see README: browsers and OS key stores cannot use them for TLS client
-authentication yet), other curves, RSA moduli with small prime factors and RSA moduli whose primes are
+Refused: DSA, Ed25519/Ed448 (see docs/ARCHITECTURE.md: browsers and OS key stores cannot use them for TLS
+client authentication yet), other curves, RSA moduli with small prime factors and RSA moduli whose primes are
 so close that Fermat's method factors them (the "Fermat" weakness found in some key generators, e.g.
 CVE-2022-26320), and RSA keys made by Infineon's RSALib (ROCA, CVE-2017-15361), whose primes have a
 structure that lets anyone factor the modulus.

@@ -4,7 +4,7 @@ CA keys are stored as PKCS#8 (RFC 5958) PEM files encrypted with a passphrase
 (``BestAvailableEncryption``: PBES2 with PBKDF2-HMAC-SHA256 and AES-256-CBC, PKCS#5 v2.1 / RFC 8018).
 PBKDF2 runs only 2048 rounds there (OpenSSL's default, not configurable for PKCS#8 in `cryptography`),
 so the passphrase itself must carry the strength: at least 12 characters are enforced, a long random
-value is expected (see README). This module is the only
+value is expected (see docs/OPERATIONS.md, "CA keys"). This module is the only
 place that reads them. Files are created with mode 0600 and never overwritten.
 """
 

@@ -452,7 +452,7 @@ def test_a_process_killed_while_signing_a_crl_leaves_the_old_crl_served_and_the_
     print(f"after SIGKILL: next CRL #{next_number} (lost one #{signed_number}) published in {took:.1f} s")
 
 
-# --- restoring an older backup (what the README's "Backup and restore" says) -----------------------------
+# --- restoring an older backup (docs/OPERATIONS.md, "Backup and restore") -----------------------------------
 
 
 def test_restoring_an_older_backup_keeps_crl_numbers_rising_and_loses_what_came_after(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
-"""Production settings: `manage.py check --deploy --fail-level WARNING` passes with the README's production
-environment (in a subprocess, with the real settings module), and the switches it relies on do what the
-README says."""
+"""Production settings: `manage.py check --deploy --fail-level WARNING` passes with the production
+environment of docs/OPERATIONS.md (in a subprocess, with the real settings module), and the switches it
+relies on do what docs/OPERATIONS.md says."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def production_env(tmp_path: Path) -> dict[str, str]:
-    """The environment of README "Production", step 2, with SMTP mail (else accounts.W001 warns)."""
+    """The environment of docs/OPERATIONS.md "Production", step 2, with SMTP mail (else accounts.W001)."""
     secret_key = tmp_path / "secret-key"
     secret_key.write_text(secrets.token_urlsafe(50) + "\n")
     passphrase = tmp_path / "ca-passphrase"
