@@ -88,23 +88,29 @@ def revoke_certificate(
             detail=str(reason),
             now=now,
         )
-        # Not robust on purpose: if signing the new CRL fails, the caller must hear it (the revocation
-        # itself is committed; current_crl() also re-signs when it sees a revocation newer than the CRL).
         ca = locked.ca
-        serial = locked.serial
-
-        def publish_after_commit() -> None:
-            try:
-                crl.publish_crl(ca=ca)
-            except CAError as exc:
-                raise CrlNotPublished(
-                    f"Certificate {serial} is revoked, but the new CRL could not be signed: {exc} "
-                    "Fix that and run manage.py publish_crl."
-                ) from exc
-
-        transaction.on_commit(publish_after_commit)
+        _publish_on_commit(ca=ca, what=f"Certificate {locked.serial}")
     logger.info("revoked serial %s on CA %s (%s)", locked.serial, ca.slug, reason)
     return revocation
+
+
+def _publish_on_commit(*, ca: CertificateAuthority, what: str) -> None:
+    """Sign a new CRL of ``ca`` once the revocation commits.
+
+    Not robust on purpose: if signing the new CRL fails, the caller must hear it (the revocation itself is
+    committed; current_crl() also re-signs when it sees a revocation newer than the CRL).
+    """
+
+    def publish_after_commit() -> None:
+        try:
+            crl.publish_crl(ca=ca)
+        except CAError as exc:
+            raise CrlNotPublished(
+                f"{what} is revoked, but the new CRL could not be signed: {exc} "
+                "Fix that and run manage.py publish_crl."
+            ) from exc
+
+    transaction.on_commit(publish_after_commit)
 
 
 def block_key_of(certificate: Certificate, *, now: dt.datetime) -> BlockedKey | None:
@@ -179,17 +185,6 @@ def revoke_serial(
             detail=f"{reason}; a reserved serial with no stored certificate ({reservation.purpose})",
             now=now,
         )
-        ca_of = reservation.ca
-
-        def publish_after_commit() -> None:
-            try:
-                crl.publish_crl(ca=ca_of)
-            except CAError as exc:
-                raise CrlNotPublished(
-                    f"Serial {canonical} is revoked, but the new CRL could not be signed: {exc} "
-                    "Fix that and run manage.py publish_crl."
-                ) from exc
-
-        transaction.on_commit(publish_after_commit)
-    logger.info("revoked reserved serial %s on CA %s (%s)", canonical, ca_of.slug, reason)
+        _publish_on_commit(ca=reservation.ca, what=f"Serial {canonical}")
+    logger.info("revoked reserved serial %s on CA %s (%s)", canonical, reservation.ca.slug, reason)
     return reservation
