@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make run    the portal on http://127.0.0.1:8000 (SQLite, development CA and admin made on first start)
 #   make test   the whole test suite: lint, types, tests on SQLite, then again on a throwaway PostgreSQL
+#               (real-server tests only there), coverage of both passes; it prints how long it took
 # Also: make bench (benchmark figures), make fixtures (regenerate test keys/CSRs), make lint (ruff and the
 # import contracts of pyproject.toml [tool.importlinter]).
 
@@ -9,7 +10,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEV_ENV := DJANGO_DEBUG=true ENROLL_CA_PASSPHRASE_FILE=var/dev-ca-passphrase
 
-.PHONY: run test lint typecheck pytest pytest-postgres system-packages bench fixtures clean
+.PHONY: run test test-steps lint typecheck pytest pytest-postgres coverage system-packages bench fixtures clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +30,13 @@ run: $(VENV)/.installed var/dev-ca-passphrase
 system-packages:
 	bash .ci/system-packages
 
-test: system-packages $(VENV)/.installed lint typecheck pytest pytest-postgres
+test:
+	@start=$$(date +%s); status=0; $(MAKE) --no-print-directory test-steps || status=$$?; \
+	elapsed=$$(( $$(date +%s) - start )); \
+	echo "make test: $$((elapsed / 60)) min $$((elapsed % 60)) s, $$([ $$status -eq 0 ] && echo passed || echo FAILED)"; \
+	exit $$status
+
+test-steps: system-packages $(VENV)/.installed lint typecheck pytest pytest-postgres coverage
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
@@ -38,11 +45,28 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy .
 
+# Each pass keeps its coverage data (.coverage.sqlite, .coverage.postgres); `make coverage` reports both.
+# The SQLite pass leaves the real-server tests (marker real_server) to the PostgreSQL pass when PostgreSQL
+# is installed (tests/conftest.py, --defer-real-servers), and says how many.
+PYTEST_COV := --cov --cov-report=
+
 pytest: $(VENV)/.installed
-	$(PY) -m pytest
+	rm -f .coverage.sqlite .coverage.sqlite.*
+	COVERAGE_FILE=.coverage.sqlite $(PY) -m pytest --defer-real-servers $(PYTEST_COV)
 
 pytest-postgres: $(VENV)/.installed
-	$(PY) tests/pgserver.py -- $(PY) -m pytest
+	rm -f .coverage.postgres .coverage.postgres.*
+	COVERAGE_FILE=.coverage.postgres $(PY) tests/pgserver.py -- $(PY) -m pytest $(PYTEST_COV)
+
+# Coverage of ca, enroll and accounts over both passes (or the one that ran); per-file figures with the
+# missed lines in test-artifacts/coverage.txt.
+coverage: $(VENV)/.installed
+	$(PY) -m coverage combine --keep --quiet $$(ls .coverage.sqlite .coverage.postgres 2>/dev/null)
+	mkdir -p test-artifacts
+	$(PY) -m coverage report --show-missing --sort=cover > test-artifacts/coverage.txt
+	@for app in ca enroll accounts; do \
+	    echo "coverage $$app: $$($(PY) -m coverage report --include="$$app/*" --format=total)%"; done
+	@echo "coverage total: $$($(PY) -m coverage report --format=total)% (per file: test-artifacts/coverage.txt)"
 
 BENCH_ARGS ?=
 bench: $(VENV)/.installed
@@ -53,4 +77,4 @@ fixtures: $(VENV)/.installed
 	$(PY) tests/fixtures/make_fixtures.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*
