@@ -58,10 +58,10 @@ pytest-postgres: $(VENV)/.installed
 	rm -f .coverage.postgres .coverage.postgres.*
 	COVERAGE_FILE=.coverage.postgres $(PY) tests/pgserver.py -- $(PY) -m pytest $(PYTEST_COV)
 
-# Coverage of ca, enroll and accounts over both passes (or the one that ran); per-file figures with the
-# missed lines in test-artifacts/coverage.txt.
+# Coverage of ca, enroll and accounts over both passes (or the one that ran), merged into .coverage (the
+# pass files are consumed); per-file figures with the missed lines in test-artifacts/coverage.txt.
 coverage: $(VENV)/.installed
-	$(PY) -m coverage combine --keep --quiet $$(ls .coverage.sqlite .coverage.postgres 2>/dev/null)
+	$(PY) -m coverage combine --quiet $$(ls .coverage.sqlite .coverage.postgres 2>/dev/null)
 	mkdir -p test-artifacts
 	$(PY) -m coverage report --show-missing --sort=cover > test-artifacts/coverage.txt
 	@for app in ca enroll accounts; do \
