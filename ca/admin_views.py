@@ -41,7 +41,7 @@ from ca.models import Certificate, CertificateAuthority, CrlPublication, Revocat
 from ca.pki.serials import SerialFormatError, format_serial, parse_serial
 from ca.services.crl import crl_lifetime, publish_crl
 from ca.services.propagation import RED_FRACTION, CrlColor, CrlHealth, crl_health
-from ca.services.revocation import revoke_certificate
+from ca.services.revocation import key_siblings, revoke_certificate
 from ca.types import Account
 
 #: The permission every part of the revocation screen needs (besides a staff account).
@@ -337,6 +337,9 @@ def revocation_view(request: HttpRequest, admin_site: AdminSite) -> HttpResponse
         if form.is_valid():
             to_revoke: list[Certificate] = form.cleaned_data["to_revoke"]
             invalidity_date: dt.datetime | None = form.cleaned_data["invalidity_date"]
+            reason = RevocationReason(form.cleaned_data["reason"])
+            compromised = reason == RevocationReason.KEY_COMPROMISE
+            on_same_key = _on_same_key(to_revoke, now=now) if compromised else []
             confirm = RevocationConfirmForm(
                 initial={
                     "certificates": [c.pk for c in to_revoke],
@@ -352,7 +355,9 @@ def revocation_view(request: HttpRequest, admin_site: AdminSite) -> HttpResponse
                 confirm=confirm,
                 to_revoke=to_revoke,
                 already_revoked=form.cleaned_data["already_revoked"],
-                reason=RevocationReason(form.cleaned_data["reason"]),
+                on_same_key=on_same_key,
+                revoking=len(to_revoke) + len(on_same_key),
+                reason=reason,
                 invalidity_date=invalidity_date,
                 now=now,
             )
@@ -373,6 +378,17 @@ def revocation_view(request: HttpRequest, admin_site: AdminSite) -> HttpResponse
     )
 
 
+def _on_same_key(certificates: list[Certificate], *, now: dt.datetime) -> list[Certificate]:
+    """The other unexpired certificates on the keys of ``certificates``: revoked too for key compromise."""
+    chosen = {certificate.pk for certificate in certificates}
+    found: dict[int, Certificate] = {}
+    for certificate in certificates:
+        for sibling in key_siblings(certificate, now=now):
+            if sibling.pk not in chosen:
+                found.setdefault(sibling.pk, sibling)
+    return list(found.values())
+
+
 def _revoke(request: HttpRequest) -> HttpResponse:
     back = HttpResponseRedirect(reverse("admin:ca-revocation"))
     confirm = RevocationConfirmForm(request.POST)
@@ -389,10 +405,14 @@ def _revoke(request: HttpRequest) -> HttpResponse:
     certificates: list[Certificate] = list(confirm.cleaned_data["certificates"])
     revoked: list[Certificate] = []
     for certificate in certificates:
+        if any(c.pk == certificate.pk for c in revoked):
+            continue  # revoked already in this step, with an earlier certificate on the same key
+        # revoked with it for key compromise (the service reads the list again under its locks)
+        siblings = key_siblings(certificate) if reason == RevocationReason.KEY_COMPROMISE else []
         try:
             revoke_certificate(certificate=certificate, reason=reason, by=by, invalidity_date=invalidity_date)
         except CrlNotPublished as exc:
-            revoked.append(certificate)
+            revoked += [certificate, *siblings]
             messages.warning(request, str(exc))
         except AlreadyRevoked:
             messages.warning(
@@ -401,7 +421,7 @@ def _revoke(request: HttpRequest) -> HttpResponse:
         except CAError as exc:
             messages.error(request, f"Certificate {certificate.serial} was not revoked: {exc}")
         else:
-            revoked.append(certificate)
+            revoked += [certificate, *siblings]
     if revoked:
         serials = ", ".join(c.serial for c in revoked)
         messages.success(

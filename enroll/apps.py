@@ -7,3 +7,12 @@ class EnrollConfig(AppConfig):
     name = "enroll"
     verbose_name = "Enrollment"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from ca.signals import certificates_revoked
+        from enroll import notifications
+
+        # owners hear of certificates revoked for key compromise (the CA knows no e-mails)
+        certificates_revoked.connect(
+            notifications.notify_key_compromise, dispatch_uid="enroll.key_compromise"
+        )

@@ -21,9 +21,10 @@ from django.views.decorators.http import require_http_methods, require_safe
 from accounts.ratelimits import rate_limited
 from ca.clock import utcnow
 from ca.errors import AlreadyRevoked, CAError, CrlNotPublished
-from ca.models import CertificateStatus
+from ca.models import Certificate, CertificateStatus, RevocationReason
 from ca.pki.errors import RequestRefused
 from ca.services.export import ALL_EXPORT_FORMATS, export_certificate
+from ca.services.revocation import key_siblings
 from enroll import flows
 from enroll.forms import CsrForm, RevokeForm
 from enroll.models import EnrollmentRequest, RequestStatus
@@ -120,6 +121,7 @@ def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponseBase:
         )
         return redirect(detail)
     form = RevokeForm(request.POST or None)
+    siblings = key_siblings(certificate)
     if request.method == "POST" and form.is_valid():
         try:
             flows.revoke_own_certificate(
@@ -143,17 +145,32 @@ def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponseBase:
         except (CAError, flows.FlowError) as exc:
             form.add_error(None, str(exc))
         else:
+            also = ""
+            if siblings and form.reason_value() == RevocationReason.KEY_COMPROMISE:
+                also = f" So are the other certificate(s) on the same key: {_serials(siblings)}."
             messages.success(
                 request,
-                f"Certificate {certificate.serial} is revoked. It is on the published revocation list now; "
-                "servers that check the list refuse it from their next update.",
+                f"Certificate {certificate.serial} is revoked.{also} It is on the published revocation list "
+                "now; servers that check the list refuse it from their next update.",
             )
             return redirect(detail)
     return render(
         request,
         "enroll/certificate_revoke.html",
-        {"nav": "dashboard", "certificate": certificate, "form": form},
+        {
+            "nav": "dashboard",
+            "certificate": certificate,
+            "form": form,
+            # other accounts' certificates on this key (from before one key meant one account) are counted,
+            # never shown
+            "siblings": [s for s in siblings if s.owner_id == user.pk],
+            "others_on_key": sum(1 for s in siblings if s.owner_id != user.pk),
+        },
     )
+
+
+def _serials(certificates: list[Certificate]) -> str:
+    return ", ".join(certificate.serial for certificate in certificates)
 
 
 @sensitive_post_parameters("csr_text")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -24,7 +24,8 @@ from accounts import emails
 from accounts import services as accounts_services
 from accounts.services import verified_email
 from ca.clock import utcnow
-from ca.models import Certificate
+from ca.models import Certificate, Revocation
+from ca.types import Account
 from enroll.models import RENEWING_STATUSES, EnrollmentRequest, ExpiryReminder, ReminderDays, RequestStatus
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,45 @@ def notify_decision(*, request_id: int) -> bool:
     if request.renewal_of is not None:
         context["renewed_url"] = absolute_url("portal:certificate-detail", pk=request.renewal_of.pk)
     return _send(_DECISIONS[request.status], to=address, context=context)
+
+
+# --- revocations for key compromise ------------------------------------------------------------
+
+
+def notify_key_compromise(
+    *, revocations: Sequence[Revocation], by: Account | None = None, **_kwargs: object
+) -> int:
+    """Tell each owner which of their certificates were revoked because their key was reported compromised
+    (``ca.signals.certificates_revoked``: the certificate named and every other one on the same key).
+
+    One mail per owner with a verified address, listing their certificates; returns how many were sent.
+    """
+    owned: dict[int, list[Certificate]] = {}
+    owners: dict[int, Account] = {}
+    for revocation in revocations:
+        certificate = revocation.certificate
+        if certificate.owner is not None:
+            owners[certificate.owner.pk] = certificate.owner
+            owned.setdefault(certificate.owner.pk, []).append(certificate)
+    sent = 0
+    for owner_id, certificates in owned.items():
+        owner = owners[owner_id]
+        address = verified_email(owner)
+        if address is None:
+            logger.info("certificates of %s revoked for key compromise: no verified e-mail address", owner)
+            continue
+        items = [
+            {"certificate": c, "url": absolute_url("portal:certificate-detail", pk=c.pk)}
+            for c in certificates
+        ]
+        context = {
+            "user": owner,
+            "certificates": items,
+            "by": by,
+            "new_request_url": absolute_url("portal:request-new"),
+        }
+        sent += _send("key_compromise_revoked", to=address, context=context)
+    return sent
 
 
 # --- expiry reminders ------------------------------------------------------------------------------

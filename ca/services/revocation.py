@@ -23,6 +23,7 @@ from ca.models import (
 )
 from ca.pki.serials import format_serial, parse_serial
 from ca.services import crl
+from ca.signals import certificates_revoked
 from ca.types import Account
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,21 @@ def find_certificate(*, serial: str, ca: CertificateAuthority | None = None) -> 
     return found[0]
 
 
+def key_siblings(certificate: Certificate, *, now: dt.datetime | None = None) -> list[Certificate]:
+    """The other unexpired, unrevoked certificates on the same public key, on any CA of the portal.
+
+    A revocation of ``certificate`` for key compromise revokes them too (:func:`revoke_certificate`): a
+    compromised key is never trusted again. Pages list them before the person confirms.
+    """
+    return list(
+        Certificate.objects.of_keys([certificate.spki_sha256])
+        .filter(not_after__gt=now or utcnow(), revocation__isnull=True)
+        .exclude(pk=certificate.pk)
+        .select_related("ca", "owner")
+        .order_by("ca_id", "not_after")
+    )
+
+
 def revoke_certificate(
     *,
     certificate: Certificate,
@@ -55,43 +71,90 @@ def revoke_certificate(
 ) -> Revocation:
     """Record a revocation and publish a new CRL as soon as the revocation is committed.
 
-    The CA row is locked (as publish_crl does) before the revocation time is taken, so every CRL either
-    was read before this revocation's time (current_crl() then sees it as unpublished) or after its
-    commit (and lists it): a revocation cannot fall between two CRLs unnoticed.
+    For key compromise (RFC 5280 5.3.1 keyCompromise) the same transaction also revokes every other
+    unexpired certificate on the same public key (:func:`key_siblings`), on every CA, with the same
+    reason and invalidity date, blocks the key for good, and audits each revocation; each affected CA's
+    CRL is then published once, and ``ca.signals.certificates_revoked`` tells the apps above.
+
+    The rows of every affected CA are locked (in id order, as publish_crl does) before the revocation
+    time is taken, so every CRL either was read before this revocation's time (current_crl() then sees it
+    as unpublished) or after its commit (and lists it): a revocation cannot fall between two CRLs
+    unnoticed.
     """
     if invalidity_date is not None and invalidity_date > (now or utcnow()):
         raise CAError("The invalidity date cannot be in the future.")
+    compromised = reason == RevocationReason.KEY_COMPROMISE
     with transaction.atomic():
-        # NO KEY UPDATE: serialises revocations and publications of this CA, yet does not block the
-        # FOR KEY SHARE that PostgreSQL's deferred foreign-key checks take on this row at another
+        ca_ids = {certificate.ca_id}
+        if compromised:
+            ca_ids.update(sibling.ca_id for sibling in key_siblings(certificate, now=now))
+        # NO KEY UPDATE: serialises revocations and publications of these CAs, yet does not block the
+        # FOR KEY SHARE that PostgreSQL's deferred foreign-key checks take on the row at another
         # transaction's commit (an approval inserting certificates while holding the audit lock).
-        CertificateAuthority.objects.select_for_update(no_key=True).only("pk").get(pk=certificate.ca_id)
+        list(CertificateAuthority.objects.select_for_update(no_key=True).filter(pk__in=ca_ids).order_by("pk"))
         now = now or utcnow()
-        locked = Certificate.objects.select_for_update().get(pk=certificate.pk)
+        locked = Certificate.objects.select_for_update().select_related("ca", "owner").get(pk=certificate.pk)
         if Revocation.objects.filter(certificate=locked).exists():
             raise AlreadyRevoked(f"Certificate {locked.serial} is revoked already.")
-        revocation = Revocation.objects.create(
-            certificate=locked,
-            reason=reason,
-            revoked_at=now,
-            invalidity_date=invalidity_date,
-            revoked_by=by,
-        )
-        if reason == RevocationReason.KEY_COMPROMISE:
+        targets = [locked]
+        if compromised:
+            # read again under the locks: a certificate issued meanwhile on another CA is covered too
+            siblings = key_siblings(locked, now=now)
+            if more := sorted({s.ca_id for s in siblings} - ca_ids):
+                list(
+                    CertificateAuthority.objects.select_for_update(no_key=True)
+                    .filter(pk__in=more)
+                    .order_by("pk")
+                )
+                siblings = key_siblings(locked, now=now)  # as they are now that those CAs are locked too
+            list(
+                Certificate.objects.select_for_update().filter(pk__in=[s.pk for s in siblings]).order_by("pk")
+            )
+            targets += siblings
+        revocations = [
+            Revocation.objects.create(
+                certificate=target,
+                reason=reason,
+                revoked_at=now,
+                invalidity_date=invalidity_date,
+                revoked_by=by,
+            )
+            for target in targets
+        ]
+        if compromised:
             block_key_of(locked, now=now)
-        audit.record(
-            event=AuditEvent.CERTIFICATE_REVOKED,
-            actor=by,
-            subject_user=locked.owner,
-            ca_slug=locked.ca.slug,
-            serial=locked.serial,
-            detail=str(reason),
+        audit.record_many(
+            [
+                audit.AuditItem(
+                    event=AuditEvent.CERTIFICATE_REVOKED,
+                    actor=by,
+                    subject_user=target.owner,
+                    ca_slug=target.ca.slug,
+                    serial=target.serial,
+                    detail=str(reason) if target is locked else f"{reason}: same key as {locked.serial}",
+                )
+                for target in targets
+            ],
             now=now,
         )
-        ca = locked.ca
-        _publish_on_commit(ca=ca, what=f"Certificate {locked.serial}")
-    logger.info("revoked serial %s on CA %s (%s)", locked.serial, ca.slug, reason)
-    return revocation
+        for ca in sorted({target.ca for target in targets}, key=lambda ca: ca.pk):
+            serials = [target.serial for target in targets if target.ca_id == ca.pk]
+            _publish_on_commit(
+                ca=ca, what=f"Certificate{'s' if len(serials) > 1 else ''} {', '.join(serials)}"
+            )
+        if compromised:
+            transaction.on_commit(
+                lambda: certificates_revoked.send(sender=Revocation, revocations=revocations, by=by),
+                robust=True,
+            )
+    logger.info(
+        "revoked serial %s on CA %s (%s)%s",
+        locked.serial,
+        locked.ca.slug,
+        reason,
+        f" and {len(targets) - 1} other certificate(s) on the same key" if len(targets) > 1 else "",
+    )
+    return revocations[0]
 
 
 def _publish_on_commit(*, ca: CertificateAuthority, what: str) -> None:

@@ -96,11 +96,33 @@ def test_a_second_compromise_of_a_blocked_key_keeps_its_first_cause(
     key = ec.generate_private_key(ec.SECP256R1())
     first = issue_for(alice, make_csr(key))
     second = issue_for(alice, make_csr(key))  # the owner re-used the key (a renewal)
-    revoke_certificate(certificate=first, reason=RevocationReason.KEY_COMPROMISE)
+    revoke_certificate(certificate=first, reason=RevocationReason.KEY_COMPROMISE)  # revokes `second` too
 
-    revoke_certificate(certificate=second, reason=RevocationReason.KEY_COMPROMISE)
+    with pytest.raises(AlreadyRevoked):
+        revoke_certificate(certificate=second, reason=RevocationReason.KEY_COMPROMISE)
 
     assert BlockedKey.objects.get().certificate == first
+
+
+def test_a_compromise_of_a_key_an_operator_blocked_keeps_the_operators_cause(
+    ca: CertificateAuthority, alice: User, issue_for: IssueFor
+) -> None:
+    certificate = issue_for(alice)
+    BlockedKey.objects.create(
+        spki_sha256=certificate.spki_sha256,
+        source=BlockedKeySource.OPERATOR,
+        detail="lost laptop",
+        created_at=utcnow(),
+    )
+
+    revoke_certificate(certificate=certificate, reason=RevocationReason.KEY_COMPROMISE)
+
+    blocked = BlockedKey.objects.get()
+    assert (blocked.source, blocked.certificate, blocked.detail) == (
+        BlockedKeySource.OPERATOR,
+        None,
+        "lost laptop",
+    )
 
 
 def test_a_revocation_that_fails_blocks_nothing(

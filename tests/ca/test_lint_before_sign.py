@@ -309,7 +309,8 @@ def test_a_public_url_linters_refuse_is_a_warning_at_startup(
     assert "127.0.0.1" in message.hint
 
 
-def test_the_check_runs_with_django_checks(settings: Settings) -> None:
+def test_the_check_runs_with_django_checks(settings: Settings, db: None) -> None:
+    """(ca.W002, among Django's checks, reads the database.)"""
     settings.ENROLL_PUBLIC_URL = "http://localhost:8000"
 
     assert "ca.W001" in [message.id for message in checks.run_checks()]
