@@ -9,7 +9,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 BEFORE = [("ca", "0006_audit_chain")]
-AFTER = [("ca", "0007_serial_reservation")]
+AFTER = [("ca", "0009_certificate_has_der")]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -17,7 +17,7 @@ from django.db import connection
 from pytest_django.fixtures import Settings
 
 from ca.errors import CAError
-from ca.models import AuditEntry, AuditEvent, CertificateAuthority, RevocationReason
+from ca.models import AuditEntry, AuditEvent, Certificate, CertificateAuthority, RevocationReason
 from ca.pki.errors import Refusal, RequestRefused
 from ca.services.issuance import issue_certificate
 from ca.services.revocation import revoke_certificate
@@ -339,8 +339,10 @@ def test_the_ca_service_signs_an_spkac_only_as_an_spkac(alice: User, ca: Certifi
     request = submit(alice, spkac(key_file("ec-p256"), challenge_for(alice)))
     der = bytes(request.request_der)
 
-    with pytest.raises(RequestRefused):
+    with pytest.raises(CAError) as refused:  # the re-check as a CSR refuses it (one issuance path: a CAError)
         issue_certificate(request_der=der, subject=flows.subject_for(alice), owner=alice)
+    assert "request" in str(refused.value).lower()
+    assert not Certificate.objects.exists()
     with pytest.raises(CAError, match="Unknown request format"):
         issue_certificate(request_der=der, subject=flows.subject_for(alice), owner=alice, kind="pkcs7")
     certificate = issue_certificate(
