@@ -94,7 +94,9 @@ def revoke_certificate(
         list(CertificateAuthority.objects.select_for_update(no_key=True).filter(pk__in=ca_ids).order_by("pk"))
         now = now or utcnow()
         locked = (
-            Certificate.objects.select_for_update(of=("self",)).select_related("ca", "owner").get(pk=certificate.pk)
+            Certificate.objects.select_for_update(of=("self",))
+            .select_related("ca", "owner")
+            .get(pk=certificate.pk)
         )
         if Revocation.objects.filter(certificate=locked).exists():
             raise AlreadyRevoked(f"Certificate {locked.serial} is revoked already.")
