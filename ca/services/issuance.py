@@ -185,14 +185,14 @@ def _profile(name: str) -> Profile:
 
 @dataclass(frozen=True, slots=True)
 class IssueOrder:
-    """One certificate to issue: the stored request, the account's subject and owner, what it is for."""
+    """One certificate to issue: the stored request, the account's subject and owner (its serial's purpose
+    is on its reservation)."""
 
     request_der: bytes
     subject: SubjectInfo
     owner: Account | None
     kind: str = "csr"
     profile_name: str = "client"
-    purpose: str = "certificate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +290,7 @@ def issue_certificate(
     Must run outside any transaction (the reservation commits first). Raises :class:`CAError` with the
     reason when no certificate was issued (nothing is stored then; the reservation is discarded).
     """
-    order = IssueOrder(request_der, subject, owner, kind=kind, profile_name=profile_name, purpose=purpose)
+    order = IssueOrder(request_der, subject, owner, kind=kind, profile_name=profile_name)
     reserved = reserve(purposes=[purpose], ca=ca, validity=validity, now=now)
     with transaction.atomic():
         (outcome,) = issue(orders=[order], reserved=reserved, actor=actor)
