@@ -99,9 +99,7 @@ def key_refusals(*, keys: Sequence[tuple[str, int | None]]) -> list[str | None]:
     for start in range(0, len(digests), _IN_CHUNK):
         part = digests[start : start + _IN_CHUNK]
         blocked.update(BlockedKey.objects.filter(spki_sha256__in=part).values_list("spki_sha256", flat=True))
-        certified = (
-            Certificate.objects.of_keys(part).values_list("spki_sha256", "owner_id").distinct()
-        )
+        certified = Certificate.objects.of_keys(part).values_list("spki_sha256", "owner_id").distinct()
         for spki, holder in certified:
             owners.setdefault(spki, set()).add(holder)
     refusals: list[str | None] = []
