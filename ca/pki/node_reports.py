@@ -74,7 +74,7 @@ class ReportProblem(enum.StrEnum):
     MALFORMED = "malformed"
     BAD_SIGNATURE = "bad_signature"
     CLOCK_SKEW = "clock_skew"
-    BAD_TOKEN = "bad_token"
+    BAD_TOKEN = "bad_token"  # noqa: S105 (a refusal code, not a secret)
 
 
 class ReportError(ValueError):
@@ -218,7 +218,7 @@ def parse_report(body: bytes) -> Report:
     if not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
         raise _malformed(f"'nonce' must be {2 * NONCE_BYTES} lower-case hex digits")
     try:
-        outcome = ReportOutcome(data.get("outcome"))
+        outcome = ReportOutcome(str(data.get("outcome")))
     except ValueError:
         raise _malformed("'outcome' must be installed, unchanged or failed") from None
     error = data.get("error", "")
