@@ -120,10 +120,71 @@ def test_a_cert_id_with_a_hash_it_does_not_use_is_unauthorized(
     assert answer.response_status == ocsp.OCSPResponseStatus.UNAUTHORIZED
 
 
-def test_a_request_for_another_issuer_is_unauthorized(client: Client, certificate: Certificate) -> None:
+def test_any_ca_url_answers_for_every_ca_the_portal_hosts(client: Client, certificate: Certificate) -> None:
+    """The CertID chooses the CA (RFC 6960 4.1.1): nginx sends the whole chain to one responder URL."""
     other = create_ca(name="Other CA")
     answer = post(client, other, ocsp_request(certificate))
+    assert answer.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
+    assert answer.certificate_status == ocsp.OCSPCertStatus.GOOD
+    assert answer.serial_number == certificate.serial_int
+
+
+def test_a_request_about_a_ca_the_portal_does_not_host_is_unauthorized(
+    client: Client, certificate: Certificate
+) -> None:
+    stranger_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "Somebody Else's CA")])
+    point = stranger_key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    builder = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
+        _sha1(name.public_bytes()),
+        _sha1(point),
+        serial_number=certificate.serial_int,
+        algorithm=hashes.SHA1(),  # noqa: S303
+    )
+    answer = post(client, certificate.ca, builder.build().public_bytes(serialization.Encoding.DER))
     assert answer.response_status == ocsp.OCSPResponseStatus.UNAUTHORIZED
+
+
+def _sha1(data: bytes) -> bytes:
+    digest = hashes.Hash(hashes.SHA1())  # noqa: S303
+    digest.update(data)
+    return digest.finalize()
+
+
+@pytest.mark.parametrize("algorithm", [hashes.SHA1(), hashes.SHA256(), hashes.SHA512()], ids=lambda a: a.name)  # noqa: S303
+def test_an_issuing_ca_is_answered_by_its_parent_with_any_cert_id_hash(
+    client: Client, ca: CertificateAuthority, algorithm: hashes.HashAlgorithm
+) -> None:
+    issuing = create_ca(name="Issuing CA", parent=ca)
+    request = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate(issuing.certificate, ca.certificate, algorithm)
+        .build()
+        .public_bytes(serialization.Encoding.DER)
+    )
+    answer = post(client, issuing, request)
+    assert answer.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
+    assert answer.certificate_status == ocsp.OCSPCertStatus.GOOD
+    assert answer.serial_number == issuing.certificate.serial_number
+    assert answer.next_update_utc is not None
+
+
+def test_an_answer_is_reused_until_the_status_changes(client: Client, certificate: Certificate) -> None:
+    first = post(client, certificate.ca, ocsp_request(certificate))
+    again = post(client, certificate.ca, ocsp_request(certificate))
+    assert again.public_bytes(serialization.Encoding.DER) == first.public_bytes(serialization.Encoding.DER)
+    revoke_certificate(certificate=certificate, reason=RevocationReason.SUPERSEDED)
+    after = post(client, certificate.ca, ocsp_request(certificate))
+    assert after.certificate_status == ocsp.OCSPCertStatus.REVOKED
+
+
+def test_a_request_with_a_nonce_is_signed_afresh(client: Client, certificate: Certificate) -> None:
+    first = post(client, certificate.ca, ocsp_request(certificate, nonce=b"a" * 16))
+    second = post(client, certificate.ca, ocsp_request(certificate, nonce=b"b" * 16))
+    assert first.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == b"a" * 16
+    assert second.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == b"b" * 16
 
 
 @pytest.mark.parametrize("body", [b"\x00", b"\x30\x03\x02\x01\x01", b"garbage" * 10, b"\x30" * 5000])
