@@ -22,6 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from django.conf import settings
 
 from ca.clock import utcnow
@@ -104,7 +105,7 @@ _hash_cache: dict[tuple[int, str, str], tuple[str, bytes, bytes]] = {}
 _hash_lock = threading.Lock()
 
 
-def _hashes(ca: CertificateAuthority, algorithm: pki_ocsp.hashes.HashAlgorithm) -> tuple[str, bytes, bytes]:
+def _hashes(ca: CertificateAuthority, algorithm: hashes.HashAlgorithm) -> tuple[str, bytes, bytes]:
     key = (ca.pk, ca.fingerprint_sha256, algorithm.name)
     with _hash_lock:
         cached = _hash_cache.get(key)
