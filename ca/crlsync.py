@@ -1,14 +1,35 @@
-"""enroll-crl-sync: keep a front server's CRL bundle current. No Django, no database.
+"""enroll-crl-sync: keep a front server's CRL bundle current, and tell the portal. No Django, no database.
 
-    enroll-crl-sync --url URL [--url URL ...] --ca-file FILE --output FILE
-                    [--reload-command CMD] [--node NAME] [--timeout SECONDS]
+    enroll-crl-sync --url URL [--url URL ...] --ca-file FILE --output FILE [--reload-command CMD]
+                    [--node NAME --token-file FILE] [--report-url URL]
+                    [--every SECONDS] [--heartbeat SECONDS] [--timeout SECONDS] [--reload-timeout SECONDS]
 
 For each URL (one per CA of the chain: nginx and Apache need a CRL for every CA) it fetches the CRL with a
-conditional GET, checks it (signature by a CA in --ca-file, RFC 5280 6.3.3 (f); nextUpdate in the future;
-CRL number not lower than the installed one, RFC 5280 5.2.3), and writes one PEM bundle atomically
-(temporary file, fsync, rename). The reload command runs only when the bundle changed; if it fails, the
-previous bundle is put back. On any failure the installed file stays as it was and the exit status is 1,
-with one line saying what went wrong. Safe to run every minute from cron or a systemd timer.
+conditional GET (If-None-Match with the stored ETag, and ``Cache-Control: no-cache`` so that a cache in
+between never answers with a stale CRL), checks it (signature by a CA in --ca-file, RFC 5280 6.3.3 (f);
+nextUpdate in the future; CRL number not lower than the installed one, RFC 5280 5.2.3), and writes one PEM
+bundle atomically (temporary file, fsync, rename). The reload command runs only when the bundle changed; if
+it fails, the previous bundle is put back. If there was no previous bundle (the first run, e.g. before the
+server was ever started), the verified new bundle stays: a server that is not running cannot be reloaded,
+and it reads the bundle when it starts; the run still fails (exit status 1). On any other failure the
+installed file stays as it was and the exit status is 1, with one line saying what went wrong.
+
+Reports. With --node NAME --token-file FILE (the base64 Ed25519 key that ``manage.py frontserver add NAME``
+printed), the sync POSTs a signed install report (:mod:`ca.pki.node_reports`) to --report-url (by default
+the first --url with its last path segment replaced by ``report``): which CRL of each CA the server runs
+after the run (authorityKeyIdentifier and CRL number), and whether the run installed a new bundle, found it
+unchanged, or failed (with the reason). A report the portal refuses or that cannot be delivered is one
+warning line; it never changes the installed files nor the exit status.
+
+One-shot mode (no --every): one run, for cron or a systemd timer; it always reports (it is its own
+heartbeat: --heartbeat, default 60 s, is then both the interval and the heartbeat of the report).
+
+Service mode (--every SECONDS; systemd ``Type=simple``, ``Restart=always``): a run every SECONDS (±10 %
+jitter); after a failure the wait doubles with each consecutive failure, up to max(60 s, 10 x SECONDS),
+and is back to SECONDS after a success. It reports after each change and each failure, and at least every
+--heartbeat seconds (default 10 x SECONDS) when nothing changed. SIGTERM or SIGINT ends it at once between
+runs (a run in progress finishes first: files are never half-written), exit status 0. It prints one line
+per change or failure (no timestamps: journald adds them), none per unchanged run.
 
 State between runs (ETags and the installed CRLs) lives in OUTPUT.state.json beside the bundle.
 """
@@ -20,25 +41,53 @@ import datetime as dt
 import http.client
 import json
 import os
+import random
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ca.pki.node_reports import (
+    CONTENT_TYPE,
+    NODE_NAME,
+    SIGNATURE_HEADER,
+    InstalledCrl,
+    Report,
+    ReportError,
+    ReportOutcome,
+    key_from_token,
+    new_nonce,
+    sign_report,
+)
 
 USER_AGENT = "enroll-crl-sync/1"
 MAX_CRL_BYTES = 64 * 1024 * 1024
+MAX_SECONDS = 86_400  # the longest interval or heartbeat a report may carry
+ONE_SHOT_HEARTBEAT = 60.0
+JITTER = 0.10  # the wait between runs is SECONDS x uniform(1 - JITTER, 1 + JITTER)
+BACKOFF_CAP_MINIMUM = 60.0
 
 
 class SyncError(Exception):
     """The sync cannot go on; the message is the one line the operator reads."""
+
+
+class InstallFailed(SyncError):
+    """The bundle was written but the reload failed; the message says what happened to the file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +96,42 @@ class Fetched:
     crl: x509.CertificateRevocationList
     pem: str
     number: int
+    authority_key_id: str
     etag: str | None
     changed: bool  # False when the server answered 304
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConfig:
+    """What one run fetches, checks and installs."""
+
+    urls: tuple[str, ...]
+    ca_file: Path
+    output: Path
+    reload_command: str | None = None
+    timeout: float = 15.0
+    reload_timeout: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Reporter:
+    """Where and as whom the sync reports: the node's name and key, the report URL, its announced rhythm."""
+
+    node: str
+    key: Ed25519PrivateKey
+    url: str
+    interval: float
+    heartbeat: float
+    timeout: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """One run: what it did, the one-line error if it failed, and the CRLs the server runs afterwards."""
+
+    outcome: ReportOutcome
+    error: str
+    crls: tuple[InstalledCrl, ...]
 
 
 def _now() -> dt.datetime:
@@ -109,15 +192,43 @@ def check_crl(
     return number
 
 
-def fetch(url: str, *, etag: str | None, node: str | None, timeout: float) -> tuple[bytes | None, str | None]:
-    """GET the URL; (None, etag) on 304 Not Modified (only ever an answer to the ETag sent)."""
+def authority_key_id(
+    crl: x509.CertificateRevocationList, *, url: str, trusted: Sequence[x509.Certificate]
+) -> str:
+    """The CRL's authorityKeyIdentifier (RFC 5280 5.2.1) as lower-case hex; for a CRL without one (not
+    conforming, but seen), the subject key identifier of the CA whose key verifies it."""
+    try:
+        extension = crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        extension = None
+    except (ValueError, x509.DuplicateExtension):
+        raise SyncError(f"{url}: the CRL's extensions are damaged or repeated") from None
+    if extension is not None and extension.key_identifier:
+        return extension.key_identifier.hex()
+    for ca in trusted:
+        if ca.subject == crl.issuer and crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
+            try:
+                return ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+            except x509.ExtensionNotFound:
+                return x509.SubjectKeyIdentifier.from_public_key(ca.public_key()).digest.hex()
+    raise SyncError(f"{url}: the CRL names no authority key identifier")
+
+
+def fetch(url: str, *, etag: str | None, timeout: float) -> tuple[bytes | None, str | None]:
+    """GET the URL; (None, etag) on 304 Not Modified (only ever an answer to the ETag sent).
+
+    ``Cache-Control: no-cache`` makes a cache between the portal and this server revalidate with the portal
+    instead of answering with a copy it holds (RFC 9111 5.2.1.4).
+    """
     if not url.startswith(("http://", "https://")):
         raise SyncError(f"{url}: only http:// and https:// URLs are supported")
-    headers = {"User-Agent": USER_AGENT, "Accept": "application/pkix-crl, application/x-pem-file"}
+    headers = {
+        "User-Agent": USER_AGENT,
+        "Accept": "application/pkix-crl, application/x-pem-file",
+        "Cache-Control": "no-cache",
+    }
     if etag:
         headers["If-None-Match"] = etag
-    if node:
-        headers["X-Enroll-Node"] = node
     request = urllib.request.Request(url, headers=headers)  # noqa: S310 (operator-given http(s) URL)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
@@ -175,6 +286,32 @@ def _load_state(output: Path) -> dict[str, object]:
     return raw if isinstance(raw, dict) else {}
 
 
+def installed_from_state(output: Path, urls: Sequence[str]) -> tuple[InstalledCrl, ...]:
+    """The CRLs the server runs as the state file records them: what the last run that installed (or found
+    current) a bundle left there. A failed run leaves the state as it was, except a first run whose reload
+    failed: its bundle stays installed, and so does its state."""
+    if not output.exists():
+        return ()
+    state = _load_state(output)
+    crls = []
+    for url in urls:
+        entry = state.get(url)
+        if not isinstance(entry, dict):
+            continue
+        number, key_id, pem = entry.get("number"), entry.get("authority_key_id"), entry.get("pem")
+        if isinstance(number, bool) or not isinstance(number, int):
+            continue
+        if not isinstance(key_id, str):  # a state file written before reports existed
+            if not isinstance(pem, str):
+                continue
+            try:
+                key_id = authority_key_id(x509.load_pem_x509_crl(pem.encode()), url=url, trusted=())
+            except (ValueError, SyncError):
+                continue
+        crls.append(InstalledCrl(key_id, number))
+    return tuple(crls)
+
+
 def _run_reload(command: str, *, timeout: float) -> str | None:
     """Run the reload command; None if it succeeded, else what went wrong."""
     try:
@@ -191,23 +328,29 @@ def _run_reload(command: str, *, timeout: float) -> str | None:
     return f"the reload command failed (exit {result.returncode}" + (f": {detail[-1]})" if detail else ")")
 
 
-def sync(
-    *,
-    urls: Sequence[str],
-    ca_file: Path,
-    output: Path,
-    reload_command: str | None = None,
-    node: str | None = None,
-    timeout: float = 15.0,
-    reload_timeout: float = 120.0,
-    now: dt.datetime | None = None,
-) -> bool:
-    """One sync run. Returns True if the bundle changed (and the reload ran). Raises SyncError."""
+def _check_folder(output: Path) -> None:
+    try:
+        output.parent.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise SyncError(f"cannot write {output}: the folder {output.parent} does not exist") from None
+    except OSError:
+        pass  # the write says what is wrong
+
+
+def sync_bundle(
+    config: SyncConfig, *, now: dt.datetime | None = None
+) -> tuple[bool, tuple[InstalledCrl, ...]]:
+    """One sync run: (whether the bundle changed and the reload ran, the CRLs now installed).
+
+    Raises SyncError when nothing was installed, InstallFailed when the reload failed after the write.
+    """
     now = now or _now()
-    trusted = load_trusted(ca_file)
+    output = config.output
+    _check_folder(output)
+    trusted = load_trusted(config.ca_file)
     state = _load_state(output)
     fetched: list[Fetched] = []
-    for url in urls:
+    for url in config.urls:
         previous = state.get(url)
         if not isinstance(previous, dict):  # no state yet for this URL, or a hand-edited file
             previous = {}
@@ -219,7 +362,7 @@ def sync(
         installed_pem = pem_value if isinstance(pem_value, str) else None
         installed_number = number_value if isinstance(number_value, int) else None
         etag = etag_value if isinstance(etag_value, str) and installed_pem else None
-        body, new_etag = fetch(url, etag=etag, node=node, timeout=timeout)
+        body, new_etag = fetch(url, etag=etag, timeout=config.timeout)
         if body is None:
             assert installed_pem is not None
             body, changed = installed_pem.encode(), False
@@ -227,8 +370,9 @@ def sync(
             changed = True
         crl = parse_crl(body, url=url)
         number = check_crl(crl, url=url, trusted=trusted, installed_number=installed_number, now=now)
+        key_id = authority_key_id(crl, url=url, trusted=trusted)
         pem = crl.public_bytes(serialization.Encoding.PEM).decode("ascii")
-        fetched.append(Fetched(url, crl, pem, number, new_etag, changed))
+        fetched.append(Fetched(url, crl, pem, number, key_id, new_etag, changed))
 
     bundle = "".join(item.pem for item in fetched).encode("ascii")
     try:
@@ -237,25 +381,274 @@ def sync(
         current = None
     except OSError as exc:
         raise SyncError(f"cannot read {output}: {exc.strerror}") from None
-    new_state = {item.url: {"etag": item.etag, "number": item.number, "pem": item.pem} for item in fetched}
+    new_state = {
+        item.url: {
+            "etag": item.etag,
+            "number": item.number,
+            "authority_key_id": item.authority_key_id,
+            "pem": item.pem,
+        }
+        for item in fetched
+    }
+    installed = tuple(InstalledCrl(item.authority_key_id, item.number) for item in fetched)
+    state_bytes = json.dumps(new_state, indent=1).encode()
     if current == bundle:
-        write_atomically(_state_path(output), json.dumps(new_state, indent=1).encode())
-        return False
+        write_atomically(_state_path(output), state_bytes)
+        return False, installed
 
     write_atomically(output, bundle)
-    if reload_command:
-        problem = _run_reload(reload_command, timeout=reload_timeout)
-        if problem:
-            if current is not None:
-                write_atomically(output, current)
-            else:
-                output.unlink(missing_ok=True)
-            raise SyncError(f"{problem}; the previous CRL file was put back")
-    write_atomically(_state_path(output), json.dumps(new_state, indent=1).encode())
-    return True
+    problem = (
+        _run_reload(config.reload_command, timeout=config.reload_timeout) if config.reload_command else None
+    )
+    if problem and current is None:
+        # Nothing to go back to, and a server that is not running cannot be reloaded: the verified bundle
+        # stays for the server to read when it starts.
+        write_atomically(_state_path(output), state_bytes)
+        raise InstallFailed(
+            f"{problem}; {output} was installed (there was no previous file) "
+            "and is read when the server starts"
+        )
+    if problem:
+        assert current is not None
+        try:
+            write_atomically(output, current)
+        except SyncError as exc:
+            raise InstallFailed(f"{problem}; putting the previous CRL file back failed too ({exc})") from None
+        raise InstallFailed(f"{problem}; the previous CRL file was put back")
+    write_atomically(_state_path(output), state_bytes)
+    return True, installed
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def sync(
+    *,
+    urls: Sequence[str],
+    ca_file: Path,
+    output: Path,
+    reload_command: str | None = None,
+    timeout: float = 15.0,
+    reload_timeout: float = 120.0,
+    now: dt.datetime | None = None,
+) -> bool:
+    """One sync run. Returns True if the bundle changed (and the reload ran). Raises SyncError."""
+    config = SyncConfig(tuple(urls), ca_file, output, reload_command, timeout, reload_timeout)
+    changed, _installed = sync_bundle(config, now=now)
+    return changed
+
+
+def run_once(config: SyncConfig, *, now: dt.datetime | None = None) -> RunResult:
+    """One sync run as the report tells it; never raises SyncError."""
+    try:
+        changed, installed = sync_bundle(config, now=now)
+    except InstallFailed as exc:  # the message says what happened to the file
+        return RunResult(ReportOutcome.FAILED, str(exc), installed_from_state(config.output, config.urls))
+    except SyncError as exc:
+        error = f"{exc}; {config.output} left unchanged"
+        return RunResult(ReportOutcome.FAILED, error, installed_from_state(config.output, config.urls))
+    return RunResult(ReportOutcome.INSTALLED if changed else ReportOutcome.UNCHANGED, "", installed)
+
+
+# --- reports -----------------------------------------------------------------------------------------
+
+
+def default_report_url(crl_url: str) -> str:
+    """The first CRL URL with its last path segment replaced by ``report`` (query and fragment dropped)."""
+    parts = urllib.parse.urlsplit(crl_url)
+    folder = parts.path.rpartition("/")[0]
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, f"{folder}/report", "", ""))
+
+
+def load_token(path: Path) -> Ed25519PrivateKey:
+    """The node key from the token file; SyncError saying what is wrong with it."""
+    try:
+        text = path.read_text(encoding="ascii")
+    except OSError as exc:
+        raise SyncError(f"cannot read the token file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise SyncError(f"the token file {path} does not hold base64 text") from None
+    try:
+        return key_from_token(text)
+    except ReportError as exc:
+        raise SyncError(f"{exc} ({path})") from None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect would turn the POST into a GET (urllib, like browsers): answer with the 3xx instead."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: object,
+        code: int,
+        msg: str,
+        headers: object,
+        newurl: str,
+    ) -> None:
+        return None
+
+
+_report_opener = urllib.request.build_opener(_NoRedirect)
+
+
+def _portal_reason(exc: urllib.error.HTTPError) -> str:
+    """The first line of the portal's plain-text answer, else the HTTP reason phrase."""
+    try:
+        text = exc.read(2048).decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException):
+        text = ""
+    lines = ["".join(c for c in line if c.isprintable()).strip() for line in text.splitlines()]
+    reason = next((line for line in lines if line), "") or str(exc.reason)
+    return reason[:200]
+
+
+def send_report(reporter: Reporter, result: RunResult, *, timestamp: float | None = None) -> str | None:
+    """POST the signed report of ``result``; None if the portal accepted it, else why not (one line)."""
+    report = Report(
+        node=reporter.node,
+        timestamp=int(time.time() if timestamp is None else timestamp),
+        nonce=new_nonce(),
+        interval=reporter.interval,
+        heartbeat=reporter.heartbeat,
+        outcome=result.outcome,
+        error=result.error,
+        crls=result.crls,
+    )
+    body, signature = sign_report(report=report, key=reporter.key)
+    request = urllib.request.Request(  # noqa: S310 (an http(s) URL, checked at start)
+        reporter.url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": CONTENT_TYPE, SIGNATURE_HEADER: signature, "User-Agent": USER_AGENT},
+    )
+    try:
+        with _report_opener.open(request, timeout=reporter.timeout) as response:
+            response.read(4096)
+    except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            location = exc.headers.get("Location", "elsewhere")
+            return f"HTTP {exc.code}: the portal redirects the report to {location}; give --report-url"
+        return f"HTTP {exc.code}: {_portal_reason(exc)}"
+    except (OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        return f"cannot reach {reporter.url} ({reason})"
+    return None
+
+
+def _report(reporter: Reporter, result: RunResult, *, one_shot: bool) -> None:
+    problem = send_report(reporter, result)
+    if problem is None:
+        return
+    if one_shot:
+        consequence = "the CRL file and the exit status are not affected"
+    else:
+        consequence = (
+            "the CRL file is not affected; the next report goes at the next change, failure or heartbeat"
+        )
+    print(
+        f"enroll-crl-sync: warning: the portal did not take the report ({problem}); {consequence}",
+        file=sys.stderr,
+    )
+
+
+def _say(result: RunResult, config: SyncConfig, *, one_shot: bool) -> None:
+    if result.outcome is ReportOutcome.FAILED:
+        print(f"enroll-crl-sync: {result.error}", file=sys.stderr)
+    elif result.outcome is ReportOutcome.INSTALLED:
+        numbers = ", ".join(str(crl.number) for crl in result.crls)
+        print(f"enroll-crl-sync: updated {config.output} (CRL number {numbers})", flush=True)
+    elif one_shot:
+        print("enroll-crl-sync: up to date")
+
+
+def run_one_shot(config: SyncConfig, *, reporter: Reporter | None = None) -> int:
+    """One run (cron, a systemd timer); it always reports. The exit status: 0, or 1 if the run failed."""
+    result = run_once(config)
+    _say(result, config, one_shot=True)
+    if reporter is not None:
+        _report(reporter, result, one_shot=True)
+    return 1 if result.outcome is ReportOutcome.FAILED else 0
+
+
+# --- service mode ------------------------------------------------------------------------------------
+
+
+def backoff_cap(every: float) -> float:
+    return max(BACKOFF_CAP_MINIMUM, 10 * every)
+
+
+def run_service(
+    config: SyncConfig,
+    *,
+    every: float,
+    stop: threading.Event,
+    reporter: Reporter | None = None,
+    wait: Callable[[float], object] | None = None,
+    rng: random.Random | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Run every ``every`` seconds (±10 % jitter) until ``stop`` is set; back off on failures.
+
+    ``wait(seconds)`` waits between runs (by default ``stop.wait``: setting ``stop`` ends a wait at once);
+    ``rng`` draws the jitter and ``clock`` times the heartbeat (injected by tests).
+    """
+    pause = wait if wait is not None else stop.wait
+    draw = rng if rng is not None else random.SystemRandom()
+    cap = backoff_cap(every)
+    failures = 0
+    last_report: float | None = None
+    previous: ReportOutcome | None = None
+    while not stop.is_set():
+        result = run_once(config)
+        failed = result.outcome is ReportOutcome.FAILED
+        _say(result, config, one_shot=False)
+        if previous is ReportOutcome.FAILED and result.outcome is ReportOutcome.UNCHANGED:
+            print(f"enroll-crl-sync: {config.output} is up to date again", flush=True)
+        failures = min(failures + 1, 64) if failed else 0
+        delay = min(cap, every * 2**failures)
+        if reporter is not None:
+            now = clock()
+            due = (
+                last_report is None
+                or result.outcome is not ReportOutcome.UNCHANGED
+                or previous is ReportOutcome.FAILED
+                # would the next run come later than the heartbeat allows?
+                or now - last_report + delay * (1 + JITTER) >= reporter.heartbeat
+            )
+            if due:
+                last_report = now  # also when undelivered: a refused report is not retried at each run
+                _report(reporter, result, one_shot=False)
+        previous = result.outcome
+        if stop.is_set():
+            break
+        pause(delay * draw.uniform(1 - JITTER, 1 + JITTER))
+
+
+def _stop_on_signals(stop: threading.Event) -> dict[int, object]:
+    """SIGTERM and SIGINT set ``stop``; returns the previous handlers.
+
+    The handler sets the event from a fresh thread: setting it in the handler itself could deadlock when
+    the signal lands while the main thread holds the event's lock (inside ``stop.wait``).
+    """
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=stop.set, name="enroll-crl-sync-stop", daemon=True).start()
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+# --- command line ------------------------------------------------------------------------------------
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not 0 < value <= MAX_SECONDS:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_SECONDS} seconds")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="enroll-crl-sync", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
@@ -267,26 +660,89 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--output", required=True, type=Path, help="the PEM CRL bundle the server reads")
     parser.add_argument("--reload-command", help="run when the bundle changed, e.g. 'nginx -s reload'")
-    parser.add_argument("--node", help="this server's name, reported to the portal")
-    parser.add_argument("--timeout", type=float, default=15.0, help="seconds per request (default 15)")
     parser.add_argument(
-        "--reload-timeout", type=float, default=120.0, help="seconds the reload may take (default 120)"
+        "--node", help="this server's name on the portal (manage.py frontserver add NAME); needs --token-file"
     )
+    parser.add_argument(
+        "--token-file", type=Path, help="the node's key, as manage.py frontserver add printed it (base64)"
+    )
+    parser.add_argument(
+        "--report-url",
+        help="where the signed install reports go (default: the first --url with its last path segment "
+        "replaced by 'report')",
+    )
+    parser.add_argument(
+        "--every",
+        type=_seconds,
+        metavar="SECONDS",
+        help="service mode: run every SECONDS until SIGTERM (default: one run, then exit)",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=_seconds,
+        metavar="SECONDS",
+        help="report at least this often when nothing changed (default: 10 x --every; one run: 60)",
+    )
+    parser.add_argument("--timeout", type=_seconds, default=15.0, help="seconds per request (default 15)")
+    parser.add_argument(
+        "--reload-timeout", type=_seconds, default=120.0, help="seconds the reload may take (default 120)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
+    if args.node is not None and args.token_file is None:
+        parser.error("--node needs --token-file (the key manage.py frontserver add printed for this node)")
+    if args.token_file is not None and args.node is None:
+        parser.error("--token-file needs --node (the name this server has on the portal)")
+    if args.report_url is not None and args.node is None:
+        parser.error("--report-url needs --node and --token-file")
+    if args.node is not None and not NODE_NAME.fullmatch(args.node):
+        parser.error(f"--node: '{args.node}' is not a front server name (letters, digits, '.', '_', '-')")
+    report_url = args.report_url or default_report_url(args.url[0])
+    if args.node is not None and not report_url.startswith(("http://", "https://")):
+        parser.error(f"--report-url: '{report_url}' is not an http:// or https:// URL")
+    if args.every is not None and args.heartbeat is not None and args.heartbeat < args.every:
+        parser.error("--heartbeat must not be shorter than --every (a report can only follow a run)")
+
+    config = SyncConfig(
+        urls=tuple(args.url),
+        ca_file=args.ca_file,
+        output=args.output,
+        reload_command=args.reload_command,
+        timeout=args.timeout,
+        reload_timeout=args.reload_timeout,
+    )
+    reporter = None
+    if args.node is not None:
+        try:
+            key = load_token(args.token_file)
+        except SyncError as exc:
+            print(f"enroll-crl-sync: {exc}", file=sys.stderr)
+            return 2
+        if args.every is None:
+            heartbeat = args.heartbeat or ONE_SHOT_HEARTBEAT
+            interval = heartbeat
+        else:
+            heartbeat = args.heartbeat or min(float(MAX_SECONDS), 10 * args.every)
+            interval = args.every
+        reporter = Reporter(args.node, key, report_url, interval, heartbeat, args.timeout)
+
+    if args.every is None:
+        return run_one_shot(config, reporter=reporter)
+
+    stop = threading.Event()
+    previous = _stop_on_signals(stop)
+    via = f", reporting as {reporter.node} to {reporter.url}" if reporter else ""
+    print(f"enroll-crl-sync: keeping {config.output} current, every {args.every:g} s{via}", flush=True)
     try:
-        changed = sync(
-            urls=args.url,
-            ca_file=args.ca_file,
-            output=args.output,
-            reload_command=args.reload_command,
-            node=args.node,
-            timeout=args.timeout,
-            reload_timeout=args.reload_timeout,
-        )
-    except SyncError as exc:
-        print(f"enroll-crl-sync: {exc}; {args.output} left unchanged", file=sys.stderr)
-        return 1
-    print(f"enroll-crl-sync: {'updated ' + str(args.output) if changed else 'up to date'}")
+        run_service(config, every=args.every, stop=stop, reporter=reporter)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+    print("enroll-crl-sync: stopped", flush=True)
     return 0
 
 

@@ -176,10 +176,17 @@ def test_it_writes_one_bundle_for_every_ca_of_the_chain(
     assert issuers == [ca.certificate.subject, issuing.certificate.subject]
 
 
-def test_it_sends_the_node_name(setup: tuple[FakeCA, str, Served, Path, Path]) -> None:
+def test_gets_ask_caches_to_revalidate_and_no_longer_name_the_node(
+    setup: tuple[FakeCA, str, Served, Path, Path],
+) -> None:
     _ca, url, served, ca_file, output = setup
-    crlsync.sync(urls=[url], ca_file=ca_file, output=output, node="web1", now=NOW)
-    assert served.requests[-1]["X-Enroll-Node"] == "web1"
+    crlsync.sync(urls=[url], ca_file=ca_file, output=output, now=NOW)
+    crlsync.sync(urls=[url], ca_file=ca_file, output=output, now=NOW)  # the conditional GET
+    assert len(served.requests) == 2
+    for headers in served.requests:
+        assert headers["Cache-Control"] == "no-cache"
+        assert "X-Enroll-Node" not in headers
+    assert served.requests[-1]["If-None-Match"]
 
 
 def _bad_crl(kind: str, ca: FakeCA) -> bytes:
