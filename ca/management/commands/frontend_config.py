@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import posixpath
 import shlex
 from typing import Any
 
@@ -13,15 +14,38 @@ from ca.models import CertificateAuthority
 #: Each kind and its template in templates/ca/frontserver/ (front server: as in accounts/frontserver.py).
 KINDS = {"nginx": "nginx.conf", "apache": "apache.conf", "node": "node.js", "systemd": "systemd.txt"}
 
+#: The servers ``systemd --server`` makes a sync service for, and the command that makes each one read
+#: a new CRL bundle (Debian's unit names). None: the server watches the file itself (the generated
+#: node.js), so the sync reloads nothing.
+RELOAD_COMMANDS: dict[str, str | None] = {
+    "nginx": "systemctl reload nginx",
+    "apache": "systemctl reload apache2",
+    "node": None,
+}
+
+
+def command_lines(program: str, options: list[tuple[str, str]], *, indent: str) -> str:
+    """``program --option value ...``, shell-quoted, one option a line with a trailing backslash (which
+    both sh and systemd read as a continued line); systemd's ``%H`` (host name) stays unquoted."""
+    parts = [shlex.quote(program)]
+    parts += [f"{name} {shlex.quote(value)}".replace("'%H'", "%H") for name, value in options]
+    return f" \\\n{indent}".join(parts)
+
 
 class Command(BaseCommand):
     help = (
         "Print a ready, commented configuration for a front server that checks this portal's client "
-        "certificates: nginx, apache, node, or systemd units running enroll-crl-sync."
+        "certificates: nginx, apache, node, or the systemd service running enroll-crl-sync for one of them."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("kind", choices=sorted(KINDS))
+        parser.add_argument(
+            "--server",
+            choices=sorted(RELOAD_COMMANDS),
+            default="nginx",
+            help="for systemd: the front server the sync keeps current (its reload command)",
+        )
         parser.add_argument("--server-name", default="app.example.com", help="the application's host name")
         parser.add_argument("--port", type=int, default=443)
         parser.add_argument("--upstream", default="http://127.0.0.1:8080", help="where requests are proxied")
@@ -35,9 +59,25 @@ class Command(BaseCommand):
         parser.add_argument("--crl-bundle", default="/etc/enroll/client-crl.pem", help="CRL bundle (PEM)")
         parser.add_argument("--ca", metavar="SLUG", help="the issuing CA (default: the default CA)")
         parser.add_argument(
-            "--node", default="%H", help="name reported by the sync (systemd: %%H = host name)"
+            "--node",
+            default="%H",
+            help="the registered node name (manage.py frontserver add NAME; systemd: %%H = host name)",
         )
-        parser.add_argument("--reload-command", help="for systemd: what reloads the server after a new CRL")
+        parser.add_argument(
+            "--token-file", default="/etc/enroll/node.token", help="the node's token (its private key)"
+        )
+        parser.add_argument(
+            "--sync-program",
+            default="/opt/enroll/bin/enroll-crl-sync",
+            help="for systemd: enroll-crl-sync's absolute path on the front server",
+        )
+        parser.add_argument(
+            "--every", type=int, default=2, metavar="SECONDS", help="for systemd: how often the sync polls"
+        )
+        parser.add_argument(
+            "--reload-command",
+            help="for systemd: what reloads the server after a new CRL (overrides --server)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         issuing = (
@@ -51,6 +91,8 @@ class Command(BaseCommand):
                 if options["ca"]
                 else "There is no CA yet; run init_ca first."
             )
+        if options["every"] < 1:
+            raise CommandError("--every takes a whole number of seconds, at least 1.")
         chain = issuing.chain()
         authorities = [
             {
@@ -61,22 +103,17 @@ class Command(BaseCommand):
             }
             for ca in reversed(chain)
         ]
-        reload_command = options["reload_command"] or {
-            "nginx": "nginx -s reload",
-            "apache": "apachectl -k graceful",
-        }.get(options["kind"], "systemctl reload nginx")
-        sync = ["enroll-crl-sync"]
-        for ca in authorities:
-            sync += ["--url", ca["crl_url"]]
-        sync += [
-            "--ca-file",
-            options["ca_bundle"],
-            "--output",
-            options["crl_bundle"],
-            "--node",
-            options["node"],
+        reload_command = options["reload_command"] or RELOAD_COMMANDS[options["server"]]
+        fetch = [("--url", ca["crl_url"]) for ca in authorities]
+        fetch += [("--ca-file", options["ca_bundle"]), ("--output", options["crl_bundle"])]
+        service = [
+            *fetch,
+            ("--every", str(options["every"])),
+            ("--node", options["node"]),
+            ("--token-file", options["token_file"]),
         ]
-        sync += ["--reload-command", reload_command]
+        if reload_command:
+            service.append(("--reload-command", reload_command))
         context = {
             **options,
             "portal_url": settings.ENROLL_PUBLIC_URL,
@@ -84,6 +121,11 @@ class Command(BaseCommand):
             "issuing": authorities[-1],
             "depth": len(chain),
             "ocsp_validity": settings.ENROLL_OCSP_VALIDITY_SECONDS,
-            "sync_command": shlex.join(sync).replace("'%H'", "%H"),
+            "reload": reload_command,
+            # The first run, before the server runs: fetch and install only, no reload, no report.
+            "first_sync_command": command_lines(options["sync_program"], fetch, indent="#             "),
+            "sync_command": command_lines(options["sync_program"], service, indent="    "),
+            "crl_folder": posixpath.dirname(options["crl_bundle"]) or "/",
+            "heartbeat": 10 * options["every"],
         }
         self.stdout.write(render_to_string(f"ca/frontserver/{KINDS[options['kind']]}", context), ending="")
