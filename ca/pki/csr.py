@@ -32,6 +32,7 @@ from .submission import (
     decode_base64,
     first_der_object,
     private_key_warning,
+    refuse_deep_der,
     refuse_private_key_der,
     submitted_bytes,
 )
@@ -132,7 +133,14 @@ _DAMAGED = (
 )
 
 
+_TOO_DEEP = (
+    "This is not a certificate request: its structure is nested far deeper than any real request's. "
+    "Make it again with openssl req or keytool -certreq and submit the whole file."
+)
+
+
 def _load_csr(der: bytes) -> x509.CertificateSigningRequest:
+    refuse_deep_der(der, refusal=_TOO_DEEP)
     refuse_private_key_der(der, warning=PRIVATE_KEY_WARNING)
     leading = first_der_object(der, cut=_DAMAGED, unreadable=_DAMAGED)
     if len(leading) != len(der):

@@ -22,6 +22,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
+from .der import TooDeep, check_depth
 from .keys import CAPrivateKey, signature_hash_for
 
 
@@ -99,11 +100,12 @@ def read_request(*, request_der: bytes) -> OcspQuestion | OcspAnswer:
     algorithm outside :data:`CERT_ID_HASHES`, which no responder here can match.
     """
     try:
+        check_depth(request_der)
         request = ocsp.load_der_ocsp_request(request_der)
         serial = request.serial_number
         nonce = _nonce(request)
         name_hash, key_hash = request.issuer_name_hash, request.issuer_key_hash
-    except (ValueError, TypeError, NotImplementedError, x509.DuplicateExtension):
+    except (ValueError, TypeError, NotImplementedError, x509.DuplicateExtension, TooDeep, RecursionError):
         return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST, "malformed")
     if serial < 0:  # no certificate has one (RFC 5280 4.1.2.2), and no response can name it
         return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST, "malformed")

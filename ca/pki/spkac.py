@@ -49,6 +49,7 @@ from .submission import (
     decode_base64,
     first_der_object,
     private_key_warning,
+    refuse_deep_der,
     refuse_private_key_der,
     submitted_bytes,
 )
@@ -180,7 +181,7 @@ def _load(der: bytes) -> _Fields:
         algorithm_name = algorithm["algorithm"].native
         signature = spkac["signature"].native
         tbs_der = tbs.dump()
-    except (ValueError, TypeError, KeyError, IndexError):  # IndexError: an empty BIT STRING
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError):  # IndexError: an empty BIT STRING
         raise RequestRefused(Refusal.MALFORMED, _MALFORMED) from None
     if not isinstance(challenge, str) or not isinstance(signature, bytes):
         raise RequestRefused(Refusal.MALFORMED, _MALFORMED)
@@ -255,6 +256,11 @@ def check_spkac_der(*, der: bytes, allow_md5: bool = False) -> ParsedSpkac:
     Used both at submission and again by the CA right before signing. ``allow_md5`` accepts MD5
     signatures (a legacy fleet's setting); SHA-1 is never accepted.
     """
+    refuse_deep_der(
+        der,
+        refusal="This is not an SPKAC: its structure is nested far deeper than any real SPKAC's. "
+        f"Make it again with: {SPKAC_COMMAND_HINT}.",
+    )
     refuse_private_key_der(der, warning=PRIVATE_KEY_WARNING)
     _one_object(der)
     fields = _load(der)

@@ -13,6 +13,7 @@ import re
 from asn1crypto import core, keys
 from asn1crypto import parser as asn1_parser
 
+from .der import TooDeep, check_depth
 from .errors import Refusal, RequestRefused
 
 #: Text that can only be base64 (whitespace anywhere): the test between "bare base64" and "not ours".
@@ -65,6 +66,15 @@ _PRIVATE_KEY_SHAPES = (
 )
 
 
+def refuse_deep_der(der: bytes, *, refusal: str) -> None:
+    """Refuse (MALFORMED, with ``refusal``) DER nested deeper than anything real (:mod:`.der`), before
+    any recursive decoder sees it."""
+    try:
+        check_depth(der)
+    except TooDeep:
+        raise RequestRefused(Refusal.MALFORMED, refusal) from None
+
+
 def refuse_private_key_der(der: bytes, *, warning: str) -> None:
     """Refuse DER that is a private key, encrypted or not (PKCS#8, PKCS#1, SEC 1, DSA).
 
@@ -75,7 +85,7 @@ def refuse_private_key_der(der: bytes, *, warning: str) -> None:
     for shape in _PRIVATE_KEY_SHAPES:
         try:
             _parsed = shape.load(der, strict=True).native  # parses every field, strictly
-        except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError):
             continue
         raise RequestRefused(Refusal.PRIVATE_KEY, warning)
 

@@ -184,6 +184,7 @@ def test_every_answer_carries_next_update_and_verifies_with_the_issuer_key(
     assert response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == b"n" * 16
     public_key = issuer.public_key()
     assert isinstance(public_key, ec.EllipticCurvePublicKey)
+    assert response.signature_hash_algorithm is not None
     public_key.verify(
         response.signature, response.tbs_response_bytes, ec.ECDSA(response.signature_hash_algorithm)
     )

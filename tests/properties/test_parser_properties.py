@@ -227,7 +227,7 @@ def mutate_tree(draw: st.DrawFn, seed: bytes) -> Node:
         elif operation == "length":
             node.length_override = draw(st.sampled_from(ABSURD_LENGTHS))
         elif operation == "nest":
-            nested = deep_nesting(draw(st.integers(50, 3000)), indefinite=draw(st.booleans()))
+            nested = deep_nesting(draw(st.integers(50, 10_000)), indefinite=draw(st.booleans()))
             node.tag, node.content, node.children = nested.tag, nested.content, nested.children
             node.length_override = nested.length_override
     return root
@@ -414,6 +414,49 @@ def assert_csr_parser_holds(data: bytes | str) -> None:
         return
     assert isinstance(parsed, ParsedRequest)
     assert bounded(lambda: check_csr_der(der=parsed.der)).sha256 == parsed.sha256
+
+
+#: Algorithms whose parameters asn1crypto decodes as ANY (so recursively, when asked for .native).
+OPEN_PARAMETER_OIDS = {"ed25519": b"\x2b\x65\x70", "rsassa-pss": b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0a"}
+
+
+def private_key_shape(depth: int, *, oid: bytes) -> bytes:
+    """A OneAsymmetricKey (RFC 5958) whose algorithm parameters nest ``depth`` SEQUENCEs: the 3.6 KB shape
+    that once drove the private-key check's recursive decoder out of stack."""
+    algorithm = Node(0x30, children=[Node(0x06, content=oid)])
+    params = deep_nesting(depth, indefinite=False)
+    assert algorithm.children is not None
+    algorithm.children.append(params)
+    return Node(
+        0x30, children=[Node(0x02, content=b"\x00"), algorithm, Node(0x04, content=b"k" * 32)]
+    ).encode()
+
+
+@pytest.mark.parametrize("depth", [33, 950, 3_000, 10_000])
+@pytest.mark.parametrize("form", ["der", "pem", "base64"])
+@pytest.mark.parametrize("algorithm", list(OPEN_PARAMETER_OIDS))
+def test_a_deeply_nested_private_key_shape_is_refused_in_plain_words(
+    depth: int, form: str, algorithm: str
+) -> None:
+    der = private_key_shape(depth, oid=OPEN_PARAMETER_OIDS[algorithm])
+    data = {"der": der, "pem": pem(der, "CERTIFICATE REQUEST"), "base64": base64.b64encode(der)}[form]
+    for parse in (lambda: parse_csr(data=data), lambda: parse_spkac(data=data)):
+        refused = outcome(parse, RequestRefused)
+        assert isinstance(refused, RequestRefused)
+        assert_plain_refusal(refused)
+
+
+@given(st.integers(33, 10_000), st.sampled_from([0x30, 0x31, 0xA0, 0xA3]))
+@settings(max_examples=40, deadline=None)
+def test_nesting_to_ten_thousand_is_refused_by_every_der_parser(depth: int, tag: int) -> None:
+    inner = b"\x05\x00"
+    for _ in range(depth):
+        inner = bytes([tag]) + der_length(len(inner)) + inner
+    for data in (inner, b"\x30" + der_length(len(inner) + 3) + b"\x02\x01\x00" + inner):
+        assert isinstance(outcome(lambda data=data: parse_csr(data=data), RequestRefused), RequestRefused)  # type: ignore[misc]
+        assert isinstance(outcome(lambda data=data: parse_spkac(data=data), RequestRefused), RequestRefused)  # type: ignore[misc]
+        assert assert_ocsp_answers(data).status == "malformed"
+        assert_crl_sync_holds(data)
 
 
 @pytest.mark.parametrize("name", ["openssl-ec-p256", "openssl-rsa4096", "keytool-ec-p256"])
