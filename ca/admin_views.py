@@ -9,8 +9,10 @@ each revocation commits) and the results come back as admin messages.
 Everything on the screen (seeing it, revoking, republishing) needs a staff account with the permission
 ``ca.add_revocation``.
 
-Each CA's CRL is shown with its health (:func:`ca.services.crl_health`): its color (the rule is
-:class:`ca.services.CrlColor`), advice in plain words, and which front servers have it.
+Each CA's CRL is shown with its health (:func:`ca.services.propagation.crl_healths`): its color (the rule
+is :class:`ca.services.propagation.CrlColor`), advice in plain words, and each registered front server
+with what it reported installing (signed reports only), its color and, when its last run failed, the error.
+``static/ca/propagation.js`` refreshes the colors from ``/pki/health.json`` while anything is not green.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from ca.errors import AlreadyRevoked, CAError, CrlNotPublished
 from ca.models import Certificate, CertificateAuthority, CrlPublication, RevocationReason
 from ca.pki.serials import SerialFormatError, format_serial, parse_serial
 from ca.services.crl import crl_lifetime, publish_crl
-from ca.services.propagation import RED_FRACTION, CrlColor, CrlHealth, crl_health
+from ca.services.propagation import MARGIN, RED_FRACTION, CrlColor, CrlHealth, NodeState, crl_healths
 from ca.services.revocation import key_siblings, revoke_certificate
 from ca.types import Account
 
@@ -164,11 +166,10 @@ def _advice(health: CrlHealth, now: dt.datetime) -> str:
 
 def crl_panels(*, now: dt.datetime) -> list[CrlPanel]:
     """The newest CRL of every CA as stored (looking does not re-sign it), with its health."""
-    panels = []
-    for ca in CertificateAuthority.objects.defer("certificate_der").order_by("created_at", "pk"):
-        health = crl_health(ca=ca, now=now)
-        panels.append(CrlPanel(health=health, advice=_advice(health, now)))
-    return panels
+    return [
+        CrlPanel(health=health, advice=_advice(health, now))
+        for health in crl_healths(now=now, with_unstored=True)
+    ]
 
 
 # --- forms -----------------------------------------------------------------------------------------
@@ -375,6 +376,8 @@ def revocation_view(request: HttpRequest, admin_site: AdminSite) -> HttpResponse
         now=now,
         red_percent=round(RED_FRACTION * 100),
         crl_lifetime=_duration(crl_lifetime()),
+        node_margin=round(MARGIN),
+        node_states={state.value: state.text for state in NodeState},
     )
 
 

@@ -13,10 +13,12 @@ from typing import Self
 
 from cryptography import x509
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models.functions import Length
 from django.urls import reverse
 
+from ca.pki.node_reports import NODE_NAME, ReportOutcome
 from ca.pki.profiles import IssuerUrls
 from ca.pki.serials import format_serial_colons
 
@@ -354,6 +356,9 @@ class AuditEvent(models.TextChoices):
     CERTIFICATE_REVOKED = "certificate_revoked", "Certificate revoked"
     CRL_PUBLISHED = "crl_published", "CRL published"
     CA_CREATED = "ca_created", "CA created"
+    FRONT_SERVER_REGISTERED = "front_server_registered", "Front server registered"
+    FRONT_SERVER_KEY_ROTATED = "front_server_key_rotated", "Front server key rotated"
+    FRONT_SERVER_REMOVED = "front_server_removed", "Front server removed"
 
 
 class AuditEntry(models.Model):
@@ -434,18 +439,87 @@ class BlockedKey(models.Model):
         return f"blocked key {self.spki_sha256[:16]}…"
 
 
-class CrlFetch(models.Model):
-    """The newest CRL a front server (``enroll-crl-sync --node NAME``) fetched from this portal."""
+class FrontServerOutcome(models.TextChoices):
+    """What a front server's last run did (:class:`ca.pki.node_reports.ReportOutcome`, as stored)."""
 
-    ca = models.ForeignKey(CertificateAuthority, on_delete=models.CASCADE, related_name="fetches")
-    node = models.CharField(max_length=64)
-    number = models.PositiveBigIntegerField(help_text="CRL number the node has.")
-    since = models.DateTimeField(help_text="When the node first fetched this CRL number.")
-    last_seen = models.DateTimeField()
+    INSTALLED = ReportOutcome.INSTALLED.value, "Installed a new CRL bundle"
+    UNCHANGED = ReportOutcome.UNCHANGED.value, "Found its CRLs current"
+    FAILED = ReportOutcome.FAILED.value, "Failed"
+
+
+class FrontServer(models.Model):
+    """A registered front server ("node"): it proves its install reports with its Ed25519 key.
+
+    Only the public key is stored; the private key is printed once, as the node's token, when the node is
+    registered or its key rotated (``manage.py frontserver``). The ``last_*`` fields, ``interval`` and
+    ``heartbeat`` are the facts of its last accepted report (:func:`ca.services.frontservers.accept_report`).
+    """
+
+    name = models.CharField(
+        max_length=64,
+        unique=True,
+        validators=[
+            RegexValidator(
+                rf"\A(?:{NODE_NAME.pattern})\Z",
+                "A front server's name is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter "
+                "or digit.",
+            )
+        ],
+    )
+    public_key = models.BinaryField(help_text="The node's raw 32-byte Ed25519 public key (RFC 8032).")
+    cas = models.ManyToManyField(
+        CertificateAuthority,
+        related_name="front_servers",
+        help_text="The CAs whose CRLs this front server must carry.",
+    )
+    created_at = models.DateTimeField()
+    key_rotated_at = models.DateTimeField(null=True, blank=True)
+    last_report_at = models.DateTimeField(null=True, blank=True)
+    last_outcome = models.CharField(max_length=16, choices=FrontServerOutcome.choices, blank=True)
+    last_error = models.TextField(blank=True)
+    interval = models.FloatField(null=True, blank=True, help_text="Seconds between the node's runs.")
+    heartbeat = models.FloatField(
+        null=True, blank=True, help_text="The longest the node stays silent, in seconds."
+    )
 
     class Meta:
-        ordering = ["node"]
-        constraints = [models.UniqueConstraint(fields=["ca", "node"], name="crl_fetch_one_row_per_node")]
+        ordering = ["name"]
 
     def __str__(self) -> str:
-        return f"{self.node} has CRL #{self.number} of {self.ca.slug}"
+        return f"front server {self.name}"
+
+
+class FrontServerCrl(models.Model):
+    """The CRL of ``ca`` that ``front_server`` last reported installed (signed reports only)."""
+
+    front_server = models.ForeignKey(FrontServer, on_delete=models.CASCADE, related_name="crls")
+    ca = models.ForeignKey(CertificateAuthority, on_delete=models.CASCADE, related_name="+")
+    number = models.PositiveBigIntegerField(help_text="The CRL number the node has installed.")
+    installed_at = models.DateTimeField(help_text="When the node first reported this number.")
+    reported_at = models.DateTimeField(help_text="The last report that mentioned it.")
+
+    class Meta:
+        verbose_name = "front server CRL"
+        ordering = ["front_server", "ca"]
+        constraints = [
+            models.UniqueConstraint(fields=["front_server", "ca"], name="front_server_crl_one_per_ca")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.front_server.name} has CRL #{self.number} of CA #{self.ca_id}"
+
+
+class ReportNonce(models.Model):
+    """A nonce seen in a front server's report, kept while a report carrying it could still be accepted."""
+
+    front_server = models.ForeignKey(FrontServer, on_delete=models.CASCADE, related_name="+")
+    nonce = models.CharField(max_length=64)
+    seen_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["front_server", "nonce"], name="report_nonce_once_per_node")
+        ]
+
+    def __str__(self) -> str:
+        return f"nonce {self.nonce} of front server #{self.front_server_id}"

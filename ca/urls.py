@@ -11,6 +11,7 @@ PUBLIC_PREFIX = "pki/"
 
 urlpatterns = [
     path(f"{PUBLIC_PREFIX}health.json", views.health, name="health"),
+    path(f"{PUBLIC_PREFIX}report", views.report, name="report"),
     path(f"{PUBLIC_PREFIX}<slug:slug>.crt", views.ca_certificate, {"fmt": "der"}, name="cert-der"),
     path(f"{PUBLIC_PREFIX}<slug:slug>.pem", views.ca_certificate, {"fmt": "pem"}, name="cert-pem"),
     path(f"{PUBLIC_PREFIX}<slug:slug>.crl", views.crl, {"fmt": "der"}, name="crl-der"),

@@ -29,10 +29,12 @@ from django.views.decorators.http import require_http_methods, require_safe
 from ca.clock import utcnow
 from ca.errors import CAError
 from ca.models import CertificateAuthority
+from ca.pki import node_reports
+from ca.services import frontservers
 from ca.services.crl_serving import crl_to_serve
 from ca.services.export import ca_certificate_pem
 from ca.services.ocsp import ocsp_response
-from ca.services.propagation import crl_health, record_fetch
+from ca.services.propagation import all_green, crl_healths
 
 CA_CERT_MAX_AGE = 3600
 
@@ -118,9 +120,6 @@ def crl(request: HttpRequest, slug: str, fmt: str) -> HttpResponseBase:
         return response
     if publication is None:
         raise Http404("No such CA.")
-    node = request.headers.get("X-Enroll-Node")
-    if node:
-        record_fetch(ca=publication.ca_id, node=node, number=publication.number, now=now)
     seconds_left = int((publication.next_update - now).total_seconds())
     max_age = min(settings.ENROLL_CRL_MAX_AGE, seconds_left)
     if fmt == "pem":
@@ -187,36 +186,89 @@ def ocsp(request: HttpRequest, slug: str, encoded: str | None = None) -> HttpRes
     return response
 
 
+def _text(message: str, *, status: int) -> HttpResponse:
+    return HttpResponse(message.rstrip("\n") + "\n", status=status, content_type="text/plain; charset=utf-8")
+
+
+#: The status each refusal of a report gets.
+REFUSAL_STATUS = {
+    frontservers.Refusal.MALFORMED: 400,
+    frontservers.Refusal.CLOCK_SKEW: 400,
+    frontservers.Refusal.UNKNOWN_NODE: 403,
+    frontservers.Refusal.BAD_SIGNATURE: 403,
+    frontservers.Refusal.REPLAYED: 409,
+}
+
+
+@csrf_exempt  # front servers POST signed JSON, not forms; the signature authenticates it
+@require_http_methods(["POST"])
+def report(request: HttpRequest) -> HttpResponseBase:
+    """A registered front server's signed install report (:mod:`ca.pki.node_reports`): 200 "accepted".
+
+    400 malformed or clock skew (saying by how much), 403 unknown node or bad signature, 409 a nonce seen
+    already, 413 too large, 415 not JSON; a refused report changes nothing.
+    """
+    if request.content_type != node_reports.CONTENT_TYPE:
+        return _text(f"Send the report as {node_reports.CONTENT_TYPE}.", status=415)
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isdigit() and int(declared) > node_reports.MAX_REPORT_BYTES:
+        return _text(f"A report is at most {node_reports.MAX_REPORT_BYTES} bytes.", status=413)
+    try:
+        body = request.read(node_reports.MAX_REPORT_BYTES + 1)
+    except OSError:
+        return _text("The report could not be read.", status=400)
+    if len(body) > node_reports.MAX_REPORT_BYTES:
+        return _text(f"A report is at most {node_reports.MAX_REPORT_BYTES} bytes.", status=413)
+    signature = request.headers.get(node_reports.SIGNATURE_HEADER, "")
+    try:
+        frontservers.accept_report(body=body, signature=signature, now=utcnow())
+    except frontservers.ReportRefused as exc:
+        return _text(str(exc), status=REFUSAL_STATUS[exc.problem])
+    return _text("accepted", status=200)
+
+
 @require_safe
 def health(request: HttpRequest) -> HttpResponseBase:
-    """Per CA: the newest CRL, seconds until its nextUpdate, and which front servers have it."""
+    """Per CA: the newest CRL, its color, and each registered front server's color and installed CRL.
+
+    200 when every CRL and every registered front server is green, 503 otherwise (for monitoring). A
+    failed node's error text is shown to staff only (it may name paths and hosts).
+    """
     now = utcnow()
-    states = [
-        crl_health(ca=ca, now=now)
-        for ca in CertificateAuthority.objects.defer("certificate_der").order_by("created_at")
-    ]
-    authorities = [
-        {
-            "ca": state.ca.slug,
-            "crl_number": state.crl.number if state.crl else None,
-            "this_update": state.crl.this_update.isoformat() if state.crl else None,
-            "next_update": state.crl.next_update.isoformat() if state.crl else None,
-            "seconds_left": state.seconds_left,
-            "summary": state.summary,
-            "nodes": [
-                {
-                    "node": n.node,
-                    "crl_number": n.number,
-                    "current": n.current,
-                    "since": n.since.isoformat(),
-                    "last_seen": n.last_seen.isoformat(),
-                }
-                for n in state.nodes
-            ],
-        }
-        for state in states
-    ]
-    healthy = all(state.crl is not None and state.seconds_left > 0 for state in states)
-    response = JsonResponse({"ok": healthy, "now": now.isoformat(), "authorities": authorities})
+    healths = crl_healths(now=now)
+    staff = bool(getattr(request, "user", None) and request.user.is_authenticated and request.user.is_staff)
+    authorities = []
+    for state in healths:
+        nodes = []
+        for n in state.nodes:
+            node: dict[str, object] = {
+                "node": n.node,
+                "crl_number": n.number,
+                "colour": n.color.value,
+                "state": n.state.value,
+                "installed_seconds_ago": n.installed_seconds_ago,
+                "last_report_seconds_ago": n.last_report_seconds_ago,
+                "interval": n.interval,
+                "heartbeat": n.heartbeat,
+            }
+            if staff and n.error:
+                node["error"] = n.error
+            nodes.append(node)
+        authorities.append(
+            {
+                "slug": state.ca.slug,
+                "crl_number": state.crl.number if state.crl else None,
+                "this_update": state.crl.this_update.isoformat() if state.crl else None,
+                "next_update": state.crl.next_update.isoformat() if state.crl else None,
+                "seconds_left": state.seconds_left,
+                "colour": state.color.value,
+                "summary": state.summary,
+                "nodes": nodes,
+            }
+        )
+    healthy = all_green(healths)
+    response = JsonResponse(
+        {"ok": healthy, "now": now.isoformat(), "authorities": authorities}, status=200 if healthy else 503
+    )
     response["Cache-Control"] = "no-cache"
     return response

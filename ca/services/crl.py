@@ -19,8 +19,8 @@ from ca.models import (
     AuditEvent,
     Certificate,
     CertificateAuthority,
-    CrlFetch,
     CrlPublication,
+    FrontServerCrl,
     ReservationState,
     Revocation,
     RevocationReason,
@@ -135,12 +135,13 @@ def publish_crl(
 def next_crl_number(*, ca: CertificateAuthority, latest: int | None, now: dt.datetime) -> int:
     """The next cRLNumber (RFC 5280 5.2.3: monotonically increasing) of ``ca``.
 
-    Above the newest stored number, the Unix time and the highest number a front server reported
-    fetching (:class:`ca.models.CrlFetch`): after an older database backup is restored, the numbers
-    the portal served since the backup are gone from the CRL rows, but not from the clock, and the
-    front servers that fetched one of them reported it.
+    Above the newest stored number, the Unix time and the highest number a registered front server
+    reported *installed* in a signed report (:class:`ca.models.FrontServerCrl`, written only by
+    :func:`ca.services.frontservers.accept_report`): after an older database backup is restored, the
+    numbers the portal published since the backup are gone from the CRL rows, but not from the clock, and
+    the front servers that installed one of them said so. Nothing an anonymous client sends counts.
     """
-    served = CrlFetch.objects.filter(ca=ca).aggregate(highest=Max("number"))["highest"]
+    served = FrontServerCrl.objects.filter(ca=ca).aggregate(highest=Max("number"))["highest"]
     return max((latest or 0) + 1, (served or 0) + 1, int(now.timestamp()))
 
 

@@ -30,18 +30,18 @@ from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks, Settings
 from ca.models import (
     Certificate,
     CertificateAuthority,
-    CrlFetch,
     CrlPublication,
     Revocation,
     RevocationReason,
 )
 from ca.pki import crl as pki_crl
 from ca.pki.serials import format_serial, new_serial
-from ca.services import crl_serving
+from ca.services import crl_serving, frontservers
 from ca.services.authorities import create_ca
 from ca.services.crl import CARRY_OVER_SLACK, crl_lifetime, publish_crl
 from ca.services.keys import load_key
 from ca.services.revocation import revoke_certificate
+from tests.ca.reporting import report_installed
 from tests.conftest import signed_by
 
 pytestmark = pytest.mark.django_db
@@ -355,16 +355,17 @@ def test_a_longer_lifetime_brings_back_entries_the_previous_crl_had_dropped(
 # --- CRL numbers never go backwards ----------------------------------------------------------------
 
 
-def test_after_restoring_an_older_backup_the_next_number_is_above_every_number_served(
+def test_after_restoring_an_older_backup_the_next_number_is_above_every_number_installed(
     frozen: time_machine.Traveller, client: Client
 ) -> None:
     ca = create_ca(name="Root")
+    _, token = frontservers.register(name="web1", cas=[ca], actor="test")
     backup_taken = CrlPublication.objects.filter(ca=ca).latest()
     for _ in range(5):  # a burst in one second: the numbers run ahead of the clock
         publish_crl(ca=ca)
-    served = client.get(reverse("ca:crl-der", kwargs={"slug": ca.slug}), HTTP_X_ENROLL_NODE="web1")
+    served = client.get(reverse("ca:crl-der", kwargs={"slug": ca.slug}))
     highest_served = x509.load_der_x509_crl(served.content).extensions.get_extension_for_class(x509.CRLNumber)
-    assert CrlFetch.objects.get(ca=ca, node="web1").number == highest_served.value.crl_number
+    report_installed(client, node="web1", token=token, crls=[(ca, highest_served.value.crl_number)])
     # The restore: the CRL rows newer than the backup are gone; the clock moved on by a second only.
     CrlPublication.objects.filter(ca=ca, number__gt=backup_taken.number).delete()
     frozen.shift(dt.timedelta(seconds=1))
