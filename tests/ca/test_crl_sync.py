@@ -5,10 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import http.server
+import os
+import random
 import re
+import signal
+import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,13 +21,16 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ca import crlsync
 from ca.pki import crl as pki_crl
+from ca.pki import node_reports
 from ca.pki.keys import CAPrivateKey
 from ca.pki.profiles import build_ca_certificate, build_ca_name
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -35,6 +43,12 @@ class Served:
     bodies: dict[str, bytes] = field(default_factory=dict)
     requests: list[dict[str, str]] = field(default_factory=list)
     not_modified: set[str] = field(default_factory=set)
+    # POST .../report: checked as the portal checks it (parse_report, check_signature with ``node_key``).
+    node_key: bytes | None = None
+    refuse: tuple[int, str] | None = None  # answer every report with this status and plain-text reason
+    reports: list[node_reports.Report] = field(default_factory=list)
+    report_requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)  # reports the fake portal found wrong
 
 
 @pytest.fixture
@@ -59,6 +73,39 @@ def portal() -> Iterator[tuple[str, Served]]:
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if served.refuse is not None:
+                self._answer(*served.refuse)
+                return
+            if not self.path.endswith("/report"):
+                self.send_error(404)
+                return
+            try:
+                report = node_reports.parse_report(body)
+                if served.node_key is None:
+                    raise node_reports.ReportError(node_reports.ReportProblem.BAD_TOKEN, "unknown node")
+                node_reports.check_signature(
+                    body=body,
+                    signature=self.headers.get(node_reports.SIGNATURE_HEADER, ""),
+                    public_key=served.node_key,
+                )
+            except node_reports.ReportError as exc:
+                served.refusals.append(str(exc))
+                self._answer(403, str(exc))
+                return
+            served.reports.append(report)
+            served.report_requests.append((self.path, dict(self.headers.items())))
+            self._answer(200, "accepted")
+
+        def _answer(self, status: int, text: str) -> None:
+            data = (text + "\n").encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -329,3 +376,477 @@ def test_an_output_it_cannot_write_is_a_sync_error(setup: tuple[FakeCA, str, Ser
 
     with pytest.raises(crlsync.SyncError, match="cannot write"):
         crlsync.sync(urls=[url], ca_file=ca_file, output=missing, now=NOW)
+
+
+def test_a_missing_output_folder_is_said_plainly(setup: tuple[FakeCA, str, Served, Path, Path]) -> None:
+    _ca, url, _served, ca_file, output = setup
+    missing = output.parent / "no-such-folder" / output.name
+
+    with pytest.raises(crlsync.SyncError, match=r"the folder .*no-such-folder does not exist"):
+        crlsync.sync(urls=[url], ca_file=ca_file, output=missing, now=NOW)
+
+
+# --- signed install reports --------------------------------------------------------------------------
+
+
+def _real_now() -> dt.datetime:
+    return dt.datetime.now(tz=dt.UTC)
+
+
+@dataclass
+class Node:
+    """A front server registered on the fake portal: its name, token file and the CRL URL it syncs."""
+
+    ca: FakeCA
+    served: Served
+    base: str
+    url: str
+    ca_file: Path
+    output: Path
+    token_file: Path
+    key: Ed25519PrivateKey
+
+    def serve(self, number: int) -> None:
+        """Serve a CRL valid now (``main`` checks freshness against the real clock)."""
+        self.served.bodies["/pki/example-root-ca.crl.pem"] = self.ca.crl(
+            number=number, this_update=_real_now() - dt.timedelta(hours=1)
+        )
+
+    def argv(self, *extra: str) -> list[str]:
+        return [
+            "--url",
+            self.url,
+            "--ca-file",
+            str(self.ca_file),
+            "--output",
+            str(self.output),
+            "--node",
+            "web1",
+            "--token-file",
+            str(self.token_file),
+            "--timeout",
+            "5",
+            *extra,
+        ]
+
+    def reporter(self, *, interval: float, heartbeat: float) -> crlsync.Reporter:
+        return crlsync.Reporter("web1", self.key, self.base + "/pki/report", interval, heartbeat, 5.0)
+
+    def config(self, *, reload_command: str | None = None) -> crlsync.SyncConfig:
+        return crlsync.SyncConfig((self.url,), self.ca_file, self.output, reload_command, 5.0, 5.0)
+
+
+@pytest.fixture
+def node(tmp_path: Path, portal: tuple[str, Served]) -> Node:
+    base, served = portal
+    ca = make_ca("Example Root CA")
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.certificate.public_bytes(serialization.Encoding.PEM))
+    key = node_reports.new_node_key()
+    served.node_key = node_reports.public_key_bytes(key)
+    token_file = tmp_path / "web1.token"
+    token_file.write_text(node_reports.token_for(key) + "\n")
+    result = Node(
+        ca,
+        served,
+        base,
+        base + "/pki/example-root-ca.crl.pem",
+        ca_file,
+        tmp_path / "crl.pem",
+        token_file,
+        key,
+    )
+    result.serve(10)
+    return result
+
+
+def key_id(ca: FakeCA) -> str:
+    return ca.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+
+
+def test_the_default_report_url_is_beside_the_first_crl_url() -> None:
+    assert (
+        crlsync.default_report_url("http://pki.example.com/pki/example-root-ca.crl.pem?x=1")
+        == "http://pki.example.com/pki/report"
+    )
+
+
+def test_a_report_after_an_install_names_the_installed_crl_and_verifies_with_the_node_key(
+    node: Node, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = int(time.time())
+
+    assert crlsync.main(node.argv()) == 0
+
+    assert f"updated {node.output}" in capsys.readouterr().out
+    assert node.served.refusals == []
+    (report,) = node.served.reports
+    assert report.node == "web1"
+    assert report.outcome is node_reports.ReportOutcome.INSTALLED
+    assert report.error == ""
+    assert report.crls == (node_reports.InstalledCrl(key_id(node.ca), 10),)
+    assert before <= report.timestamp <= time.time() + 1
+    assert (report.interval, report.heartbeat) == (60, 60)  # one run: its own heartbeat
+    path, headers = node.served.report_requests[0]
+    assert path == "/pki/report"
+    assert headers["Content-Type"] == node_reports.CONTENT_TYPE
+    assert headers["User-Agent"] == crlsync.USER_AGENT
+    assert all("X-Enroll-Node" not in h for h in node.served.requests)
+
+
+def test_a_one_shot_run_always_reports_even_when_nothing_changed(node: Node) -> None:
+    assert crlsync.main(node.argv()) == 0
+    assert crlsync.main(node.argv("--heartbeat", "300")) == 0
+
+    first, second = node.served.reports
+    assert second.outcome is node_reports.ReportOutcome.UNCHANGED
+    assert second.crls == first.crls
+    assert (second.interval, second.heartbeat) == (300, 300)
+    assert second.nonce != first.nonce
+    state = (node.output.parent / "crl.pem.state.json").read_text()
+    assert key_id(node.ca) in state
+
+
+def test_a_failed_reload_reports_failed_with_the_numbers_the_server_still_runs(
+    node: Node, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert crlsync.main(node.argv()) == 0
+    before = node.output.read_bytes()
+    node.serve(12)
+    failing = f"{sys.executable} -c \"import sys; sys.exit('config test failed')\""
+
+    assert crlsync.main(node.argv("--reload-command", failing)) == 1
+
+    assert node.output.read_bytes() == before
+    assert "put back" in capsys.readouterr().err
+    report = node.served.reports[-1]
+    assert report.outcome is node_reports.ReportOutcome.FAILED
+    assert "reload command failed" in report.error
+    assert "put back" in report.error
+    assert report.crls == (node_reports.InstalledCrl(key_id(node.ca), 10),)
+
+
+def test_a_failed_fetch_reports_failed_with_what_stays_installed(node: Node) -> None:
+    assert crlsync.main(node.argv()) == 0
+    del node.served.bodies["/pki/example-root-ca.crl.pem"]
+
+    assert crlsync.main(node.argv()) == 1
+
+    report = node.served.reports[-1]
+    assert report.outcome is node_reports.ReportOutcome.FAILED
+    assert "HTTP 404" in report.error
+    assert report.crls == (node_reports.InstalledCrl(key_id(node.ca), 10),)
+
+
+def test_a_refused_report_warns_and_leaves_the_exit_status_zero(
+    node: Node, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node.served.refuse = (403, "unknown front server web1 (register it: manage.py frontserver add)")
+
+    assert crlsync.main(node.argv()) == 0
+
+    assert [c.issuer for c in installed_crls(node.output)] == [node.ca.certificate.subject]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "warning" in err
+    assert "HTTP 403" in err
+    assert "unknown front server web1" in err
+    assert "exit status" in err
+
+
+def test_an_unreachable_report_url_warns_and_leaves_the_exit_status_zero(
+    node: Node, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = crlsync.main(node.argv("--report-url", "http://127.0.0.1:9/pki/report"))
+
+    assert status == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "cannot reach http://127.0.0.1:9/pki/report" in err
+    assert node.output.exists()
+
+
+def test_node_without_a_token_file_is_a_usage_error(node: Node, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--url", node.url, "--ca-file", str(node.ca_file), "--output", str(node.output), "--node", "web1"]
+
+    with pytest.raises(SystemExit) as exit_info:
+        crlsync.main(argv)
+
+    assert exit_info.value.code == 2
+    assert "--node needs --token-file" in capsys.readouterr().err
+    assert node.served.requests == []
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (None, "cannot read the token file"),
+        ("not base64 at all!", "does not hold base64 text"),
+        ("c2hvcnQ=", "does not hold a node key"),
+    ],
+)
+def test_a_bad_token_file_exits_2_before_fetching(
+    content: str | None, words: str, node: Node, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if content is None:
+        node.token_file.unlink()
+    else:
+        node.token_file.write_text(content)
+
+    assert crlsync.main(node.argv()) == 2
+
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert words in err
+    assert str(node.token_file) in err
+    assert node.served.requests == []
+    assert not node.output.exists()
+
+
+def test_a_first_run_whose_reload_fails_keeps_the_new_file_and_says_so(
+    node: Node, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    failing = f"{sys.executable} -c \"import sys; sys.exit('nginx is not running')\""
+
+    assert crlsync.main(node.argv("--reload-command", failing)) == 1
+
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert (
+        f"{node.output} was installed (there was no previous file) and is read when the server starts" in err
+    )
+    assert "put back" not in err
+    assert "left unchanged" not in err
+    assert [c.issuer for c in installed_crls(node.output)] == [node.ca.certificate.subject]
+    report = node.served.reports[-1]
+    assert report.outcome is node_reports.ReportOutcome.FAILED
+    assert "there was no previous file" in report.error
+    assert report.crls == (node_reports.InstalledCrl(key_id(node.ca), 10),)
+    # The state was kept: once the server runs, the next run finds the bundle current (no reload needed).
+    command, marker = reload_marker(tmp_path)
+    assert crlsync.main(node.argv("--reload-command", command)) == 0
+    assert reloads(marker) == 0
+    assert node.served.reports[-1].outcome is node_reports.ReportOutcome.UNCHANGED
+
+
+def test_a_first_run_whose_reload_fails_without_a_portal_report_keeps_the_file_too(
+    setup: tuple[FakeCA, str, Served, Path, Path],
+) -> None:
+    _ca, url, _served, ca_file, output = setup
+    failing = f'{sys.executable} -c "import sys; sys.exit(3)"'
+
+    with pytest.raises(crlsync.SyncError, match="there was no previous file"):
+        crlsync.sync(urls=[url], ca_file=ca_file, output=output, reload_command=failing, now=NOW)
+
+    assert [crlsync.crl_number(c, url=url) for c in installed_crls(output)] == [10]
+
+
+# --- service mode ------------------------------------------------------------------------------------
+
+
+class NoJitter(random.Random):
+    def uniform(self, a: float, b: float) -> float:
+        return 1.0
+
+
+@dataclass
+class FakeTime:
+    """An injected wait for run_service: records each wait, advances a fake clock, runs hooks, stops."""
+
+    stop: threading.Event
+    limit: int
+    now: float = 0.0
+    waits: list[float] = field(default_factory=list)
+    hooks: dict[int, Callable[[], None]] = field(default_factory=dict)  # after the n-th wait (1-based)
+    count: Callable[[], int] | None = None  # e.g. the reports so far, noted at each wait (after each run)
+    counted: list[tuple[float, int]] = field(default_factory=list)
+
+    def clock(self) -> float:
+        return self.now
+
+    def wait(self, seconds: float) -> bool:
+        if self.count is not None:
+            self.counted.append((self.now, self.count()))
+        self.waits.append(seconds)
+        self.now += seconds
+        hook = self.hooks.get(len(self.waits))
+        if hook is not None:
+            hook()
+        if len(self.waits) >= self.limit:
+            self.stop.set()
+        return self.stop.is_set()
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_the_service_picks_up_a_new_crl_within_a_couple_of_intervals(node: Node) -> None:
+    stop = threading.Event()
+    every = 0.05
+    thread = threading.Thread(
+        target=crlsync.run_service,
+        args=(node.config(),),
+        kwargs={
+            "every": every,
+            "stop": stop,
+            "reporter": node.reporter(interval=every, heartbeat=10 * every),
+        },
+        daemon=True,
+    )
+    thread.start()
+    try:
+        wait_until(lambda: bool(node.served.reports))
+        assert node.served.reports[0].outcome is node_reports.ReportOutcome.INSTALLED
+        node.serve(11)
+        fetches_before = len(node.served.requests)
+        changed = time.monotonic()
+        wait_until(lambda: any(r.crls[0].number == 11 for r in node.served.reports))
+        # The change was fetched by the next run (at most one run was already under way).
+        assert len(node.served.requests) - fetches_before <= 2
+        assert time.monotonic() - changed < 2.0
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+    assert not thread.is_alive()
+    assert node.served.refusals == []
+    installed = [r for r in node.served.reports if r.outcome is node_reports.ReportOutcome.INSTALLED]
+    assert [r.crls[0].number for r in installed] == [10, 11]
+    assert all(r.interval == every and r.heartbeat == 10 * every for r in node.served.reports)
+    assert all(h["Cache-Control"] == "no-cache" for h in node.served.requests)
+    assert all(h.get("If-None-Match") for h in node.served.requests[1:])
+
+
+def test_the_service_sends_heartbeats_when_nothing_changes_and_prints_nothing_per_poll(
+    node: Node, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stop = threading.Event()
+    fake = FakeTime(stop, limit=12, count=lambda: len(node.served.reports))
+
+    crlsync.run_service(
+        node.config(),
+        every=1.0,
+        stop=stop,
+        reporter=node.reporter(interval=1.0, heartbeat=5.0),
+        wait=fake.wait,
+        rng=NoJitter(),
+        clock=fake.clock,
+    )
+
+    assert len(node.served.requests) == 12  # a run before each of the 12 waits
+    outcomes = [r.outcome for r in node.served.reports]
+    assert outcomes[0] is node_reports.ReportOutcome.INSTALLED
+    assert outcomes[1:] == [node_reports.ReportOutcome.UNCHANGED] * (len(outcomes) - 1)
+    assert 3 <= len(outcomes) < 12  # heartbeats, not a report per run
+    # Runs at 0, 1, 2, ... 11 s: the silence between reports never exceeds the heartbeat (5 s).
+    report_times = [
+        t for (t, n), (_, m) in zip(fake.counted, [(0.0, 0), *fake.counted[:-1]], strict=True) if n > m
+    ]
+    assert report_times[0] == 0
+    assert len(report_times) == len(outcomes)
+    gaps = [b - a for a, b in zip(report_times, [*report_times[1:], fake.now], strict=True)]
+    assert max(gaps) <= 5.0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    assert f"updated {node.output}" in out
+
+
+def test_the_service_backs_off_on_errors_reports_each_failure_and_resets_on_success(
+    node: Node, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stop = threading.Event()
+    body = node.served.bodies.pop("/pki/example-root-ca.crl.pem")  # the portal answers 404
+    fake = FakeTime(stop, limit=10)
+    fake.hooks[8] = lambda: node.served.bodies.__setitem__("/pki/example-root-ca.crl.pem", body)
+
+    crlsync.run_service(
+        node.config(),
+        every=1.0,
+        stop=stop,
+        reporter=node.reporter(interval=1.0, heartbeat=100.0),
+        wait=fake.wait,
+        rng=NoJitter(),
+        clock=fake.clock,
+    )
+
+    # Doubling after each consecutive failure, capped at max(60 s, 10 x 1 s); back to 1 s after a success.
+    assert fake.waits == [2, 4, 8, 16, 32, 60, 60, 60, 1, 1]
+    outcomes = [r.outcome for r in node.served.reports]
+    assert outcomes == [node_reports.ReportOutcome.FAILED] * 8 + [node_reports.ReportOutcome.INSTALLED]
+    assert all("HTTP 404" in r.error for r in node.served.reports[:8])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 8  # one line per failure
+
+
+def test_the_back_off_cap_grows_with_long_intervals() -> None:
+    assert crlsync.backoff_cap(0.05) == 60
+    assert crlsync.backoff_cap(30) == 300
+
+
+def test_the_wait_between_runs_has_jitter_of_ten_percent(node: Node) -> None:
+    stop = threading.Event()
+    fake = FakeTime(stop, limit=40)
+
+    crlsync.run_service(node.config(), every=10.0, stop=stop, wait=fake.wait, rng=random.Random(5))
+
+    assert all(9.0 <= w <= 11.0 for w in fake.waits)
+    assert len(set(fake.waits)) > 30
+
+
+def test_the_service_stops_promptly_when_the_stop_event_is_set(node: Node) -> None:
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=crlsync.run_service,
+        args=(node.config(),),
+        kwargs={"every": 60.0, "stop": stop, "reporter": node.reporter(interval=60, heartbeat=600)},
+        daemon=True,
+    )
+    thread.start()
+    wait_until(lambda: bool(node.served.reports))
+    started = time.monotonic()
+    stop.set()
+    thread.join(timeout=2)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 1.0
+    assert len(node.served.requests) == 1
+
+
+def test_heartbeat_shorter_than_every_is_a_usage_error(
+    node: Node, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        crlsync.main(node.argv("--every", "60", "--heartbeat", "30"))
+    assert exit_info.value.code == 2
+    assert "--heartbeat must not be shorter than --every" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_the_service_process_exits_0_soon_after_sigterm_or_sigint(node: Node, signum: int) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE", "DATABASE_URL"}}
+    env["PYTHONPATH"] = str(REPO)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ca.crlsync", *node.argv("--every", "0.2")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        wait_until(lambda: len(node.served.requests) >= 2 or process.poll() is not None, timeout=20)
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert err == ""
+    assert out.splitlines()[-1] == "enroll-crl-sync: stopped"
+    assert f"updated {node.output}" in out
+    assert node.served.reports[0].outcome is node_reports.ReportOutcome.INSTALLED
+    assert [c.issuer for c in installed_crls(node.output)] == [node.ca.certificate.subject]
