@@ -55,7 +55,10 @@ def post_report(
     content_type: str = node_reports.CONTENT_TYPE,
 ) -> Response:
     headers = {node_reports.SIGNATURE_HEADER: signature} if signature is not None else {}
-    return client.post(reverse("ca:report"), data=body, content_type=content_type, headers=headers)
+    # CONTENT_TYPE set explicitly too: the test client leaves it out for an empty body
+    return client.post(
+        reverse("ca:report"), data=body, content_type=content_type, headers=headers, CONTENT_TYPE=content_type
+    )
 
 
 def report_installed(
