@@ -53,9 +53,9 @@ def rows() -> tuple[list[dict[str, Any]], ...]:
     """Every row a report may write, to compare before and after."""
     return (
         [{**r, "public_key": bytes(r["public_key"])} for r in FrontServer.objects.order_by("pk").values()],
-        list(FrontServerCrl.objects.order_by("pk").values()),
-        list(ReportNonce.objects.order_by("pk").values()),
-        list(CrlPublication.objects.order_by("pk").values("pk", "number")),
+        [dict(r) for r in FrontServerCrl.objects.order_by("pk").values()],
+        [dict(r) for r in ReportNonce.objects.order_by("pk").values()],
+        [dict(r) for r in CrlPublication.objects.order_by("pk").values("pk", "number")],
     )
 
 
