@@ -20,9 +20,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ca.models import RevocationReason
+from ca.services import frontservers
 from ca.services.authorities import create_ca
 from ca.services.crl import current_crl
 from ca.services.export import ca_certificate_pem, crl_pem, export_certificate
+from ca.services.propagation import crl_healths
 from ca.services.revocation import revoke_certificate
 from enroll import flows
 from tests.harness.chromium import client_certificate
@@ -133,17 +135,33 @@ def crl_sync_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "ca.crlsync"]
 
 
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A front server registered on the portal (``manage.py frontserver add``) and its token file."""
+
+    name: str
+    token_file: Path
+
+
+def register_node(name: str, folder: Path) -> Node:
+    """Register a front server as ``manage.py frontserver add NAME`` does (the default CA and its
+    parents) and save the token it prints as ``folder/NAME.token`` (mode 600)."""
+    _server, token = frontservers.register(name=name, actor="test")
+    return Node(name, write_file(folder / f"{name}.token", (token + "\n").encode(), mode=0o600))
+
+
 def run_crl_sync(
     *,
     urls: Sequence[str],
     ca_file: Path,
     output: Path,
     reload_command: str | None = None,
-    node: str | None = None,
+    node: Node | None = None,
     timeout: float = 5.0,
 ) -> subprocess.CompletedProcess[str]:
-    """One run of ``enroll-crl-sync`` as a front server's timer runs it: a separate process, no Django
-    settings and no database in its environment."""
+    """One run of ``enroll-crl-sync`` as a front server's timer would run it (the generated service adds
+    ``--every``: :class:`~tests.harness.crlsync.CrlSyncService`): a separate process, no Django settings
+    and no database in its environment; with ``node``, a signed report after the run."""
     argv = crl_sync_command()
     for url in urls:
         argv += ["--url", url]
@@ -151,7 +169,7 @@ def run_crl_sync(
     if reload_command is not None:
         argv += ["--reload-command", reload_command]
     if node is not None:
-        argv += ["--node", node]
+        argv += ["--node", node.name, "--token-file", str(node.token_file)]
     env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE", "DATABASE_URL"}}
     env["PYTHONPATH"] = str(REPO)  # only for the ``-m`` fallback; the console script has the package
     return subprocess.run(
@@ -160,7 +178,12 @@ def run_crl_sync(
 
 
 def sync_and_reload(
-    server: FrontServer[Any], *, urls: Sequence[str], ca_file: Path, reload: bool = True, node: str = "web1"
+    server: FrontServer[Any],
+    *,
+    urls: Sequence[str],
+    ca_file: Path,
+    reload: bool = True,
+    node: Node | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """One ``enroll-crl-sync`` run that must install new CRLs into ``server.crl_path`` (with the server's
     :attr:`~FrontServer.reload_command` unless ``reload`` is false, e.g. for a server watching the file),
@@ -177,3 +200,13 @@ def sync_and_reload(
     assert f"updated {server.crl_path}" in run.stdout, run.stdout
     server.wait_reloaded(mark)
     return run
+
+
+def reported_numbers(node: str, chain: Sequence[CertificateAuthority]) -> list[int | None]:
+    """The CRL number of each CA of the chain that ``node`` reported installed (None: none reported)."""
+    by_ca = {health.ca.pk: health for health in crl_healths(cas=list(chain))}
+    found = []
+    for authority in chain:
+        numbers = [n.number for n in by_ca[authority.pk].nodes if n.node == node]
+        found.append(numbers[0] if numbers else None)
+    return found

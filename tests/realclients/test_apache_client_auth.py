@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pytest_django.live_server_helper import LiveServer
 
-from ca.models import CertificateAuthority, CrlFetch
+from ca.models import CertificateAuthority
 from ca.services.crl import current_crl
 from tests.harness.apache import ApacheError, ApacheFactory
 from tests.harness.portal import (
@@ -19,6 +19,8 @@ from tests.harness.portal import (
     assert_accepted,
     crl_urls,
     portal_crl_bundle,
+    register_node,
+    reported_numbers,
     revoke,
     serve_chain,
     sync_and_reload,
@@ -47,15 +49,16 @@ def test_apache_refuses_a_revoked_certificate_after_one_sync_with_a_graceful_res
     assert_accepted(server.get(alice_client), alice_client)  # Apache still has the CRL it loaded
 
     # `kill -USR1` returns at once; the restart takes a moment: sync_and_reload waits for it.
-    sync_and_reload(server, urls=crl_urls(live_server.url, chain), ca_file=chain_ca_file)
+    node = register_node("web1", chain_ca_file.parent)
+    sync_and_reload(server, urls=crl_urls(live_server.url, chain), ca_file=chain_ca_file, node=node)
 
     refused = server.get(alice_client)
     assert refused.refused_in_tls, refused
     assert "CERTIFICATE_REVOKED" in refused.text  # the TLS alert the client got
     assert "certificate revoked" in server.error_log()
     assert_accepted(server.get(bob_client), bob_client)
-    for authority in chain:
-        assert CrlFetch.objects.get(ca=authority, node="web1").number == current_crl(ca=authority).number
+    # web1's signed report: the newest CRL of every CA, installed after the graceful restart.
+    assert reported_numbers("web1", chain) == [current_crl(ca=authority).number for authority in chain]
 
 
 def test_a_truncated_crl_on_a_graceful_restart_makes_apache_exit(

@@ -1,8 +1,8 @@
 """A real nginx kept current by the real ``enroll-crl-sync`` against the portal (pytest-django's live
 server), and nginx checking client certificates by OCSP against the portal's responder.
 
-- One sync run with ``--reload-command`` after a revocation: nginx refuses the certificate, the portal has
-  recorded the node at the new CRL number; a second run changes nothing and does not reload.
+- One sync run with ``--reload-command`` after a revocation: nginx refuses the certificate, the registered
+  node's signed report puts it at the new CRL number; a second run changes nothing and does not reload.
 - The portal unreachable: the sync fails, the working CRL file stays, nginx is not reloaded.
 - ``ssl_ocsp``: a revocation is refused on the next connection, with no sync and no reload. Without
   ``ssl_ocsp_cache`` nginx asks on every handshake; with it, a cached "good" answer keeps serving until
@@ -22,7 +22,7 @@ from cryptography import x509
 from pytest_django import Settings
 from pytest_django.live_server_helper import LiveServer
 
-from ca.models import CertificateAuthority, CrlFetch
+from ca.models import CertificateAuthority
 from ca.services.crl import current_crl
 from ca.services.propagation import crl_health
 from tests.harness.nginx import NginxFactory, NginxServer, assert_refused
@@ -32,6 +32,8 @@ from tests.harness.portal import (
     crl_urls,
     load_crl_bundle,
     portal_ca_bundle,
+    register_node,
+    reported_numbers,
     revoke,
     run_crl_sync,
     serve_chain,
@@ -91,16 +93,15 @@ def test_one_sync_run_with_a_reload_makes_nginx_refuse_a_revoked_certificate(
     assert_accepted(server.get(alice_client), alice_client)  # nginx still has the CRL it loaded
 
     # `nginx -s reload` returns before the old workers have gone: sync_and_reload waits for them.
-    sync_and_reload(server, urls=urls, ca_file=chain_ca_file)
+    node = register_node("web1", chain_ca_file.parent)
+    sync_and_reload(server, urls=urls, ca_file=chain_ca_file, node=node)
 
     assert_refused(server.get(alice_client))
     assert "certificate revoked" in server.error_log()
     assert_accepted(server.get(bob_client), bob_client)
     assert installed_numbers(server.crl_path) == after
-    # The portal knows web1 fetched the newest CRL of every CA of the chain.
-    for authority, number in zip(chain, after, strict=True):
-        fetch = CrlFetch.objects.get(ca=authority, node="web1")
-        assert fetch.number == number
+    # web1's signed report: it installed the newest CRL of every CA of the chain.
+    assert reported_numbers("web1", chain) == after
     health = crl_health(ca=chain[-1])
     assert [(n.node, n.current) for n in health.nodes] == [("web1", True)]
 
@@ -111,7 +112,7 @@ def test_one_sync_run_with_a_reload_makes_nginx_refuse_a_revoked_certificate(
         ca_file=chain_ca_file,
         output=server.crl_path,
         reload_command=server.reload_command,
-        node="web1",
+        node=node,
     )
     assert again.returncode == 0, again.stderr
     assert "up to date" in again.stdout
@@ -131,8 +132,9 @@ def test_a_sync_with_the_portal_unreachable_keeps_the_working_crl_and_does_not_r
 ) -> None:
     server = serve_chain(nginx_factory, chain)
     # A first, working run installs the portal's CRLs and its state file (ETags, numbers).
+    node = register_node("web1", chain_ca_file.parent)
     first = run_crl_sync(
-        urls=crl_urls(live_server.url, chain), ca_file=chain_ca_file, output=server.crl_path, node="web1"
+        urls=crl_urls(live_server.url, chain), ca_file=chain_ca_file, output=server.crl_path, node=node
     )
     assert first.returncode == 0, first.stderr
     installed = server.crl_path.read_bytes()
@@ -151,7 +153,7 @@ def test_a_sync_with_the_portal_unreachable_keeps_the_working_crl_and_does_not_r
         ca_file=chain_ca_file,
         output=server.crl_path,
         reload_command=server.reload_command,
-        node="web1",
+        node=node,
     )
 
     assert run.returncode == 1
@@ -163,7 +165,10 @@ def test_a_sync_with_the_portal_unreachable_keeps_the_working_crl_and_does_not_r
     assert server.workers() == workers  # not reloaded
     # nginx goes on with the CRL it has (this front server does not know of the revocation yet).
     assert_accepted(server.get(alice_client), alice_client)
-    assert CrlFetch.objects.get(ca=chain[-1], node="web1").number < current_crl(ca=chain[-1]).number
+    # What web1 reported installed is still the old CRL (a failed run's report, if it got through, says so).
+    reported = reported_numbers("web1", chain)[-1]
+    assert reported is not None
+    assert reported < current_crl(ca=chain[-1]).number
 
 
 # --- OCSP ------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pytest_django.live_server_helper import LiveServer
 
-from ca.models import CertificateAuthority, CrlFetch
+from ca.models import CertificateAuthority
 from ca.services.crl import current_crl
 from tests.harness.node import NodeError, NodeFactory
 from tests.harness.portal import (
@@ -19,6 +19,8 @@ from tests.harness.portal import (
     crl_urls,
     load_crl_bundle,
     portal_crl_bundle,
+    register_node,
+    reported_numbers,
     revoke,
     serve_chain,
     sync_and_reload,
@@ -62,7 +64,11 @@ def test_node_refuses_a_revoked_certificate_after_one_sync_without_a_restart(
     # "watch": no reload command at all, node sees the file change (as frontend_config node does).
     # The signal or the file watch is asynchronous: sync_and_reload waits for the swap.
     sync_and_reload(
-        server, urls=crl_urls(live_server.url, chain), ca_file=chain_ca_file, reload=trigger == "signal"
+        server,
+        urls=crl_urls(live_server.url, chain),
+        ca_file=chain_ca_file,
+        reload=trigger == "signal",
+        node=register_node("web1", chain_ca_file.parent),
     )
 
     # node ends the connection after the handshake, with no alert and no reason logged anywhere; that it is
@@ -79,7 +85,7 @@ def test_node_refuses_a_revoked_certificate_after_one_sync_without_a_restart(
     assert server.process is not None
     assert server.process.poll() is None
     assert server.log().splitlines().count("listening") == 1
-    assert CrlFetch.objects.get(ca=chain[-1], node="web1").number == current_crl(ca=chain[-1]).number
+    assert reported_numbers("web1", chain)[-1] == current_crl(ca=chain[-1]).number
 
 
 @pytest.mark.parametrize("chain_kind", ["intermediate"])
