@@ -16,10 +16,13 @@ from django.urls import reverse
 
 from ca.clock import utcnow
 from ca.models import Certificate, CertificateAuthority, CrlPublication, Revocation, RevocationReason
+from ca.pki.node_reports import ReportOutcome
+from ca.services import frontservers
 from ca.services.crl import current_crl
 from ca.services.keys import clear_key_cache, key_path
 from ca.services.propagation import CrlColor, crl_color
 from ca.services.revocation import revoke_certificate
+from tests.ca.reporting import report_installed
 
 SCREEN = reverse("admin:ca-revocation")
 
@@ -301,6 +304,64 @@ def test_a_ca_without_crl_is_red(admin_client: Client, ca: CertificateAuthority)
     content = admin_client.get(SCREEN).content.decode()
     assert 'data-health="red"' in content
     assert "No CRL has been published" in content
+
+
+# --- front servers ---------------------------------------------------------------------------------
+
+
+def test_without_a_registered_front_server_the_screen_says_how_to_register_one(
+    admin_client: Client, ca: CertificateAuthority
+) -> None:
+    content = admin_client.get(SCREEN).content.decode()
+    assert "No front server registered: <code>manage.py frontserver add NAME</code>" in content
+
+
+def test_the_screen_shows_each_node_with_its_color_number_and_error_and_polls_without_inline_script(
+    admin_client: Client, ca: CertificateAuthority
+) -> None:
+    client = Client()
+    web1 = frontservers.register(name="web1", cas=[ca], actor="test")[1]
+    web2 = frontservers.register(name="web2", cas=[ca], actor="test")[1]
+    frontservers.register(name="web3", cas=[ca], actor="test")
+    number = current_crl(ca=ca).number
+    report_installed(client, node="web1", token=web1, crls=[(ca, number)])
+    report_installed(
+        client, node="web2", token=web2, crls=[(ca, number)], outcome=ReportOutcome.FAILED, error="disk full"
+    )
+
+    content = admin_client.get(SCREEN).content.decode()
+
+    assert '<tr data-node="web1" data-colour="green">' in content
+    assert '<tr data-node="web2" data-colour="red">' in content
+    assert '<tr data-node="web3" data-colour="red">' in content
+    assert f"#{number}" in content
+    assert "disk full" in content
+    assert "has never reported" in content
+    assert "its last run failed" in content
+    assert 'src="/static/ca/propagation.js"' in content
+    assert 'aria-live="polite"' in content
+    assert 'data-health-url="/pki/health.json"' in content
+    assert '<script id="enroll-node-states" type="application/json">' in content
+    assert "<script>" not in content  # the CSP allows no inline script
+
+
+def test_after_a_revocation_a_node_turns_green_once_it_reports_the_new_crl(
+    admin_client: Client, certificate: Certificate, django_capture_on_commit_callbacks: Any
+) -> None:
+    ca = certificate.ca
+    client = Client()
+    token = frontservers.register(name="web1", cas=[ca], actor="test")[1]
+    old = current_crl(ca=ca).number
+    report_installed(client, node="web1", token=token, crls=[(ca, old)])
+    with django_capture_on_commit_callbacks(execute=True):  # the new CRL is published on commit
+        revoke_certificate(certificate=certificate, reason=RevocationReason.SUPERSEDED)
+    assert current_crl(ca=ca).number > old
+
+    assert '<tr data-node="web1" data-colour="amber">' in admin_client.get(SCREEN).content.decode()
+
+    report_installed(client, node="web1", token=token, crls=[(ca, current_crl(ca=ca).number)])
+
+    assert '<tr data-node="web1" data-colour="green">' in admin_client.get(SCREEN).content.decode()
 
 
 # --- permissions and CSRF --------------------------------------------------------------------------
