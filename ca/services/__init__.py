@@ -6,7 +6,8 @@
 - :mod:`ca.services.revocation`: revoke a certificate, block a compromised key;
 - :mod:`ca.services.crl`: publish CRLs (numbering, lifetime, carry-over), the CRL to serve;
 - :mod:`ca.services.crl_serving`: the public CRL endpoint's per-process caches;
-- :mod:`ca.services.propagation`: which CRL each front server has, each CA's CRL health;
+- :mod:`ca.services.frontservers`: registered front servers and their signed install reports;
+- :mod:`ca.services.propagation`: each CA's CRL health and each registered front server's color;
 - :mod:`ca.services.ocsp`: OCSP answers from the database;
 - :mod:`ca.services.export`: certificates, CA certificates and CRLs in the formats people download.
 

@@ -74,9 +74,7 @@
       field(row, "last-report"),
       node.last_report_seconds_ago === null ? "never" : node.last_report_seconds_ago + " s ago"
     );
-    if (node.error !== undefined || node.colour === "green") {
-      setText(field(row, "error"), node.error || "-");
-    }
+    setText(field(row, "error"), node.error || "-"); // errors come to staff sessions only
   }
 
   function update(data) {
