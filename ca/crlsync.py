@@ -554,7 +554,8 @@ def _say(result: RunResult, config: SyncConfig, *, one_shot: bool) -> None:
         print(f"enroll-crl-sync: {result.error}", file=sys.stderr)
     elif result.outcome is ReportOutcome.INSTALLED:
         numbers = ", ".join(str(crl.number) for crl in result.crls)
-        print(f"enroll-crl-sync: updated {config.output} (CRL number {numbers})", flush=True)
+        noun = "CRL number" if len(result.crls) == 1 else "CRL numbers"
+        print(f"enroll-crl-sync: updated {config.output} ({noun} {numbers})", flush=True)
     elif one_shot:
         print("enroll-crl-sync: up to date")
 
@@ -656,18 +657,32 @@ def _parser() -> argparse.ArgumentParser:
         "--url", action="append", required=True, help="CRL URL (repeat for each CA of the chain)"
     )
     parser.add_argument(
-        "--ca-file", required=True, type=Path, help="PEM bundle of the trusted CA certificates"
+        "--ca-file",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="PEM bundle of the trusted CA certificates",
     )
-    parser.add_argument("--output", required=True, type=Path, help="the PEM CRL bundle the server reads")
-    parser.add_argument("--reload-command", help="run when the bundle changed, e.g. 'nginx -s reload'")
     parser.add_argument(
-        "--node", help="this server's name on the portal (manage.py frontserver add NAME); needs --token-file"
+        "--output", required=True, type=Path, metavar="FILE", help="the PEM CRL bundle the server reads"
     )
     parser.add_argument(
-        "--token-file", type=Path, help="the node's key, as manage.py frontserver add printed it (base64)"
+        "--reload-command", metavar="CMD", help="run when the bundle changed, e.g. 'nginx -s reload'"
+    )
+    parser.add_argument(
+        "--node",
+        metavar="NAME",
+        help="this server's name on the portal (manage.py frontserver add NAME); needs --token-file",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="the node's key, as manage.py frontserver add printed it (base64)",
     )
     parser.add_argument(
         "--report-url",
+        metavar="URL",
         help="where the signed install reports go (default: the first --url with its last path segment "
         "replaced by 'report')",
     )
@@ -683,9 +698,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="report at least this often when nothing changed (default: 10 x --every; one run: 60)",
     )
-    parser.add_argument("--timeout", type=_seconds, default=15.0, help="seconds per request (default 15)")
     parser.add_argument(
-        "--reload-timeout", type=_seconds, default=120.0, help="seconds the reload may take (default 120)"
+        "--timeout", type=_seconds, default=15.0, metavar="S", help="seconds per request (default 15)"
+    )
+    parser.add_argument(
+        "--reload-timeout",
+        type=_seconds,
+        default=120.0,
+        metavar="S",
+        help="seconds the reload may take (default 120)",
     )
     return parser
 
