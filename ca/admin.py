@@ -1,4 +1,4 @@
-"""Django admin for the CA: certificates, CAs, CRL publications and the audit log, all read-only.
+"""Django admin for the CA: certificates, CAs, CRL publications, front servers and the audit log, read-only.
 
 Nothing here edits a CA record: certificates are never edited, revocations go through the revocation
 screen (:mod:`ca.admin_views`, ``admin:ca-revocation``) and :func:`ca.services.revoke_certificate`, CRLs
@@ -32,6 +32,7 @@ from ca.models import (
     CertificateQuerySet,
     CertificateStatus,
     CrlPublication,
+    FrontServer,
 )
 from ca.pki.pem import pem_armor
 
@@ -41,8 +42,10 @@ if TYPE_CHECKING:
     _CrlAdmin = admin.ModelAdmin[CrlPublication]
     _AuditAdmin = admin.ModelAdmin[AuditEntry]
     _BlockedKeyAdmin = admin.ModelAdmin[BlockedKey]
+    _FrontServerAdmin = admin.ModelAdmin[FrontServer]
 else:
     _CertificateAdmin = _AuthorityAdmin = _CrlAdmin = _AuditAdmin = _BlockedKeyAdmin = admin.ModelAdmin
+    _FrontServerAdmin = admin.ModelAdmin
 
 STATUS_COLORS = {
     CertificateStatus.VALID: "green",
@@ -272,6 +275,34 @@ class CrlPublicationAdmin(ReadOnlyAdminMixin, _CrlAdmin):
     @admin.display(description="size (bytes)")
     def size(self, obj: CrlPublication) -> int:
         return len(bytes(obj.der))
+
+
+@admin.register(FrontServer)
+class FrontServerAdmin(ReadOnlyAdminMixin, _FrontServerAdmin):
+    """Registered front servers, read-only: they are registered with ``manage.py frontserver add NAME``,
+    which prints the token once (the private key is never stored, so there is nothing to show here)."""
+
+    list_display = ["name", "carried_cas", "last_report_at", "last_outcome", "interval", "heartbeat"]
+    list_filter = ["last_outcome"]
+    search_fields = ["name"]
+    fields = [
+        "name",
+        "carried_cas",
+        "created_at",
+        "key_rotated_at",
+        "last_report_at",
+        "last_outcome",
+        "last_error",
+        "interval",
+        "heartbeat",
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[FrontServer]:
+        return super().get_queryset(request).defer("public_key").prefetch_related("cas")
+
+    @admin.display(description="CAs")
+    def carried_cas(self, obj: FrontServer) -> str:
+        return ", ".join(ca.slug for ca in obj.cas.all())
 
 
 @admin.register(AuditEntry)

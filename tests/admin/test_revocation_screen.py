@@ -422,3 +422,14 @@ def test_every_post_needs_the_csrf_token(admin_user: User, certificate: Certific
     page = client.get(SCREEN)
     assert page.status_code == 200
     assert "csrfmiddlewaretoken" in page.content.decode()
+
+
+def test_the_front_server_admin_lists_nodes_read_only(admin_client: Client, ca: CertificateAuthority) -> None:
+    frontservers.register(name="web1", cas=[ca], actor="test")
+
+    listing = admin_client.get(reverse("admin:ca_frontserver_changelist"))
+
+    assert listing.status_code == 200
+    assert "web1" in listing.content.decode()
+    assert ca.slug in listing.content.decode()
+    assert admin_client.get(reverse("admin:ca_frontserver_add")).status_code == 403
