@@ -1,7 +1,8 @@
 """``python -m bench [--settings tests.settings] [options]``: print the benchmark figures as JSON lines.
 
 CRL publication at several sizes (time, peak memory), revocation to served CRL, bulk and single approvals,
-the CRL endpoint under gunicorn and wrk; raw ``cryptography`` figures beside; the issue's targets with
+the CRL endpoint under gunicorn and wrk, what front servers polling every 2 s cost, and how soon nginx,
+Apache and node refuse a revoked client; raw ``cryptography`` figures beside; the issue's targets with
 pass/fail. Uses a throwaway database. Run from the repository's top folder (``make bench``).
 """
 
@@ -19,7 +20,8 @@ def parser() -> argparse.ArgumentParser:
         description=(
             "Print benchmark figures as JSON lines, with the issue's targets and pass/fail: CRL publication "
             "at several sizes (time, peak memory), revocation to served CRL, bulk and single approvals, the "
-            "CRL endpoint under gunicorn and wrk; raw `cryptography` figures beside. Uses a throwaway "
+            "CRL endpoint under gunicorn and wrk, the cost of polling front servers, revocation to "
+            "refusal at nginx, Apache and node; raw `cryptography` figures beside. Uses a throwaway "
             "database."
         ),
     )
@@ -44,6 +46,17 @@ def parser() -> argparse.ArgumentParser:
         "--http-seconds", type=int, default=5, help="Seconds per wrk run; 0 leaves the endpoint out (5)."
     )
     parser.add_argument("--wrk", default="wrk", help="The wrk program (default: wrk on PATH).")
+    parser.add_argument(
+        "--reach-runs",
+        type=int,
+        default=5,
+        help="Revocations per front server for the revocation-to-refusal figure; 0 leaves it out (5).",
+    )
+    parser.add_argument(
+        "--reach-servers",
+        default="nginx,apache,node",
+        help="Comma-separated front servers for that figure (default nginx,apache,node).",
+    )
     return parser
 
 
@@ -54,8 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [int(s) for s in options.crl_sizes.split(",") if s.strip()]
     except ValueError:
         arguments.error("--crl-sizes takes whole numbers separated by commas (1000,10000).")
-    if any(size < 1 for size in sizes) or min(options.issue, options.single) < 0:
-        arguments.error("Sizes and counts must be positive; --issue and --single may be 0.")
+    servers = [s.strip() for s in options.reach_servers.split(",") if s.strip()]
+    if unknown := set(servers) - {"nginx", "apache", "node"}:
+        arguments.error(f"--reach-servers takes nginx, apache and node, not {', '.join(sorted(unknown))}.")
+    if any(size < 1 for size in sizes) or min(options.issue, options.single, options.reach_runs) < 0:
+        arguments.error("Sizes and counts must be positive; --issue, --single and --reach-runs may be 0.")
     if options.skip_1m:
         sizes = [size for size in sizes if size < 1_000_000]
 
@@ -72,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         single_count=options.single,
         wrk=shutil.which(options.wrk),
         http_seconds=max(0, options.http_seconds),
+        reach_runs=options.reach_runs,
+        reach_servers=servers,
     )
     return 0
 

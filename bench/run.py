@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from bench.common import Output, throwaway_database
 from bench.crl import bench_crl
 from bench.endpoint import bench_http
 from bench.issuance import bench_issuance
+from bench.polling import bench_polling
+from bench.reach import bench_reach
 
 
 def run(
@@ -18,11 +21,15 @@ def run(
     single_count: int = 200,
     wrk: str | None = None,
     http_seconds: int = 5,
+    reach_runs: int = 5,
+    reach_servers: Sequence[str] = ("nginx", "apache", "node"),
 ) -> None:
     with throwaway_database():
         if issue_count or single_count:
             bench_issuance(out, issue_count, single_count)
         if crl_sizes:
             bench_crl(out, crl_sizes)
-        if http_seconds:
-            bench_http(out, wrk=wrk, seconds=http_seconds)
+        not_modified = bench_http(out, wrk=wrk, seconds=http_seconds) if http_seconds else None
+        bench_polling(out, gunicorn_304_per_second=not_modified)
+        if reach_runs and reach_servers:
+            bench_reach(out, runs=reach_runs, servers=list(reach_servers))

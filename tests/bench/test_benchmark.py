@@ -36,7 +36,17 @@ def figures(stdout: str) -> list[dict[str, Any]]:
 
 def test_it_prints_every_figure_as_a_json_line(tmp_path: Path) -> None:
     result = run_benchmark(
-        tmp_path, "--crl-sizes", "20", "--issue", "3", "--single", "2", "--wrk", "/nonexistent/wrk"
+        tmp_path,
+        "--crl-sizes",
+        "20",
+        "--issue",
+        "3",
+        "--single",
+        "2",
+        "--wrk",
+        "/nonexistent/wrk",
+        "--reach-runs",
+        "0",
     )
 
     assert result.returncode == 0, result.stderr
@@ -57,6 +67,12 @@ def test_it_prints_every_figure_as_a_json_line(tmp_path: Path) -> None:
     assert served["listed"] is True
     assert served["served_status"] == 200
     assert "wrk is not installed" in by_name["http"][0]["skipped"]
+    polling = by_name["polling_cost_in_process"][0]
+    assert polling["microseconds_per_304"] > 0
+    assert polling["microseconds_per_report"] > 0
+    assert polling["nodes_per_core"] > 0
+    assert "skipped" in by_name["polling_cost_gunicorn"][0]
+    assert "revocation_reach" not in by_name  # --reach-runs 0
     assert all("target" not in f for f in found), "no target applies at these sizes"
 
 
@@ -66,6 +82,8 @@ def test_it_prints_every_figure_as_a_json_line(tmp_path: Path) -> None:
         (["--crl-sizes", "1k"], "--crl-sizes takes whole numbers"),
         (["--crl-sizes", "0"], "must be positive"),
         (["--issue", "-1"], "must be positive"),
+        (["--reach-runs", "-1"], "must be positive"),
+        (["--reach-servers", "nginx,lighttpd"], "not lighttpd"),
     ],
 )
 def test_bad_sizes_are_refused_in_plain_words(tmp_path: Path, args: list[str], message: str) -> None:
@@ -73,6 +91,27 @@ def test_bad_sizes_are_refused_in_plain_words(tmp_path: Path, args: list[str], m
 
     assert result.returncode != 0
     assert message in result.stderr
+
+
+@pytest.mark.real_client
+@pytest.mark.real_server
+def test_it_prints_the_revocation_reach_of_a_front_server(tmp_path: Path) -> None:
+    """One revocation at node (the quickest server to start) with the sync service: the figure and its
+    target; the timing itself is judged by tests/realclients/test_revocation_reach.py."""
+    result = run_benchmark(
+        tmp_path,
+        *("--crl-sizes", "", "--issue", "0", "--single", "0", "--http-seconds", "0"),
+        *("--reach-runs", "1", "--reach-servers", "node"),
+    )
+
+    assert result.returncode == 0, result.stderr
+    (reach,) = [f for f in figures(result.stdout) if f["figure"] == "revocation_reach"]
+    if "skipped" in reach:
+        pytest.skip(reach["skipped"])
+    assert reach["server"] == "node"
+    assert reach["runs"] == 1
+    assert reach["max_seconds"] == reach["median_seconds"] > 0
+    assert reach["target"] == "<= 5 s (median)"
 
 
 def test_the_installed_portal_carries_no_benchmark() -> None:

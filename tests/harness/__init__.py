@@ -13,8 +13,10 @@
 - :mod:`~tests.harness.chromium`: Debian's Chromium through Playwright;
 - :mod:`~tests.harness.openssl`: the ``openssl`` command line;
 - :mod:`~tests.harness.webclient`: a cookie-keeping HTTP client for the load test;
-- :mod:`~tests.harness.portal`: the portal's side (issued client certificates, CA and CRL bundles, a real
-  ``enroll-crl-sync`` run);
+- :mod:`~tests.harness.portal`: the portal's side (issued client certificates, CA and CRL bundles,
+  registered front servers, a real ``enroll-crl-sync`` run);
+- :mod:`~tests.harness.crlsync`: ``enroll-crl-sync`` as a service, and revocation-to-refusal measured at
+  the client (also used by the benchmark, ``bench/reach.py``);
 - :mod:`~tests.harness.fixtures`: the fixtures, registered once for the suite (tests/conftest.py).
 
 How the programs behave on these machines is written down in docs/FRONT-SERVERS.md.
