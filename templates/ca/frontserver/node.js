@@ -4,7 +4,7 @@
 // the enroll-crl-sync service (manage.py frontend_config systemd --server node: no reload command, this
 // server checks the file every 500 ms and swaps a new CRL in with setSecureContext, without a restart).
 // A revocation applies to new TLS handshakes; a connection already open lasts until keep-alive ends
-// (server.keepAliveTimeout, 5 s by default in node 20, set below).
+// (server.keepAliveTimeout and maxRequestsPerSocket, set below).
 "use strict";
 const fs = require("fs");
 const https = require("https");
@@ -40,7 +40,8 @@ const server = https.createServer(
   },
 );
 
-server.keepAliveTimeout = 5000;
+server.keepAliveTimeout = 5000; // idle keep-alive connections close after 5 s
+server.maxRequestsPerSocket = 100; // and a busy one after 100 requests (node's default: never)
 
 // enroll-crl-sync replaces the file by rename: a new inode or mtime means a new CRL bundle.
 fs.watchFile(files.crl, { interval: 500 }, (now, before) => {
