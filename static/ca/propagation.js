@@ -106,9 +106,7 @@
         }
       });
     });
-    if (changes.length) {
-      status.textContent = changes.join(". ");
-    }
+    return changes;
   }
 
   function poll() {
@@ -118,10 +116,15 @@
         return response.json(); // 503 (not all green) carries the same JSON
       })
       .then(function (data) {
-        update(data);
-        if (allGreen()) {
-          status.textContent = "Every CRL and front server on this page is green.";
-        } else {
+        var changes = update(data);
+        var green = allGreen();
+        if (green) {
+          changes.push("Every CRL and front server on this page is green.");
+        }
+        if (changes.length) {
+          status.textContent = changes.join(". ");
+        }
+        if (!green) {
           schedule();
         }
       })
