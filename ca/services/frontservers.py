@@ -189,15 +189,15 @@ def front_servers(*, now: dt.datetime | None = None) -> list[FrontServerSummary]
             known = worst.get(node.node)
             if known is None or _RANK[node.color] > _RANK[known[0]]:
                 worst[node.node] = (node.color, node.state)
-    return [
-        FrontServerSummary(
-            server=server,
-            ca_slugs=[ca.slug for ca in server.cas.all()],
-            color=worst.get(server.name, (CrlColor.RED, NodeState.NEVER_REPORTED))[0],
-            state=worst.get(server.name, (CrlColor.RED, NodeState.NEVER_REPORTED))[1],
+    summaries = []
+    for server in servers:
+        color, state = worst.get(server.name, (CrlColor.RED, NodeState.NEVER_REPORTED))
+        summaries.append(
+            FrontServerSummary(
+                server=server, ca_slugs=[ca.slug for ca in server.cas.all()], color=color, state=state
+            )
         )
-        for server in servers
-    ]
+    return summaries
 
 
 # --- reports ---------------------------------------------------------------------------------------
