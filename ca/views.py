@@ -1,7 +1,9 @@
-"""Public CA endpoints (no login): the CA certificate and the CRL, in DER and PEM.
+"""Public CA endpoints (no login): the CA certificate and the CRL, in DER and PEM; OCSP; the front servers'
+signed install reports (``POST /pki/report``); ``health.json``.
 
-Responses carry an ETag (SHA-256 of the bytes), Last-Modified and a Cache-Control max-age that never
-reaches past the CRL's nextUpdate; conditional requests get 304.
+Downloads carry an ETag (SHA-256 of the bytes), Last-Modified and a Cache-Control max-age that never
+reaches past the CRL's nextUpdate; conditional requests get 304. A download records nothing: which CRL a
+front server has comes only from its signed reports (:mod:`ca.services.frontservers`).
 """
 
 from __future__ import annotations
