@@ -26,7 +26,13 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 
 from .errors import Refusal, RequestRefused
-from .keypolicy import KeyInfo, check_key_algorithm, check_public_key, check_signature_hash
+from .keypolicy import (
+    KeyInfo,
+    check_key_encoding,
+    check_public_key,
+    check_reencoding,
+    check_signature_hash,
+)
 from .submission import (
     BASE64_TEXT,
     decode_base64,
@@ -172,12 +178,12 @@ def _load_csr(der: bytes) -> x509.CertificateSigningRequest:
     )
 
 
-def _key_algorithm(der: bytes) -> x509.ObjectIdentifier:
-    """The request's SubjectPublicKeyInfo algorithm (RFC 2986 section 4.1), read without loading the key."""
+def _spki_der(der: bytes) -> bytes:
+    """The request's SubjectPublicKeyInfo (RFC 2986 section 4.1) as submitted, without loading the key."""
     try:
         info = asn1_csr.CertificationRequest.load(der)["certification_request_info"]
-        return x509.ObjectIdentifier(info["subject_pk_info"]["algorithm"]["algorithm"].dotted)
-    except (ValueError, TypeError, KeyError, IndexError):
+        return bytes(info["subject_pk_info"].dump())
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError):
         raise RequestRefused(Refusal.MALFORMED, _DAMAGED) from None
 
 
@@ -215,7 +221,8 @@ def check_csr_der(*, der: bytes) -> ParsedRequest:
     Used both at submission and again by the CA right before signing.
     """
     csr = _load_csr(der)
-    check_key_algorithm(algorithm=_key_algorithm(der))  # before anything loads the key
+    spki_der = _spki_der(der)
+    check_key_encoding(spki_der=spki_der)  # before anything loads the key
     hash_algorithm = _signature_hash(csr)
     if hash_algorithm is not None:
         # MD5 / SHA-1 signatures do not verify at all under OpenSSL 3: name the algorithm as the reason.
@@ -229,6 +236,7 @@ def check_csr_der(*, der: bytes) -> ParsedRequest:
             "The request's public key is of a type the portal does not accept. "
             "Use an ECDSA P-256 or RSA 3072 key.",
         ) from None
+    check_reencoding(public_key=public_key, spki_der=spki_der)
     key = check_public_key(public_key=public_key)
     check_signature_hash(algorithm=hash_algorithm)
     try:

@@ -31,6 +31,7 @@ class Refusal(enum.StrEnum):
     RSA_CLOSE_PRIMES = "rsa_close_primes"
     RSA_ROCA = "rsa_roca"
     EC_CURVE = "ec_curve"
+    KEY_ENCODING = "key_encoding"
 
 
 class RequestRefused(ValueError):

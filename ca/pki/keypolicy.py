@@ -12,6 +12,13 @@ so close that Fermat's method factors them (the "Fermat" weakness found in some 
 CVE-2022-26320), and RSA keys made by Infineon's RSALib (ROCA, CVE-2017-15361), whose primes have a
 structure that lets anyone factor the modulus.
 
+Key encodings are strict (checked at submission and again before signing, :func:`check_key_encoding`):
+RSA keys as rsaEncryption with NULL parameters (RFC 3279 2.3.1), never id-RSASSA-PSS keys (RFC 4055 1.2:
+a key restricted to PSS, which TLS client-certificate software rarely accepts); EC keys on a named curve
+(RFC 5480 2.1.1: specifiedCurve MUST NOT be used) with an uncompressed point (RFC 5480 2.2 allows compressed
+ones, which much TLS software cannot read); and the SubjectPublicKeyInfo must be the DER the key re-encodes
+to, byte for byte, so that two encodings of one key cannot get two fingerprints past the blocked-key list.
+
 Signatures on requests must use SHA-256, SHA-384 or SHA-512 (RSA PKCS#1 v1.5, RSA-PSS or ECDSA); MD5 and
 SHA-1 are broken for signatures (RFC 6151, RFC 9155).
 """
@@ -23,6 +30,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 
+from asn1crypto import keys as asn1_keys
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -140,6 +148,66 @@ def check_key_algorithm(*, algorithm: ObjectIdentifier) -> None:
             Refusal.KEY_TYPE,
             f"Keys of this type (algorithm {algorithm.dotted_string}) are not accepted. "
             "Use an ECDSA P-256 or RSA 3072 key.",
+        )
+
+
+_NEW_KEY_HINT = "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256"
+
+
+def check_key_encoding(*, spki_der: bytes) -> ObjectIdentifier:
+    """Refuse a SubjectPublicKeyInfo (RFC 5280 4.1.2.7) of a type the portal never loads, or encoded other
+    than the strict way (module docstring); return its algorithm. Runs before the key is loaded."""
+    try:
+        info = asn1_keys.PublicKeyInfo.load(spki_der, strict=True)
+        algorithm = ObjectIdentifier(info["algorithm"]["algorithm"].dotted)
+        parameters = info["algorithm"]["parameters"]
+        key_bits = info["public_key"].contents
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError):
+        raise RequestRefused(
+            Refusal.MALFORMED,
+            "The public key in the request is damaged and cannot be read. Make a new request.",
+        ) from None
+    if algorithm == PublicKeyAlgorithmOID.RSASSA_PSS:
+        raise RequestRefused(
+            Refusal.KEY_ENCODING,
+            "The RSA key is marked for RSA-PSS signatures only (id-RSASSA-PSS), which TLS software seldom "
+            "accepts in client certificates. Make a plain RSA key (openssl genpkey -algorithm RSA "
+            "-pkeyopt rsa_keygen_bits:3072) or an ECDSA key, and a new request from it.",
+        )
+    check_key_algorithm(algorithm=algorithm)
+    if algorithm == PublicKeyAlgorithmOID.RSAES_PKCS1_v1_5 and parameters.dump() != b"\x05\x00":
+        raise RequestRefused(
+            Refusal.KEY_ENCODING,
+            "The RSA key is not encoded the standard way (its algorithm parameters must be NULL, RFC 3279). "
+            "Make the request again with openssl or your platform's key tool.",
+        )
+    if algorithm == PublicKeyAlgorithmOID.EC_PUBLIC_KEY:
+        if getattr(parameters, "name", None) != "named":
+            raise RequestRefused(
+                Refusal.KEY_ENCODING,
+                "The elliptic-curve key spells out its curve's parameters instead of naming the curve "
+                f"(RFC 5480 forbids this). Make a new key that names it: {_NEW_KEY_HINT}.",
+            )
+        if key_bits[1:2] != b"\x04":
+            raise RequestRefused(
+                Refusal.KEY_ENCODING,
+                "The elliptic-curve key is in compressed form, which much TLS software cannot use. "
+                f"Make the request with the key in uncompressed form (the default of {_NEW_KEY_HINT}).",
+            )
+    return algorithm
+
+
+def check_reencoding(*, public_key: PublicKeyTypes, spki_der: bytes) -> None:
+    """Refuse a loaded key whose DER SubjectPublicKeyInfo differs from the bytes submitted (X.690 DER is
+    one encoding per value; anything else is BER or padding, and would give the key a second fingerprint)."""
+    encoded = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if encoded != spki_der:
+        raise RequestRefused(
+            Refusal.KEY_ENCODING,
+            "The public key is not encoded as strict DER. Make the request again with openssl or your "
+            "platform's key tool.",
         )
 
 

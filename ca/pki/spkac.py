@@ -40,10 +40,15 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from cryptography.x509 import ObjectIdentifier
 
 from .errors import Refusal, RequestRefused
-from .keypolicy import ALLOWED_SIGNATURE_HASHES, KeyInfo, check_key_algorithm, check_public_key
+from .keypolicy import (
+    ALLOWED_SIGNATURE_HASHES,
+    KeyInfo,
+    check_key_encoding,
+    check_public_key,
+    check_reencoding,
+)
 from .submission import (
     BASE64_TEXT,
     decode_base64,
@@ -265,7 +270,7 @@ def check_spkac_der(*, der: bytes, allow_md5: bool = False) -> ParsedSpkac:
     _one_object(der)
     fields = _load(der)
     algorithm = _check_hash(fields.hash_name, allow_md5=allow_md5)
-    check_key_algorithm(algorithm=ObjectIdentifier(fields.key_algorithm))  # before the key is loaded
+    check_key_encoding(spki_der=fields.spki_der)  # before the key is loaded
     try:
         public_key = serialization.load_der_public_key(fields.spki_der)
     except (UnsupportedAlgorithm, ValueError):
@@ -281,6 +286,7 @@ def check_spkac_der(*, der: bytes, allow_md5: bool = False) -> ParsedSpkac:
         signature=fields.signature,
         tbs=fields.tbs_der,
     )
+    check_reencoding(public_key=public_key, spki_der=fields.spki_der)
     key = check_public_key(public_key=public_key)
     if len(fields.challenge) > MAX_CHALLENGE_CHARS:
         raise RequestRefused(
