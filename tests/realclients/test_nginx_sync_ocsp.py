@@ -200,17 +200,23 @@ def test_with_ssl_ocsp_a_revocation_is_refused_at_once_without_sync_or_reload(
 
 
 @pytest.mark.parametrize("chain_kind", ["intermediate"])
-def test_ssl_ocsp_on_with_an_intermediate_and_one_responder_refuses_everyone(
+def test_ssl_ocsp_on_with_an_intermediate_and_one_responder_checks_the_whole_chain(
     chain: list[CertificateAuthority],
     responder: str,
     alice_client: IssuedClient,
     nginx_factory: NginxFactory,
 ) -> None:
-    """``ssl_ocsp on`` checks the issuing CA's certificate too, at the same fixed responder, which does not
-    answer for its own CA's certificate: with an intermediate chain use ``ssl_ocsp leaf``."""
+    """``ssl_ocsp on`` asks the one fixed responder about the issuing CA's own certificate too; the
+    portal's responder answers for every CA of the chain (a parent for the CAs it signed), so the chain
+    is accepted and a revoked client refused."""
     server = serve_ocsp(nginx_factory, chain, responder, ocsp_mode="on")
+    assert_accepted(server.get(alice_client), alice_client)
+    assert "OCSP response not successful" not in server.error_log()
+
+    revoke(alice_client.certificate)
+
     assert_refused(server.get(alice_client))
-    assert "OCSP response not successful" in server.error_log()
+    assert "certificate revoked" in server.error_log()
 
 
 def test_with_ssl_ocsp_cache_a_good_answer_serves_until_its_next_update(
