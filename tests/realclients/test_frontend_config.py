@@ -300,7 +300,7 @@ def test_systemd_analyze_accepts_the_generated_service(
         pytest.skip("systemd-analyze is not installed")
     text = render("systemd", "--server", server, "--sync-program", need_program("enroll-crl-sync"))
     unit = tmp_path / "enroll-crl-sync.service"
-    unit.write_text(text[text.index("[Unit]") :])
+    unit.write_text(text)  # the whole output, comments and all, as the docs say to save it
     result = subprocess.run(
         [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path
     )
