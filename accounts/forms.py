@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import PasswordResetForm as DjangoPasswordResetForm
 from django.contrib.auth.forms import UserCreationForm, UsernameField
 
-from accounts import emails, services
+from accounts import services
 from ca.types import Account
 
 EMAIL_TAKEN = "An account with this e-mail address already exists. Log in, or reset your password."
@@ -81,21 +81,13 @@ class EmailChangeForm(forms.Form):
 
 
 class PasswordResetForm(DjangoPasswordResetForm):
-    """Django's password reset form; its mail goes out through :func:`accounts.emails.send` like every other.
+    """Django's password reset form, whose :meth:`save` only queues the work.
 
-    Django hands :meth:`send_mail` the template names of the view; the mail is always
-    ``accounts/email/password_reset`` (``_subject.txt`` and ``_body.txt``), rendered with Django's context
-    (``uid``, ``token``, ``user``, ...) and the view's ``extra_email_context``. A mail server problem is
-    logged, as Django does: the page says the same whether or not an account has the address.
+    The request never looks for the account: :func:`accounts.services.queue_password_reset` enqueues a
+    task with the address, and the task finds the account and mails the link
+    (``accounts/email/password_reset``). So the answer, its work and its time are the same whether or
+    not an account has the address (docs/MAIL.md).
     """
 
-    def send_mail(
-        self,
-        subject_template_name: str,
-        email_template_name: str,
-        context: dict[str, Any],
-        from_email: str | None,
-        to_email: str,
-        html_email_template_name: str | None = None,
-    ) -> None:
-        emails.send("accounts/email/password_reset", to=to_email, context=context)
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        services.queue_password_reset(self.cleaned_data["email"])

@@ -2,10 +2,14 @@
 
 - **Client address**: :func:`accounts.proxies.client_address` (``REMOTE_ADDR``, or from one of
   ``ENROLL_TRUSTED_PROXIES`` what it forwarded in ``X-Forwarded-For``; IPv4-mapped IPv6 as IPv4).
-- **Rate limits** (django-ratelimit): per action (``signup``, ``login``, ``submit``, ``challenge``), per
-  client address and per account, the rates of ``settings.ENROLL_RATE_LIMITS``. Over the limit, the
-  answer is 429 with a ``Retry-After`` header and a page (or JSON) saying what happened and when to try
-  again. Counters live in :class:`RateLimitCache`, a database table every portal process shares.
+- **Rate limits** (django-ratelimit): per action (``signup``, ``login``, ``submit``, ``challenge``,
+  ``password_reset``, ``verify_mail``, ``email_change``), per client address and per account, the rates of
+  ``settings.ENROLL_RATE_LIMITS``. Over the limit, the answer is 429 with a ``Retry-After`` header and a
+  page (or JSON) saying what happened and when to try again. Counters live in :class:`RateLimitCache`, a
+  database table every portal process shares.
+- **Mailbox limits**: the e-mails the person-driven endpoints (sign-up, password reset, "send a new link",
+  e-mail change) send to one address, per hour and per day (``ENROLL_RATE_LIMITS["mail"]``, counted by
+  :func:`check_mailbox` under a hash of the address; docs/MAIL.md).
 - **Lock-out** (django-axes): after ``AXES_FAILURE_LIMIT`` failed logins for one username, or from one
   address, logins are refused for ``AXES_COOLOFF_TIME``; :func:`lockout_response` is the page.
 """
@@ -39,8 +43,17 @@ ACTIONS = {
     "login": "login attempts",
     "submit": "certificate requests",
     "challenge": "SPKAC challenges",
+    "password_reset": "password reset requests",
+    "verify_mail": "requests for a new link",
+    "email_change": "e-mail address changes",
+    "mail": "e-mails",
 }
-SCOPES = {"address": "from your network address", "account": "for this account"}
+SCOPES = {
+    "address": "from your network address",
+    "account": "for this account",
+    "mailbox": "to this e-mail address",
+    "mailbox_day": "to this e-mail address",
+}
 
 
 # --- the client's address (the rules: accounts.proxies) ---------------------------------------------
@@ -100,6 +113,24 @@ class Refusal:
         )
 
 
+def rate_words(rate: str) -> str:
+    """``3/h`` -> ``3 an hour``, ``10/d`` -> ``10 a day``, ``30/10m`` -> ``30 every 10 minutes``."""
+    count, _, period = rate.partition("/")
+    number = period.rstrip("smhd") or "1"
+    unit = {"s": "second", "m": "minute", "h": "hour", "d": "day"}[period[-1]]
+    if number == "1":
+        return f"{count} {'an' if unit == 'hour' else 'a'} {unit}"
+    return f"{count} every {number} {unit}s"
+
+
+def mailbox_limit_words() -> str:
+    """The mailbox limits in words, ``3 an hour and 10 a day``; empty when there are none."""
+    rates = settings.ENROLL_RATE_LIMITS.get("mail", {})
+    if not settings.RATELIMIT_ENABLE:
+        return ""
+    return " and ".join(rate_words(rates[scope]) for scope in ("mailbox", "mailbox_day") if rates.get(scope))
+
+
 def wait_words(seconds: int) -> str:
     """``45 seconds``, ``2 minutes``: how long to wait, in words."""
     if seconds <= 90:
@@ -129,13 +160,32 @@ def _account_key(request: HttpRequest, action: str) -> str | None:
     return None
 
 
-def check(request: HttpRequest, action: str) -> Refusal | None:
-    """Count this request against ``action``'s limits; a :class:`Refusal` if one of them is exceeded."""
-    rates = settings.ENROLL_RATE_LIMITS.get(action, {})
+def check(request: HttpRequest, action: str, *, account: str | None = None) -> Refusal | None:
+    """Count this request against ``action``'s limits; a :class:`Refusal` if one of them is exceeded.
+
+    ``account`` names the account when the request is not logged in to it (e.g. ``user:<pk>`` of the
+    account a verification link was made for)."""
     keys = {
         "address": f"address:{address_key(proxies.client_address(request))}",
-        "account": _account_key(request, action),
+        "account": account or _account_key(request, action),
     }
+    return _count(request, action, keys)
+
+
+def mailbox_key(email: str) -> str:
+    """What an e-mail address counts as: itself, trimmed and in lower case (the cache stores a hash)."""
+    return f"mailbox:{email.strip().lower()}"
+
+
+def check_mailbox(request: HttpRequest, email: str) -> Refusal | None:
+    """Count one e-mail to ``email`` against the mailbox limits (per hour and per day, whatever endpoint
+    sends it); a :class:`Refusal` if one of them is exceeded, and then the e-mail must not go."""
+    key = mailbox_key(email)
+    return _count(request, "mail", {"mailbox": key, "mailbox_day": key})
+
+
+def _count(request: HttpRequest, action: str, keys: dict[str, str | None]) -> Refusal | None:
+    rates = settings.ENROLL_RATE_LIMITS.get(action, {})
     for scope, key in keys.items():
         rate = rates.get(scope)
         if not rate or key is None:

@@ -16,11 +16,17 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import PasswordResetForm
+from django.contrib.auth.tokens import default_token_generator
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.urls import reverse
+from django.utils import dateformat, timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
+from django_tasks import task
 
 from accounts import emails
 from accounts.models import Profile
@@ -152,25 +158,31 @@ def verify_email(token: str, *, now: dt.datetime | None = None) -> TokenCheck:
     return check
 
 
-# --- mails (sent by accounts.emails) ---------------------------------------------------------------
+# --- mails (queued by accounts.emails, sent by the worker) ------------------------------------------
+
+
+def when_words(moment: dt.datetime) -> str:
+    """A moment as mails write it: ``7 December 2026, 12:00 UTC`` (in the portal's time zone)."""
+    return dateformat.format(timezone.localtime(moment), "j F Y, H:i T")
 
 
 def send_verification_email(user: Account, *, now: dt.datetime | None = None) -> bool:
-    """Mail a fresh verification link to the account's current address. True if it was sent."""
+    """Queue a fresh verification link to the account's current address. True if it was queued."""
     email = getattr(user, "email", "")
     if not email:
         return False
     now = now or utcnow()
     token = make_verification_token(user, now=now)
     context = {
-        "user": user,
+        "username": user.get_username(),
         "email": email,
         "link": absolute_url(reverse("accounts:verify-email", kwargs={"token": token})),
         "hours": settings.ENROLL_EMAIL_VERIFICATION_HOURS,
-        "expires_at": now + verification_lifetime(),
+        "expires_at": when_words(now + verification_lifetime()),
         "profile_url": absolute_url(reverse("accounts:profile")),
     }
-    return emails.send("accounts/email/verify_email", to=email, context=context)
+    emails.send("accounts/email/verify_email", to=email, context=context)
+    return True
 
 
 def send_email_changed_notice(user: Account, *, old_email: str) -> bool:
@@ -178,12 +190,38 @@ def send_email_changed_notice(user: Account, *, old_email: str) -> bool:
     if not old_email:
         return False
     context = {
-        "user": user,
+        "username": user.get_username(),
         "old_email": old_email,
         "new_email": getattr(user, "email", ""),
         "password_reset_url": absolute_url(reverse("accounts:password-reset")),
     }
-    return emails.send("accounts/email/email_changed", to=old_email, context=context)
+    emails.send("accounts/email/email_changed", to=old_email, context=context)
+    return True
+
+
+def queue_password_reset(email: str) -> None:
+    """Queue the password reset of whatever account has ``email``: the task looks the account up.
+
+    The request that asks does the same work, and answers the same, whether or not an account exists:
+    no query about accounts, one task (docs/MAIL.md)."""
+    emails.after_commit(mail_password_reset, email=email)
+
+
+@task()
+def mail_password_reset(email: str) -> int:
+    """The task: mail a link to choose a new password to each active account with ``email`` and a usable
+    password (Django's rules, :meth:`PasswordResetForm.get_users`). Returns how many were sent."""
+    sent = 0
+    for user in PasswordResetForm().get_users(email):
+        context = {
+            "username": user.get_username(),
+            "uid": urlsafe_base64_encode(force_bytes(user.pk)),
+            "token": default_token_generator.make_token(user),
+            "portal_url": portal_url(),
+            "reset_hours": max(1, settings.PASSWORD_RESET_TIMEOUT // 3600),
+        }
+        sent += emails.send_now("accounts/email/password_reset", to=user.email, context=context)
+    return sent
 
 
 # --- account changes -------------------------------------------------------------------------------

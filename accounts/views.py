@@ -14,26 +14,21 @@ from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import SetPasswordForm
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts import services
+from accounts import ratelimits, services
 from accounts.certlogin import certificate_session
 from accounts.forms import EmailChangeForm, PasswordResetForm, SignUpForm
-from accounts.ratelimits import rate_limited
+from accounts.ratelimits import check_mailbox, mailbox_limit_words, rate_limited, refused
 from accounts.services import TokenState
 from ca.types import Account
 
 #: The backend that checked the password at sign-up (other backends, e.g. certificate login, may follow).
 SIGN_UP_BACKEND = "django.contrib.auth.backends.ModelBackend"
-
-MAIL_FAILED = (
-    "We could not send the e-mail just now. Please try again in a few minutes with "
-    "“Send a new link” on your profile page."
-)
 
 
 def _account(request: HttpRequest) -> Account:
@@ -53,20 +48,22 @@ def signup(request: HttpRequest) -> HttpResponse:
         return redirect(settings.LOGIN_REDIRECT_URL)
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        # The link must be able to go: a mailbox that had its share of our mails today gets no account.
+        refusal = check_mailbox(request, form.cleaned_data["email"])
+        if refusal is not None:
+            return refused(request, refusal)
         user = services.sign_up(
             username=form.cleaned_data["username"],
             email=form.cleaned_data["email"],
             password=form.cleaned_data["password1"],
         )
         login(request, user, backend=SIGN_UP_BACKEND)
-        if services.send_verification_email(user):
-            messages.success(
-                request,
-                f"Welcome, {user.get_username()}! We sent a link to {user.email}. "
-                "Open it to confirm your address; then you can request certificates.",
-            )
-        else:
-            messages.warning(request, f"Welcome, {user.get_username()}! {MAIL_FAILED}")
+        services.send_verification_email(user)
+        messages.success(
+            request,
+            f"Welcome, {user.get_username()}! We sent a link to {user.email}. "
+            "Open it to confirm your address; then you can request certificates.",
+        )
         return redirect("accounts:profile")
     return render(request, "accounts/signup.html", {"form": form})
 
@@ -109,27 +106,33 @@ def resend_verification(request: HttpRequest) -> HttpResponse:
         user = _account(request)
         if services.verified_email(user) is not None:
             messages.info(request, f"Your e-mail address {user.email} is already verified.")
-        elif services.send_verification_email(user):
-            messages.success(
-                request,
-                f"We sent a new link to {user.email}. It may take a minute; check your spam folder too.",
-            )
-        else:
-            messages.error(request, MAIL_FAILED)
+            return redirect("accounts:profile")
+        refusal = ratelimits.check(request, "verify_mail") or check_mailbox(request, user.email)
+        if refusal is not None:
+            return refused(request, refusal)
+        services.send_verification_email(user)
+        messages.success(
+            request,
+            f"We sent a new link to {user.email}. It may take a minute; check your spam folder too.",
+        )
         return redirect("accounts:profile")
 
-    check = services.check_verification_token(request.POST.get("token", ""))
-    if check.state is TokenState.ALREADY_VERIFIED:
+    token_check = services.check_verification_token(request.POST.get("token", ""))
+    if token_check.state is TokenState.ALREADY_VERIFIED:
         messages.info(request, "That e-mail address is already verified. Log in to continue.")
-    elif check.state is not TokenState.INVALID and check.user is not None:
-        if services.send_verification_email(check.user):
-            messages.success(
-                request,
-                "We sent a new link to the account's e-mail address. "
-                "It may take a minute; check your spam folder too.",
-            )
-        else:
-            messages.error(request, MAIL_FAILED)
+    elif token_check.state is not TokenState.INVALID and token_check.user is not None:
+        account = token_check.user
+        refusal = ratelimits.check(request, "verify_mail", account=f"user:{account.pk}") or check_mailbox(
+            request, account.email
+        )
+        if refusal is not None:
+            return refused(request, refusal)
+        services.send_verification_email(account)
+        messages.success(
+            request,
+            "We sent a new link to the account's e-mail address. "
+            "It may take a minute; check your spam folder too.",
+        )
     else:
         messages.info(
             request,
@@ -147,16 +150,19 @@ def profile(request: HttpRequest) -> HttpResponse:
     user = _account(request)
     form = EmailChangeForm(user, request.POST or None)
     if request.method == "POST" and form.is_valid():
+        refusal = ratelimits.check(request, "email_change") or check_mailbox(
+            request, form.cleaned_data["email"]
+        )
+        if refusal is not None:
+            return refused(request, refusal)
         old_email = services.change_email(user, form.cleaned_data["email"])
         services.send_email_changed_notice(user, old_email=old_email)
-        if services.send_verification_email(user):
-            messages.success(
-                request,
-                f"Your e-mail address is now {user.email}. We sent a link there: open it to verify the new "
-                "address. Until then you cannot request certificates.",
-            )
-        else:
-            messages.warning(request, f"Your e-mail address is now {user.email}. {MAIL_FAILED}")
+        services.send_verification_email(user)
+        messages.success(
+            request,
+            f"Your e-mail address is now {user.email}. We sent a link there: open it to verify the new "
+            "address. Until then you cannot request certificates.",
+        )
         return redirect("accounts:profile")
     verified_at = services.email_verified_at(user)
     context: dict[str, Any] = {
@@ -182,22 +188,29 @@ class LoginView(auth_views.LoginView):
     redirect_authenticated_user = True
 
 
+@method_decorator(rate_limited("password_reset"), name="dispatch")
 class PasswordResetView(auth_views.PasswordResetView):
+    """The same answer, after the same work, whether or not an account has the address (docs/MAIL.md).
+
+    Limited per client address (429, whatever the address typed); per mailbox silently: over that limit
+    no task is queued, and the answer is the same page, which says the limits.
+    """
+
     template_name = "accounts/password_reset_form.html"
-    form_class = PasswordResetForm  # mails accounts/email/password_reset through accounts.emails
+    form_class = PasswordResetForm  # save() queues accounts.services.mail_password_reset
     success_url = reverse_lazy("accounts:password-reset-done")
 
-    @property
-    def extra_email_context(self) -> dict[str, Any]:
-        """Links from the portal's public URL (never the request's Host header), and the link's lifetime."""
-        return {
-            "portal_url": services.portal_url(),
-            "reset_hours": max(1, settings.PASSWORD_RESET_TIMEOUT // 3600),
-        }
+    def form_valid(self, form: PasswordResetForm) -> HttpResponse:
+        if check_mailbox(self.request, form.cleaned_data["email"]) is None:
+            form.save()
+        return HttpResponseRedirect(self.get_success_url())
 
 
 class PasswordResetDoneView(auth_views.PasswordResetDoneView):
     template_name = "accounts/password_reset_done.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        return {**super().get_context_data(**kwargs), "mail_limits": mailbox_limit_words()}
 
 
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):

@@ -5,7 +5,9 @@ Decisions are queued by :mod:`enroll.flows` with ``transaction.on_commit``; remi
 out once however often :func:`send_expiry_reminders` runs (``manage.py notify_expiring``, hourly from cron).
 
 Mail goes only to a verified address (:func:`accounts.services.verified_email`). Links are absolute, built
-from ``settings.ENROLL_PUBLIC_URL``. Nothing here ever sees key material.
+from ``settings.ENROLL_PUBLIC_URL``. Each mail is queued (:func:`accounts.emails.send`) and sent by the
+worker; its context holds only JSON values (:func:`certificate_facts`, :func:`request_facts`), never a
+model instance. Nothing here ever sees key material.
 """
 
 from __future__ import annotations
@@ -40,12 +42,32 @@ def absolute_url(name: str, **kwargs: Any) -> str:
 
 
 def _send(message: str, *, to: str, context: dict[str, Any]) -> bool:
-    """Send ``enroll/email/<message>`` (:func:`accounts.emails.send`: logged, never raised, if it fails)."""
-    return emails.send(
+    """Queue ``enroll/email/<message>`` (:func:`accounts.emails.send`; the worker logs a failure). True."""
+    emails.send(
         f"enroll/email/{message}",
         to=to,
         context={**context, "portal_url": absolute_url("portal:dashboard")},
     )
+    return True
+
+
+def certificate_facts(certificate: Certificate) -> dict[str, str]:
+    """What mails say about a certificate: subject, serial, and its end as ``YYYY-MM-DD HH:MM`` (UTC)."""
+    return {
+        "subject": certificate.subject,
+        "serial": certificate.serial,
+        "not_after": f"{certificate.not_after.astimezone(dt.UTC):%Y-%m-%d %H:%M}",
+    }
+
+
+def request_facts(request: EnrollmentRequest) -> dict[str, Any]:
+    """What mails say about a request: number, reason, who decided (username or ""), the serial it renews."""
+    return {
+        "pk": request.pk,
+        "reason": request.reason,
+        "decided_by": request.decided_by.get_username() if request.decided_by else "",
+        "renewal_of": request.renewal_of.serial if request.renewal_of else "",
+    }
 
 
 # --- decisions -------------------------------------------------------------------------------------
@@ -61,7 +83,7 @@ _DECISIONS: dict[str, str] = {
 def notify_decision(*, request_id: int) -> bool:
     """Tell the owner how their request was decided (issued, rejected or failed). True if mail was sent."""
     request = (
-        EnrollmentRequest.objects.select_related("owner", "certificate", "renewal_of")
+        EnrollmentRequest.objects.select_related("owner", "certificate", "renewal_of", "decided_by")
         .filter(pk=request_id)
         .first()
     )
@@ -72,13 +94,13 @@ def notify_decision(*, request_id: int) -> bool:
         logger.info("request #%s: no verified e-mail address, the owner is not notified", request.pk)
         return False
     context: dict[str, Any] = {
-        "user": request.owner,
-        "request": request,
+        "username": request.owner.get_username(),
+        "request": request_facts(request),
         "request_url": absolute_url("portal:request-detail", pk=request.pk),
         "new_request_url": absolute_url("portal:request-new"),
     }
     if request.certificate is not None:
-        context["certificate"] = request.certificate
+        context["certificate"] = certificate_facts(request.certificate)
         context["certificate_url"] = absolute_url("portal:certificate-detail", pk=request.certificate.pk)
     if request.renewal_of is not None:
         context["renewed_url"] = absolute_url("portal:certificate-detail", pk=request.renewal_of.pk)
@@ -111,13 +133,13 @@ def notify_key_compromise(
             logger.info("certificates of %s revoked for key compromise: no verified e-mail address", owner)
             continue
         items = [
-            {"certificate": c, "url": absolute_url("portal:certificate-detail", pk=c.pk)}
+            {"certificate": certificate_facts(c), "url": absolute_url("portal:certificate-detail", pk=c.pk)}
             for c in certificates
         ]
         context = {
-            "user": owner,
+            "username": owner.get_username(),
             "certificates": items,
-            "by": by,
+            "by": by.get_username() if by is not None else "",
             "new_request_url": absolute_url("portal:request-new"),
         }
         sent += _send("key_compromise_revoked", to=address, context=context)
@@ -191,8 +213,8 @@ def _reminder_sender(*, certificate: Certificate, address: str, now: dt.datetime
     days_left = remaining.days
     when = "in less than a day" if days_left < 1 else f"in {days_left} day{'s' if days_left != 1 else ''}"
     context = {
-        "user": certificate.owner,
-        "certificate": certificate,
+        "username": certificate.owner.get_username() if certificate.owner else "",
+        "certificate": certificate_facts(certificate),
         "when": when,
         "certificate_url": absolute_url("portal:certificate-detail", pk=certificate.pk),
         "renew_url": absolute_url("portal:certificate-renew", pk=certificate.pk),

@@ -68,6 +68,8 @@ INSTALLED_APPS = [
     "axes",  # lock-out after failed logins (docs/OPERATIONS.md, "Rate limits and lock-out")
     "django_ratelimit",
     "csp",
+    "django_tasks",  # background tasks (Django 6's API, backported): every e-mail is sent by one
+    "django_tasks_db",  # ... stored in the database, run by `manage.py db_worker` (docs/MAIL.md)
     "ca.apps.CaConfig",
     "accounts.apps.AccountsConfig",
     "enroll.apps.EnrollConfig",
@@ -166,6 +168,11 @@ if _email_host:
 else:  # development; in production the check accounts.W001 warns that mail only reaches the log
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 DEFAULT_FROM_EMAIL = env.get("DEFAULT_FROM_EMAIL", "Enroll Portal <noreply@localhost>") or ""
+
+# --- Background tasks (django-tasks): mail leaves the request path (docs/MAIL.md) ---------------------------
+# A request only enqueues (a row in the database, once its transaction commits); `manage.py db_worker`,
+# started by `make run` and by its systemd unit in production, renders and sends.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
@@ -324,6 +331,13 @@ ENROLL_RATE_LIMITS: dict[str, dict[str, str]] = {
         "login": {"address": "30/10m", "account": "10/10m"},
         "submit": {"address": "60/h", "account": "20/h"},
         "challenge": {"address": "120/h", "account": "60/h"},
+        # Endpoints that send mail (docs/MAIL.md). A password reset knows no account (the answer and its
+        # work must not depend on whether one exists): its mailbox is its account.
+        "password_reset": {"address": "10/h"},
+        "verify_mail": {"address": "20/h", "account": "5/h"},  # "Send a new link"
+        "email_change": {"address": "20/h", "account": "5/h"},
+        # What one mailbox receives from all of them (and sign-up) together: a few tries, never a flood.
+        "mail": {"mailbox": "3/h", "mailbox_day": "10/d"},
     }.items()
 }
 # django_ratelimit.W001 says only that RateLimitCache is not one of the memcached/redis backends the

@@ -15,13 +15,17 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import hypothesis
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import caches
+from django.db.backends.base.base import BaseDatabaseWrapper
 
+from accounts import emails
 from accounts.services import mark_email_verified
 from ca.models import Certificate, CertificateAuthority
 from ca.services.authorities import create_ca
@@ -110,6 +114,31 @@ def _fresh_rate_limits(request: pytest.FixtureRequest) -> None:
     if {"transactional_db", "live_server"} & set(request.fixturenames):
         request.getfixturevalue("transactional_db")
         caches["ratelimit"].clear()
+
+
+@pytest.fixture(autouse=True)
+def _mail_queued_as_in_autocommit(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mail is enqueued on commit (:func:`accounts.emails.after_commit`). A request runs in autocommit,
+    where Django calls such a callback at once when no transaction of the portal's code is open; a
+    database test is one transaction that never commits, where it would never be called. So here a mail's
+    enqueue registered while only the test's own transaction is open runs at once, as in production;
+    inside a transaction of the code under test it still waits for that commit (and tests that capture
+    on-commit callbacks capture it). Tests that commit for real (transactional) need none of this."""
+    if {"transactional_db", "live_server"} & set(request.fixturenames):
+        return
+    original = BaseDatabaseWrapper.on_commit
+
+    def on_commit(self: BaseDatabaseWrapper, func: Callable[[], Any], robust: bool = False) -> None:
+        if (
+            isinstance(func, partial)
+            and func.func is emails.enqueue
+            and all(getattr(block, "_from_testcase", False) for block in self.atomic_blocks)
+        ):
+            func()
+            return
+        original(self, func, robust)
+
+    monkeypatch.setattr(BaseDatabaseWrapper, "on_commit", on_commit)
 
 
 @pytest.fixture

@@ -16,6 +16,9 @@ os.environ.setdefault("ENROLL_CA_PASSPHRASE", "test-passphrase-0123456789")
 from enroll.settings import *  # noqa: F403
 
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# Tasks (every e-mail) run inline, so mail.outbox has them; tests/accounts/test_mail_tasks.py runs the
+# database backend and its worker, manage.py db_worker.
+TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # No collectstatic in tests: serve from the finders, without the manifest.
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405

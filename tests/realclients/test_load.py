@@ -2,10 +2,10 @@
 
 For :data:`LOAD_SECONDS` (``ENROLL_LOAD_SECONDS`` shortens it locally) :data:`PEOPLE` people at once, each
 with their own cookies, go through nginx: sign up, confirm the e-mail address with the link the portal mailed
-(a file per message), submit a CSR, wait for the administrator, download the certificate and revoke it on
-the self-revocation page; then the next person. An administrator, logged in through nginx too, approves
-the pending requests in batches with the changelist action "Approve selected requests", and the CRL is
-fetched from each instance directly all the while.
+(a file per message, sent by the mail worker, ``manage.py db_worker``), submit a CSR, wait for the
+administrator, download the certificate and revoke it on the self-revocation page; then the next person. An
+administrator, logged in through nginx too, approves the pending requests in batches with the changelist
+action "Approve selected requests", and the CRL is fetched from each instance directly all the while.
 
 Afterwards: no answer 5xx anywhere (clients, both gunicorn access logs, nginx's), every step answered as a
 browser expects, no duplicate serial, CRL numbers strictly increasing in publication order, every revoked
@@ -27,6 +27,8 @@ import math
 import os
 import re
 import secrets
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -43,7 +45,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.db import connection
 
-from tests.cli import ManagePy
+from tests.cli import ROOT, ManagePy
 from tests.conftest import make_csr, need_program, signed_by
 from tests.harness.gunicorn import PortalInstance
 from tests.harness.nginx import NginxBalancer
@@ -167,6 +169,21 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             )
             for i in range(INSTANCES)
         ]
+        # The mail worker, as production runs it beside the portal (docs/MAIL.md), polling every 0.1 s.
+        worker_log = stack.enter_context((folder / "db_worker.log").open("wb"))
+        worker = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "db_worker", "--no-reload", "--interval", "0.1"],
+            cwd=ROOT,
+            env=manage.env,
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+        )
+
+        @stack.callback
+        def stop_worker() -> None:
+            worker.terminate()
+            worker.wait(timeout=30)
+
         balancer = stack.enter_context(
             NginxBalancer(
                 folder / "nginx", upstreams=[f"127.0.0.1:{i.port}" for i in instances], port=balancer_port
