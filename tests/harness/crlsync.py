@@ -54,8 +54,11 @@ class CrlSyncService(ManagedProcess):
         token: str,
         every: float = 2.0,
         reload_command: str | None = None,
+        argv: Sequence[str] | None = None,
     ) -> None:
         super().__init__(directory, env=sync_environment(), cwd=REPO)
+        #: A whole command line to run instead (e.g. a generated unit's ExecStart): its own token file.
+        self.argv = list(argv) if argv is not None else None
         self.urls = list(urls)
         self.ca_file = ca_file
         self.output = output
@@ -63,6 +66,11 @@ class CrlSyncService(ManagedProcess):
         self.token = token
         self.every = every
         self.reload_command = reload_command
+
+    @classmethod
+    def command(cls, directory: Path, argv: Sequence[str]) -> CrlSyncService:
+        """The sync exactly as ``argv`` runs it (a generated unit's ExecStart), not yet started."""
+        return cls(directory, urls=[], ca_file=Path(), output=Path(), node="", token="", argv=argv)
 
     @property
     def token_path(self) -> Path:
@@ -73,6 +81,8 @@ class CrlSyncService(ManagedProcess):
         return read_text(self.output_path)
 
     def _prepare(self) -> list[str]:
+        if self.argv is not None:
+            return self.argv
         write_file(self.token_path, (self.token + "\n").encode(), mode=0o600)
         argv = [self.program]
         for url in self.urls:

@@ -231,6 +231,56 @@ class NginxServer(FrontServer[set[int]], NginxProcess):
         self.crl_bundle = pem
 
 
+_GENERATED_CONF = """\
+# Private instance around a generated server block: everything else under {dir}
+daemon off;
+master_process on;
+worker_processes 1;
+worker_shutdown_timeout 1s;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+
+events {{
+    worker_connections 64;
+}}
+
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/tmp/client_body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    ssl_session_cache off;
+    ssl_session_tickets off;
+
+{server}
+}}
+"""
+
+
+class GeneratedNginx(NginxProcess):
+    """A private nginx serving a ``server { ... }`` block as ``manage.py frontend_config nginx`` printed it
+    (which must listen on :attr:`port`), inside the smallest ``http`` block a private instance needs:
+    what a person does with the generated file in Debian's sites-enabled, without the system service."""
+
+    ready_what = "nginx with the generated server block to accept connections"
+
+    def __init__(self, directory: Path, *, server_block: str, port: int) -> None:
+        super().__init__(directory, port=port)
+        self.server_block = server_block
+
+    @property
+    def reload_command(self) -> str:
+        """``nginx -s reload`` for this instance (what ``systemctl reload nginx`` does to the system one)."""
+        return shlex.join(self._argv("-s", "reload"))
+
+    def _prepare(self) -> list[str]:
+        self.conf_path.write_text(_GENERATED_CONF.format(dir=self.directory, server=self.server_block))
+        self._check("the generated configuration")
+        return self._argv()
+
+
 #: ``nginx_factory(ca_bundle=..., crl_bundle=..., **options)`` (the fixture, tests/harness/fixtures.py).
 NginxFactory = Callable[..., NginxServer]
 
