@@ -1,5 +1,6 @@
 # The two commands of the README:
 #   make run    the portal on http://127.0.0.1:8000 (SQLite, development CA and admin made on first start)
+#               and its mail worker
 #   make test   the whole test suite: lint, types, tests on SQLite, then again on a throwaway PostgreSQL
 #               (real-server tests only there), coverage of both passes; it prints how long it took
 # Also: make bench (benchmark figures), make fixtures (regenerate test keys/CSRs), make lint (ruff and the
@@ -22,9 +23,15 @@ var/dev-ca-passphrase: | $(VENV)/.installed
 	mkdir -p var && chmod 700 var
 	umask 077 && $(PY) -c "import secrets; print(secrets.token_urlsafe(32))" > $@
 
+# The mail worker (manage.py db_worker, docs/MAIL.md) runs beside the server and sends what the pages
+# queue (to this terminal, in development); it stops with the server (Ctrl-C). Without --reload: restart
+# `make run` after changing code that the mail tasks run.
 run: $(VENV)/.installed var/dev-ca-passphrase
 	$(DEV_ENV) $(PY) manage.py migrate --noinput -v 0
 	$(DEV_ENV) $(PY) manage.py dev_setup
+	$(DEV_ENV) $(PY) manage.py db_worker --no-reload & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT; \
+	trap 'exit 130' INT TERM; \
 	$(DEV_ENV) $(PY) manage.py runserver 127.0.0.1:8000
 
 system-packages:
