@@ -7,13 +7,14 @@ CRL makes it exit on that restart (docs/FRONT-SERVERS.md).
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.harness.front import FrontServer
-from tests.harness.process import WAIT_SECONDS, port_open, write_file
+from tests.harness.front import FrontServer, kill_command
+from tests.harness.process import WAIT_SECONDS, ManagedProcess, port_open, write_file
 from tests.harness.tls import ServerCertificate
 
 #: Where Debian's apache2 keeps its modules; a standalone configuration loads them by absolute path.
@@ -175,3 +176,83 @@ class ApacheServer(FrontServer[tuple[int, set[int]]]):
 
 #: ``apache_factory(ca_bundle=..., crl_bundle=..., **options)`` (the fixture, tests/harness/fixtures.py).
 ApacheFactory = Callable[..., ApacheServer]
+
+
+# --- Debian's own layout, with a generated site (tests/realclients/test_front_server_bootstrap.py) ---------
+
+#: What ``a2enmod ssl headers proxy proxy_http`` enables (ssl depends on socache_shmcb).
+DEBIAN_SITE_MODULES = ("ssl", "socache_shmcb", "headers", "proxy", "proxy_http")
+DEBIAN_CONFDIR = Path("/etc/apache2")
+
+
+def debian_layout(directory: Path, *, site: str, listen_80_443: bool = True) -> tuple[Path, dict[str, str]]:
+    """A copy of Debian's /etc/apache2 under ``directory`` with the generated ``site`` in sites-enabled and
+    :data:`DEBIAN_SITE_MODULES` enabled (as ``a2enmod`` and ``a2ensite`` do), and the environment that
+    /etc/apache2/envvars would give, pointing into ``directory``: (the configuration folder, that
+    environment). ``listen_80_443=False`` empties ports.conf, so that a private instance binds only the
+    site's own ``Listen``."""
+    confdir = directory / "apache2"
+    shutil.copytree(DEBIAN_CONFDIR, confdir, symlinks=True)
+    for module in DEBIAN_SITE_MODULES:
+        for suffix in (".load", ".conf"):
+            available = confdir / "mods-available" / f"{module}{suffix}"
+            enabled = confdir / "mods-enabled" / available.name
+            if available.exists() and not enabled.exists():
+                enabled.symlink_to(available)
+    (confdir / "sites-enabled" / "enroll-client-auth.conf").write_text(site)
+    if not listen_80_443:
+        (confdir / "ports.conf").write_text(
+            "# emptied: this private instance listens only where its site says\n"
+        )
+    for folder in ("run", "lock", "log"):
+        (directory / folder).mkdir(exist_ok=True)
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C",
+        "APACHE_CONFDIR": str(confdir),
+        "APACHE_RUN_USER": "www-data",
+        "APACHE_RUN_GROUP": "www-data",
+        "APACHE_PID_FILE": str(directory / "run" / "apache2.pid"),
+        "APACHE_RUN_DIR": str(directory / "run"),
+        "APACHE_LOCK_DIR": str(directory / "lock"),
+        "APACHE_LOG_DIR": str(directory / "log"),
+    }
+    return confdir, env
+
+
+class DebianApache(ManagedProcess):
+    """Debian's apache2 in a copy of its own layout (:func:`debian_layout`) serving a generated site that
+    listens on :attr:`port`: ``apache2 -d CONFDIR -DFOREGROUND``. :attr:`reload_command` is a graceful
+    restart (``kill -USR1``, what ``systemctl reload apache2`` ends in)."""
+
+    name = title = "Apache"
+    programs = ("apache2",)
+    error = ApacheError
+    ready_what = "Apache with the generated site to accept connections"
+
+    def __init__(self, directory: Path, *, site: str, port: int) -> None:
+        super().__init__(directory, port=port)
+        self.site = site
+
+    @property
+    def error_log_path(self) -> Path:
+        return self.directory / "log" / "error.log"
+
+    @property
+    def reload_command(self) -> str:
+        if self.pid is None:
+            raise ApacheError("Apache is not running")
+        return kill_command(signal.SIGUSR1, self.pid)
+
+    def _prepare(self) -> list[str]:
+        confdir, self.env = debian_layout(self.directory, site=self.site, listen_80_443=False)
+        argv = [self.program, "-d", str(confdir), "-f", str(confdir / "apache2.conf")]
+        checked = subprocess.run(
+            [*argv, "-t"], capture_output=True, text=True, timeout=WAIT_SECONDS, check=False, env=self.env
+        )
+        if checked.returncode != 0:
+            raise ApacheError(f"apache2 -t refused the generated site:\n{checked.stderr}")
+        return [*argv, "-DFOREGROUND"]
+
+    def _ready(self) -> bool:
+        return bool(self.children()) and port_open(self.port)

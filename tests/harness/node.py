@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.harness.front import FrontServer
-from tests.harness.process import port_open, read_text, write_file
+from tests.harness.process import ManagedProcess, port_open, read_text, write_file
 from tests.harness.tls import ServerCertificate
 
 
@@ -164,3 +164,30 @@ class NodeServer(FrontServer[int]):
 
 #: ``node_factory(ca_bundle=..., crl_bundle=..., **options)`` (the fixture, tests/harness/fixtures.py).
 NodeFactory = Callable[..., NodeServer]
+
+
+class GeneratedNode(ManagedProcess):
+    """The server ``manage.py frontend_config node`` prints, run as it is (``node DIR/server.js``); it
+    listens on :attr:`port` and watches its CRL file itself (no reload command)."""
+
+    name = "node"
+    title = "generated node server"
+    programs = ("node", "nodejs")
+    error = NodeError
+    conf_name = "server.js"
+    output_name = "output.log"
+    ready_what = "the generated node server to listen"
+
+    def __init__(self, directory: Path, *, script: str, port: int) -> None:
+        super().__init__(directory, port=port)
+        self.script = script
+
+    def log(self) -> str:
+        return read_text(self.output_path)
+
+    def _prepare(self) -> list[str]:
+        self.conf_path.write_text(self.script)
+        return [self.program, str(self.conf_path)]
+
+    def _ready(self) -> bool:
+        return f"listening on {self.port}" in self.log() and port_open(self.port)

@@ -1,10 +1,13 @@
-"""A new nginx front server set up from the generated files alone, in the order docs/FRONT-SERVERS.md
-gives ("A new front server, step by step"), against the live portal: the token ``manage.py frontserver
-add`` prints on its last line; the CA bundle from the ``curl`` lines of the nginx configuration; the first
-CRL bundle from the first sync in the systemd unit's comments (no reload: nginx is not running yet); nginx
-with the generated server block; the sync with the unit's ExecStart, word for word except the reload
-command (no systemd here: ``nginx -s reload`` of this instance instead of ``systemctl reload nginx``);
-then ``/pki/health.json`` answers 200 with the node green, and a revocation is refused within 5 s.
+"""A new front server (nginx, Apache, node) set up from the generated files alone, in the order
+docs/FRONT-SERVERS.md gives ("A new front server, step by step"), against the live portal: the token
+``manage.py frontserver add`` prints on its last line; the CA bundle from the ``curl`` lines of the
+generated file; the first CRL bundle from the first sync in the systemd unit's comments (no reload: the
+server is not running yet);
+the server with its generated file (nginx: the server block; Apache: the site in a copy of Debian's
+/etc/apache2 with the ``a2enmod`` modules; node: the script); the sync with the unit's ExecStart, word for
+word except the reload command (no systemd here: this nginx's ``-s reload`` or Apache's graceful restart
+instead of ``systemctl reload``; node has none); then ``/pki/health.json`` answers 200 with the node
+green, and a revocation is refused within 5 s.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from pytest_django import Settings
 from pytest_django.live_server_helper import LiveServer
 
 from ca.models import CertificateAuthority
+from tests.harness.apache import DebianApache
 from tests.harness.crlsync import CrlSyncService, reach_seconds
 from tests.harness.nginx import NGINX_REFUSED, GeneratedNginx
+from tests.harness.node import GeneratedNode
 from tests.harness.portal import IssuedClient, revoke
 from tests.harness.process import free_port
 from tests.harness.programs import need_program
@@ -49,7 +54,7 @@ def render(*args: str) -> str:
 def commands(text: str, first_word: str) -> list[list[str]]:
     """The command lines starting with ``first_word`` in ``text``, comment marks and backslash
     continuations removed, split as a shell would."""
-    lines = [re.sub(r"^#\s*", "", line) for line in text.splitlines()]
+    lines = [re.sub(r"^(#|//)\s*", "", line) for line in text.splitlines()]
     joined = "\n".join(lines).replace("\\\n", " ")
     found = [line.strip() for line in joined.splitlines()]
     return [shlex.split(line) for line in found if line.startswith(first_word)]
@@ -65,15 +70,36 @@ def fetch(argv: list[str]) -> None:
             subprocess.run([curl, "-fsS", url], stdout=output, check=True, timeout=30)
         return
     with (
-        urllib.request.urlopen(url, timeout=30) as answer,
-        Path(path).open(  # noqa: S310 (live server)
-            "ab" if redirect == ">>" else "wb"
-        ) as output,
+        urllib.request.urlopen(url, timeout=30) as answer,  # noqa: S310 (the live server)
+        Path(path).open("ab" if redirect == ">>" else "wb") as output,
     ):
         output.write(answer.read())
 
 
-def test_a_new_nginx_front_server_from_the_generated_files_alone(
+def start_server(
+    kind: str, directory: Path, *, text: str, port: int
+) -> GeneratedNginx | DebianApache | GeneratedNode:
+    """Step 4: the server with its generated file (nginx: in sites-enabled; Apache: a copy of Debian's
+    /etc/apache2 with the a2enmod modules and the site; node: the script itself)."""
+    if kind == "nginx":
+        return GeneratedNginx(directory, server_block=text, port=port).start()
+    if kind == "apache":
+        return DebianApache(directory, site=text, port=port).start()
+    return GeneratedNode(directory, script=text, port=port).start()
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "reload"),
+    [
+        ("nginx", "/accounts/login/", "systemctl reload nginx"),
+        ("apache", "/accounts/login/", "systemctl reload apache2"),
+        ("node", "/", None),
+    ],
+)
+def test_a_new_front_server_from_the_generated_files_alone(
+    kind: str,
+    path: str,
+    reload: str | None,
     live_server: LiveServer,
     settings: Settings,
     chain: list[CertificateAuthority],
@@ -81,7 +107,7 @@ def test_a_new_nginx_front_server_from_the_generated_files_alone(
     tmp_path: Path,
 ) -> None:
     settings.ENROLL_PUBLIC_URL = live_server.url  # the URLs the generated files name
-    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "127.0.0.1"]  # nginx proxies with Host: 127.0.0.1
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "127.0.0.1"]  # the front server proxies to it
     etc = tmp_path / "etc-enroll"  # /etc/enroll on a front server
     etc.mkdir()
     paths = ["--ca-bundle", str(etc / "client-ca.pem"), "--crl-bundle", str(etc / "client-crl.pem")]
@@ -93,22 +119,19 @@ def test_a_new_nginx_front_server_from_the_generated_files_alone(
     token_file.write_text(out.getvalue().splitlines()[-1] + "\n")
     token_file.chmod(0o600)
 
-    # 3. The CA bundle (the configuration's curl lines) and the first CRL bundle (the unit's first sync).
+    # 3. The CA bundle (the generated file's curl lines) and the first CRL bundle (the unit's first sync).
     port = free_port()
     tls = make_server_certificate(tmp_path / "tls")
-    nginx_conf = render(
-        "nginx",
-        *("--port", str(port), "--server-name", "127.0.0.1", "--upstream", live_server.url),
-        *("--tls-cert", str(tls.cert_path), "--tls-key", str(tls.key_path), *paths),
-    )
-    curls = commands(nginx_conf, "curl ")
+    options = ["--port", str(port), "--server-name", "127.0.0.1", "--upstream", live_server.url]
+    config = render(kind, *options, "--tls-cert", str(tls.cert_path), "--tls-key", str(tls.key_path), *paths)
+    curls = commands(config, "curl ")
     assert len(curls) == len(chain)
     for argv in curls:
         fetch(argv)
     sync_program = need_program("enroll-crl-sync")
     unit = render(
         "systemd",
-        *("--server", "nginx", "--node", "web1", "--token-file", str(token_file)),
+        *("--server", kind, "--node", "web1", "--token-file", str(token_file)),
         *("--sync-program", sync_program, *paths),
     )
     first, service = commands(unit, sync_program)[0], commands(unit, f"ExecStart={sync_program}")[0]
@@ -117,14 +140,17 @@ def test_a_new_nginx_front_server_from_the_generated_files_alone(
     assert run.returncode == 0, run.stderr
     assert (etc / "client-crl.pem").exists()
 
-    # 4. nginx with the generated server block, started.
-    nginx = GeneratedNginx(tmp_path / "nginx", server_block=nginx_conf, port=port).start()
+    # 4. The server with the generated file, started.
+    server = start_server(kind, tmp_path / kind, text=config, port=port)
     try:
-        # 5. The service: the unit's ExecStart, with this nginx's reload instead of systemctl's.
+        # 5. The service: the unit's ExecStart, the reload swapped for this server's (no systemd here).
         argv = [service[0].removeprefix("ExecStart="), *service[1:]]
-        reload_at = argv.index("--reload-command") + 1
-        assert argv[reload_at] == "systemctl reload nginx"
-        argv[reload_at] = nginx.reload_command
+        if reload is None:
+            assert "--reload-command" not in argv  # node watches the file
+        else:
+            reload_at = argv.index("--reload-command") + 1
+            assert argv[reload_at] == reload
+            argv[reload_at] = server.reload_command  # type: ignore[union-attr]
         with CrlSyncService.command(tmp_path / "sync", argv):
             # 6. The check: health.json answers 200, web1 green for every CA of the chain.
             deadline = time.monotonic() + 20
@@ -136,18 +162,21 @@ def test_a_new_nginx_front_server_from_the_generated_files_alone(
 
             def get() -> HttpsAnswer:
                 return https_get(
-                    f"https://127.0.0.1:{port}/accounts/login/",
+                    f"https://127.0.0.1:{port}{path}",
                     server_ca=tls.ca_path,
                     cert_path=alice_client.cert_path,
                     key_path=alice_client.key_path,
                 )
 
             let_in = get()
-            assert let_in.status == 200, let_in  # proxied to the portal's login page
+            assert let_in.status == 200, let_in  # nginx, Apache: the portal's login page; node: hello
             seconds = reach_seconds(get, lambda: revoke(alice_client.certificate))
             refused = get()
-            assert refused.status == 400, refused
-            assert NGINX_REFUSED in refused.text
+            if kind == "nginx":
+                assert refused.status == 400, refused
+                assert NGINX_REFUSED in refused.text
+            else:
+                assert refused.refused_in_tls, refused
             assert seconds <= 5.0, seconds
     finally:
-        nginx.stop()
+        server.stop()

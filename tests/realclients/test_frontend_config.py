@@ -19,6 +19,7 @@ from ca.services.authorities import create_ca
 from ca.services.crl import current_crl
 from ca.services.export import ca_certificate_pem, crl_pem
 from tests.conftest import need_program
+from tests.harness.apache import DEBIAN_CONFDIR, debian_layout
 from tests.harness.process import end_process, free_port, read_text, write_file
 from tests.harness.tls import make_server_certificate
 
@@ -133,16 +134,8 @@ def test_debian_apache_accepts_the_generated_site_with_the_modules_it_names(
     """What a person does on Debian, in a copy of /etc/apache2: the site in sites-enabled, the modules
     of the config's ``a2enmod`` line enabled (a2enmod also enables what ssl depends on), ``apache2 -t``."""
     apache = need_program("apache2")
-    system = Path("/etc/apache2")
-    if not (system / "apache2.conf").exists():
+    if not (DEBIAN_CONFDIR / "apache2.conf").exists():
         pytest.fail("Debian's apache2 package has no /etc/apache2/apache2.conf")
-    confdir = tmp_path / "apache2"
-    shutil.copytree(system, confdir, symlinks=True)
-    for module in ("ssl", "socache_shmcb", "headers", "proxy", "proxy_http"):
-        for suffix in (".load", ".conf"):
-            available = confdir / "mods-available" / f"{module}{suffix}"
-            if available.exists() and not (confdir / "mods-enabled" / available.name).exists():
-                (confdir / "mods-enabled" / available.name).symlink_to(available)
     server_certificate = make_server_certificate(tmp_path / "tls")
     ca_bundle = tmp_path / "ca.pem"
     ca_bundle.write_bytes(b"".join(ca_certificate_pem(ca) for ca in chain))
@@ -161,20 +154,7 @@ def test_debian_apache_accepts_the_generated_site_with_the_modules_it_names(
         "--crl-bundle",
         str(crl_bundle),
     )
-    (confdir / "sites-enabled" / "enroll-client-auth.conf").write_text(site)
-    env = {
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-        "LANG": "C",
-        "APACHE_CONFDIR": str(confdir),
-        "APACHE_RUN_USER": "www-data",
-        "APACHE_RUN_GROUP": "www-data",
-        "APACHE_PID_FILE": str(tmp_path / "apache2.pid"),
-        "APACHE_RUN_DIR": str(tmp_path / "run"),
-        "APACHE_LOCK_DIR": str(tmp_path / "lock"),
-        "APACHE_LOG_DIR": str(tmp_path / "log"),
-    }
-    for folder in ("run", "lock", "log"):
-        (tmp_path / folder).mkdir()
+    confdir, env = debian_layout(tmp_path, site=site)  # ports.conf as Debian has it: Listen 80, 443
     result = subprocess.run(
         [apache, "-d", str(confdir), "-f", str(confdir / "apache2.conf"), "-t"],
         capture_output=True,
