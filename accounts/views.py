@@ -155,8 +155,12 @@ def profile(request: HttpRequest) -> HttpResponse:
         )
         if refusal is not None:
             return refused(request, refusal)
-        old_email = services.change_email(user, form.cleaned_data["email"])
-        services.send_email_changed_notice(user, old_email=old_email)
+        # The notice goes to the old address only if it was verified: a proven owner to warn, and not a
+        # way to mail an address someone typed in without owning it.
+        old_verified = services.verified_email(user)
+        services.change_email(user, form.cleaned_data["email"])
+        if old_verified is not None:
+            services.send_email_changed_notice(user, old_email=old_verified)
         services.send_verification_email(user)
         messages.success(
             request,
