@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -203,13 +204,17 @@ class CertificateAdmin(ReadOnlyAdminMixin, _CertificateAdmin):
 
 @admin.register(CertificateAuthority)
 class CertificateAuthorityAdmin(ReadOnlyAdminMixin, _AuthorityAdmin):
-    list_display = ["slug", "name", "parent", "is_default", "key_type", "not_after", "public_links"]
+    list_display = ["slug", "name", "parent", "is_default", "state", "key_type", "not_after", "public_links"]
     list_select_related = ["parent"]
     fields = [
         "slug",
         "name",
         "parent",
         "is_default",
+        "state",
+        "revoked_at",
+        "revocation_reason",
+        "revoked_by",
         "subject",
         "serial",
         "key_type",
@@ -223,6 +228,16 @@ class CertificateAuthorityAdmin(ReadOnlyAdminMixin, _AuthorityAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[CertificateAuthority]:
         return super().get_queryset(request).defer("certificate_der")
+
+    @admin.display(description="state")
+    def state(self, obj: CertificateAuthority) -> str:
+        if obj.revoked_at is None:
+            return "in use"
+        return format_html(
+            '<strong>revoked</strong> {} UTC ({})',
+            f"{obj.revoked_at:%Y-%m-%d %H:%M}",
+            obj.get_revocation_reason_display(),
+        )
 
     @admin.display(description="public files")
     def public_links(self, obj: CertificateAuthority) -> str:
@@ -246,6 +261,7 @@ class CertificateAuthorityAdmin(ReadOnlyAdminMixin, _AuthorityAdmin):
                 ("CA certificate (PEM)", obj.public_url("ca:cert-pem")),
                 ("CRL (DER)", obj.public_url("ca:crl-der")),
                 ("CRL (PEM, for nginx and Apache)", obj.public_url("ca:crl-pem")),
+                ("OCSP (every CA)", settings.ENROLL_PUBLIC_URL + reverse("ca:responder")),
             ]
         ]
         return format_html_join(mark_safe("<br>"), '{}: <a href="{}">{}</a>', urls)

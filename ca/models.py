@@ -23,6 +23,23 @@ from ca.pki.profiles import IssuerUrls
 from ca.pki.serials import format_serial_colons
 
 
+class RevocationReason(models.TextChoices):
+    """RFC 5280 section 5.3.1 reason codes (removeFromCRL and aACompromise are not used here)."""
+
+    UNSPECIFIED = "unspecified", "Unspecified"
+    KEY_COMPROMISE = "key_compromise", "Key compromise"
+    CA_COMPROMISE = "ca_compromise", "CA compromise"
+    AFFILIATION_CHANGED = "affiliation_changed", "Affiliation changed"
+    SUPERSEDED = "superseded", "Superseded"
+    CESSATION_OF_OPERATION = "cessation_of_operation", "Cessation of operation"
+    CERTIFICATE_HOLD = "certificate_hold", "Certificate hold"
+    PRIVILEGE_WITHDRAWN = "privilege_withdrawn", "Privilege withdrawn"
+
+    @property
+    def flag(self) -> x509.ReasonFlags:
+        return x509.ReasonFlags[self.value]
+
+
 class CertificateAuthority(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=64)
@@ -43,6 +60,11 @@ class CertificateAuthority(models.Model):
         default=False, help_text="The CA that signs client certificates (exactly one at a time)."
     )
     created_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its parent revoked this CA (manage.py revoke_ca)."
+    )
+    revocation_reason = models.CharField(max_length=32, choices=RevocationReason.choices, blank=True)
+    revoked_by = models.CharField(max_length=150, blank=True, help_text="Who revoked it.")
 
     class Meta:
         verbose_name = "certificate authority"
@@ -66,12 +88,23 @@ class CertificateAuthority(models.Model):
 
     @property
     def urls(self) -> IssuerUrls:
-        """The URLs written into certificates this CA issues."""
+        """The URLs written into certificates this CA issues: its own CRL and certificate, and the one
+        OCSP responder URL that answers for every CA of the portal (so a front server's single
+        ``ssl_ocsp_responder`` serves the whole chain)."""
+        responder = settings.ENROLL_PUBLIC_URL + reverse("ca:responder")
         return IssuerUrls(
             crl_url=self.public_url("ca:crl-der"),
             ca_issuers_url=self.public_url("ca:cert-der"),
-            ocsp_url=self.public_url("ca:ocsp") if settings.ENROLL_OCSP_IN_AIA else None,
+            ocsp_url=responder if settings.ENROLL_OCSP_IN_AIA else None,
         )
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def revoked_in_chain(self) -> CertificateAuthority | None:
+        """This CA or the nearest parent that was revoked, if any: nothing below it may be trusted."""
+        return next((ca for ca in self.chain() if ca.revoked_at is not None), None)
 
     def chain(self) -> list[CertificateAuthority]:
         """This CA and its parents, up to the root."""
@@ -232,23 +265,6 @@ class Certificate(models.Model):
         return CertificateStatus.VALID
 
 
-class RevocationReason(models.TextChoices):
-    """RFC 5280 section 5.3.1 reason codes (removeFromCRL and aACompromise are not used here)."""
-
-    UNSPECIFIED = "unspecified", "Unspecified"
-    KEY_COMPROMISE = "key_compromise", "Key compromise"
-    CA_COMPROMISE = "ca_compromise", "CA compromise"
-    AFFILIATION_CHANGED = "affiliation_changed", "Affiliation changed"
-    SUPERSEDED = "superseded", "Superseded"
-    CESSATION_OF_OPERATION = "cessation_of_operation", "Cessation of operation"
-    CERTIFICATE_HOLD = "certificate_hold", "Certificate hold"
-    PRIVILEGE_WITHDRAWN = "privilege_withdrawn", "Privilege withdrawn"
-
-    @property
-    def flag(self) -> x509.ReasonFlags:
-        return x509.ReasonFlags[self.value]
-
-
 class Revocation(models.Model):
     certificate = models.OneToOneField(Certificate, on_delete=models.PROTECT, related_name="revocation")
     reason = models.CharField(max_length=32, choices=RevocationReason.choices)
@@ -359,6 +375,7 @@ class AuditEvent(models.TextChoices):
     FRONT_SERVER_REGISTERED = "front_server_registered", "Front server registered"
     FRONT_SERVER_KEY_ROTATED = "front_server_key_rotated", "Front server key rotated"
     FRONT_SERVER_REMOVED = "front_server_removed", "Front server removed"
+    CA_REVOKED = "ca_revoked", "CA revoked"
 
 
 class AuditEntry(models.Model):
@@ -475,6 +492,9 @@ class FrontServer(models.Model):
     created_at = models.DateTimeField()
     key_rotated_at = models.DateTimeField(null=True, blank=True)
     last_report_at = models.DateTimeField(null=True, blank=True)
+    last_report_timestamp = models.BigIntegerField(
+        null=True, blank=True, help_text="The node's own timestamp on its last accepted report (Unix time)."
+    )
     last_outcome = models.CharField(max_length=16, choices=FrontServerOutcome.choices, blank=True)
     last_error = models.TextField(blank=True)
     interval = models.FloatField(null=True, blank=True, help_text="Seconds between the node's runs.")

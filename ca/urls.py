@@ -12,10 +12,15 @@ PUBLIC_PREFIX = "pki/"
 urlpatterns = [
     path(f"{PUBLIC_PREFIX}health.json", views.health, name="health"),
     path(f"{PUBLIC_PREFIX}report", views.report, name="report"),
+    # One OCSP responder for every CA (the request's CertID chooses); before <slug>/ocsp, so that
+    # /pki/ocsp/<base64> is never read as the per-CA URL of a CA called "ocsp" (a reserved slug).
+    path(f"{PUBLIC_PREFIX}ocsp", views.ocsp, name="responder"),
+    path(f"{PUBLIC_PREFIX}ocsp/<path:encoded>", views.ocsp, name="responder-get"),
     path(f"{PUBLIC_PREFIX}<slug:slug>.crt", views.ca_certificate, {"fmt": "der"}, name="cert-der"),
     path(f"{PUBLIC_PREFIX}<slug:slug>.pem", views.ca_certificate, {"fmt": "pem"}, name="cert-pem"),
     path(f"{PUBLIC_PREFIX}<slug:slug>.crl", views.crl, {"fmt": "der"}, name="crl-der"),
     path(f"{PUBLIC_PREFIX}<slug:slug>.crl.pem", views.crl, {"fmt": "pem"}, name="crl-pem"),
+    # The per-CA URLs written into certificates issued before the one URL existed: they answer for every CA.
     path(f"{PUBLIC_PREFIX}<slug:slug>/ocsp", views.ocsp, name="ocsp"),
     path(f"{PUBLIC_PREFIX}<slug:slug>/ocsp/<path:encoded>", views.ocsp, name="ocsp-get"),
 ]

@@ -147,9 +147,14 @@ MAX_OCSP_REQUEST_BYTES = 4096
 
 @csrf_exempt  # OCSP clients (nginx, openssl) POST DER, not forms; nothing changes state
 @require_http_methods(["GET", "HEAD", "POST"])
-def ocsp(request: HttpRequest, slug: str, encoded: str | None = None) -> HttpResponseBase:
-    """RFC 6960 responder: POST with a DER body, or GET with the base64 request in the path (A.1)."""
-    ca = get_object_or_404(CertificateAuthority, slug=slug)
+def ocsp(request: HttpRequest, slug: str | None = None, encoded: str | None = None) -> HttpResponseBase:
+    """RFC 6960 responder: POST with a DER body, or GET with the base64 request in the path (A.1).
+
+    Every URL answers for every CA the portal hosts: the request's CertID chooses the CA. The slug of a
+    per-CA URL is only tried first, and an unknown one is no error: the answer is still the RFC's
+    (``unauthorized`` for a CA not hosted here).
+    """
+    ca = CertificateAuthority.objects.filter(slug=slug).first() if slug else None
     if request.method == "POST":
         if request.content_type != "application/ocsp-request":
             return HttpResponse(

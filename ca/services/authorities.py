@@ -35,10 +35,14 @@ from ca.services import crl, keys, reservations
 logger = logging.getLogger(__name__)
 
 
+#: Names under /pki/ that are not CAs: /pki/ocsp (the one responder), /pki/report, /pki/health.json.
+RESERVED_SLUGS = frozenset({"ocsp", "report", "health"})
+
+
 def _unique_slug(name: str) -> str:
     base = slugify(name)[:56] or "ca"
     slug, counter = base, 2
-    while CertificateAuthority.objects.filter(slug=slug).exists():
+    while slug in RESERVED_SLUGS or CertificateAuthority.objects.filter(slug=slug).exists():
         slug, counter = f"{base}-{counter}", counter + 1
     return slug
 
@@ -58,6 +62,10 @@ def _save_ca(
     make_default: bool,
     now: dt.datetime,
 ) -> CertificateAuthority:
+    if slug in RESERVED_SLUGS:
+        raise CAError(
+            f"'{slug}' names a public URL of the portal (/pki/{slug}); choose another slug for the CA."
+        )
     key_file = f"{slug}-{secrets.token_hex(4)}.key.pem"
     with from_core():
         pki_keys.save_ca_key(

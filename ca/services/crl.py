@@ -91,7 +91,8 @@ def publish_crl(
         carried, entries = incremental or (
             [],
             _crl_entries(_revocations_listed(ca=locked, cutoff=cutoff))
-            + _reserved_entries(ca=locked, cutoff=cutoff),
+            + _reserved_entries(ca=locked, cutoff=cutoff)
+            + _revoked_children(ca=locked, cutoff=cutoff),
         )
         signed = pki_crl.build_crl(
             issuer=locked.certificate,
@@ -169,6 +170,21 @@ def _reserved_entries(*, ca: CertificateAuthority, cutoff: dt.datetime) -> list[
     ]
 
 
+def _revoked_children(*, ca: CertificateAuthority, cutoff: dt.datetime) -> list[pki_crl.CrlEntry]:
+    """The CAs ``ca`` signed and ``manage.py revoke_ca`` revoked (their certificates are ``ca``'s too)."""
+    rows = ca.children.filter(revoked_at__isnull=False, not_after__gt=cutoff).order_by("revoked_at", "pk")
+    return [
+        pki_crl.CrlEntry(
+            serial=int(child.serial, 16),
+            revoked_at=child.revoked_at,
+            reason=RevocationReason(child.revocation_reason or RevocationReason.UNSPECIFIED).flag,
+            invalidity_date=None,
+        )
+        for child in rows
+        if child.revoked_at is not None
+    ]
+
+
 def _crl_entries(revocations: QuerySet[Revocation]) -> list[pki_crl.CrlEntry]:
     rows = revocations.order_by("revoked_at", "pk").values_list(
         "certificate__serial", "revoked_at", "reason", "invalidity_date"
@@ -201,6 +217,8 @@ def _carry_over(
         return None
     if _revoked_reservations(ca=ca, cutoff=previous_cutoff).exists():
         return None  # revoked reserved serials (a crash between signing and storing): rare, built in full
+    if ca.children.filter(revoked_at__isnull=False).exists():
+        return None  # a revoked issuing CA below this one: rare, built in full
     # Both reads filter on one indexed column only (revoked_at, not_after) and leave the CA to Python:
     # given the CA too, SQLite walks every certificate of the CA instead of the few rows in range.
     since = (
@@ -265,6 +283,10 @@ def _has_unpublished_revocations(publication: CrlPublication) -> bool:
     """A revocation recorded after the CRL read its entries (its own publication must have failed)."""
     if SerialReservation.objects.filter(
         ca_id=publication.ca_id, state=ReservationState.REVOKED, closed_at__gt=publication.created_at
+    ).exists():
+        return True
+    if CertificateAuthority.objects.filter(
+        parent_id=publication.ca_id, revoked_at__gt=publication.created_at
     ).exists():
         return True
     return Revocation.objects.filter(

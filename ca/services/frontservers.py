@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 
 from ca import audit
 from ca.clock import utcnow
@@ -282,13 +283,28 @@ def accept_report(*, body: bytes, signature: str, now: dt.datetime | None = None
                 ReportNonce.objects.create(front_server=server, nonce=report.nonce, seen_at=now)
         except IntegrityError:
             raise _replayed() from None
-        updated = FrontServer.objects.filter(pk=server.pk, public_key=bytes(server.public_key)).update(
+        in_order = Q(last_report_timestamp__isnull=True) | Q(last_report_timestamp__lte=report.timestamp)
+        updated = FrontServer.objects.filter(
+            in_order, pk=server.pk, public_key=bytes(server.public_key)
+        ).update(
             last_report_at=now,
+            last_report_timestamp=report.timestamp,
             last_outcome=FrontServerOutcome(report.outcome.value),
             last_error=report.error if report.outcome is node_reports.ReportOutcome.FAILED else "",
             interval=report.interval,
             heartbeat=report.heartbeat,
         )
+        if (
+            not updated
+            and FrontServer.objects.filter(
+                pk=server.pk, public_key=bytes(server.public_key), last_report_timestamp__gt=report.timestamp
+            ).exists()
+        ):  # an older report overtaken by a newer one: it must not move the numbers back
+            raise ReportRefused(
+                Refusal.REPLAYED,
+                f"This report (timestamp {report.timestamp}) is older than the last one accepted from front "
+                f"server '{server.name}'; it changes nothing.",
+            )
         if not updated:  # removed, or its key rotated, since the checks: roll back the nonce too
             raise ReportRefused(
                 Refusal.BAD_SIGNATURE,

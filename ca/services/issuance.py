@@ -159,6 +159,12 @@ class _Signer:
 
 
 def _signer(*, ca: CertificateAuthority, validity: dt.timedelta | None, now: dt.datetime) -> _Signer:
+    if (revoked := ca.revoked_in_chain()) is not None:
+        raise CAError(
+            f"CA '{revoked.slug}' was revoked ({revoked.get_revocation_reason_display().lower()}), so "
+            f"'{ca.slug}' cannot issue. The operator must create a new issuing CA (manage.py init_ca "
+            "--parent ...) and make it the default."
+        )
     with from_core():
         key = load_key(ca)
         not_before, not_after = validity_window(

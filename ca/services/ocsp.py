@@ -142,10 +142,19 @@ def certificate_state(*, ca: CertificateAuthority, serial: int) -> CertificateSt
 
 
 def _child_ca_state(*, ca: CertificateAuthority, serial: str) -> CertificateState | None:
-    """A CA that ``ca`` signed (an issuing CA below a root) is a certificate of ``ca`` too."""
-    if not CertificateAuthority.objects.filter(parent=ca, serial=serial).exists():
+    """A CA that ``ca`` signed (an issuing CA below a root) is a certificate of ``ca`` too: good, or
+    revoked by ``manage.py revoke_ca``."""
+    row = (
+        CertificateAuthority.objects.filter(parent=ca, serial=serial)
+        .values_list("revoked_at", "revocation_reason")
+        .first()
+    )
+    if row is None:
         return None
-    return CertificateState()
+    revoked_at, reason = row
+    if revoked_at is None:
+        return CertificateState()
+    return CertificateState(revoked_at=revoked_at, reason=RevocationReason(reason or "unspecified").flag)
 
 
 def _reserved_serial_state(*, ca: CertificateAuthority, serial: str) -> CertificateState | None:

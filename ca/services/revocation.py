@@ -1,4 +1,5 @@
-"""Revoking certificates: find one by serial, record the revocation, block a compromised key."""
+"""Revoking certificates: find one by serial, record the revocation, block a compromised key; revoking an
+issuing CA."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from ca.models import (
 )
 from ca.pki.serials import format_serial, parse_serial
 from ca.services import crl
-from ca.signals import certificates_revoked
+from ca.signals import ca_revoked, certificates_revoked
 from ca.types import Account
 
 logger = logging.getLogger(__name__)
@@ -255,3 +256,59 @@ def revoke_serial(
         _publish_on_commit(ca=reservation.ca, what=f"Serial {canonical}")
     logger.info("revoked reserved serial %s on CA %s (%s)", canonical, reservation.ca.slug, reason)
     return reservation
+
+
+def revoke_ca(
+    *,
+    ca: CertificateAuthority,
+    reason: RevocationReason,
+    by: Account | None = None,
+    by_name: str = "",
+    now: dt.datetime | None = None,
+) -> CertificateAuthority:
+    """Revoke an issuing CA: its parent's CRL lists its serial and its parent's OCSP answers ``revoked``.
+
+    An issuing CA's certificate is one its parent signed (RFC 5280 6.1.3 (a)(2): a path is checked for
+    revocation at every level), so front servers that check the chain (nginx ``ssl_crl`` with a CRL per
+    CA, Apache ``SSLCARevocationCheck chain``, nginx ``ssl_ocsp on``) refuse every certificate below it.
+    The CA stops issuing (:func:`ca.services.issuance.reserve` refuses a CA revoked in its chain); its own
+    CRL and OCSP keep answering for what it issued. Audited; the parent's CRL is published on commit;
+    ``ca.signals.ca_revoked`` then tells the apps above, which tell the owners. A root has no parent to
+    revoke it: it is removed from the trust stores instead.
+    """
+    if ca.parent_id is None:
+        raise CAError(
+            f"CA '{ca.slug}' is a root: no CA above it can revoke it. Remove it from the trust stores (the "
+            "CA bundles of the front servers) instead."
+        )
+    with transaction.atomic():
+        rows = {
+            row.pk: row
+            for row in CertificateAuthority.objects.select_for_update(no_key=True)
+            .filter(pk__in=[ca.pk, ca.parent_id])
+            .order_by("pk")
+        }
+        parent, locked = rows[ca.parent_id], rows[ca.pk]
+        now = now or utcnow()
+        if locked.revoked_at is not None:
+            raise AlreadyRevoked(
+                f"CA '{locked.slug}' was revoked already, on {locked.revoked_at:%Y-%m-%d %H:%M} UTC."
+            )
+        locked.revoked_at = now
+        locked.revocation_reason = reason
+        locked.revoked_by = by.get_username() if by is not None else (by_name or "command line")
+        locked.save(update_fields=["revoked_at", "revocation_reason", "revoked_by"])
+        audit.record(
+            event=AuditEvent.CA_REVOKED,
+            actor=by,
+            ca_slug=parent.slug,
+            serial=locked.serial,
+            detail=f"{locked.slug} ({locked.subject}): {reason}; by {locked.revoked_by}",
+            now=now,
+        )
+        _publish_on_commit(ca=parent, what=f"CA {locked.slug}")
+        transaction.on_commit(
+            lambda: ca_revoked.send(sender=CertificateAuthority, ca=locked, by=by), robust=True
+        )
+    logger.warning("revoked CA %s (%s) on the CRL of %s", locked.slug, reason, parent.slug)
+    return locked

@@ -242,6 +242,26 @@ def test_a_replayed_report_is_refused_and_changes_nothing(
     assert rows() == before
 
 
+def test_an_older_report_arriving_after_a_newer_one_changes_nothing(
+    frozen: time_machine.Traveller, client: Client, ca: CertificateAuthority, token: str
+) -> None:
+    number = current_crl(ca=ca).number
+    older = signed(make_report(node="web1", crls=[(ca, number)], when=T0), token)
+    newer = signed(
+        make_report(node="web1", crls=[(ca, number + 1)], when=T0 + dt.timedelta(seconds=5)), token
+    )
+    frozen.shift(dt.timedelta(seconds=10))
+    assert post_report(client, *newer).status_code == 200
+    before = rows()
+
+    response = post_report(client, *older)
+
+    assert response.status_code == 409
+    assert b"older than the last one accepted" in response.content
+    assert rows() == before
+    assert FrontServerCrl.objects.get(front_server__name="web1", ca=ca).number == number + 1
+
+
 def test_a_nonce_stored_by_a_concurrent_report_after_the_checks_is_a_replay_too(
     frozen: time_machine.Traveller, ca: CertificateAuthority, token: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

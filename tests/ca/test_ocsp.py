@@ -60,7 +60,7 @@ def test_issued_certificates_name_the_responder_in_their_aia(certificate: Certif
     ocsp_urls = [
         d.access_location.value for d in aia if d.access_method == AuthorityInformationAccessOID.OCSP
     ]
-    assert ocsp_urls == [f"http://pki.example.test/pki/{certificate.ca.slug}/ocsp"]
+    assert ocsp_urls == ["http://pki.example.test/pki/ocsp"]  # one URL for every CA of the portal
 
 
 def test_it_answers_good_then_revoked_with_time_and_reason(client: Client, certificate: Certificate) -> None:
@@ -221,9 +221,22 @@ def test_a_post_of_another_content_type_is_refused(client: Client, ca: Certifica
     assert response.status_code == 415
 
 
-def test_an_unknown_ca_is_404(client: Client, db: None) -> None:
-    response = client.post("/pki/nope/ocsp", data=b"", content_type="application/ocsp-request")
-    assert response.status_code == 404
+def test_the_slug_of_a_per_ca_url_is_only_a_hint(client: Client, certificate: Certificate) -> None:
+    response = client.post(
+        "/pki/nope/ocsp", data=ocsp_request(certificate), content_type="application/ocsp-request"
+    )
+    assert response.status_code == 200
+    assert ocsp.load_der_ocsp_response(response.content).certificate_status == ocsp.OCSPCertStatus.GOOD
+
+
+def test_the_one_responder_url_answers_post_and_get(client: Client, certificate: Certificate) -> None:
+    request = ocsp_request(certificate, algorithm=hashes.SHA256())
+    posted = client.post(reverse("ca:responder"), data=request, content_type="application/ocsp-request")
+    encoded = base64.b64encode(request).decode()
+    got = client.get(reverse("ca:responder-get", kwargs={"encoded": encoded}))
+    for response in (posted, got):
+        assert response.status_code == 200
+        assert ocsp.load_der_ocsp_response(response.content).certificate_status == ocsp.OCSPCertStatus.GOOD
 
 
 @pytest.mark.real_client
