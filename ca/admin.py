@@ -234,7 +234,7 @@ class CertificateAuthorityAdmin(ReadOnlyAdminMixin, _AuthorityAdmin):
         if obj.revoked_at is None:
             return "in use"
         return format_html(
-            '<strong>revoked</strong> {} UTC ({})',
+            "<strong>revoked</strong> {} UTC ({})",
             f"{obj.revoked_at:%Y-%m-%d %H:%M}",
             obj.get_revocation_reason_display(),
         )
