@@ -160,7 +160,10 @@ def test_reset_requests_are_limited_per_client_address_whatever_the_address_type
 
 def test_the_reset_page_says_the_mailbox_limits_in_plain_words(client: Client, settings: Settings) -> None:
     page = client.get(reverse("accounts:password-reset-done")).content.decode()
-    assert "we send at most 3 an hour and 10 a day of our e-mails to one address" in page
+    assert (
+        "we send at most 3 an hour and 10 a day of the e-mails people ask for (password resets, "
+        "confirmation links) to one address" in page
+    )
     settings.ENROLL_RATE_LIMITS = {**settings.ENROLL_RATE_LIMITS, "mail": {"mailbox": "", "mailbox_day": ""}}
     assert "at most" not in client.get(reverse("accounts:password-reset-done")).content.decode()
 
