@@ -9,10 +9,12 @@ class EnrollConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from ca.signals import certificates_revoked
+        from ca.signals import ca_revoked, certificates_revoked
         from enroll import notifications
 
         # owners hear of certificates revoked for key compromise (the CA knows no e-mails)
         certificates_revoked.connect(
             notifications.notify_key_compromise, dispatch_uid="enroll.key_compromise"
         )
+        # ... and of certificates that stopped working because the CA that issued them was revoked
+        ca_revoked.connect(notifications.notify_ca_revoked, dispatch_uid="enroll.ca_revoked")

@@ -26,7 +26,7 @@ from accounts import emails
 from accounts import services as accounts_services
 from accounts.services import verified_email
 from ca.clock import utcnow
-from ca.models import Certificate, Revocation
+from ca.models import Certificate, CertificateAuthority, Revocation
 from ca.types import Account
 from enroll.models import RENEWING_STATUSES, EnrollmentRequest, ExpiryReminder, ReminderDays, RequestStatus
 
@@ -143,6 +143,61 @@ def notify_key_compromise(
             "new_request_url": absolute_url("portal:request-new"),
         }
         sent += _send("key_compromise_revoked", to=address, context=context)
+    return sent
+
+
+# --- an issuing CA revoked --------------------------------------------------------------------
+
+
+def notify_ca_revoked(
+    *, ca: CertificateAuthority, by: Account | None = None, now: dt.datetime | None = None, **_kwargs: object
+) -> int:
+    """Tell every owner of a certificate that the revoked CA (or a CA below it) issued, and that was still
+    valid, that it no longer works (``ca.signals.ca_revoked``); one mail per owner with a verified address,
+    listing their certificates. Returns how many were queued."""
+    now = now or utcnow()
+    below = [ca.pk]
+    frontier = [ca.pk]
+    while frontier:  # the CAs under the revoked one lose their trust path too
+        frontier = list(
+            CertificateAuthority.objects.filter(parent_id__in=frontier).values_list("pk", flat=True)
+        )
+        below += frontier
+    affected = (
+        Certificate.objects.issued()
+        .valid_at(now)
+        .filter(ca_id__in=below, owner__isnull=False)
+        .select_related("owner")
+        .order_by("owner_id", "not_after")
+    )
+    owned: dict[int, list[Certificate]] = {}
+    for certificate in affected:
+        assert certificate.owner_id is not None
+        owned.setdefault(certificate.owner_id, []).append(certificate)
+    sent = 0
+    for certificates in owned.values():
+        owner = certificates[0].owner
+        assert owner is not None
+        address = verified_email(owner)
+        if address is None:
+            logger.info(
+                "certificates of %s stopped working with CA %s: no verified e-mail address", owner, ca.slug
+            )
+            continue
+        context = {
+            "username": owner.get_username(),
+            "ca_name": ca.name,
+            "reason": ca.get_revocation_reason_display().lower(),
+            "certificates": [
+                {
+                    "certificate": certificate_facts(c),
+                    "url": absolute_url("portal:certificate-detail", pk=c.pk),
+                }
+                for c in certificates
+            ],
+            "new_request_url": absolute_url("portal:request-new"),
+        }
+        sent += _send("ca_revoked", to=address, context=context)
     return sent
 
 

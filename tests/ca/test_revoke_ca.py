@@ -10,9 +10,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from django.contrib.auth.models import User
+from django.core import mail
 from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
+from pytest_django import DjangoCaptureOnCommitCallbacks
 
 from ca.errors import AlreadyRevoked, CAError
 from ca.models import (
@@ -25,7 +27,7 @@ from ca.models import (
 )
 from ca.services.authorities import create_ca
 from ca.services.crl import current_crl
-from ca.services.revocation import revoke_ca
+from ca.services.revocation import revoke_ca, revoke_certificate
 from enroll import flows
 from enroll.models import RequestStatus
 from tests.conftest import make_csr
@@ -173,3 +175,26 @@ def test_a_ca_cannot_take_the_name_of_a_public_url(db: None, slug: str) -> None:
     with pytest.raises(CAError, match="public URL"):
         create_ca(name="Clash", slug=slug)
     assert create_ca(name=slug.upper()).slug == f"{slug}-2"
+
+
+def test_every_owner_of_a_valid_certificate_below_it_is_told_once(
+    issuing: CertificateAuthority,
+    alice: User,
+    bob: User,
+    issue_for: Callable[..., Certificate],
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
+    first, second = issue_for(alice), issue_for(alice)
+    gone = issue_for(bob)
+    revoke_certificate(certificate=gone, reason=RevocationReason.SUPERSEDED)  # no longer valid: not told
+    mail.outbox.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        revoke_ca(ca=issuing, reason=RevocationReason.CA_COMPROMISE)
+
+    assert [message.to for message in mail.outbox] == [["alice@example.com"]]
+    body = mail.outbox[0].body
+    assert "Test Issuing CA" in body
+    assert "ca compromise" in body
+    assert first.serial in body
+    assert second.serial in body
