@@ -10,6 +10,7 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
@@ -52,10 +53,42 @@ def test_the_nginx_config_trusts_every_ca_and_clears_forwarded_headers(
         assert f"/pki/{ca.slug}.pem" in text
     assert "ssl_verify_client      on;" in text
     assert "ssl_verify_depth       2;" in text
-    assert f"ssl_ocsp_responder {chain[1].public_url('ca:ocsp')};" in text
+    # CRL sync is the default; OCSP is there commented, with the one responder URL.
+    assert "    ssl_crl " in text
+    assert "    # ssl_ocsp           on;" in text
+    assert f"# ssl_ocsp_responder {settings.ENROLL_PUBLIC_URL}/pki/ocsp;" in text
     for header in ("Verify", "Cert", "Serial", "DN"):
         assert f"proxy_set_header X-SSL-Client-{header}" in text
     assert "proxy_pass http://10.0.0.5:9000;" in text
+
+
+@pytest.mark.parametrize("mode", ["ocsp", "both"])
+@override_settings(ENROLL_PUBLIC_URL="http://192.0.2.10")
+def test_with_ocsp_the_nginx_config_checks_the_whole_chain_at_the_one_responder(
+    mode: str, chain: list[CertificateAuthority]
+) -> None:
+    text = render("nginx", "--revocation", mode)
+    lines = [line.split("#")[0].strip() for line in text.splitlines()]
+    assert "ssl_ocsp           on;" in lines
+    assert "ssl_ocsp_responder http://192.0.2.10/pki/ocsp;" in lines
+    assert "ssl_ocsp_cache     shared:enroll_ocsp:10m;" in lines
+    assert "ssl_verify_depth       2;" in lines
+    assert not [line for line in lines if line.startswith("resolver")]  # an IP address needs none
+    assert any(line.startswith("ssl_crl ") for line in lines) == (mode == "both")
+    # What a portal outage does, said in the file itself.
+    assert "refuses EVERY client" in text
+    assert "(7 days)" in text
+
+
+@override_settings(ENROLL_PUBLIC_URL="https://portal.example.org")
+def test_with_ocsp_a_responder_host_name_needs_a_resolver(chain: list[CertificateAuthority]) -> None:
+    with pytest.raises(CommandError, match="--resolver"):
+        render("nginx", "--revocation", "ocsp")
+    text = render("nginx", "--revocation", "ocsp", "--resolver", "127.0.0.53")
+    lines = [line.split("#")[0].strip() for line in text.splitlines()]
+    assert "resolver           127.0.0.53;" in lines
+    assert "ssl_ocsp_responder https://portal.example.org/pki/ocsp;" in lines
+    render("nginx")  # CRL only: no resolver asked for
 
 
 @pytest.mark.real_client
@@ -68,22 +101,20 @@ def test_nginx_accepts_the_generated_config(chain: list[CertificateAuthority], t
     ca_bundle.write_bytes(b"".join(ca_certificate_pem(ca) for ca in chain))
     crl_bundle = tmp_path / "crl.pem"
     crl_bundle.write_bytes(b"".join(crl_pem(current_crl(ca=ca)) for ca in chain))
-    server = (
-        render(
-            "nginx",
-            "--port",
-            "8443",
-            "--tls-cert",
-            str(cert),
-            "--tls-key",
-            str(key),
-            "--ca-bundle",
-            str(ca_bundle),
-            "--crl-bundle",
-            str(crl_bundle),
-        )
-        .replace("# ssl_ocsp ", "ssl_ocsp ")
-        .replace("# ssl_ocsp_responder", "ssl_ocsp_responder")
+    server = render(
+        "nginx",
+        "--port",
+        "8443",
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+        "--ca-bundle",
+        str(ca_bundle),
+        "--crl-bundle",
+        str(crl_bundle),
+        "--revocation",
+        "both",
     )
     (tmp_path / "logs").mkdir()
     conf = tmp_path / "nginx.conf"

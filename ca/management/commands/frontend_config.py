@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import posixpath
 import shlex
+import urllib.parse
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.template.loader import render_to_string
+from django.urls import reverse
 
 from ca.models import CertificateAuthority
 
@@ -22,6 +25,25 @@ RELOAD_COMMANDS: dict[str, str | None] = {
     "apache": "systemctl reload apache2",
     "node": None,
 }
+
+
+#: How nginx learns of revocations (docs/FRONT-SERVERS.md, "CRL sync, OCSP or both"): the CRL bundle kept
+#: current by enroll-crl-sync, the portal's OCSP responder asked during the handshake, or both.
+REVOCATION_MODES = ("crl", "ocsp", "both")
+
+#: nginx's shared OCSP cache: one answer per certificate and CA, kept until its nextUpdate.
+OCSP_CACHE = "shared:enroll_ocsp:10m"
+
+
+def needs_resolver(url: str) -> bool:
+    """nginx resolves a host name in ``ssl_ocsp_responder`` with its own ``resolver`` only (not
+    /etc/resolv.conf); an IP address needs none."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    return False
 
 
 def command_lines(program: str, options: list[tuple[str, str]], *, indent: str) -> str:
@@ -59,6 +81,20 @@ class Command(BaseCommand):
         parser.add_argument("--crl-bundle", default="/etc/enroll/client-crl.pem", help="CRL bundle (PEM)")
         parser.add_argument("--ca", metavar="SLUG", help="the issuing CA (default: the default CA)")
         parser.add_argument(
+            "--revocation",
+            choices=REVOCATION_MODES,
+            default="crl",
+            help="for nginx: how revocations reach it: the CRL bundle kept current by enroll-crl-sync "
+            "(default; survives a portal outage), the portal's OCSP responder (fails closed when the "
+            "portal is unreachable), or both",
+        )
+        parser.add_argument(
+            "--resolver",
+            metavar="ADDRESS",
+            help="for nginx with OCSP: the DNS server nginx resolves the responder's host name with "
+            "(needed when ENROLL_PUBLIC_URL has a host name, e.g. 127.0.0.53 with systemd-resolved)",
+        )
+        parser.add_argument(
             "--node",
             default="%H",
             help="the registered node name (manage.py frontserver add NAME; systemd: %%H = host name)",
@@ -93,13 +129,20 @@ class Command(BaseCommand):
             )
         if options["every"] < 1:
             raise CommandError("--every takes a whole number of seconds, at least 1.")
+        responder = settings.ENROLL_PUBLIC_URL + reverse("ca:responder")
+        ocsp = options["kind"] == "nginx" and options["revocation"] != "crl"
+        if ocsp and needs_resolver(responder) and not options["resolver"]:
+            raise CommandError(
+                f"nginx resolves the OCSP responder's host ({responder}) with its own DNS resolver only: "
+                "add --resolver ADDRESS (e.g. 127.0.0.53 with systemd-resolved), or use an "
+                "ENROLL_PUBLIC_URL with an IP address."
+            )
         chain = issuing.chain()
         authorities = [
             {
                 "slug": ca.slug,
                 "cert_url": ca.public_url("ca:cert-pem"),
                 "crl_url": ca.public_url("ca:crl-pem"),
-                "ocsp_url": ca.public_url("ca:ocsp"),
             }
             for ca in reversed(chain)
         ]
@@ -121,6 +164,12 @@ class Command(BaseCommand):
             "issuing": authorities[-1],
             "depth": len(chain),
             "ocsp_validity": settings.ENROLL_OCSP_VALIDITY_SECONDS,
+            "ocsp_responder": responder,
+            "ocsp_cache": OCSP_CACHE,
+            "use_crl": options["revocation"] != "ocsp",
+            "use_ocsp": options["revocation"] != "crl",
+            "resolver": options["resolver"],
+            "responder_by_name": needs_resolver(responder),
             "reload": reload_command,
             # The first run, before the server runs: fetch and install only, no reload, no report.
             "first_sync_command": command_lines(options["sync_program"], fetch, indent="#             "),
