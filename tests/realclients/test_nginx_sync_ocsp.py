@@ -227,7 +227,7 @@ def test_with_ssl_ocsp_cache_a_good_answer_serves_until_its_next_update(
     nginx_factory: NginxFactory,
 ) -> None:
     """The effect of ``ssl_ocsp_cache``: nginx keeps a response until its nextUpdate
-    (ENROLL_OCSP_VALIDITY_SECONDS, 300 s by default), so a revocation waits that long."""
+    (ENROLL_OCSP_VALIDITY_SECONDS, 4 s by default), so a revocation waits that long."""
     validity = 3
     settings.ENROLL_OCSP_VALIDITY_SECONDS = validity
     server = serve_ocsp(nginx_factory, chain, responder, ocsp_cache="shared:enroll_ocsp:1m")
