@@ -1,9 +1,10 @@
 """``python -m bench [--settings tests.settings] [options]``: print the benchmark figures as JSON lines.
 
 CRL publication at several sizes (time, peak memory), revocation to served CRL, bulk and single approvals,
-the CRL endpoint under gunicorn and wrk, what front servers polling every 2 s cost, and how soon nginx,
-Apache and node refuse a revoked client; raw ``cryptography`` figures beside; the issue's targets with
-pass/fail. Uses a throwaway database. Run from the repository's top folder (``make bench``).
+the CRL endpoint and the OCSP responder under gunicorn and wrk, what front servers polling every 2 s
+cost, and how soon nginx, Apache and node refuse a revoked client; raw ``cryptography`` figures beside;
+the issue's targets with pass/fail. Uses a throwaway database. Run from the repository's top folder
+(``make bench``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ def parser() -> argparse.ArgumentParser:
         description=(
             "Print benchmark figures as JSON lines, with the issue's targets and pass/fail: CRL publication "
             "at several sizes (time, peak memory), revocation to served CRL, bulk and single approvals, the "
-            "CRL endpoint under gunicorn and wrk, the cost of polling front servers, revocation to "
+            "CRL endpoint and the OCSP responder (100k certificates) under gunicorn and wrk, the cost of "
+            "polling front servers, revocation to "
             "refusal at nginx, Apache and node; raw `cryptography` figures beside. Uses a throwaway "
             "database."
         ),
@@ -47,6 +49,12 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--wrk", default="wrk", help="The wrk program (default: wrk on PATH).")
     parser.add_argument(
+        "--ocsp-certificates",
+        type=int,
+        default=100_000,
+        help="Certificates of the OCSP responder's CA, a tenth revoked; 0 leaves OCSP out (100000).",
+    )
+    parser.add_argument(
         "--reach-runs",
         type=int,
         default=5,
@@ -70,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     servers = [s.strip() for s in options.reach_servers.split(",") if s.strip()]
     if unknown := set(servers) - {"nginx", "apache", "node"}:
         arguments.error(f"--reach-servers takes nginx, apache and node, not {', '.join(sorted(unknown))}.")
-    if any(size < 1 for size in sizes) or min(options.issue, options.single, options.reach_runs) < 0:
+    counts = (options.issue, options.single, options.reach_runs, options.ocsp_certificates)
+    if any(size < 1 for size in sizes) or min(counts) < 0:
         arguments.error("Sizes and counts must be positive; --issue, --single and --reach-runs may be 0.")
     if options.skip_1m:
         sizes = [size for size in sizes if size < 1_000_000]
@@ -90,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         http_seconds=max(0, options.http_seconds),
         reach_runs=options.reach_runs,
         reach_servers=servers,
+        ocsp_certificates=options.ocsp_certificates,
     )
     return 0
 

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from http.client import HTTPConnection, HTTPResponse
 
@@ -90,11 +90,17 @@ _REQUESTS_PER_SECOND = re.compile(r"Requests/sec:\s+([\d.]+)")
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 
 
-def wrk_rate(wrk: str, url: str, *, seconds: int, headers: dict[str, str] | None = None) -> float:
-    """Requests per second wrk gets from ``url`` (2 threads, 8 connections)."""
-    extra = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
+def wrk_rate(
+    wrk: str, url: str, *, seconds: int, headers: dict[str, str] | None = None, extra: Sequence[str] = ()
+) -> float:
+    """Requests per second wrk gets from ``url`` (2 threads, 8 connections); ``extra``: more options
+    (e.g. ``-s script.lua``)."""
+    options = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
     result = subprocess.run(
-        [wrk, "-t2", "-c8", f"-d{seconds}s", *extra, url], check=True, capture_output=True, text=True
+        [wrk, "-t2", "-c8", f"-d{seconds}s", *options, *extra, url],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     if failed := _NON_2XX.search(result.stdout):
         raise RuntimeError(f"{failed.group(1)} answers from {url} were not 2xx/3xx")

@@ -9,6 +9,7 @@ from bench.common import Output, throwaway_database
 from bench.crl import bench_crl
 from bench.endpoint import bench_http
 from bench.issuance import bench_issuance
+from bench.ocsp import OCSP_CERTIFICATES, bench_ocsp
 from bench.polling import bench_polling
 from bench.reach import bench_reach
 
@@ -23,6 +24,7 @@ def run(
     http_seconds: int = 5,
     reach_runs: int = 5,
     reach_servers: Sequence[str] = ("nginx", "apache", "node"),
+    ocsp_certificates: int = OCSP_CERTIFICATES,
 ) -> None:
     with throwaway_database():
         if issue_count or single_count:
@@ -31,5 +33,7 @@ def run(
             bench_crl(out, crl_sizes)
         not_modified = bench_http(out, wrk=wrk, seconds=http_seconds) if http_seconds else None
         bench_polling(out, gunicorn_304_per_second=not_modified)
+        if http_seconds and ocsp_certificates:
+            bench_ocsp(out, wrk=wrk, seconds=http_seconds, count=ocsp_certificates)
         if reach_runs and reach_servers:
             bench_reach(out, runs=reach_runs, servers=list(reach_servers))

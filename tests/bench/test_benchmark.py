@@ -67,6 +67,7 @@ def test_it_prints_every_figure_as_a_json_line(tmp_path: Path) -> None:
     assert served["listed"] is True
     assert served["served_status"] == 200
     assert "wrk is not installed" in by_name["http"][0]["skipped"]
+    assert "wrk is not installed" in by_name["ocsp"][0]["skipped"]
     polling = by_name["polling_cost_in_process"][0]
     assert polling["microseconds_per_304"] > 0
     assert polling["microseconds_per_report"] > 0
@@ -83,6 +84,7 @@ def test_it_prints_every_figure_as_a_json_line(tmp_path: Path) -> None:
         (["--crl-sizes", "0"], "must be positive"),
         (["--issue", "-1"], "must be positive"),
         (["--reach-runs", "-1"], "must be positive"),
+        (["--ocsp-certificates", "-1"], "must be positive"),
         (["--reach-servers", "nginx,lighttpd"], "not lighttpd"),
     ],
 )
