@@ -6,12 +6,16 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import PasswordChangeForm as DjangoPasswordChangeForm
 from django.contrib.auth.forms import PasswordResetForm as DjangoPasswordResetForm
 from django.contrib.auth.forms import UserCreationForm, UsernameField
+from django.http import HttpRequest
 
 from accounts import services
+from accounts.passwords import PasswordCheck, check_current_password
 from ca.types import Account
 
+WRONG_PASSWORD = "That is not your current password."  # noqa: S105 (a message, not a password)
 EMAIL_TAKEN = "An account with this e-mail address already exists. Log in, or reset your password."
 
 
@@ -46,7 +50,12 @@ class SignUpForm(UserCreationForm[Account]):
 
 
 class EmailChangeForm(forms.Form):
-    """A new address for the account; the current password guards against a borrowed, logged-in browser."""
+    """A new address for the account; the current password guards against a borrowed, logged-in browser.
+
+    The password is checked first (:func:`accounts.passwords.check_current_password`, counted toward the
+    lock-out): only after the right one does the form say anything about the new address beyond its
+    form, so the page cannot be asked which addresses other accounts use.
+    """
 
     email = forms.EmailField(
         label="New e-mail address",
@@ -59,25 +68,54 @@ class EmailChangeForm(forms.Form):
         widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
     )
 
-    def __init__(self, user: Account, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, user: Account, *args: Any, request: HttpRequest, **kwargs: Any) -> None:
         self.user = user
+        self.request = request
         super().__init__(*args, **kwargs)
 
     def clean_email(self) -> str:
         email: str = get_user_model()._default_manager.normalize_email(self.cleaned_data["email"].strip())
-        if email.lower() == (self.user.email or "").lower():
-            raise forms.ValidationError("That is already your e-mail address.", code="same_email")
-        if services.email_in_use(email, exclude=self.user):
-            raise forms.ValidationError(
-                "Another account already uses this e-mail address.", code="email_taken"
-            )
         return email
 
-    def clean_password(self) -> str:
-        password: str = self.cleaned_data["password"]
-        if not self.user.check_password(password):
-            raise forms.ValidationError("That is not your current password.", code="password_incorrect")
-        return password
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if "password" not in cleaned:
+            return cleaned
+        if (
+            check_current_password(self.request, self.user, cleaned.pop("password"))
+            is not PasswordCheck.RIGHT
+        ):
+            self.add_error("password", forms.ValidationError(WRONG_PASSWORD, code="password_incorrect"))
+            return cleaned
+        email = cleaned.get("email")
+        if email is None:
+            return cleaned
+        if email.lower() == (self.user.email or "").lower():
+            self.add_error(
+                "email", forms.ValidationError("That is already your e-mail address.", code="same_email")
+            )
+        elif services.email_in_use(email, exclude=self.user):
+            self.add_error(
+                "email",
+                forms.ValidationError(
+                    "Another account already uses this e-mail address.", code="email_taken"
+                ),
+            )
+        return cleaned
+
+
+class PasswordChangeForm(DjangoPasswordChangeForm):
+    """Django's password change, whose old password counts toward the lock-out like a failed login."""
+
+    def __init__(self, user: Account, *args: Any, request: HttpRequest, **kwargs: Any) -> None:
+        self.request = request
+        super().__init__(user, *args, **kwargs)
+
+    def clean_old_password(self) -> str:
+        old_password: str = self.cleaned_data["old_password"]
+        if check_current_password(self.request, self.user, old_password) is not PasswordCheck.RIGHT:
+            raise forms.ValidationError(self.error_messages["password_incorrect"], code="password_incorrect")
+        return old_password
 
 
 class PasswordResetForm(DjangoPasswordResetForm):

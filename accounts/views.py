@@ -22,7 +22,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import ratelimits, services
 from accounts.certlogin import certificate_session
-from accounts.forms import EmailChangeForm, PasswordResetForm, SignUpForm
+from accounts.forms import EmailChangeForm, PasswordChangeForm, PasswordResetForm, SignUpForm
 from accounts.ratelimits import check_mailbox, mailbox_limit_words, rate_limited, refused
 from accounts.services import TokenState
 from ca.types import Account
@@ -148,7 +148,7 @@ def resend_verification(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def profile(request: HttpRequest) -> HttpResponse:
     user = _account(request)
-    form = EmailChangeForm(user, request.POST or None)
+    form = EmailChangeForm(user, request.POST or None, request=request)
     if request.method == "POST" and form.is_valid():
         refusal = ratelimits.check(request, "email_change") or check_mailbox(
             request, form.cleaned_data["email"]
@@ -237,9 +237,15 @@ class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
 
 
 class PasswordChangeView(auth_views.PasswordChangeView):
+    """Django's password change; a wrong old password counts toward the lock-out (accounts.passwords)."""
+
     template_name = "accounts/password_change_form.html"
+    form_class = PasswordChangeForm
     success_url = reverse_lazy("accounts:password-change-done")
     extra_context = {"nav": "profile"}
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        return {**super().get_form_kwargs(), "request": self.request}
 
 
 class PasswordChangeDoneView(auth_views.PasswordChangeDoneView):

@@ -359,3 +359,13 @@ AXES_CLIENT_IP_CALLABLE = "accounts.ratelimits.lockout_address"
 AXES_LOCKOUT_CALLABLE = "accounts.ratelimits.lockout_response"
 AXES_RESET_ON_SUCCESS = False  # a login to one's own account must not clear an address's failures
 AXES_HTTP_RESPONSE_CODE = 429
+#: Masked in the failed attempts axes stores: the password fields of the login, sign-up, profile and password
+#: change forms (a wrong password on the profile or password change counts as a failed login).
+AXES_SENSITIVE_PARAMETERS = [
+    "ip_address",
+    "old_password",
+    "new_password1",
+    "new_password2",
+    "password1",
+    "password2",
+]
