@@ -11,7 +11,7 @@ from django.contrib.auth.forms import PasswordResetForm as DjangoPasswordResetFo
 from django.contrib.auth.forms import UserCreationForm, UsernameField
 from django.http import HttpRequest
 
-from accounts import services
+from accounts import services, usernames
 from accounts.passwords import PasswordCheck, check_current_password
 from ca.types import Account
 
@@ -37,10 +37,20 @@ class SignUpForm(UserCreationForm[Account]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         username = self.fields["username"]
-        username.help_text = (
-            "Up to 150 characters: letters, digits and @ . + - _ only. It appears in your certificates."
+        username.help_text = usernames.rule_words()
+        username.widget.attrs.update(
+            {"autocomplete": "username", "autofocus": True, "maxlength": str(usernames.MAX_LENGTH)}
         )
-        self.fields["username"].widget.attrs.update({"autocomplete": "username", "autofocus": True})
+
+    def clean_username(self) -> str:
+        """A name that can be a certificate's name and looks like no other account's (accounts.usernames)."""
+        name = usernames.normalise(str(self.cleaned_data["username"]))
+        problem = usernames.problem(name)
+        if problem is not None:
+            raise forms.ValidationError(problem, code="invalid_username")
+        if usernames.clashing_account(name) is not None:
+            raise forms.ValidationError(usernames.LOOK_ALIKE, code="username_taken")
+        return name
 
     def clean_email(self) -> str:
         email: str = get_user_model()._default_manager.normalize_email(self.cleaned_data["email"].strip())
