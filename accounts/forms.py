@@ -11,12 +11,20 @@ from django.contrib.auth.forms import PasswordResetForm as DjangoPasswordResetFo
 from django.contrib.auth.forms import UserCreationForm, UsernameField
 from django.http import HttpRequest
 
-from accounts import services, usernames
+from accounts import addresses, services, usernames
 from accounts.passwords import PasswordCheck, check_current_password
 from ca.types import Account
 
 WRONG_PASSWORD = "That is not your current password."  # noqa: S105 (a message, not a password)
 EMAIL_TAKEN = "An account with this e-mail address already exists. Log in, or reset your password."
+
+
+def certificate_address(address: str) -> str:
+    """The address as certificates will carry it (accounts.addresses), or the plain-words reason not."""
+    try:
+        return addresses.certificate_form(address)
+    except addresses.AddressProblem as refusal:
+        raise forms.ValidationError(str(refusal), code="invalid_email") from None
 
 
 class SignUpForm(UserCreationForm[Account]):
@@ -53,7 +61,7 @@ class SignUpForm(UserCreationForm[Account]):
         return name
 
     def clean_email(self) -> str:
-        email: str = get_user_model()._default_manager.normalize_email(self.cleaned_data["email"].strip())
+        email = certificate_address(self.cleaned_data["email"])
         if services.email_in_use(email):
             raise forms.ValidationError(EMAIL_TAKEN, code="email_taken")
         return email
@@ -84,8 +92,7 @@ class EmailChangeForm(forms.Form):
         super().__init__(*args, **kwargs)
 
     def clean_email(self) -> str:
-        email: str = get_user_model()._default_manager.normalize_email(self.cleaned_data["email"].strip())
-        return email
+        return certificate_address(self.cleaned_data["email"])
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
