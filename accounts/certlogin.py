@@ -64,7 +64,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.crypto import constant_time_compare
 
-from accounts import proxies
+from accounts import auditing, proxies
 from accounts.frontserver import (
     DEFAULT_CERT_HEADER,
     DEFAULT_SERIAL_HEADER,
@@ -73,7 +73,7 @@ from accounts.frontserver import (
 )
 from accounts.proxies import TrustedProxies
 from ca.clock import utcnow
-from ca.models import Certificate, CertificateStatus
+from ca.models import AuditEvent, Certificate, CertificateStatus
 from ca.pki.serials import SerialFormatError, parse_serial
 from ca.types import Account
 
@@ -346,6 +346,12 @@ class CertificateLoginMiddleware:
         owner = certificate.owner
         auth.login(request, owner, backend=BACKEND)  # a new session (another user) or a new key (same user)
         request.session[SESSION_KEY] = _session_marker(certificate)
+        auditing.record_account_event(
+            AuditEvent.CERTIFICATE_LOGIN,
+            owner,
+            request,
+            detail=f"certificate {certificate.serial} of CA {certificate.ca.slug}",
+        )
         logger.info(
             "certificate login: %s with certificate %s of %s",
             owner.get_username(),

@@ -21,6 +21,7 @@ from django.contrib.auth.tokens import default_token_generator
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import dateformat, timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
@@ -28,7 +29,7 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django_tasks import task
 
-from accounts import emails
+from accounts import auditing, emails
 from accounts.models import Profile
 from ca import audit
 from ca.clock import utcnow
@@ -246,13 +247,16 @@ def sign_up(*, username: str, email: str, password: str, now: dt.datetime | None
     return user
 
 
-def change_email(user: Account, new_email: str) -> str:
-    """Give the account a new address, unverified. Returns the old address."""
+def change_email(user: Account, new_email: str, *, request: HttpRequest | None = None) -> str:
+    """Give the account a new address, unverified, and audit it. Returns the old address."""
     old_email: str = getattr(user, "email", "")
     with transaction.atomic():
         user.email = new_email
         user.save(update_fields=["email"])
         Profile.objects.update_or_create(
             user=user, defaults={"email_verified_at": None, "verified_email": ""}
+        )
+        auditing.record_account_event(
+            AuditEvent.EMAIL_CHANGED, user, request, detail=f"from {old_email!a} to {new_email!a}"
         )
     return old_email

@@ -20,11 +20,12 @@ from django.urls import reverse_lazy
 from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts import ratelimits, services
+from accounts import auditing, ratelimits, services
 from accounts.certlogin import certificate_session
 from accounts.forms import EmailChangeForm, PasswordChangeForm, PasswordResetForm, SignUpForm
 from accounts.ratelimits import check_mailbox, mailbox_limit_words, rate_limited, refused
 from accounts.services import TokenState
+from ca.models import AuditEvent
 from ca.types import Account
 
 #: The backend that checked the password at sign-up (other backends, e.g. certificate login, may follow).
@@ -158,7 +159,7 @@ def profile(request: HttpRequest) -> HttpResponse:
         # The notice goes to the old address only if it was verified: a proven owner to warn, and not a
         # way to mail an address someone typed in without owning it.
         old_verified = services.verified_email(user)
-        services.change_email(user, form.cleaned_data["email"])
+        services.change_email(user, form.cleaned_data["email"], request=request)
         if old_verified is not None:
             services.send_email_changed_notice(user, old_email=old_verified)
         services.send_verification_email(user)
@@ -228,6 +229,7 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         could reset their own password to go on guessing other accounts' passwords from it.
         """
         response = super().form_valid(form)
+        auditing.record_account_event(AuditEvent.PASSWORD_RESET, form.user, self.request)
         reset_lockout(username=form.user.get_username())
         return response
 
@@ -246,6 +248,11 @@ class PasswordChangeView(auth_views.PasswordChangeView):
 
     def get_form_kwargs(self) -> dict[str, Any]:
         return {**super().get_form_kwargs(), "request": self.request}
+
+    def form_valid(self, form: PasswordChangeForm) -> HttpResponse:
+        response = super().form_valid(form)
+        auditing.record_account_event(AuditEvent.PASSWORD_CHANGED, _account(self.request), self.request)
+        return response
 
 
 class PasswordChangeDoneView(auth_views.PasswordChangeDoneView):

@@ -27,8 +27,9 @@ from typing import Any, cast
 from django import forms
 from django.contrib import messages
 from django.contrib.admin import AdminSite
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Q, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -116,6 +117,14 @@ def acting_user(request: HttpRequest) -> Account:
     if not user.is_authenticated:
         raise PermissionDenied
     return user
+
+
+def log_admin_decision(request: HttpRequest, objects: Iterable[Model], message: str) -> None:
+    """Write the decision as Django admin log entries (a change of each object), so the admin's "Recent
+    actions" and each object's history show it. The audit log (ca.audit) is written by the service."""
+    items = list(objects)
+    if items:
+        LogEntry.objects.log_actions(acting_user(request).pk, items, CHANGE, change_message=message[:2000])
 
 
 def can_revoke(request: HttpRequest) -> bool:
@@ -425,6 +434,7 @@ def _revoke(request: HttpRequest) -> HttpResponse:
             messages.error(request, f"Certificate {certificate.serial} was not revoked: {exc}")
         else:
             revoked += [certificate, *siblings]
+    log_admin_decision(request, revoked, f"Revoked ({reason.label.lower()}).")
     if revoked:
         serials = ", ".join(c.serial for c in revoked)
         messages.success(

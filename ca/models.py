@@ -376,6 +376,14 @@ class AuditEvent(models.TextChoices):
     FRONT_SERVER_KEY_ROTATED = "front_server_key_rotated", "Front server key rotated"
     FRONT_SERVER_REMOVED = "front_server_removed", "Front server removed"
     CA_REVOKED = "ca_revoked", "CA revoked"
+    # Account events (accounts.auditing): who, from which client address; never a password.
+    LOGIN = "login", "Logged in"
+    LOGIN_FAILED = "login_failed", "Login failed"
+    LOGOUT = "logout", "Logged out"
+    CERTIFICATE_LOGIN = "certificate_login", "Signed in with a certificate"
+    PASSWORD_CHANGED = "password_changed", "Password changed"
+    PASSWORD_RESET = "password_reset", "Password reset by e-mailed link"
+    EMAIL_CHANGED = "email_changed", "E-mail address changed"
 
 
 class AuditEntry(models.Model):

@@ -23,7 +23,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from ca.admin_views import acting_user, badge, hex_search
+from ca.admin_views import acting_user, badge, hex_search, log_admin_decision
 from ca.pki.pem import pem_armor
 from ca.types import Account
 from enroll import flows
@@ -208,7 +208,20 @@ class EnrollmentRequestAdmin(_RequestAdmin):
                 certificate=decided.certificate,
                 reason=decided.reason,
             )
+        self._log_approval(request, result)
         self._report(request, result)
+
+    def _log_approval(self, request: HttpRequest, result: flows.ApprovalResult) -> None:
+        """The approval in the admin's "Recent actions" (a refused one changed nothing: not logged)."""
+        if result.request is None or result.outcome == flows.ApprovalOutcome.REFUSED:
+            return
+        if result.outcome == flows.ApprovalOutcome.ISSUED and result.certificate is not None:
+            log_admin_decision(
+                request, [result.request], f"Approved: certificate {result.certificate.serial}."
+            )
+            log_admin_decision(request, [result.certificate], f"Issued for request #{result.request_id}.")
+        else:
+            log_admin_decision(request, [result.request], f"Approved, but no certificate: {result.reason}")
 
     def _reject(self, request: HttpRequest, request_id: int, reason: str, by: Account) -> bool:
         try:
@@ -216,6 +229,7 @@ class EnrollmentRequestAdmin(_RequestAdmin):
         except flows.FlowError as exc:
             messages.error(request, f"Request #{request_id} was not rejected: {exc}")
             return False
+        log_admin_decision(request, [decided], f"Rejected: {reason}")
         messages.success(request, f"Request #{request_id} of {decided.owner.get_username()} rejected.")
         return True
 
@@ -224,6 +238,8 @@ class EnrollmentRequestAdmin(_RequestAdmin):
         """Approve and issue all selected requests at once (:func:`enroll.flows.approve_many`)."""
         request_ids = list(queryset.order_by("pk").values_list("pk", flat=True))
         results = flows.approve_many(request_ids=request_ids, actor=acting_user(request))
+        for result in results:
+            self._log_approval(request, result)
         if len(results) <= MESSAGES_PER_REQUEST_UP_TO:
             for result in results:
                 self._report(request, result)

@@ -145,7 +145,7 @@ def revoke_certificate(
         for ca in sorted({target.ca for target in targets}, key=lambda ca: ca.pk):
             serials = [target.serial for target in targets if target.ca_id == ca.pk]
             _publish_on_commit(
-                ca=ca, what=f"Certificate{'s' if len(serials) > 1 else ''} {', '.join(serials)}"
+                ca=ca, what=f"Certificate{'s' if len(serials) > 1 else ''} {', '.join(serials)}", by=by
             )
         if compromised:
             transaction.on_commit(
@@ -162,8 +162,9 @@ def revoke_certificate(
     return revocations[0]
 
 
-def _publish_on_commit(*, ca: CertificateAuthority, what: str) -> None:
-    """Sign a new CRL of ``ca`` once the revocation commits.
+def _publish_on_commit(*, ca: CertificateAuthority, what: str, by: Account | None) -> None:
+    """Sign a new CRL of ``ca`` once the revocation commits, audited as the act of ``by`` (the account that
+    revoked; None for the command line).
 
     Not robust on purpose: if signing the new CRL fails, the caller must hear it (the revocation itself is
     committed; current_crl() also re-signs when it sees a revocation newer than the CRL).
@@ -171,7 +172,7 @@ def _publish_on_commit(*, ca: CertificateAuthority, what: str) -> None:
 
     def publish_after_commit() -> None:
         try:
-            crl.publish_crl(ca=ca)
+            crl.publish_crl(ca=ca, by=by)
         except CAError as exc:
             raise CrlNotPublished(
                 f"{what} is revoked, but the new CRL could not be signed: {exc} "
@@ -253,7 +254,7 @@ def revoke_serial(
             detail=f"{reason}; a reserved serial with no stored certificate ({reservation.purpose})",
             now=now,
         )
-        _publish_on_commit(ca=reservation.ca, what=f"Serial {canonical}")
+        _publish_on_commit(ca=reservation.ca, what=f"Serial {canonical}", by=by)
     logger.info("revoked reserved serial %s on CA %s (%s)", canonical, reservation.ca.slug, reason)
     return reservation
 
@@ -306,7 +307,7 @@ def revoke_ca(
             detail=f"{locked.slug} ({locked.subject}): {reason}; by {locked.revoked_by}",
             now=now,
         )
-        _publish_on_commit(ca=parent, what=f"CA {locked.slug}")
+        _publish_on_commit(ca=parent, what=f"CA {locked.slug}", by=by)
         transaction.on_commit(
             lambda: ca_revoked.send(sender=CertificateAuthority, ca=locked, by=by), robust=True
         )

@@ -238,7 +238,8 @@ def test_the_verification_link_verifies_the_address_and_audits_it(client: Client
     assert response["Location"] == reverse("portal:dashboard")
     user = User.objects.get(username="carol")
     assert verified_email(user) == "carol@example.com"
-    assert audit_events("carol") == [AuditEvent.SIGN_UP, AuditEvent.EMAIL_VERIFIED]
+    # Sign-up logs the new account in (audited too, accounts.auditing), then the link verifies.
+    assert audit_events("carol") == [AuditEvent.SIGN_UP, AuditEvent.LOGIN, AuditEvent.EMAIL_VERIFIED]
     entry = AuditEntry.objects.get(event=AuditEvent.EMAIL_VERIFIED)
     assert entry.actor == user
 
