@@ -271,6 +271,9 @@ ENROLL_LINT_BEFORE_SIGN = env.get_bool("ENROLL_LINT_BEFORE_SIGN", default=True)
 ENROLL_EMAIL_VERIFICATION_HOURS = env.get_int(
     "ENROLL_EMAIL_VERIFICATION_HOURS", default=48, minimum=1, maximum=720
 )
+#: Usernames (the certificates' names): ASCII letters, digits and . _ - by default; True widens them to
+#: Unicode letters of one script, NFKC-normalised (accounts.usernames, docs/ARCHITECTURE.md).
+ENROLL_USERNAME_UNICODE = env.get_bool("ENROLL_USERNAME_UNICODE", default=False)
 #: Longest Cache-Control max-age for the CRL, in seconds (never beyond the CRL's nextUpdate).
 ENROLL_CRL_MAX_AGE = env.get_int("ENROLL_CRL_MAX_AGE", default=60, minimum=0, maximum=86400)
 
