@@ -20,7 +20,7 @@ from django.contrib.auth.forms import PasswordResetForm
 from django.contrib.auth.tokens import default_token_generator
 from django.core import signing
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import dateformat, timezone
@@ -29,7 +29,7 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django_tasks import task
 
-from accounts import auditing, emails
+from accounts import auditing, emails, usernames
 from accounts.models import Profile
 from ca import audit
 from ca.clock import utcnow
@@ -236,11 +236,34 @@ def email_in_use(email: str, *, exclude: Account | None = None) -> bool:
     return users.exists()
 
 
+class UsernameTaken(Exception):
+    """Another account took the name, or a look-alike of it, while the sign-up form was being checked."""
+
+
+#: PostgreSQL advisory lock key that serialises sign-ups' look-alike checks ("signup" in ASCII).
+_SIGN_UP_LOCK_KEY = 0x7369676E7570
+
+
+def _lock_usernames() -> None:
+    """Hold the sign-up lock until the transaction ends (SQLite: the IMMEDIATE transaction holds the
+    database's write lock already), so two look-alike names cannot both pass the check at once."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_SIGN_UP_LOCK_KEY])
+
+
 def sign_up(*, username: str, email: str, password: str, now: dt.datetime | None = None) -> Account:
-    """Create the account and its profile and audit it, all or nothing. The caller sends the mail."""
+    """Create the account and its profile and audit it, all or nothing. The caller sends the mail.
+
+    The look-alike check (:func:`accounts.usernames.clashing_account`) runs again under a lock: UsernameTaken
+    if another sign-up took the name or a look-alike since the form checked it.
+    """
     now = now or utcnow()
     manager: Any = get_user_model()._default_manager
     with transaction.atomic():
+        _lock_usernames()
+        if usernames.clashing_account(username) is not None:
+            raise UsernameTaken(usernames.LOOK_ALIKE)
         user: Account = manager.create_user(username=username, email=email, password=password)
         Profile.objects.create(user=user)
         audit.record(event=AuditEvent.SIGN_UP, actor=user, subject_user=user, now=now)

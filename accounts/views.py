@@ -53,11 +53,15 @@ def signup(request: HttpRequest) -> HttpResponse:
         refusal = check_mailbox(request, form.cleaned_data["email"])
         if refusal is not None:
             return refused(request, refusal)
-        user = services.sign_up(
-            username=form.cleaned_data["username"],
-            email=form.cleaned_data["email"],
-            password=form.cleaned_data["password1"],
-        )
+        try:
+            user = services.sign_up(
+                username=form.cleaned_data["username"],
+                email=form.cleaned_data["email"],
+                password=form.cleaned_data["password1"],
+            )
+        except services.UsernameTaken as taken:
+            form.add_error("username", str(taken))
+            return render(request, "accounts/signup.html", {"form": form})
         login(request, user, backend=SIGN_UP_BACKEND)
         services.send_verification_email(user)
         messages.success(

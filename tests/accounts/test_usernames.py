@@ -158,3 +158,26 @@ def test_check_usernames_passes_when_all_follow_the_rules() -> None:
     out = StringIO()
     call_command("check_usernames", stdout=out)
     assert "Every username follows the rules." in out.getvalue()
+
+
+def test_a_look_alike_taken_while_the_form_was_checked_is_refused_under_the_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from accounts import services
+
+    User.objects.create_user("alice", "someone@example.com", PASSWORD)
+    with pytest.raises(services.UsernameTaken):
+        services.sign_up(username="aIice", email="x@example.com", password=PASSWORD)
+    # The form's check passed (as if alice signed up a moment later); the service's check refuses it.
+    real = usernames.clashing_account
+    calls: list[str] = []
+
+    def first_call_misses(name: str, **kwargs: Any) -> str | None:
+        calls.append(name)
+        return None if len(calls) == 1 else real(name, **kwargs)
+
+    monkeypatch.setattr(usernames, "clashing_account", first_call_misses)
+    answer = sign_up("aIice")
+    assert "looks too much like" in refused(answer)
+    assert len(calls) == 2
+    assert not User.objects.filter(username="aIice").exists()
