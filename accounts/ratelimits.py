@@ -66,6 +66,25 @@ def lockout_address(request: HttpRequest) -> str | None:
     return None if address == proxies.UNKNOWN else address
 
 
+#: The longest username axes records: Django's User.username holds 150 characters, so no account has a longer
+#: one, and axes' own columns hold 255 (a longer value is a database error on PostgreSQL).
+LOCKOUT_USERNAME_LENGTH = 150
+
+
+def lockout_username(request: HttpRequest, credentials: dict[str, Any] | None) -> str | None:
+    """django-axes' username (AXES_USERNAME_CALLABLE): the username tried, from the credentials or the form,
+    cut to :data:`LOCKOUT_USERNAME_LENGTH` characters; None when there is none.
+
+    Cutting keeps a 5,000-character guess countable (it counts with every guess that shares its first 150
+    characters, none of which can be a real account) instead of failing to store it."""
+    tried: object = (credentials or {}).get("username")
+    if tried is None:
+        tried = request.POST.get("username")
+    if not isinstance(tried, str):
+        return None
+    return tried[:LOCKOUT_USERNAME_LENGTH]
+
+
 # --- the counters' store ---------------------------------------------------------------------------
 
 

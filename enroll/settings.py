@@ -359,6 +359,7 @@ AXES_COOLOFF_TIME = dt.timedelta(
 )
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_CLIENT_IP_CALLABLE = "accounts.ratelimits.lockout_address"
+AXES_USERNAME_CALLABLE = "accounts.ratelimits.lockout_username"  # cut to 150 characters
 AXES_LOCKOUT_CALLABLE = "accounts.ratelimits.lockout_response"
 AXES_RESET_ON_SUCCESS = False  # a login to one's own account must not clear an address's failures
 AXES_HTTP_RESPONSE_CODE = 429

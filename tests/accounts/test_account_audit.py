@@ -9,6 +9,7 @@ from io import StringIO
 from typing import Any
 
 import pytest
+from axes.models import AccessAttempt
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import User
 from django.core import mail
@@ -77,6 +78,8 @@ def test_a_very_long_username_tried_is_cut() -> None:
     (failed,) = entries(AuditEvent.LOGIN_FAILED)
     assert "(cut)" in failed.detail
     assert len(failed.detail) < 400
+    (attempt,) = AccessAttempt.objects.all()
+    assert attempt.username == "x" * 150
 
 
 def test_wrong_passwords_on_the_profile_are_audited_as_failed_logins(alice: User) -> None:
