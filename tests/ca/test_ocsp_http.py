@@ -99,9 +99,6 @@ def oversized(certificate: Certificate) -> str:
         pytest.param(
             lambda c: RESPONDER + "MAo%0AMAo=",
             id="an escaped newline inside base64",
-            # ca/urls.py's <path:encoded> is the regex ".+", which stops at a newline: Django answers 404
-            # before the view. Left to ca/urls.py's owner (a converter matching newlines too).
-            marks=pytest.mark.xfail(strict=True, reason="404: <path:> does not match a newline"),
         ),
         pytest.param(lambda c: RESPONDER + "%", id="a lone percent sign"),
         pytest.param(lambda c: RESPONDER + "%zz", id="an invalid escape"),
