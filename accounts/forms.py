@@ -27,6 +27,17 @@ def certificate_address(address: str) -> str:
         raise forms.ValidationError(str(refusal), code="invalid_email") from None
 
 
+def checked_username(value: object, *, exclude_pk: int | str | None = None) -> str:
+    """A username that can be a certificate's name and looks like no other account's (accounts.usernames)."""
+    name = usernames.normalise(str(value))
+    problem = usernames.problem(name)
+    if problem is not None:
+        raise forms.ValidationError(problem, code="invalid_username")
+    if usernames.clashing_account(name, exclude_pk=exclude_pk) is not None:
+        raise forms.ValidationError(usernames.LOOK_ALIKE, code="username_taken")
+    return name
+
+
 class SignUpForm(UserCreationForm[Account]):
     """Username, e-mail address and password (checked by Django's password validators)."""
 
@@ -51,14 +62,7 @@ class SignUpForm(UserCreationForm[Account]):
         )
 
     def clean_username(self) -> str:
-        """A name that can be a certificate's name and looks like no other account's (accounts.usernames)."""
-        name = usernames.normalise(str(self.cleaned_data["username"]))
-        problem = usernames.problem(name)
-        if problem is not None:
-            raise forms.ValidationError(problem, code="invalid_username")
-        if usernames.clashing_account(name) is not None:
-            raise forms.ValidationError(usernames.LOOK_ALIKE, code="username_taken")
-        return name
+        return checked_username(self.cleaned_data["username"])
 
     def clean_email(self) -> str:
         email = certificate_address(self.cleaned_data["email"])

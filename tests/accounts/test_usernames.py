@@ -181,3 +181,45 @@ def test_a_look_alike_taken_while_the_form_was_checked_is_refused_under_the_lock
     assert "looks too much like" in refused(answer)
     assert len(calls) == 2
     assert not User.objects.filter(username="aIice").exists()
+
+
+def test_the_admin_add_user_form_follows_the_username_rules(admin_client: Client) -> None:
+    User.objects.create_user("alice", "someone@example.com", PASSWORD)
+    add = reverse("admin:auth_user_add")
+    data = {"password1": PASSWORD, "password2": PASSWORD, "usable_password": "true"}
+    for name in ("aIice", "\u0430lice", "x" * 65):
+        answer = admin_client.post(add, {"username": name, **data})
+        assert answer.status_code == 200
+        assert answer.context["adminform"].form.errors.get("username"), name
+    assert admin_client.post(add, {"username": "carol", **data}).status_code == 302
+    assert User.objects.filter(username="carol").exists()
+
+
+def test_the_admin_user_form_checks_a_new_name_and_leaves_an_old_one(admin_client: Client) -> None:
+    User.objects.create_user("alice", "someone@example.com", PASSWORD)
+    old = User.objects.create_user("z" * 70, "old@example.com", PASSWORD)
+    change = reverse("admin:auth_user_change", args=[old.pk])
+    form = admin_client.get(change).context["adminform"].form
+    data = {
+        k: v for k, v in form.initial.items() if v is not None and k not in ("groups", "user_permissions")
+    }
+    data.update(
+        {
+            "username": "bob1",
+            "date_joined_0": "2026-01-01",
+            "date_joined_1": "12:00:00",
+            "last_login_0": "",
+            "last_login_1": "",
+        }
+    )
+    data.pop("date_joined", None)
+    data.pop("last_login", None)
+    data.pop("password", None)
+    data["username"] = "z" * 70
+    assert admin_client.post(change, data).status_code == 302  # unchanged: left as it is
+    data["username"] = "bob1"
+    assert admin_client.post(change, data).status_code == 302  # a fine new name
+    data["username"] = "aIice"
+    answer = admin_client.post(change, data)
+    assert answer.status_code == 200
+    assert answer.context["adminform"].form.errors.get("username")
