@@ -6,6 +6,7 @@ Models own rules about one row; steps across rows (issue, revoke, publish) live 
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -13,6 +14,7 @@ from typing import Self
 
 from cryptography import x509
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models.functions import Length
@@ -205,6 +207,72 @@ class CertificateQuerySet(models.QuerySet["Certificate"]):
         return self.filter(_UNREVOKED, _ENDS.passed_q(when))
 
 
+# --- device names ---------------------------------------------------------------------------------
+#
+# An owner may label a request, and the certificate issued for it, with the device it is for ("work
+# laptop"). The label is the owner's note only: it never goes into a certificate (the subject comes from
+# the account). One rule, for every path that takes one (portal forms, command line, the models):
+# at most 64 characters of printable text on one line, no leading or trailing spaces; empty means none.
+
+DEVICE_NAME_MAX_LENGTH = 64
+
+#: Unicode general categories a device name may not contain, with the words the error message uses.
+_DEVICE_NAME_REFUSED: dict[str, str] = {
+    "Cc": "a control character (such as a tab or a line break)",
+    "Zl": "a line break",
+    "Zp": "a paragraph break",
+    "Cf": "an invisible formatting character (such as a text-direction override)",
+    "Cs": "a broken character (an unpaired surrogate)",
+    "Co": "a private-use character",
+    "Cn": "a character Unicode does not define",
+}
+
+
+def device_name_problem(value: str) -> str | None:
+    """What is wrong with ``value`` as a stored device name, in words for its owner, or None."""
+    if len(value) > DEVICE_NAME_MAX_LENGTH:
+        return (
+            f"A device name is at most {DEVICE_NAME_MAX_LENGTH} characters; this one has {len(value)}. "
+            "Shorten it."
+        )
+    for position, char in enumerate(value, start=1):
+        if (what := _DEVICE_NAME_REFUSED.get(unicodedata.category(char))) is not None:
+            return (
+                f"A device name is plain text on one line, but this one has {what} "
+                f"(U+{ord(char):04X}, character {position}). Remove it and type the name again."
+            )
+    if value != value.strip():
+        return "A device name may not start or end with a space. Remove the spaces around it."
+    return None
+
+
+def validate_device_name(value: str) -> None:
+    """Validator of ``device_name`` fields: raises ValidationError with :func:`device_name_problem`."""
+    if (problem := device_name_problem(value)) is not None:
+        raise ValidationError(problem, code="device_name")
+
+
+def clean_device_name(value: str | None) -> str:
+    """The device name as stored: spaces around it stripped, Unicode NFC, checked; "" for none.
+
+    Raises ValidationError (its message says what to change) if the name breaks the rule.
+    """
+    name = unicodedata.normalize("NFC", (value or "").strip())
+    validate_device_name(name)
+    return name
+
+
+def device_name_field() -> models.CharField[str, str]:
+    """The ``device_name`` column of requests and certificates (the same rule on both)."""
+    return models.CharField(
+        max_length=DEVICE_NAME_MAX_LENGTH,
+        blank=True,
+        default="",
+        validators=[validate_device_name],
+        help_text="The owner's label for the device (not in the certificate); empty for none.",
+    )
+
+
 class Certificate(models.Model):
     """A certificate this portal signed and stored, with its DER (a CHECK constraint says so).
 
@@ -226,6 +294,7 @@ class Certificate(models.Model):
     profile = models.CharField(max_length=32)
     request_sha256 = models.CharField(max_length=64, help_text="SHA-256 of the request it was issued for.")
     created_at = models.DateTimeField()
+    device_name = device_name_field()
 
     objects = CertificateQuerySet.as_manager()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from ca.models import Certificate
+from ca.models import Certificate, device_name_field
 
 
 class RequestKind(models.TextChoices):
@@ -57,6 +57,7 @@ class EnrollmentRequest(models.Model):
         related_name="renewals",
         help_text="The certificate this request renews, if it is a renewal.",
     )
+    device_name = device_name_field()
 
     class Meta:
         ordering = ["-created_at"]
