@@ -453,6 +453,8 @@ class AuditEvent(models.TextChoices):
     PASSWORD_CHANGED = "password_changed", "Password changed"
     PASSWORD_RESET = "password_reset", "Password reset by e-mailed link"
     EMAIL_CHANGED = "email_changed", "E-mail address changed"
+    # Owner actions in the portal (enroll): the label of a request's or certificate's device.
+    DEVICE_RENAMED = "device_renamed", "Device name changed"
 
 
 class AuditEntry(models.Model):

@@ -190,13 +190,15 @@ def _profile(name: str) -> Profile:
 @dataclass(frozen=True, slots=True)
 class IssueOrder:
     """One certificate to issue: the stored request, the account's subject and owner (its serial's purpose
-    is on its reservation)."""
+    is on its reservation). ``device_name`` is the owner's label, stored on the certificate's row only:
+    it never goes into the certificate."""
 
     request_der: bytes
     subject: SubjectInfo
     owner: Account | None
     kind: str = "csr"
     profile_name: str = "client"
+    device_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +372,7 @@ def _sign_all(
             profile=profile.name,
             request_sha256=parsed.sha256,
             created_at=reserved.now,
+            device_name=order.device_name,
         )
         drafts.append(_Draft(index, row))
     return drafts

@@ -363,6 +363,7 @@ def _issue_many(
                 owner=request.owner,
                 kind=str(request.kind),
                 profile_name=request.profile,
+                device_name=request.device_name,
             )
         )
     batch = replace(issuing.reserved, reservations=reserved)

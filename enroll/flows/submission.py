@@ -1,4 +1,9 @@
-"""Submitting requests: a CSR, an SPKAC (with its challenge), a renewal; a refusal stores nothing."""
+"""Submitting requests: a CSR, an SPKAC (with its challenge), a renewal; a refusal stores nothing.
+
+Also the owner's device name (a label, never in the certificate): chosen at submission, copied to the
+certificate when it is issued, changed later with :func:`set_device_name` (on the request and its
+certificate together, audited).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,13 @@ import datetime as dt
 import logging
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from accounts.services import verified_email
 from ca import audit
 from ca.clock import utcnow
-from ca.models import AuditEvent, Certificate
+from ca.models import AuditEvent, Certificate, clean_device_name
 from ca.pki.csr import ParsedRequest, parse_csr
 from ca.pki.spkac import ParsedSpkac, parse_spkac
 from ca.services.issuance import key_refusal
@@ -20,6 +26,7 @@ from enroll import challenges
 from enroll.flows.approval import approve
 from enroll.flows.common import (
     AUTO_APPROVED_RENEWAL,
+    FlowError,
     SubmissionRefused,
 )
 from enroll.models import RENEWING_STATUSES, EnrollmentRequest, RequestKind, RequestStatus
@@ -64,22 +71,27 @@ def submit_csr(
     now: dt.datetime | None = None,
     renewal_of: Certificate | None = None,
     require_verified_email: bool = False,
+    device_name: str | None = None,
 ) -> EnrollmentRequest:
     """Check a CSR and store it as a new SUBMITTED request.
 
     Raises RequestRefused (the PKI core's checks) or SubmissionRefused (the portal's rules); stores nothing
     then. The portal passes ``require_verified_email=True``; the operator's command line may submit for
     any account. ``renewal_of`` makes the request a renewal of one of the owner's certificates (see
-    :func:`submit_renewal`).
+    :func:`submit_renewal`). ``device_name`` is the owner's label (:func:`ca.models.clean_device_name`);
+    None for a renewal means the renewed certificate's, else none.
     """
     now = now or utcnow()
     if require_verified_email and (blocker := submission_blocker(owner)) is not None:
         raise SubmissionRefused(blocker)
+    name = _device_name(device_name)
     parsed = parse_csr(data=data)
     auto_approve = False
     with transaction.atomic():
         if renewal_of is not None:
             renewal_of = _lock_renewable(renewal_of, owner=owner)
+            if device_name is None:
+                name = renewal_of.device_name
         request = _store(
             owner=owner,
             kind=RequestKind.CSR,
@@ -88,6 +100,7 @@ def submit_csr(
             renewal_of=renewal_of,
             notes=[f"renewal of {renewal_of.serial}"] if renewal_of is not None else [],
             now=now,
+            device_name=name,
         )
         auto_approve = renewal_of is not None and _auto_approves(renewal_of, now=now)
     if auto_approve:
@@ -103,6 +116,7 @@ def submit_spkac(
     session_binding: str,
     now: dt.datetime | None = None,
     require_verified_email: bool = False,
+    device_name: str | None = None,
 ) -> EnrollmentRequest:
     """Check an SPKAC, consume its challenge and store it as a new SUBMITTED request of kind SPKAC.
 
@@ -111,10 +125,12 @@ def submit_spkac(
     MD5 signatures pass only with ``settings.ENROLL_SPKAC_ALLOW_MD5``. Raises RequestRefused (the
     SPKAC), :class:`enroll.challenges.ChallengeRefused` (its challenge) or SubmissionRefused (the
     portal's rules); stores nothing then, and a challenge that was not itself refused stays unused.
+    ``device_name`` is the owner's label, as for :func:`submit_csr`.
     """
     now = now or utcnow()
     if require_verified_email and (blocker := submission_blocker(owner)) is not None:
         raise SubmissionRefused(blocker)
+    name = _device_name(device_name)
     parsed = parse_spkac(data=data, allow_md5=bool(settings.ENROLL_SPKAC_ALLOW_MD5))
     with transaction.atomic():
         challenges.consume(owner=owner, binding=session_binding, value=parsed.challenge, now=now)
@@ -125,6 +141,7 @@ def submit_spkac(
             requested_subject="",  # an SPKAC names no subject
             notes=["MD5-signed (legacy setting)"] if parsed.signature_hash == "md5" else [],
             now=now,
+            device_name=name,
         )
 
 
@@ -137,6 +154,7 @@ def _store(
     notes: list[str],
     now: dt.datetime,
     renewal_of: Certificate | None = None,
+    device_name: str = "",
 ) -> EnrollmentRequest:
     """Refuse a blocked key or another account's key, else store the request as SUBMITTED (audited).
 
@@ -154,6 +172,7 @@ def _store(
         requested_subject=requested_subject,
         created_at=now,
         renewal_of=renewal_of,
+        device_name=device_name,
     )
     label = ["SPKAC"] if kind == RequestKind.SPKAC else []
     audit.record(
@@ -169,15 +188,36 @@ def _store(
 
 
 def submit_renewal(
-    *, owner: Account, certificate: Certificate, data: bytes | str, now: dt.datetime | None = None
+    *,
+    owner: Account,
+    certificate: Certificate,
+    data: bytes | str,
+    now: dt.datetime | None = None,
+    device_name: str | None = None,
 ) -> EnrollmentRequest:
     """Submit a CSR that renews ``certificate`` (the owner's own, with a verified address).
 
     The same key may be used again unless it was blocked (revoked for key compromise). With
     ``settings.ENROLL_AUTO_APPROVE_RENEWALS`` the request is approved and issued at once when the
     certificate is still valid and not revoked; the returned request is then ISSUED (or FAILED).
+    ``device_name`` None keeps the renewed certificate's device name; "" means none.
     """
-    return submit_csr(owner=owner, data=data, now=now, renewal_of=certificate, require_verified_email=True)
+    return submit_csr(
+        owner=owner,
+        data=data,
+        now=now,
+        renewal_of=certificate,
+        require_verified_email=True,
+        device_name=device_name,
+    )
+
+
+def _device_name(value: str | None) -> str:
+    """The device name as stored, or SubmissionRefused saying what to change (nothing is stored)."""
+    try:
+        return clean_device_name(value)
+    except ValidationError as exc:
+        raise SubmissionRefused(" ".join(exc.messages)) from None
 
 
 def _lock_renewable(certificate: Certificate, *, owner: Account) -> Certificate:
@@ -202,3 +242,57 @@ def _auto_approves(certificate: Certificate, *, now: dt.datetime) -> bool:
         bool(settings.ENROLL_AUTO_APPROVE_RENEWALS)
         and Certificate.objects.valid_at(now).filter(pk=certificate.pk).exists()
     )
+
+
+def set_device_name(
+    *,
+    owner: Account,
+    device_name: str,
+    request: EnrollmentRequest | None = None,
+    certificate: Certificate | None = None,
+    now: dt.datetime | None = None,
+) -> str:
+    """The owner names the device of one of their requests or certificates; returns the name stored.
+
+    Pass ``request`` or ``certificate``. A request and the certificate issued for it share the name, so
+    both change (under the request's row lock, which approval holds while it copies the name to a new
+    certificate). Only the owner may do it (:class:`FlowError` otherwise); a name that breaks the rule is
+    refused with :class:`SubmissionRefused` saying what to change. A change is audited (DEVICE_RENAMED).
+    """
+    now = now or utcnow()
+    name = _device_name(device_name)
+    with transaction.atomic():
+        if request is not None:
+            locked = EnrollmentRequest.objects.select_for_update().filter(pk=request.pk, owner=owner).first()
+            if locked is None:
+                raise FlowError("Only the owner of a request can change its device name.")
+            old, certificate_id = locked.device_name, locked.certificate_id
+        elif certificate is not None and certificate.owner_id == owner.pk:
+            locked = EnrollmentRequest.objects.select_for_update().filter(certificate=certificate).first()
+            old = Certificate.objects.filter(pk=certificate.pk).values_list("device_name", flat=True).get()
+            certificate_id = certificate.pk
+        else:
+            raise FlowError("Only the owner of a certificate can change its device name.")
+        if name == old:
+            return name
+        serial = ""
+        if locked is not None:
+            EnrollmentRequest.objects.filter(pk=locked.pk).update(device_name=name)
+        if certificate_id is not None:
+            Certificate.objects.filter(pk=certificate_id).update(device_name=name)
+            serial = Certificate.objects.filter(pk=certificate_id).values_list("serial", flat=True).get()
+        where = [f"request #{locked.pk}"] if locked is not None else []
+        audit.record(
+            event=AuditEvent.DEVICE_RENAMED,
+            actor=owner,
+            subject_user=owner,
+            request_sha256=locked.request_sha256 if locked is not None else "",
+            serial=serial,
+            detail=", ".join([*where, f"device name {_quoted(old)} -> {_quoted(name)}"]),
+            now=now,
+        )
+    return name
+
+
+def _quoted(device_name: str) -> str:
+    return ascii(device_name) if device_name else "(none)"
