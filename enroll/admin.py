@@ -9,27 +9,38 @@ or change permission. Nobody approves their own request, superusers included (th
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
+from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
+from accounts.models import Profile
 from ca.admin_views import acting_user, badge, hex_search, log_admin_decision
+from ca.clock import utcnow
+from ca.models import BlockedKey, Certificate
 from ca.pki.pem import pem_armor
 from ca.types import Account
 from enroll import flows
 from enroll.models import EnrollmentRequest, RequestStatus
 
 if TYPE_CHECKING:
+    from django.contrib.admin.filters import _ListFilterChoices
+
     _RequestAdmin = admin.ModelAdmin[EnrollmentRequest]
 else:
     _RequestAdmin = admin.ModelAdmin
@@ -44,6 +55,9 @@ DECIDE_PERMISSION = "enroll.change_enrollmentrequest"
 #: Up to this many requests, a bulk approval reports each one; beyond, it sums up (and lists that many
 #: of the requests that got no certificate).
 MESSAGES_PER_REQUEST_UP_TO = 20
+
+#: A request's page lists this many of the owner's other requests and certificates.
+OWNER_HISTORY_ROWS = 10
 
 IGNORED_SUBJECT_NOTE = "requested, ignored: the certificate subject comes from the account"
 
@@ -60,10 +74,163 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
+#: The queue: submitted requests, the list's default (oldest first).
+QUEUE_QUERY = "status__exact=submitted"
+
+#: What an approver sees of a request's key on the list: text and badge colour.
+KEY_NEW = ("new key", "")
+KEY_OWN = ("own earlier certificate", "blue")
+KEY_OTHER = ("another account's certificate", "red")
+KEY_BLOCKED = ("blocked key", "red")
+
+
+def service_hours() -> float:
+    """The service level: a submitted request should be decided within this many hours."""
+    return float(getattr(settings, "ENROLL_APPROVAL_SERVICE_HOURS", 24))
+
+
+def waiting_colour(waited: dt.timedelta, *, hours: float) -> tuple[str, str]:
+    """Badge colour and words for a request that has waited ``waited``: green under half the service
+    level, amber under it, red past it."""
+    level = dt.timedelta(hours=hours)
+    if waited < level / 2:
+        return "green", "on time"
+    if waited < level:
+        return "amber", "due soon"
+    return "red", "overdue"
+
+
+@dataclass(frozen=True, slots=True)
+class RowContext:
+    """What the list shows beside a request, computed for the whole page at once (:func:`row_contexts`)."""
+
+    verified_email: str | None
+    key_seen: tuple[str, str]
+
+
+def row_contexts(requests: Sequence[EnrollmentRequest]) -> dict[int, RowContext]:
+    """The verified address of each owner and whether each key was seen before (own earlier certificate,
+    another account's certificate, blocked), for a page of requests in three queries."""
+    keys = {r.spki_sha256 for r in requests}
+    owner_ids = {r.owner_id for r in requests}
+    blocked = set(BlockedKey.objects.filter(spki_sha256__in=keys).values_list("spki_sha256", flat=True))
+    holders: dict[str, list[tuple[int, int | None]]] = {}
+    for pk, spki, owner_id in Certificate.objects.of_keys(keys).values_list("pk", "spki_sha256", "owner_id"):
+        holders.setdefault(spki, []).append((pk, owner_id))
+    profiles = {p.user_id: p for p in Profile.objects.filter(user_id__in=owner_ids)}
+    contexts = {}
+    for item in requests:
+        email: str = getattr(item.owner, "email", "")
+        profile = profiles.get(item.owner_id)
+        verified = (
+            profile is not None
+            and profile.email_verified_at is not None
+            and bool(email)
+            and profile.verified_email.lower() == email.lower()
+        )
+        earlier = [owner for pk, owner in holders.get(item.spki_sha256, []) if pk != item.certificate_id]
+        if item.spki_sha256 in blocked:
+            seen = KEY_BLOCKED
+        elif any(owner != item.owner_id for owner in earlier):
+            seen = KEY_OTHER
+        elif earlier:
+            seen = KEY_OWN
+        else:
+            seen = KEY_NEW
+        contexts[item.pk] = RowContext(verified_email=email if verified else None, key_seen=seen)
+    return contexts
+
+
+class StatusFilter(admin.SimpleListFilter):
+    """Status, opening on Submitted: a list looked at (GET) without a status or search shows the queue;
+    "All" is a choice of its own. An action posted without a status acts on the selected rows whatever
+    their status (select-across acts on the queue that was shown)."""
+
+    title = "status"
+    parameter_name = "status__exact"
+    field_path = "status"
+    ALL = "all"
+
+    def __init__(self, request: HttpRequest, params: dict[str, Any], model: Any, model_admin: Any) -> None:
+        super().__init__(request, params, model, model_admin)
+        self.default = RequestStatus.SUBMITTED.value if shows_queue_by_default(request) else self.ALL
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(self.ALL, "All"), *((value, str(label)) for value, label in RequestStatus.choices)]
+
+    def value(self) -> str:
+        return str(super().value() or self.default)
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(status=value) if value in RequestStatus.values else queryset
+
+    def choices(self, changelist: ChangeList) -> Iterator[_ListFilterChoices]:
+        current = self.value()
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": current == str(lookup),
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+
+def shows_queue_by_default(request: HttpRequest) -> bool:
+    """A list asked for without a status or a search shows the submitted requests (the queue); a search
+    spans every status."""
+    if StatusFilter.parameter_name in request.GET or "q" in request.GET:
+        return False
+    return request.method in ("GET", "HEAD") or request.POST.get("select_across") == "1"
+
+
+def shows_queue(request: HttpRequest) -> bool:
+    status = request.GET.get(StatusFilter.parameter_name)
+    return status == RequestStatus.SUBMITTED or (status is None and shows_queue_by_default(request))
+
+
+def queue_for(request: HttpRequest, *, own: bool = False) -> QuerySet[EnrollmentRequest]:
+    """The submitted requests, oldest first, that the approver may decide (or, ``own``, their own)."""
+    waiting = EnrollmentRequest.objects.filter(status=RequestStatus.SUBMITTED)
+    mine = Q(owner_id=request.user.pk)
+    return (waiting.filter(mine) if own else waiting.exclude(mine)).order_by("created_at", "pk")
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbours:
+    """The requests before and after one in the approver's queue (keys ``k`` and ``j``), and how many wait."""
+
+    previous: int | None
+    following: int | None
+    waiting: int
+
+
+def neighbours(request: HttpRequest, obj: EnrollmentRequest) -> Neighbours:
+    queue = queue_for(request)
+    later = Q(created_at__gt=obj.created_at) | Q(created_at=obj.created_at, pk__gt=obj.pk)
+    earlier = Q(created_at__lt=obj.created_at) | Q(created_at=obj.created_at, pk__lt=obj.pk)
+    return Neighbours(
+        previous=queue.filter(earlier).order_by("-created_at", "-pk").values_list("pk", flat=True).first(),
+        following=queue.filter(later).values_list("pk", flat=True).first(),
+        waiting=queue.count(),
+    )
+
+
+class QueueChangeList(ChangeList):
+    """The request list, with each page's context columns computed in a bounded number of queries."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        page = list(self.result_list)
+        contexts = row_contexts(page)
+        for item in page:
+            item.queue_context = contexts[item.pk]
+        self.result_list = page
+
+
 class RejectForm(forms.Form):
     reason = forms.CharField(
         max_length=2000,
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 70}),
+        widget=forms.Textarea(attrs={"rows": 3, "class": "enroll-reason"}),
         label="Reason",
         help_text="The requester reads it: say what is wrong and what to do instead.",
         error_messages={"required": "Give a reason for the rejection; the requester reads it."},
@@ -72,10 +239,23 @@ class RejectForm(forms.Form):
 
 @admin.register(EnrollmentRequest)
 class EnrollmentRequestAdmin(_RequestAdmin):
-    list_display = ["id", "owner", "kind", "status_badge", "key_description", "created_at", "decided_by"]
+    list_display = [
+        "id",
+        "owner",
+        "kind",
+        "status_badge",
+        "waiting",
+        "account_age",
+        "verified_address",
+        "key_seen",
+        "renewal_link",
+        "key_description",
+        "created_at",
+        "decided_by",
+    ]
     list_display_links = ["id", "owner"]
-    list_filter = ["status", "kind", "created_at"]
-    list_select_related = ["owner", "decided_by"]
+    list_filter = [StatusFilter, "kind", "created_at"]
+    list_select_related = ["owner", "decided_by", "renewal_of"]
     search_fields = ["owner__username", "owner__email", "request_sha256", "spki_sha256"]
     search_help_text = (
         "Username, e-mail, request SHA-256 or SPKI fingerprint (hex, colons allowed), certificate serial."
@@ -100,6 +280,13 @@ class EnrollmentRequestAdmin(_RequestAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[EnrollmentRequest]:
         return super().get_queryset(request).defer("request_der")
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return QueueChangeList
+
+    def get_ordering(self, request: HttpRequest) -> list[str]:
+        """The queue oldest first; any other list newest first."""
+        return ["created_at", "pk"] if shows_queue(request) else ["-created_at", "-pk"]
 
     def get_fieldsets(self, request: HttpRequest, obj: EnrollmentRequest | None = None) -> Any:
         return [
@@ -174,6 +361,35 @@ class EnrollmentRequestAdmin(_RequestAdmin):
             return "-"
         url = reverse("admin:ca_certificate_change", args=[obj.certificate.pk])
         return format_html('<a href="{}"><code>{}</code></a>', url, obj.certificate.serial_colons)
+
+    def _row(self, obj: EnrollmentRequest) -> RowContext:
+        context: RowContext | None = getattr(obj, "queue_context", None)
+        return context if context is not None else row_contexts([obj])[obj.pk]
+
+    @admin.display(description="waiting")
+    def waiting(self, obj: EnrollmentRequest) -> str:
+        if obj.status != RequestStatus.SUBMITTED:
+            return "-"
+        waited = utcnow() - obj.created_at
+        colour, words = waiting_colour(waited, hours=service_hours())
+        return badge(f"{timesince(obj.created_at, utcnow(), depth=1)}, {words}", colour)
+
+    @admin.display(description="account age", ordering="owner__date_joined")
+    def account_age(self, obj: EnrollmentRequest) -> str:
+        joined: dt.datetime | None = getattr(obj.owner, "date_joined", None)
+        return timesince(joined, utcnow(), depth=1) if joined is not None else "-"
+
+    @admin.display(description="verified address")
+    def verified_address(self, obj: EnrollmentRequest) -> str:
+        email = self._row(obj).verified_email
+        if email is None:
+            return format_html('<span class="enroll-no">{}</span>', "\u2717 not verified")
+        return format_html('<span class="enroll-yes">\u2713 {}</span>', email)
+
+    @admin.display(description="key seen before")
+    def key_seen(self, obj: EnrollmentRequest) -> str:
+        text, colour = self._row(obj).key_seen
+        return badge(text, colour) if colour else text
 
     @admin.display(description="renewal of")
     def renewal_link(self, obj: EnrollmentRequest) -> str:
@@ -298,6 +514,7 @@ class EnrollmentRequestAdmin(_RequestAdmin):
         form: RejectForm,
         *,
         action: bool,
+        and_next: bool = False,
     ) -> TemplateResponse:
         return TemplateResponse(
             request,
@@ -309,6 +526,7 @@ class EnrollmentRequestAdmin(_RequestAdmin):
                 "requests": list(queryset),
                 "form": form,
                 "action": action,
+                "and_next": and_next,
                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             },
         )
@@ -318,10 +536,26 @@ class EnrollmentRequestAdmin(_RequestAdmin):
             raise PermissionDenied
         return get_object_or_404(EnrollmentRequest.objects.select_related("owner"), pk=object_id)
 
+    def _after_decision(self, request: HttpRequest, obj: EnrollmentRequest) -> HttpResponseRedirect:
+        """Back to the request's page; with "… and next" (``_next`` posted), on to the oldest submitted
+        request that is not the approver's own, or to the list when the queue is empty."""
+        if not request.POST.get("_next"):
+            return HttpResponseRedirect(reverse("admin:enroll_enrollmentrequest_change", args=[obj.pk]))
+        following = queue_for(request).exclude(pk=obj.pk).values_list("pk", flat=True).first()
+        if following is not None:
+            return HttpResponseRedirect(reverse("admin:enroll_enrollmentrequest_change", args=[following]))
+        own = queue_for(request, own=True).count()
+        messages.info(
+            request,
+            "The queue is empty: no other request waits for your decision."
+            + (f" {_count(own, 'request')} of yours wait for another administrator." if own else ""),
+        )
+        return HttpResponseRedirect(f"{reverse('admin:enroll_enrollmentrequest_changelist')}?{QUEUE_QUERY}")
+
     def approve_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         obj = self._decidable(request, object_id)
         self._approve(request, obj.pk, acting_user(request))
-        return HttpResponseRedirect(reverse("admin:enroll_enrollmentrequest_change", args=[obj.pk]))
+        return self._after_decision(request, obj)
 
     def reject_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         obj = self._decidable(request, object_id)
@@ -329,11 +563,15 @@ class EnrollmentRequestAdmin(_RequestAdmin):
             form = RejectForm(request.POST)
             if form.is_valid():
                 self._reject(request, obj.pk, form.cleaned_data["reason"], acting_user(request))
-                return HttpResponseRedirect(reverse("admin:enroll_enrollmentrequest_change", args=[obj.pk]))
+                return self._after_decision(request, obj)
         else:
             form = RejectForm()
         return self._reject_page(
-            request, EnrollmentRequest.objects.filter(pk=obj.pk).select_related("owner"), form, action=False
+            request,
+            EnrollmentRequest.objects.filter(pk=obj.pk).select_related("owner"),
+            form,
+            action=False,
+            and_next=bool(request.POST.get("_next")),
         )
 
     def get_urls(self) -> list[URLPattern]:
@@ -364,4 +602,20 @@ class EnrollmentRequestAdmin(_RequestAdmin):
                 "own": obj.owner_id == request.user.pk,
                 "reject_form": RejectForm(),
             }
+            context["queue"] = neighbours(request, obj)
+            context["owner_requests"] = list(
+                EnrollmentRequest.objects.filter(owner_id=obj.owner_id)
+                .exclude(pk=obj.pk)
+                .select_related("certificate")
+                .defer("request_der", "certificate__der")
+                .order_by("-created_at", "-pk")[:OWNER_HISTORY_ROWS]
+            )
+            now = utcnow()
+            context["owner_certificates"] = [
+                (certificate, certificate.status_at(now).label)
+                for certificate in Certificate.objects.filter(owner_id=obj.owner_id)
+                .select_related("revocation")
+                .defer("der")
+                .order_by("-created_at", "-pk")[:OWNER_HISTORY_ROWS]
+            ]
         return super().change_view(request, object_id, form_url, context)
