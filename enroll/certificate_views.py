@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import content_disposition_header
 from django.views.decorators.debug import sensitive_post_parameters
-from django.views.decorators.http import require_http_methods, require_safe
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from accounts.ratelimits import rate_limited
 from ca.clock import utcnow
@@ -25,8 +25,10 @@ from ca.models import Certificate, CertificateStatus, RevocationReason
 from ca.pki.errors import RequestRefused
 from ca.services.export import ALL_EXPORT_FORMATS, export_certificate
 from ca.services.revocation import key_siblings
+from ca.types import Account
 from enroll import flows
-from enroll.forms import CsrForm, RevokeForm
+from enroll.flows.submission import set_device_name
+from enroll.forms import CsrForm, DeviceNameForm, RevokeForm
 from enroll.models import EnrollmentRequest, RequestStatus
 from enroll.pages import (
     DOWNLOADS,
@@ -46,11 +48,43 @@ logger = logging.getLogger(__name__)
 @login_required
 def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
     user = portal_user(request)
-    now = utcnow()
     certificate = get_object_or_404(
         visible_certificates(user, view_only=True).prefetch_related("renewals"), pk=pk
     )
-    row = certificate_row(certificate, now=now)
+    return _certificate_page(request, certificate, user=user)
+
+
+@require_POST
+@login_required
+def certificate_device(request: HttpRequest, pk: int) -> HttpResponse:
+    """The owner changes the device name of their certificate (and of the request it was issued for)."""
+    user = portal_user(request)
+    certificate = get_object_or_404(
+        visible_certificates(user, view_only=False).prefetch_related("renewals"), pk=pk
+    )
+    form = DeviceNameForm(request.POST)
+    if form.is_valid():
+        try:
+            name = set_device_name(
+                owner=user, certificate=certificate, device_name=form.cleaned_data["device_name"]
+            )
+        except flows.FlowError as refused:
+            form.add_error("device_name", str(refused))
+        else:
+            messages.success(request, f"Device name saved: {name}." if name else "Device name removed.")
+            return redirect("portal:certificate-detail", pk=certificate.pk)
+    return _certificate_page(request, certificate, user=user, device_form=form, status=400)
+
+
+def _certificate_page(
+    request: HttpRequest,
+    certificate: Certificate,
+    *,
+    user: Account,
+    device_form: DeviceNameForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    row = certificate_row(certificate, now=utcnow())
     chain = [
         {
             "ca": ca,
@@ -63,6 +97,8 @@ def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
         EnrollmentRequest.objects.filter(certificate=certificate).select_related("renewal_of").first()
     )
     is_owner = certificate.owner_id == user.pk
+    if device_form is None and is_owner:
+        device_form = DeviceNameForm(initial={"device_name": certificate.device_name})
     return render(
         request,
         "enroll/certificate_detail.html",
@@ -81,7 +117,10 @@ def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "can_revoke": is_owner
             and row.status in (CertificateStatus.VALID, CertificateStatus.NOT_YET_VALID),
             "can_renew": is_owner and row.renewal is None,
+            "device_form": device_form,
+            "device_action": reverse("portal:certificate-device", args=[certificate.pk]),
         },
+        status=status,
     )
 
 
@@ -186,12 +225,17 @@ def certificate_renew(request: HttpRequest, pk: int) -> HttpResponse:
     row = certificate_row(certificate, now=now)
     email_blocker = flows.submission_blocker(user)
     blocker = email_blocker or flows.renewal_blocker(certificate)
-    form = CsrForm(submit_label="Submit renewal")
+    form = CsrForm(submit_label="Submit renewal", initial={"device_name": certificate.device_name})
     if request.method == "POST" and blocker is None:
         form = CsrForm(request.POST, request.FILES, submit_label="Submit renewal")
         if form.is_valid():
             try:
-                renewal = flows.submit_renewal(owner=user, certificate=certificate, data=form.submission())
+                renewal = flows.submit_renewal(
+                    owner=user,
+                    certificate=certificate,
+                    data=form.submission(),
+                    device_name=form.given_device_name(),
+                )
             except RequestRefused as refused:
                 form.refuse_request(refused)
             except flows.SubmissionRefused as refused:

@@ -1,4 +1,5 @@
-"""Forms of the end-user pages: submit (or renew with) a CSR, submit an SPKAC, revoke one's own certificate.
+"""Forms of the end-user pages: submit (or renew with) a CSR, submit an SPKAC, revoke one's own certificate,
+name the device of a request or certificate.
 
 The forms check only the shape of the input (one of paste or upload, the size before reading); the request
 itself is checked by the flow, whose refusals the view puts back on the form with ``refuse`` /
@@ -17,7 +18,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.http import QueryDict
 
 from ca.clock import utcnow
-from ca.models import RevocationReason
+from ca.models import DEVICE_NAME_MAX_LENGTH, RevocationReason, clean_device_name
 from ca.pki.csr import MAX_SUBMISSION_BYTES
 from ca.pki.errors import Refusal, RequestRefused
 from ca.pki.spkac import MAX_SPKAC_BYTES
@@ -28,6 +29,33 @@ _NOT_ECHOED = (Refusal.PRIVATE_KEY, Refusal.TOO_LARGE)
 
 #: The field a legacy ``<keygen name="spkac">`` element posts.
 KEYGEN_FIELD = "spkac"
+
+
+class DeviceNameField(forms.CharField):
+    """The optional device name, checked by the one rule (:func:`ca.models.clean_device_name`): its
+    refusal, in words, comes back on the field."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("label", "Device name (optional)")
+        kwargs.setdefault(
+            "help_text",
+            f'Which device the certificate is for, e.g. "Work laptop" (at most {DEVICE_NAME_MAX_LENGTH} '
+            "characters). Only you and the administrators see it; it is not written into the certificate.",
+        )
+        kwargs.setdefault("widget", forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}))
+        super().__init__(required=False, max_length=DEVICE_NAME_MAX_LENGTH, strip=True, **kwargs)
+
+    def clean(self, value: Any) -> str:
+        # the rule's own words instead of Django's generic length and null-character messages
+        text = self.to_python(value)
+        self.validate(text)
+        return clean_device_name(text)
+
+
+class DeviceNameForm(forms.Form):
+    """Change the device name of one's own request or certificate (empty removes it)."""
+
+    device_name = DeviceNameField(label="Device name")
 
 
 class PastedRequestForm(forms.Form):
@@ -63,6 +91,14 @@ class PastedRequestForm(forms.Form):
     def refuse_request(self, refused: RequestRefused) -> None:
         self.refuse(refused.message, code=refused.code)
 
+    def given_device_name(self) -> str | None:
+        """The device name given (cleaned; "" for none), or None if the form did not carry the field at all
+        (a renewal then keeps the renewed certificate's)."""
+        if "device_name" not in self.data:
+            return None
+        name: str = self.cleaned_data.get("device_name", "")
+        return name
+
 
 class CsrForm(PastedRequestForm):
     text_field = "csr_text"
@@ -88,6 +124,7 @@ class CsrForm(PastedRequestForm):
         help_text=f"PEM or DER (.csr, .pem, .der, .req), at most {MAX_SUBMISSION_BYTES // 1024} KiB.",
         widget=forms.ClearableFileInput(attrs={"accept": ".csr,.pem,.der,.req,.txt"}),
     )
+    device_name = DeviceNameField()
 
     def __init__(self, *args: Any, submit_label: str = "Submit request", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -158,6 +195,7 @@ class SpkacForm(PastedRequestForm):
         help_text="The whole line openssl spkac printed, with or without SPKAC= in front "
         f"(at most {MAX_SPKAC_BYTES // 1024} KiB).",
     )
+    device_name = DeviceNameField()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

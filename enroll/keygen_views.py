@@ -5,7 +5,8 @@ The page's script (``static/portal/keygen.js``) generates the key, makes the use
 PKCS#8 file, keeps it in IndexedDB, then POSTs the PEM CSR here (``fetch`` with the CSRF token). The
 answer is JSON: ``{"ok": true, "request_id": N, "url": "/requests/N/"}`` or ``{"ok": false, "error": "..."}``
 with status 400 (403 while the e-mail address is unverified). The checks are the ones of a pasted CSR:
-:func:`enroll.flows.submit_csr` with ``require_verified_email=True``.
+:func:`enroll.flows.submit_csr` with ``require_verified_email=True``; the optional ``device_name`` field
+follows the device-name rule (:func:`ca.models.clean_device_name`), its refusal in ``error``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import logging
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
 from accounts.ratelimits import rate_limited
+from ca.models import DEVICE_NAME_MAX_LENGTH, clean_device_name
 from ca.pki.errors import RequestRefused
 from enroll import flows
 from enroll.pages import key_name, portal_user
@@ -47,6 +50,7 @@ def keygen(request: HttpRequest) -> HttpResponse:
             "nav": "new",
             "blocker": flows.submission_blocker(user),
             "key_choices": KEY_CHOICES,
+            "device_name_max_length": DEVICE_NAME_MAX_LENGTH,
             "keygen_config": {
                 "submitUrl": reverse("portal:keygen-submit"),
                 "commonName": username,
@@ -66,7 +70,13 @@ def keygen_submit(request: HttpRequest) -> JsonResponse:
     if not csr.strip():
         return JsonResponse({"ok": False, "error": "The page sent no certificate request."}, status=400)
     try:
-        submitted = flows.submit_csr(owner=user, data=csr, require_verified_email=True)
+        device_name = clean_device_name(request.POST.get("device_name", ""))
+    except ValidationError as refused:
+        return JsonResponse({"ok": False, "error": " ".join(refused.messages)}, status=400)
+    try:
+        submitted = flows.submit_csr(
+            owner=user, data=csr, require_verified_email=True, device_name=device_name
+        )
     except RequestRefused as refused:
         return JsonResponse({"ok": False, "error": str(refused)}, status=400)
     except flows.SubmissionRefused as refused:

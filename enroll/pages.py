@@ -92,8 +92,13 @@ def key_name(username: str) -> str:
 
 
 def file_stem(certificate: Certificate) -> str:
+    """The stem of the certificate's download files: ``alice-work-laptop-1a2b3c4d`` (owner, device name if
+    any, the serial's first 8 hex digits), slugified so it is safe as a file name everywhere."""
     owner = certificate.owner.get_username() if certificate.owner is not None else ""
-    return f"{slugify(owner) or 'certificate'}-{certificate.serial[:8].lower()}"
+    device = slugify(certificate.device_name)
+    return "-".join(
+        part for part in (slugify(owner) or "certificate", device, certificate.serial[:8].lower()) if part
+    )
 
 
 @dataclass

@@ -13,7 +13,9 @@ urlpatterns = [
     path("requests/generate/", keygen_views.keygen, name="keygen"),
     path("requests/generate/submit/", keygen_views.keygen_submit, name="keygen-submit"),
     path("requests/<int:pk>/", views.request_detail, name="request-detail"),
+    path("requests/<int:pk>/device/", views.request_device, name="request-device"),
     path("certificates/<int:pk>/", certificate_views.certificate_detail, name="certificate-detail"),
+    path("certificates/<int:pk>/device/", certificate_views.certificate_device, name="certificate-device"),
     path(
         "certificates/<int:pk>/download/<str:fmt>/",
         certificate_views.certificate_download,

@@ -38,7 +38,11 @@ def request_spkac(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             try:
                 submitted = flows.submit_spkac(
-                    owner=user, data=form.submission(), session_binding=binding, require_verified_email=True
+                    owner=user,
+                    data=form.submission(),
+                    session_binding=binding,
+                    require_verified_email=True,
+                    device_name=form.given_device_name(),
                 )
             except RequestRefused as refused:
                 form.refuse_request(refused)

@@ -15,15 +15,19 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.debug import sensitive_post_parameters
-from django.views.decorators.http import require_http_methods, require_safe
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from accounts.ratelimits import rate_limited
 from ca.clock import utcnow
 from ca.models import CertificateAuthority
 from ca.pki.errors import RequestRefused
+from ca.types import Account
 from enroll import flows
-from enroll.forms import CsrForm
+from enroll.flows.submission import set_device_name
+from enroll.forms import CsrForm, DeviceNameForm
+from enroll.models import EnrollmentRequest
 from enroll.pages import REQUEST_BADGES, dashboard_of, key_commands, portal_user, visible_requests
 
 logger = logging.getLogger(__name__)
@@ -54,7 +58,12 @@ def request_new(request: HttpRequest) -> HttpResponse:
         form = CsrForm(request.POST, request.FILES)
         if form.is_valid():
             try:
-                submitted = flows.submit_csr(owner=user, data=form.submission(), require_verified_email=True)
+                submitted = flows.submit_csr(
+                    owner=user,
+                    data=form.submission(),
+                    require_verified_email=True,
+                    device_name=form.given_device_name(),
+                )
             except RequestRefused as refused:
                 form.refuse_request(refused)
             except flows.SubmissionRefused as refused:
@@ -78,6 +87,40 @@ def request_new(request: HttpRequest) -> HttpResponse:
 def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
     user = portal_user(request)
     enrollment = get_object_or_404(visible_requests(user), pk=pk)
+    return _request_page(request, enrollment, user=user)
+
+
+@require_POST
+@login_required
+def request_device(request: HttpRequest, pk: int) -> HttpResponse:
+    """The owner changes the device name of their request (and of its certificate, if issued)."""
+    user = portal_user(request)
+    enrollment = get_object_or_404(visible_requests(user).filter(owner=user), pk=pk)
+    form = DeviceNameForm(request.POST)
+    if form.is_valid():
+        try:
+            name = set_device_name(
+                owner=user, request=enrollment, device_name=form.cleaned_data["device_name"]
+            )
+        except flows.FlowError as refused:
+            form.add_error("device_name", str(refused))
+        else:
+            messages.success(request, f"Device name saved: {name}." if name else "Device name removed.")
+            return redirect("portal:request-detail", pk=enrollment.pk)
+    return _request_page(request, enrollment, user=user, device_form=form, status=400)
+
+
+def _request_page(
+    request: HttpRequest,
+    enrollment: EnrollmentRequest,
+    *,
+    user: Account,
+    device_form: DeviceNameForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    is_owner = enrollment.owner_id == user.pk
+    if device_form is None and is_owner:
+        device_form = DeviceNameForm(initial={"device_name": enrollment.device_name})
     return render(
         request,
         "enroll/request_detail.html",
@@ -85,10 +128,13 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "nav": "dashboard",
             "enrollment": enrollment,
             "badge": REQUEST_BADGES[enrollment.status],
-            "is_owner": enrollment.owner_id == user.pk,
+            "is_owner": is_owner,
+            "device_form": device_form,
+            "device_action": reverse("portal:request-device", args=[enrollment.pk]),
             "organization": settings.ENROLL_ORGANIZATION,
             "auto_approved": enrollment.decided_by_id is None and enrollment.renewal_of_id is not None,
         },
+        status=status,
     )
 
 

@@ -142,7 +142,7 @@
       $("keygen-submit").disabled = true;
       setStatus("Submitting the certificate request (only the request: the key stays here)…");
       try {
-        const body = new URLSearchParams({ csr: generated.csrPem });
+        const body = new URLSearchParams({ csr: generated.csrPem, device_name: $("keygen-device-name").value });
         const response = await fetch(config.submitUrl, {
           method: "POST",
           credentials: "same-origin",
