@@ -52,21 +52,25 @@ def _send(message: str, *, to: str, context: dict[str, Any]) -> bool:
 
 
 def certificate_facts(certificate: Certificate) -> dict[str, str]:
-    """What mails say about a certificate: subject, serial, and its end as ``YYYY-MM-DD HH:MM`` (UTC)."""
+    """What mails say about a certificate: subject, serial, its end as ``YYYY-MM-DD HH:MM`` (UTC), and the
+    owner's device name ("" for none)."""
     return {
         "subject": certificate.subject,
         "serial": certificate.serial,
         "not_after": f"{certificate.not_after.astimezone(dt.UTC):%Y-%m-%d %H:%M}",
+        "device_name": certificate.device_name,
     }
 
 
 def request_facts(request: EnrollmentRequest) -> dict[str, Any]:
-    """What mails say about a request: number, reason, who decided (username or ""), the serial it renews."""
+    """What mails say about a request: number, reason, who decided (username or ""), the serial it renews,
+    the owner's device name ("" for none)."""
     return {
         "pk": request.pk,
         "reason": request.reason,
         "decided_by": request.decided_by.get_username() if request.decided_by else "",
         "renewal_of": request.renewal_of.serial if request.renewal_of else "",
+        "device_name": request.device_name,
     }
 
 
