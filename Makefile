@@ -54,16 +54,23 @@ typecheck: $(VENV)/.installed
 
 # Each pass keeps its coverage data (.coverage.sqlite, .coverage.postgres); `make coverage` reports both.
 # The SQLite pass leaves the real-server tests (marker real_server) to the PostgreSQL pass when PostgreSQL
-# is installed (tests/conftest.py, --defer-real-servers), and says how many.
+# is installed (tests/conftest.py, --defer-real-servers). The tests that need no real server run on
+# TEST_WORKERS processes (pytest-xdist; each has its own test database and data folder); the real-server
+# tests run one at a time after them, so their timings (a revoked client refused within 5 s) measure the
+# servers rather than a machine busy with other tests. The 15 slowest tests of each run are listed.
 PYTEST_COV := --cov --cov-report=
+TEST_WORKERS ?= 2
+PYTEST_OPTS := --durations=15 --durations-min=2
 
 pytest: $(VENV)/.installed
 	rm -f .coverage.sqlite .coverage.sqlite.*
-	COVERAGE_FILE=.coverage.sqlite $(PY) -m pytest --defer-real-servers $(PYTEST_COV)
+	COVERAGE_FILE=.coverage.sqlite $(PY) -m pytest -n $(TEST_WORKERS) --defer-real-servers $(PYTEST_OPTS) $(PYTEST_COV)
 
 pytest-postgres: $(VENV)/.installed
 	rm -f .coverage.postgres .coverage.postgres.*
-	COVERAGE_FILE=.coverage.postgres $(PY) tests/pgserver.py -- $(PY) -m pytest $(PYTEST_COV)
+	COVERAGE_FILE=.coverage.postgres $(PY) tests/pgserver.py -- sh -c '\
+	    $(PY) -m pytest -n $(TEST_WORKERS) --real-servers without $(PYTEST_OPTS) $(PYTEST_COV) && \
+	    $(PY) -m pytest --real-servers only $(PYTEST_OPTS) $(PYTEST_COV) --cov-append'
 
 # Coverage of ca, enroll and accounts over both passes (or the one that ran), merged into .coverage (the
 # pass files are consumed); per-file figures with the missed lines in test-artifacts/coverage.txt.

@@ -4,8 +4,9 @@ which pass runs the real-server tests.
 
 Real-server tests (marker ``real_server``: nginx, Apache, node, Chromium, gunicorn; a test using a server
 fixture of the harness gets the marker too) run ONCE, in the PostgreSQL pass of ``make test``: the SQLite
-pass runs pytest with ``--defer-real-servers``, which deselects them there (and says how many) when a
-PostgreSQL pass will follow, i.e. when PostgreSQL is installed. Run on their own (``pytest
+pass runs pytest with ``--defer-real-servers``, which deselects them there when a PostgreSQL pass will
+follow, i.e. when PostgreSQL is installed. The PostgreSQL pass runs ``--real-servers without`` on two
+workers, then ``--real-servers only`` one test at a time. Run on their own (``pytest
 tests/realclients``) they run on any database. Programs missing still skip, or fail with
 ENROLL_REQUIRE_REAL_CLIENTS=1.
 """
@@ -69,6 +70,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="on SQLite, deselect the real_server tests (nginx, Apache, node, Chromium, gunicorn) when "
         "PostgreSQL is installed: they run once, in the PostgreSQL pass of make test",
     )
+    parser.addoption(
+        "--real-servers",
+        choices=("with", "without", "only"),
+        default="with",
+        help="run the real_server tests with the others (default), leave them out, or run only them: the "
+        "PostgreSQL pass of make test runs the others on two workers (pytest-xdist), then the real-server "
+        "tests one at a time (their timings measure the servers, not a busy machine)",
+    )
 
 
 def _on_sqlite() -> bool:
@@ -79,6 +88,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.real_server)
+    choice = config.getoption("--real-servers")
+    if choice != "with":
+        keep_real = choice == "only"
+        kept = [item for item in items if (item.get_closest_marker("real_server") is not None) == keep_real]
+        if len(kept) < len(items):
+            kept_ids = {id(item) for item in kept}
+            config.hook.pytest_deselected(items=[item for item in items if id(item) not in kept_ids])
+            items[:] = kept
     if not (config.getoption("--defer-real-servers") and _on_sqlite() and find_bindir() is not None):
         return
     deferred = [item for item in items if item.get_closest_marker("real_server") is not None]
