@@ -308,3 +308,14 @@ def test_the_request_page_lists_the_owners_other_requests_and_certificates(
     assert reverse("admin:ca_certificate_change", args=[certificate.pk]) in content
     assert certificate.serial in content
     assert f">#{current.pk}</a>" not in content.split("Other requests and certificates")[1]
+
+
+def test_the_list_scrolls_in_a_region_the_keyboard_reaches_and_its_total_opens_every_status(
+    admin_client: Client, ca: CertificateAuthority, alice: User
+) -> None:
+    submit(alice)
+    flows.reject(request_id=submit(alice).pk, reason="no", by=None)
+    content = admin_client.get(CHANGELIST).content.decode()
+    assert '<div class="results" tabindex="0" role="region" aria-label="Enrollment requests: the list' in content
+    assert '<span class="enroll-search-label">Find</span></label>' in content
+    assert '1 result (<a href="?status__exact=all">2 total</a>)' in content
