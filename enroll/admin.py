@@ -242,6 +242,7 @@ class EnrollmentRequestAdmin(_RequestAdmin):
     list_display = [
         "id",
         "owner",
+        "device",
         "kind",
         "status_badge",
         "waiting",
@@ -256,9 +257,10 @@ class EnrollmentRequestAdmin(_RequestAdmin):
     list_display_links = ["id", "owner"]
     list_filter = [StatusFilter, "kind", "created_at"]
     list_select_related = ["owner", "decided_by", "renewal_of"]
-    search_fields = ["owner__username", "owner__email", "request_sha256", "spki_sha256"]
+    search_fields = ["owner__username", "owner__email", "device_name", "request_sha256", "spki_sha256"]
     search_help_text = (
-        "Username, e-mail, request SHA-256 or SPKI fingerprint (hex, colons allowed), certificate serial."
+        "Username, e-mail, device name, request SHA-256 or SPKI fingerprint (hex, colons allowed), "
+        "certificate serial."
     )
     date_hierarchy = "created_at"
     actions = ["approve_selected", "reject_selected"]
@@ -290,7 +292,10 @@ class EnrollmentRequestAdmin(_RequestAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: EnrollmentRequest | None = None) -> Any:
         return [
-            ("Request", {"fields": ["owner_display", "kind", "status_badge", "created_at", "renewal_link"]}),
+            (
+                "Request",
+                {"fields": ["owner_display", "device", "kind", "status_badge", "created_at", "renewal_link"]},
+            ),
             (
                 "Parsed details",
                 {
@@ -373,6 +378,10 @@ class EnrollmentRequestAdmin(_RequestAdmin):
         waited = utcnow() - obj.created_at
         colour, words = waiting_colour(waited, hours=service_hours())
         return badge(f"{timesince(obj.created_at, utcnow(), depth=1)}, {words}", colour)
+
+    @admin.display(description="device", ordering="device_name")
+    def device(self, obj: EnrollmentRequest) -> str:
+        return obj.device_name or "-"
 
     @admin.display(description="account age", ordering="owner__date_joined")
     def account_age(self, obj: EnrollmentRequest) -> str:

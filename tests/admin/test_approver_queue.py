@@ -320,3 +320,13 @@ def test_the_list_scrolls_in_a_region_the_keyboard_reaches_and_its_total_opens_e
     assert region in content
     assert '<span class="enroll-search-label">Find</span></label>' in content
     assert '1 result (<a href="?status__exact=all">2 total</a>)' in content
+
+
+def test_the_list_and_the_request_page_show_the_device_name_and_search_finds_it(
+    admin_client: Client, ca: CertificateAuthority, alice: User, bob: User
+) -> None:
+    laptop = flows.submit_csr(owner=alice, data=make_csr(), device_name="Work laptop")
+    flows.submit_csr(owner=bob, data=make_csr())
+    assert "Work laptop" in admin_client.get(CHANGELIST).content.decode()
+    assert listed(admin_client.get(CHANGELIST, {"q": "laptop"})) == [laptop.pk]
+    assert "Work laptop" in admin_client.get(change_url(laptop)).content.decode()
