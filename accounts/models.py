@@ -3,13 +3,41 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from ca.types import Account
+
+#: Staff with this permission decide enrollment requests (enroll.admin.DECIDE_PERMISSION; named here too
+#: because accounts sits below enroll). Active superusers have it.
+APPROVE_PERMISSION = "enroll.change_enrollmentrequest"
+
+
+def can_approve(user: Account) -> bool:
+    """Whether ``user`` decides enrollment requests: active staff with :data:`APPROVE_PERMISSION`."""
+    return bool(user.is_active and getattr(user, "is_staff", False) and user.has_perm(APPROVE_PERMISSION))
+
+
+class ApproverMail(models.TextChoices):
+    """How an approver hears of new requests; ``SITE`` follows ``settings.ENROLL_APPROVER_MAIL``."""
+
+    SITE = "", "As the site sets it"
+    EACH = "each", "One e-mail per new request"
+    DIGEST = "digest", "One e-mail an hour listing the new requests"
+    NONE = "none", "No e-mail about requests"
+
 
 class Profile(models.Model):
-    """Per-account facts beyond Django's user: whether the e-mail address was verified."""
+    """Per-account facts beyond Django's user: whether the e-mail address was verified, and (for approvers)
+    how they hear of new requests."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
     email_verified_at = models.DateTimeField(null=True, blank=True)
     verified_email = models.EmailField(blank=True, help_text="The address that was verified.")
+    approver_mail = models.CharField(
+        max_length=8,
+        choices=ApproverMail.choices,
+        blank=True,
+        default=ApproverMail.SITE,
+        help_text="For approvers: how they hear of new requests (empty: as ENROLL_APPROVER_MAIL says).",
+    )
 
     def __str__(self) -> str:
         return f"profile of {self.user}"

@@ -130,3 +130,29 @@ class SpkacChallenge(models.Model):
 
     def __str__(self) -> str:
         return f"SPKAC challenge for {self.owner} ({'used' if self.used_at else 'unused'})"
+
+
+class ApproverNoticeKind(models.TextChoices):
+    """What an approver was told about a request (enroll.approver_mail)."""
+
+    NEW = "new", "New request (its own e-mail or a digest)"
+    OVERDUE = "overdue", "Reminder: waiting past the service level"
+
+
+class ApproverNotice(models.Model):
+    """One approver told about one request: of each kind once (the unique constraint), however often
+    ``manage.py notify_approvers`` runs; a digest lists only the waiting requests it has no NEW row for."""
+
+    request = models.ForeignKey(EnrollmentRequest, on_delete=models.CASCADE, related_name="approver_notices")
+    approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=8, choices=ApproverNoticeKind.choices)
+    sent_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-sent_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "approver", "kind"], name="approver_notice_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} for {self.approver} about request #{self.request_id}"

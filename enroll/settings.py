@@ -263,6 +263,19 @@ ENROLL_OCSP_VALIDITY_SECONDS = env.get_int(
 )
 #: Renewals by the owner of a still-valid, unrevoked certificate are approved without an administrator.
 ENROLL_AUTO_APPROVE_RENEWALS = env.get_bool("ENROLL_AUTO_APPROVE_RENEWALS", default=False)
+#: How approvers hear of new requests (enroll.approver_mail, docs/MAIL.md): "each" (one e-mail per request),
+#: "digest" (one e-mail listing the new ones, from manage.py notify_approvers, hourly) or "off". Each
+#: approver may choose otherwise on their profile page.
+ENROLL_APPROVER_MAIL = (env.get("ENROLL_APPROVER_MAIL") or "each").strip().lower()
+if ENROLL_APPROVER_MAIL not in ("each", "digest", "off"):
+    raise ImproperlyConfigured(
+        f"ENROLL_APPROVER_MAIL={ENROLL_APPROVER_MAIL!r} is not a choice: use each, digest or off."
+    )
+#: Service level for decisions, in hours: a request waiting longer is overdue (approvers get one reminder
+#: from manage.py notify_approvers; the admin's queue colours its waiting time).
+ENROLL_APPROVAL_SERVICE_HOURS = env.get_int(
+    "ENROLL_APPROVAL_SERVICE_HOURS", default=24, minimum=1, maximum=24 * 31
+)
 #: Accept MD5-signed SPKACs (old browsers, `openssl spkac` without -digest) for a legacy fleet; SHA-1 never.
 ENROLL_SPKAC_ALLOW_MD5 = env.get_bool("ENROLL_SPKAC_ALLOW_MD5", default=False)
 #: Lint every certificate (pkilint, RFC 5280) after signing it in memory; ERROR findings refuse it.
