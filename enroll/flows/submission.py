@@ -22,7 +22,7 @@ from ca.pki.csr import ParsedRequest, parse_csr
 from ca.pki.spkac import ParsedSpkac, parse_spkac
 from ca.services.issuance import key_refusal
 from ca.types import Account
-from enroll import challenges
+from enroll import approver_mail, challenges
 from enroll.flows.approval import approve
 from enroll.flows.common import (
     AUTO_APPROVED_RENEWAL,
@@ -184,6 +184,7 @@ def _store(
         detail=", ".join([f"request #{request.pk}", *label, request.key_description, *notes]),
         now=now,
     )
+    approver_mail.announce_on_commit(request_id=request.pk)  # on commit: a task mails the approvers
     return request
 
 
