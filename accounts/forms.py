@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import PasswordChangeForm as DjangoPasswordChangeForm
 from django.contrib.auth.forms import PasswordResetForm as DjangoPasswordResetForm
@@ -12,6 +13,7 @@ from django.contrib.auth.forms import UserCreationForm, UsernameField
 from django.http import HttpRequest
 
 from accounts import addresses, services, usernames
+from accounts.models import ApproverMail, Profile
 from accounts.passwords import PasswordCheck, check_current_password
 from ca.types import Account
 
@@ -150,3 +152,40 @@ class PasswordResetForm(DjangoPasswordResetForm):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         services.queue_password_reset(self.cleaned_data["email"])
+
+
+#: What ``settings.ENROLL_APPROVER_MAIL`` (each, digest, off) gives an approver who did not choose.
+SITE_APPROVER_MAIL = {"each": ApproverMail.EACH, "digest": ApproverMail.DIGEST, "off": ApproverMail.NONE}
+
+
+def site_approver_mail() -> ApproverMail:
+    """The site's choice for approvers who made none (``settings.ENROLL_APPROVER_MAIL``)."""
+    return SITE_APPROVER_MAIL.get(str(settings.ENROLL_APPROVER_MAIL), ApproverMail.EACH)
+
+
+class ApproverMailForm(forms.ModelForm[Profile]):
+    """For approvers, on the profile page: how they hear of new requests (enroll.approver_mail)."""
+
+    class Meta:
+        model = Profile
+        fields = ("approver_mail",)
+        labels = {"approver_mail": "E-mail about new requests"}
+        widgets = {"approver_mail": forms.RadioSelect}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["approver_mail"]
+        assert isinstance(field, forms.ChoiceField)
+        site = f"As the site sets it (now: {site_approver_mail().label.lower()})"
+        field.choices = [
+            (value, site if value == ApproverMail.SITE else label) for value, label in ApproverMail.choices
+        ]
+        field.help_text = (
+            "Reminders of requests that wait longer than the service level come with both kinds of "
+            "e-mail. You are never told about your own requests."
+        )
+
+    def effective(self) -> ApproverMail:
+        """The choice that applies after saving: the account's own, else the site's."""
+        chosen = str(self.cleaned_data.get("approver_mail") or "")
+        return ApproverMail(chosen) if chosen else site_approver_mail()

@@ -14,6 +14,7 @@ from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import SetPasswordForm
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
@@ -22,7 +23,14 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import auditing, ratelimits, services
 from accounts.certlogin import certificate_session
-from accounts.forms import EmailChangeForm, PasswordChangeForm, PasswordResetForm, SignUpForm
+from accounts.forms import (
+    ApproverMailForm,
+    EmailChangeForm,
+    PasswordChangeForm,
+    PasswordResetForm,
+    SignUpForm,
+)
+from accounts.models import Profile, can_approve
 from accounts.ratelimits import check_mailbox, mailbox_limit_words, rate_limited, refused
 from accounts.services import TokenState
 from ca.models import AuditEvent
@@ -149,12 +157,36 @@ def resend_verification(request: HttpRequest) -> HttpResponse:
 # --- profile ---------------------------------------------------------------------------------------
 
 
+#: The hidden field that says a POST to the profile page is the approvers' mail choice.
+APPROVER_MAIL_FORM = "approver-mail"
+
+
+def _approver_mail_form(request: HttpRequest, user: Account) -> ApproverMailForm | None:
+    """The approvers' mail choice (bound to a POST of it), or None for an account that cannot approve."""
+    if not can_approve(user):
+        return None
+    profile = Profile.objects.filter(user=user).first() or Profile(user=user)
+    posted = request.method == "POST" and request.POST.get("form") == APPROVER_MAIL_FORM
+    return ApproverMailForm(request.POST if posted else None, instance=profile)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def profile(request: HttpRequest) -> HttpResponse:
     user = _account(request)
-    form = EmailChangeForm(user, request.POST or None, request=request)
-    if request.method == "POST" and form.is_valid():
+    mail_form = _approver_mail_form(request, user)
+    mail_choice_posted = request.method == "POST" and request.POST.get("form") == APPROVER_MAIL_FORM
+    if mail_choice_posted:
+        if mail_form is None:
+            raise PermissionDenied("Only approvers choose how they hear of new requests.")
+        if mail_form.is_valid():
+            mail_form.save()
+            messages.success(
+                request, f"Saved. E-mail about new requests: {mail_form.effective().label.lower()}."
+            )
+            return redirect("accounts:profile")
+    form = EmailChangeForm(user, None if mail_choice_posted else request.POST or None, request=request)
+    if form.is_bound and form.is_valid():
         refusal = ratelimits.check(request, "email_change") or check_mailbox(
             request, form.cleaned_data["email"]
         )
@@ -182,6 +214,9 @@ def profile(request: HttpRequest) -> HttpResponse:
         "hours": settings.ENROLL_EMAIL_VERIFICATION_HOURS,
         # Set when this session was made by certificate login: which certificate, and no sign-out.
         "certificate_login": certificate_session(request),
+        # For approvers only: how they hear of new requests (enroll.approver_mail).
+        "approver_mail_form": mail_form,
+        "approver_mail_form_name": APPROVER_MAIL_FORM,
     }
     return render(request, "accounts/profile.html", context)
 
