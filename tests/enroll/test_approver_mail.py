@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import time_machine
@@ -25,6 +29,7 @@ from tests.conftest import make_csr
 
 pytestmark = pytest.mark.django_db
 
+ROOT = Path(__file__).resolve().parents[2]
 T0 = dt.datetime(2031, 3, 3, 9, 0, 0, tzinfo=dt.UTC)
 ADMIN_PAGE = "http://pki.example.test/admin/enroll/enrollmentrequest/{pk}/change/"
 
@@ -408,6 +413,67 @@ def test_digest_approvers_get_reminders_too_but_never_about_their_own_request(
     clock.shift(dt.timedelta(hours=24))
     assert run() == "sent 0 digests and 1 reminder to approvers"
     assert recipients() == ["dave@example.com"]
+
+
+def test_a_concurrent_run_that_told_the_approver_first_makes_this_one_send_nothing(
+    carol: User, alice: User, submit: Submit
+) -> None:
+    choose(carol, ApproverMail.DIGEST)
+    request = submit(alice)
+    approver = approver_mail.mailed_approvers()[0]
+    ApproverNotice.objects.create(request=request, approver=carol, kind=ApproverNoticeKind.NEW, sent_at=T0)
+
+    sent = approver_mail._record_and_send(
+        "approver_digest",
+        approver=approver,
+        requests=[request],
+        kind=ApproverNoticeKind.NEW,
+        now=T0,
+        context={"requests": []},
+    )
+
+    assert sent is False
+    assert mail.outbox == []
+    assert ApproverNotice.objects.count() == 1
+
+
+# --- the settings -----------------------------------------------------------------------------------
+
+
+def settings_of(tmp_path: Path, **environment: str) -> subprocess.CompletedProcess[str]:
+    code = (
+        "import django; from django.conf import settings; django.setup(); "
+        "print(settings.ENROLL_APPROVER_MAIL, settings.ENROLL_APPROVAL_SERVICE_HOURS)"
+    )
+    keep = {name: value for name, value in os.environ.items() if name in ("PATH", "HOME", "LANG")}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={
+            **keep,
+            "DJANGO_SETTINGS_MODULE": "enroll.settings",
+            "DJANGO_DEBUG": "true",
+            "ENROLL_DATA_DIR": str(tmp_path),
+            **environment,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_settings_default_to_each_mail_and_24_hours_and_take_the_environment(tmp_path: Path) -> None:
+    assert settings_of(tmp_path).stdout.split() == ["each", "24"]
+    chosen = settings_of(tmp_path, ENROLL_APPROVER_MAIL="Digest", ENROLL_APPROVAL_SERVICE_HOURS="8")
+    assert chosen.stdout.split() == ["digest", "8"]
+
+
+def test_a_wrong_approver_mail_setting_stops_the_start_and_says_the_choices(tmp_path: Path) -> None:
+    done = settings_of(tmp_path, ENROLL_APPROVER_MAIL="hourly")
+
+    assert done.returncode != 0
+    assert "ENROLL_APPROVER_MAIL='hourly' is not a choice: use each, digest or off." in done.stderr
 
 
 # --- words ------------------------------------------------------------------------------------------
