@@ -20,13 +20,22 @@ class Command(BaseCommand):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--user", required=True, metavar="USERNAME")
         parser.add_argument("file", help="SPKAC file (SPKAC=... as openssl spkac prints it), or - for stdin.")
+        parser.add_argument(
+            "--device",
+            default="",
+            metavar="NAME",
+            help="The device the certificate is for (optional, at most 64 characters; not put into it).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         owner = get_user(options["user"])
         data = read_input(options["file"], limit=MAX_SPKAC_BYTES)
         try:
             request = flows.submit_spkac(
-                owner=owner, data=data, session_binding=challenges.COMMAND_LINE_BINDING
+                owner=owner,
+                data=data,
+                session_binding=challenges.COMMAND_LINE_BINDING,
+                device_name=options["device"],
             )
         except (RequestRefused, challenges.ChallengeRefused, flows.FlowError) as exc:
             raise CommandError(str(exc)) from None
