@@ -1,5 +1,6 @@
 """Issuance figures on a P-256 CA: raw ``cryptography`` signing, bulk approval (``flows.approve_many``)
-with pre-signing lint on and off, and single approvals per second."""
+with pre-signing lint on and off, single approvals per second, and approvals per second through the
+admin's Approve and next (the POST and the next request's page, in process through Django's test client)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
-from django.test import override_settings
+from django.test import Client, override_settings
+from django.urls import reverse
 
 from bench.common import Output, emit
 from ca.clock import utcnow
@@ -20,6 +22,7 @@ from ca.pki.profiles import SubjectInfo, build_client_certificate, get_profile, 
 from ca.pki.serials import new_serial
 from ca.services import authorities, keys
 from enroll import flows
+from enroll.models import EnrollmentRequest
 
 
 def _submitted(owner: User, private_keys: list[ec.EllipticCurvePrivateKey]) -> list[int]:
@@ -38,7 +41,7 @@ def bench_issuance(out: Output, count: int, single: int) -> None:
     key = keys.load_key(ca)
     owner = User.objects.create_user("bench-user", "bench@example.com")
     admin = User.objects.create_superuser("bench-admin", "bench-admin@example.com", "not-used")
-    private_keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(2 * count + single)]
+    private_keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(2 * count + 2 * single)]
 
     now = utcnow()
     not_before, not_after = validity_window(now=now, validity=dt.timedelta(days=365), issuer=ca.certificate)
@@ -80,7 +83,7 @@ def bench_issuance(out: Output, count: int, single: int) -> None:
         )
 
     if single:
-        request_ids = _submitted(owner, private_keys[2 * count :])
+        request_ids = _submitted(owner, private_keys[2 * count : 2 * count + single])
         started = time.perf_counter()
         for request_id in request_ids:
             flows.approve(request_id=request_id, by=admin)
@@ -96,3 +99,40 @@ def bench_issuance(out: Output, count: int, single: int) -> None:
             raw_per_second=round(raw, 1),
             share_of_raw=round(rate / raw, 3),
         )
+        bench_approve_and_next(out, owner, admin, private_keys[2 * count + single :], single_rate=rate)
+
+
+def bench_approve_and_next(
+    out: Output,
+    owner: User,
+    admin: User,
+    private_keys: list[ec.EllipticCurvePrivateKey],
+    *,
+    single_rate: float,
+) -> None:
+    """An approver clearing the queue in the admin: each step POSTs Approve and next and GETs the page it
+    leads to (the next request, with its context, or the list when the queue is empty)."""
+    request_ids = _submitted(owner, private_keys)
+    client = Client()
+    client.force_login(admin)
+    with override_settings(ALLOWED_HOSTS=[*settings.ALLOWED_HOSTS, "testserver"]):
+        started = time.perf_counter()
+        for request_id in request_ids:
+            approve = reverse("admin:enroll_enrollmentrequest_approve", args=[request_id])
+            response = client.post(approve, {"_next": "1"}, secure=True)
+            assert response.status_code == 302, response.status_code
+            assert client.get(response["Location"], secure=True).status_code == 200
+        seconds = time.perf_counter() - started
+    issued = EnrollmentRequest.objects.filter(pk__in=request_ids, certificate__isnull=False).count()
+    emit(
+        out,
+        figure="issue_approve_and_next",
+        database=connection.vendor,
+        ca_key="ec-p256",
+        lint=bool(settings.ENROLL_LINT_BEFORE_SIGN),
+        requests=len(request_ids),
+        issued=issued,
+        per_second=round(len(request_ids) / seconds, 1),
+        single_approvals_per_second=round(single_rate, 1),
+        share_of_single=round(len(request_ids) / seconds / single_rate, 3),
+    )
