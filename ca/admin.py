@@ -95,17 +95,37 @@ class CertificateStatusFilter(admin.SimpleListFilter):
 
 @admin.register(Certificate)
 class CertificateAdmin(ReadOnlyAdminMixin, _CertificateAdmin):
-    list_display = ["serial_display", "subject", "owner", "ca", "not_after", "status_badge"]
+    list_display = ["serial_display", "device_name", "subject", "owner", "ca", "not_after", "status_badge"]
     list_filter = [CertificateStatusFilter, "ca"]
     list_select_related = ["ca", "owner", "revocation"]
-    search_fields = ["serial", "subject", "owner__username", "owner__email", "fingerprint_sha256"]
+    search_fields = [
+        "serial",
+        "subject",
+        "owner__username",
+        "owner__email",
+        "fingerprint_sha256",
+        "device_name",
+    ]
     search_help_text = (
         "Serial (hex, with or without colons, any case), subject, owner's username or e-mail, "
-        "SHA-256 fingerprint."
+        "SHA-256 fingerprint, device name."
     )
     actions = ["revoke_selected"]
     fieldsets = [
-        (None, {"fields": ["serial_display", "serial_hex", "subject", "owner", "ca", "status_badge"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "serial_display",
+                    "serial_hex",
+                    "device_name",
+                    "subject",
+                    "owner",
+                    "ca",
+                    "status_badge",
+                ]
+            },
+        ),
         ("Validity", {"fields": ["not_before", "not_after", "created_at"]}),
         ("Revocation", {"fields": ["revocation_details"]}),
         (
