@@ -86,7 +86,7 @@ KEY_BLOCKED = ("blocked key", "red")
 
 def service_hours() -> float:
     """The service level: a submitted request should be decided within this many hours."""
-    return float(getattr(settings, "ENROLL_APPROVAL_SERVICE_HOURS", 24))
+    return float(settings.ENROLL_APPROVAL_SERVICE_HOURS)
 
 
 def waiting_colour(waited: dt.timedelta, *, hours: float) -> tuple[str, str]:

@@ -18,6 +18,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from pytest_django.fixtures import Settings
 
 from ca.clock import utcnow
 from ca.models import BlockedKey, BlockedKeySource, Certificate, CertificateAuthority
@@ -205,7 +206,7 @@ def test_time_waiting_is_coloured_against_the_service_level_with_words(
 
 
 def test_the_list_shows_how_long_each_request_has_waited(
-    admin_client: Client, ca: CertificateAuthority, alice: User, bob: User, settings: object
+    admin_client: Client, ca: CertificateAuthority, alice: User, bob: User
 ) -> None:
     submit(alice, hours_ago=30)
     submit(bob, hours_ago=1)
@@ -330,3 +331,13 @@ def test_the_list_and_the_request_page_show_the_device_name_and_search_finds_it(
     assert "Work laptop" in admin_client.get(CHANGELIST).content.decode()
     assert listed(admin_client.get(CHANGELIST, {"q": "laptop"})) == [laptop.pk]
     assert "Work laptop" in admin_client.get(change_url(laptop)).content.decode()
+
+
+def test_the_colours_follow_the_service_level_setting(
+    admin_client: Client, ca: CertificateAuthority, alice: User, settings: Settings
+) -> None:
+    settings.ENROLL_APPROVAL_SERVICE_HOURS = 2
+    submit(alice, hours_ago=3)
+    content = admin_client.get(CHANGELIST).content.decode()
+    assert "3\xa0hours, overdue" in content
+    assert "enroll-badge-red" in content
