@@ -191,8 +191,8 @@ def dashboard_of(user: Account, *, now: dt.datetime) -> Dashboard:
         ):
             board.steps.append(
                 NextStep(
-                    f"Your certificate from request #{issued.pk} is ready: download it and combine it with "
-                    "your private key.",
+                    f"Your certificate {_named(issued.device_name, f'from request #{issued.pk}')} is ready: "
+                    "download it and combine it with your private key.",
                     reverse("portal:certificate-detail", args=[issued.certificate.pk]),
                     "Download your certificate",
                     "success",
@@ -202,8 +202,9 @@ def dashboard_of(user: Account, *, now: dt.datetime) -> Dashboard:
         if row.renew_soon:
             board.steps.append(
                 NextStep(
-                    f"Certificate {row.certificate.serial[:16]}… expires in {row.days_left} "
-                    f"day{'s' if row.days_left != 1 else ''}. Renew it before then.",
+                    f"Certificate {_named(row.certificate.device_name, f'{row.certificate.serial[:16]}…')} "
+                    f"expires in {row.days_left} day{'s' if row.days_left != 1 else ''}. "
+                    "Renew it before then.",
                     reverse("portal:certificate-renew", args=[row.certificate.pk]),
                     "Renew",
                     "warning",
@@ -232,6 +233,11 @@ def dashboard_of(user: Account, *, now: dt.datetime) -> Dashboard:
             )
         )
     return board
+
+
+def _named(device_name: str, otherwise: str) -> str:
+    """How a sentence names a certificate: ``for Work laptop (<otherwise>)``, or ``otherwise`` alone."""
+    return f"for {device_name} ({otherwise})" if device_name else otherwise
 
 
 def key_commands(username: str) -> dict[str, str]:

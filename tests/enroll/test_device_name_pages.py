@@ -323,3 +323,14 @@ def test_the_download_file_name_carries_the_slugified_device_name(
     )
 
     assert f'filename="{stem}{certificate.serial[:8].lower()}.pem"' in response["Content-Disposition"]
+
+
+def test_the_dashboard_next_steps_name_the_device(
+    client: Client, ca: CertificateAuthority, alice: User
+) -> None:
+    certificate = named_certificate(alice, "Work laptop")
+    request = EnrollmentRequest.objects.get(certificate=certificate)
+
+    body = logged_in(client, alice).get(reverse("portal:dashboard")).content.decode()
+
+    assert f"Your certificate for Work laptop (from request #{request.pk}) is ready" in body
