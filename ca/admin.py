@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from django import forms
 from django.conf import settings
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
@@ -303,10 +303,12 @@ class CrlPublicationAdmin(ReadOnlyAdminMixin, _CrlAdmin):
         self, request: HttpRequest, queryset: QuerySet[CrlPublication], search_term: str
     ) -> tuple[QuerySet[CrlPublication], bool]:
         term = search_term.strip()
+        by_hash = Q(sha256__icontains=term)
         if term.isascii() and term.isdigit():
+            # Digits are a CRL number, or a piece of a SHA-256 that happens to hold no letter.
             number = decimal_id(term)
-            return queryset.filter(number=number) if number is not None else queryset.none(), False
-        return queryset.filter(sha256__icontains=term), False
+            return queryset.filter(by_hash | Q(number=number) if number is not None else by_hash), False
+        return queryset.filter(by_hash), False
 
     @admin.display(description="size (bytes)")
     def size(self, obj: CrlPublication) -> int:
