@@ -57,6 +57,9 @@ def test_it_prints_every_figure_as_a_json_line(tmp_path: Path) -> None:
     assert [f["lint"] for f in by_name["issue_bulk_approval"]] == [True, False]
     assert all(f["issued"] == f["requests"] == 3 for f in by_name["issue_bulk_approval"])
     assert by_name["issue_single_approvals"][0]["requests"] == 2
+    (queue,) = by_name["issue_approve_and_next"]
+    assert queue["issued"] == queue["requests"] > 0
+    assert queue["per_second"] > 0
     assert by_name["issue_raw_cryptography"][0]["per_second"] > 0
     assert by_name["crl_publish_full_build"][0]["entries"] == 20
     assert by_name["crl_republish"][0]["entries"] == 21
