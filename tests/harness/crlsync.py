@@ -1,6 +1,6 @@
 """``enroll-crl-sync`` as a front server runs it: :class:`CrlSyncService`, the sync in service mode
 (``--every``) as a :class:`~tests.harness.process.ManagedProcess`, reporting as a registered node with its
-token; and :func:`reach_seconds`, the time from a revocation to the first refused handshake, measured at
+token; and :func:`reach_seconds`, the time from a revocation until handshakes are refused for good, at
 the client (``nginx -s reload`` and a graceful restart return before the new workers serve, so the sync's
 own log is never the measure).
 
@@ -127,16 +127,27 @@ def reach_seconds(
     *,
     every: float = 0.1,
     give_up: float = 30.0,
+    settled: int = 5,
 ) -> float:
     """Revoke (the "click": the revocation service, which publishes the CRL on commit), then try a new
-    TLS handshake every ``every`` seconds until one is :func:`refused`; the seconds from the click to that
-    refusal, at the client. :class:`AssertionError` if none is refused within ``give_up`` seconds."""
+    TLS handshake every ``every`` seconds until the client is refused for good: the seconds from the click
+    to the first refusal of ``settled`` in a row, at the client. One refusal is not enough: while nginx
+    reloads, an old worker that has not yet seen its signal can still accept a handshake after a new
+    worker refused one, so a let-in after a refusal starts the count again. :class:`AssertionError` if the
+    client is not refused for good within ``give_up`` seconds."""
     clicked = time.monotonic()
     revoke()
+    first_refusal: float | None = None
+    in_a_row = 0
     while True:
         answer = attempt()
         now = time.monotonic()
         if refused(answer):
-            return now - clicked
+            first_refusal = now if first_refusal is None else first_refusal
+            in_a_row += 1
+            if in_a_row >= settled:
+                return first_refusal - clicked
+        else:
+            first_refusal, in_a_row = None, 0
         assert now - clicked < give_up, f"still let in {now - clicked:.1f} s after the revocation: {answer}"
         time.sleep(max(0.0, every - (time.monotonic() - now)))
