@@ -41,7 +41,6 @@ from accounts import services as accounts_services
 from accounts.models import APPROVE_PERMISSION, ApproverMail, Profile, can_approve
 from accounts.services import verified_email
 from ca.clock import utcnow
-from ca.models import Certificate
 from ca.types import Account
 from enroll.models import ApproverNotice, ApproverNoticeKind, EnrollmentRequest, RequestStatus
 
@@ -230,7 +229,7 @@ def announce(*, request_id: int, now: dt.datetime | None = None) -> int:
         .filter(pk=request_id, status=RequestStatus.SUBMITTED)
         .first()
     )
-    if request is None or _approved_automatically(request, now=now):
+    if request is None:  # decided already (or gone): nobody needs to be told
         return 0
     sent = 0
     for approver in mailed_approvers():
@@ -246,17 +245,6 @@ def announce(*, request_id: int, now: dt.datetime | None = None) -> int:
             context=context,
         )
     return sent
-
-
-def _approved_automatically(request: EnrollmentRequest, *, now: dt.datetime) -> bool:
-    """Whether the submission is approving this request itself right now: a renewal of a valid certificate
-    with ``ENROLL_AUTO_APPROVE_RENEWALS`` (the rule of :mod:`enroll.flows.submission`), which the worker
-    may see before the approval commits. Nobody needs to decide it."""
-    return (
-        request.renewal_of_id is not None
-        and bool(settings.ENROLL_AUTO_APPROVE_RENEWALS)
-        and Certificate.objects.valid_at(now).filter(pk=request.renewal_of_id).exists()
-    )
 
 
 # --- digests and reminders (manage.py notify_approvers) ---------------------------------------------

@@ -92,6 +92,7 @@ def submit_csr(
             renewal_of = _lock_renewable(renewal_of, owner=owner)
             if device_name is None:
                 name = renewal_of.device_name
+            auto_approve = _auto_approves(renewal_of, now=now)
         request = _store(
             owner=owner,
             kind=RequestKind.CSR,
@@ -101,8 +102,8 @@ def submit_csr(
             notes=[f"renewal of {renewal_of.serial}"] if renewal_of is not None else [],
             now=now,
             device_name=name,
+            announce=not auto_approve,
         )
-        auto_approve = renewal_of is not None and _auto_approves(renewal_of, now=now)
     if auto_approve:
         # Stored (committed) first: approval reserves its serial in a transaction of its own.
         return approve(request_id=request.pk, by=None, now=now, reason=AUTO_APPROVED_RENEWAL)
@@ -155,10 +156,12 @@ def _store(
     now: dt.datetime,
     renewal_of: Certificate | None = None,
     device_name: str = "",
+    announce: bool = True,
 ) -> EnrollmentRequest:
     """Refuse a blocked key or another account's key, else store the request as SUBMITTED (audited).
 
-    Runs inside the caller's transaction; ``notes`` go into the audit entry's detail.
+    Runs inside the caller's transaction; ``notes`` go into the audit entry's detail. ``announce`` tells
+    the approvers on commit; not for a renewal that the submission approves itself (nobody needs to decide).
     """
     if (refusal := key_refusal(spki_sha256=parsed.key.spki_sha256, owner=owner)) is not None:
         raise SubmissionRefused(refusal)
@@ -184,7 +187,8 @@ def _store(
         detail=", ".join([f"request #{request.pk}", *label, request.key_description, *notes]),
         now=now,
     )
-    approver_mail.announce_on_commit(request_id=request.pk)  # on commit: a task mails the approvers
+    if announce:
+        approver_mail.announce_on_commit(request_id=request.pk)  # on commit: a task mails the approvers
     return request
 
 
