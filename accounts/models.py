@@ -41,3 +41,12 @@ class Profile(models.Model):
 
     def __str__(self) -> str:
         return f"profile of {self.user}"
+
+    def verifies(self, email: str) -> bool:
+        """Whether ``email`` (the account's current address) is the one that was verified: an address
+        changed since its verification is not verified."""
+        return (
+            self.email_verified_at is not None
+            and bool(email)
+            and self.verified_email.lower() == email.lower()
+        )

@@ -42,10 +42,9 @@ VERIFY_SALT = "accounts.verify-email"
 def email_verified_at(user: Account) -> dt.datetime | None:
     """When the account's current e-mail address was verified; None if it is not (or changed since)."""
     profile = Profile.objects.filter(user=user).first()
-    email = getattr(user, "email", "")
-    if profile is None or profile.email_verified_at is None or not email:
+    if profile is None or not profile.verifies(getattr(user, "email", "")):
         return None
-    return profile.email_verified_at if profile.verified_email.lower() == email.lower() else None
+    return profile.email_verified_at
 
 
 def verified_email(user: Account) -> str | None:

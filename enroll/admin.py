@@ -122,12 +122,7 @@ def row_contexts(requests: Sequence[EnrollmentRequest]) -> dict[int, RowContext]
     for item in requests:
         email: str = getattr(item.owner, "email", "")
         profile = profiles.get(item.owner_id)
-        verified = (
-            profile is not None
-            and profile.email_verified_at is not None
-            and bool(email)
-            and profile.verified_email.lower() == email.lower()
-        )
+        verified = profile is not None and profile.verifies(email)
         earlier = [owner for pk, owner in holders.get(item.spki_sha256, []) if pk != item.certificate_id]
         if item.spki_sha256 in blocked:
             seen = KEY_BLOCKED
