@@ -29,7 +29,7 @@ from django.utils.html import format_html
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
-from accounts.models import Profile
+from accounts.models import APPROVE_PERMISSION, Profile, can_approve
 from ca.admin_views import acting_user, badge, hex_search, log_admin_decision
 from ca.clock import utcnow
 from ca.models import BlockedKey, Certificate
@@ -50,7 +50,7 @@ admin.site.site_title = "Enroll"
 admin.site.index_title = "Administration"
 
 #: Approving and rejecting need this permission.
-DECIDE_PERMISSION = "enroll.change_enrollmentrequest"
+DECIDE_PERMISSION = APPROVE_PERMISSION
 
 #: Up to this many requests, a bulk approval reports each one; beyond, it sums up (and lists that many
 #: of the requests that got no certificate).
@@ -273,7 +273,7 @@ class EnrollmentRequestAdmin(_RequestAdmin):
         return False
 
     def has_decide_permission(self, request: HttpRequest) -> bool:
-        return request.user.is_active and request.user.is_staff and request.user.has_perm(DECIDE_PERMISSION)
+        return request.user.is_authenticated and can_approve(request.user)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[EnrollmentRequest]:
         return super().get_queryset(request).defer("request_der")
