@@ -161,12 +161,11 @@ def resend_verification(request: HttpRequest) -> HttpResponse:
 APPROVER_MAIL_FORM = "approver-mail"
 
 
-def _approver_mail_form(request: HttpRequest, user: Account) -> ApproverMailForm | None:
-    """The approvers' mail choice (bound to a POST of it), or None for an account that cannot approve."""
+def _approver_mail_form(request: HttpRequest, user: Account, *, posted: bool) -> ApproverMailForm | None:
+    """The approvers' mail choice (bound when ``posted``), or None for an account that cannot approve."""
     if not can_approve(user):
         return None
     profile = Profile.objects.filter(user=user).first() or Profile(user=user)
-    posted = request.method == "POST" and request.POST.get("form") == APPROVER_MAIL_FORM
     return ApproverMailForm(request.POST if posted else None, instance=profile)
 
 
@@ -174,8 +173,8 @@ def _approver_mail_form(request: HttpRequest, user: Account) -> ApproverMailForm
 @require_http_methods(["GET", "POST"])
 def profile(request: HttpRequest) -> HttpResponse:
     user = _account(request)
-    mail_form = _approver_mail_form(request, user)
     mail_choice_posted = request.method == "POST" and request.POST.get("form") == APPROVER_MAIL_FORM
+    mail_form = _approver_mail_form(request, user, posted=mail_choice_posted)
     if mail_choice_posted:
         if mail_form is None:
             raise PermissionDenied("Only approvers choose how they hear of new requests.")
