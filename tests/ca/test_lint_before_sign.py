@@ -72,8 +72,20 @@ def test_der_that_is_no_certificate_is_one_fatal_finding() -> None:
 @pytest.fixture
 def broken_profile(monkeypatch: pytest.MonkeyPatch) -> str:
     """A test-only profile with an empty extendedKeyUsage (RFC 5280 4.2.1.12: SIZE (1..MAX))."""
+    allow_empty_eku(monkeypatch)
     monkeypatch.setitem(PROFILES, "broken", Profile("broken", (), dt.timedelta(days=30)))
     return "broken"
+
+
+def allow_empty_eku(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cryptography 51 refuses an empty ExtendedKeyUsage when it is constructed; older releases encoded it
+    (an empty SEQUENCE). Lint must catch such a certificate whichever library built it, so the test lets
+    the constructor take an empty list again: the encoder then writes what a lenient builder would."""
+
+    def lenient_init(self: x509.ExtendedKeyUsage, usages: Any) -> None:
+        self._usages = list(usages)
+
+    monkeypatch.setattr(x509.ExtendedKeyUsage, "__init__", lenient_init)
 
 
 def critical_aki(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> str:
@@ -90,6 +102,7 @@ def critical_aki(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> str:
 
 
 def empty_eku(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> str:
+    allow_empty_eku(monkeypatch)
     monkeypatch.setitem(profiles.PROFILES, "client", Profile("client", (), dt.timedelta(days=30)))
     return "itu.invalid_asn1_syntax"
 
