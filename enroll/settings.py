@@ -165,8 +165,12 @@ if _email_host:
     EMAIL_HOST_USER = env.get("EMAIL_HOST_USER") or ""
     EMAIL_HOST_PASSWORD = env.get("EMAIL_HOST_PASSWORD") or ""
     EMAIL_USE_TLS = env.get_bool("EMAIL_USE_TLS", default=True)
-else:  # development; in production the check accounts.W001 warns that mail only reaches the log
+elif DEBUG:  # development: printed to the console and kept for the page /dev/mail/ (enroll.devmail)
+    EMAIL_BACKEND = "enroll.devmail.ConsoleAndFileBackend"
+else:  # in production the check accounts.W001 warns that mail only reaches the log
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+#: Where development mail is kept (DEBUG without EMAIL_HOST; enroll.devmail).
+ENROLL_DEV_MAIL_DIR = DATA_DIR / "dev-mail"
 DEFAULT_FROM_EMAIL = env.get("DEFAULT_FROM_EMAIL", "Enroll Portal <noreply@localhost>") or ""
 
 # --- Background tasks (django-tasks): mail leaves the request path (docs/MAIL.md) ---------------------------
