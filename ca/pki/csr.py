@@ -5,17 +5,21 @@ REQUEST`` (what Java's keytool writes), DER, or bare base64 of the DER. Line bre
 lines and spaces around the base64 are tolerated; exactly one request must be present.
 
 Order of checks: size (before any parsing), private-key detection (refused, never echoed), encoding,
-DER structure (one object: a request followed by anything is "more than one"; anything else that leads is
-refused for what it is), the key's algorithm (by OID, before the key is loaded: see
-:data:`.keypolicy.LOADABLE_KEY_ALGORITHMS`), the signature's hash (MD5 and SHA-1 cannot be verified at all
-by OpenSSL 3, so they are named as the reason instead of a "bad signature"), then the request's
-self-signature (RFC 2986 section 3: the signature over CertificationRequestInfo proves possession of the
-private key), then key and signature policy.
+whether it is a request at all (input without PEM armour that does not start as a request does is "not a
+request": random text, a certificate, a key, a public key; only armour or a request's own start make a
+refusal "cut off" or "altered"), DER structure (one object: a request followed by anything is "more than
+one"; anything else that leads is refused for what it is), the key's algorithm (by OID, before the key
+is loaded: see :data:`.keypolicy.LOADABLE_KEY_ALGORITHMS`), the signature's hash (MD5 and SHA-1 cannot be
+verified at all by OpenSSL 3, so they are named as the reason instead of a "bad signature"), then the
+request's self-signature (RFC 2986 section 3: the signature over CertificationRequestInfo proves
+possession of the private key), then key and signature policy.
 Nothing from the request's subject or attributes is trusted: the CA builds subjects from the account.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 
+from .der import leading_tags
 from .errors import Refusal, RequestRefused
 from .keypolicy import (
     KeyInfo,
@@ -77,12 +82,51 @@ class ParsedRequest:
         )
 
 
-def _b64decode(text: bytes, *, what: str) -> bytes:
-    return decode_base64(
-        text,
-        refusal=f"The {what} is not valid base64: it has been altered or cut. Copy the whole file again, "
-        "from the -----BEGIN line to the -----END line.",
-    )
+_CUT = (
+    "The certificate request is incomplete: it was cut off before its end. Copy the whole file again, from "
+    "the -----BEGIN CERTIFICATE REQUEST----- line to the -----END line, or upload the file itself."
+)
+
+_NO_END_LINE = (
+    "The certificate request is incomplete: a -----BEGIN line has no matching -----END line. "
+    "Copy the whole file again, including the last line, or upload the file itself."
+)
+
+_ALTERED = (
+    "The certificate request was altered or cut: its text is not valid base64 any more. Copy the whole "
+    "file again without changing it, from the -----BEGIN line to the -----END line, or upload the file "
+    "itself."
+)
+
+_DAMAGED = (
+    "The certificate request is damaged: it is not a valid PKCS#10 request and cannot be read. "
+    "Make it again with openssl req or keytool -certreq and submit the whole file."
+)
+
+_NOT_A_REQUEST = (
+    "This is not a certificate request. Submit the request (CSR) you made with openssl req or "
+    "keytool -certreq: text that starts with -----BEGIN CERTIFICATE REQUEST-----, or the file itself."
+)
+
+_CERTIFICATE = (
+    "This is a certificate, not a certificate request. Submit the CSR "
+    "(-----BEGIN CERTIFICATE REQUEST-----) made with: openssl req -new -key my.key -out my.csr."
+)
+
+_TOO_DEEP = (
+    "This is not a certificate request: its structure is nested far deeper than any real request's. "
+    "Make it again with openssl req or keytool -certreq and submit the whole file."
+)
+
+#: How a PKCS#10 request starts (RFC 2986 4.2): CertificationRequest SEQUENCE > CertificationRequestInfo
+#: SEQUENCE > version INTEGER. A value that does not start so never was a request (a certificate v3 starts
+#: SEQUENCE, SEQUENCE, [0]; a public key SEQUENCE, SEQUENCE, OBJECT IDENTIFIER).
+_REQUEST_START = (0x30, 0x30, 0x02)
+
+
+def _request_shaped(der: bytes) -> bool:
+    """Whether ``der`` starts as a PKCS#10 request does, even if it is cut short."""
+    return leading_tags(der) == _REQUEST_START
 
 
 def _from_pem(data: bytes) -> bytes:
@@ -91,64 +135,85 @@ def _from_pem(data: bytes) -> bytes:
         raise RequestRefused(Refusal.PRIVATE_KEY, PRIVATE_KEY_WARNING)
     blocks = _PEM_BLOCK.findall(data)
     if len(begins) > len(blocks) or not blocks:
-        raise RequestRefused(
-            Refusal.TRUNCATED,
-            "The request is incomplete: a -----BEGIN line has no matching -----END line. "
-            "Copy the whole file, including the last line.",
-        )
+        raise RequestRefused(Refusal.TRUNCATED, _NO_END_LINE, missing="end_line")
     if len(blocks) > 1:
         raise RequestRefused(
             Refusal.MULTIPLE,
             f"The text contains {len(blocks)} PEM blocks; submit exactly one certificate request at a time.",
+            count=len(blocks),
         )
     label = blocks[0][0].decode("ascii")
-    if label in ("CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE"):
-        raise RequestRefused(
-            Refusal.CERTIFICATE,
-            "This is a certificate, not a certificate request. Submit the CSR "
-            "(-----BEGIN CERTIFICATE REQUEST-----) made with: openssl req -new -key my.key -out my.csr.",
-        )
     if label not in REQUEST_LABELS:
-        raise RequestRefused(
-            Refusal.NOT_A_REQUEST,
-            f"This is a PEM block of type '{label}', not a certificate request. Submit the CSR "
-            "(-----BEGIN CERTIFICATE REQUEST-----).",
-        )
-    return _b64decode(blocks[0][1], what="certificate request")
+        return _other_label(label)
+    return decode_base64(blocks[0][1], refusal=_ALTERED)
 
 
-def _decode(data: bytes) -> bytes:
-    """Return the DER of the one object in ``data`` (raw DER is returned as it is, never stripped)."""
-    if data[:1] == b"\x30":
-        return data
-    data = data.strip()
-    if b"-----BEGIN" in data:
-        return _from_pem(data)
-    if BASE64_TEXT.fullmatch(data):
-        return _b64decode(data, what="submission")
+def _other_label(label: str) -> bytes:
+    """Refuse a PEM block of another type than a request: a certificate, or anything else, by its label."""
+    if label in ("CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE"):
+        raise RequestRefused(Refusal.CERTIFICATE, _CERTIFICATE)
     raise RequestRefused(
         Refusal.NOT_A_REQUEST,
-        "This is not a certificate request. Submit a PKCS#10 CSR in PEM "
-        "(-----BEGIN CERTIFICATE REQUEST-----) or DER form.",
+        f"This is a PEM block of type '{label}', not a certificate request. Submit the CSR "
+        "(-----BEGIN CERTIFICATE REQUEST-----).",
+        label=label,
     )
 
 
-_DAMAGED = (
-    "The certificate request is damaged or incomplete and cannot be read. "
-    "Make it again with openssl req or keytool -certreq and submit the whole file."
-)
+def _from_bare_base64(text: bytes) -> bytes:
+    """The DER of base64 without PEM armour. Text that is not base64 is no request, unless it is the start
+    of a request's base64 cut mid-line (then it is cut off)."""
+    try:
+        return decode_base64(text, refusal=_ALTERED)
+    except RequestRefused:
+        joined = b"".join(text.split()).rstrip(b"=")
+        try:
+            start = base64.b64decode(joined[: len(joined) - len(joined) % 4], validate=True)
+        except (binascii.Error, ValueError):
+            start = b""
+        if _request_shaped(start):
+            raise RequestRefused(Refusal.TRUNCATED, _CUT) from None
+        raise RequestRefused(Refusal.NOT_A_REQUEST, _NOT_A_REQUEST) from None
 
 
-_TOO_DEEP = (
-    "This is not a certificate request: its structure is nested far deeper than any real request's. "
-    "Make it again with openssl req or keytool -certreq and submit the whole file."
-)
+def _decode(data: bytes) -> tuple[bytes, bool]:
+    """The DER of the one object in ``data`` (raw DER is returned as it is, never stripped), and whether
+    it came in PEM armour that says it is a request."""
+    if data[:1] == b"\x30":
+        return data, False
+    data = data.strip()
+    if b"-----BEGIN" in data:
+        return _from_pem(data), True
+    if BASE64_TEXT.fullmatch(data):
+        return _from_bare_base64(data), False
+    raise RequestRefused(Refusal.NOT_A_REQUEST, _NOT_A_REQUEST)
+
+
+def _refuse_what_is_no_request(der: bytes) -> None:
+    """Refuse DER without armour that does not even start as a request: a private key or a certificate for
+    what it is, anything else as not a request (never as "cut off": it never was a request)."""
+    if _request_shaped(der):
+        return
+    refuse_deep_der(der, refusal=_TOO_DEEP)
+    refuse_private_key_der(der, warning=PRIVATE_KEY_WARNING)
+    try:
+        leading = first_der_object(der, cut=_CUT, unreadable=_DAMAGED)
+    except RequestRefused:
+        raise RequestRefused(Refusal.NOT_A_REQUEST, _NOT_A_REQUEST) from None
+    if len(leading) != len(der):
+        refuse_deep_der(leading, refusal=_TOO_DEEP)
+        refuse_private_key_der(leading, warning=PRIVATE_KEY_WARNING)
+    try:
+        x509.load_der_x509_certificate(leading)
+    except (ValueError, x509.InvalidVersion):
+        raise RequestRefused(Refusal.NOT_A_REQUEST, _NOT_A_REQUEST) from None
+    raise RequestRefused(Refusal.CERTIFICATE, _CERTIFICATE)
 
 
 def _load_csr(der: bytes) -> x509.CertificateSigningRequest:
     refuse_deep_der(der, refusal=_TOO_DEEP)
     refuse_private_key_der(der, warning=PRIVATE_KEY_WARNING)
-    leading = first_der_object(der, cut=_DAMAGED, unreadable=_DAMAGED)
+    leading = first_der_object(der, cut=_CUT, unreadable=_DAMAGED)
     if len(leading) != len(der):
         # Refuse a leading private key, certificate or non-request for what it is; only a real request
         # followed by more data is "more than one".
@@ -156,6 +221,7 @@ def _load_csr(der: bytes) -> x509.CertificateSigningRequest:
         raise RequestRefused(
             Refusal.MULTIPLE,
             "There is extra data after the certificate request; submit exactly one request.",
+            count=2,
         )
     try:
         return x509.load_der_x509_csr(der)
@@ -166,16 +232,8 @@ def _load_csr(der: bytes) -> x509.CertificateSigningRequest:
     except (ValueError, x509.InvalidVersion):
         pass
     else:
-        raise RequestRefused(
-            Refusal.CERTIFICATE,
-            "This is a certificate, not a certificate request. Submit the CSR made with: "
-            "openssl req -new -key my.key -out my.csr.",
-        )
-    raise RequestRefused(
-        Refusal.MALFORMED,
-        "This is not a valid PKCS#10 certificate request. Make it again with openssl req or "
-        "keytool -certreq and submit the whole file.",
-    )
+        raise RequestRefused(Refusal.CERTIFICATE, _CERTIFICATE)
+    raise RequestRefused(Refusal.MALFORMED, _DAMAGED)
 
 
 def _spki_der(der: bytes) -> bytes:
@@ -264,7 +322,9 @@ def parse_csr(*, data: bytes | str) -> ParsedRequest:
         advice="Submit only the CSR file.",
         empty="Nothing was submitted. Paste or upload your CSR file.",
     )
-    der = _decode(raw)
+    der, armoured = _decode(raw)
     if not der:
         raise RequestRefused(Refusal.EMPTY, "The PEM block is empty. Paste the whole CSR file.")
+    if not armoured:
+        _refuse_what_is_no_request(der)
     return check_csr_der(der=der)

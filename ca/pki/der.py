@@ -82,3 +82,28 @@ def nesting_depth(data: bytes, *, limit: int = MAX_DEPTH) -> int:
 def check_depth(data: bytes, *, limit: int = MAX_DEPTH) -> None:
     """Raise :class:`TooDeep` if ``data`` nests deeper than ``limit``."""
     nesting_depth(data, limit=limit)
+
+
+def leading_tags(data: bytes, *, levels: int = 3) -> tuple[int, ...]:
+    """The tags down the first branch of ``data``: the first value's tag, then, while that value is
+    constructed, the tag of its first element, up to ``levels`` tags.
+
+    Lengths are not checked against the data (a value cut short still shows where it starts), so this tells
+    what a value is meant to be even when it is incomplete: a PKCS#10 request starts SEQUENCE, SEQUENCE,
+    INTEGER (CertificationRequest > CertificationRequestInfo > version), a SubjectPublicKeyInfo SEQUENCE,
+    SEQUENCE, OBJECT IDENTIFIER. Stops early at anything it cannot read (high tag numbers included).
+    """
+    tags: list[int] = []
+    offset = 0
+    while len(tags) < levels and offset < len(data):
+        tag = data[offset]
+        if tag & 0x1F == 0x1F:
+            break
+        tags.append(tag)
+        if not tag & 0x20 or offset + 1 >= len(data):
+            break
+        length_octet = data[offset + 1]
+        if length_octet == 0x80 or length_octet == 0xFF:
+            break
+        offset += 2 + (length_octet & 0x7F if length_octet & 0x80 else 0)
+    return tuple(tags)

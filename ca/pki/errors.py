@@ -1,8 +1,17 @@
 """Refusals raised by the PKI core.
 
-Every refusal carries a machine-readable :class:`Refusal` code and a message in plain words that says
-what is wrong and what to do. Callers (forms, management commands) show the message as it is; the code
-is for tests, logs and audit entries. No refusal message ever contains submitted key material.
+Every refusal carries a machine-readable :class:`Refusal` code, the parameters its sentence names
+(``params``: a PEM label, a size, a count) and the English message in plain words that says what is wrong
+and what to do. Callers (forms, management commands) show the message as it is, or make their own sentence
+from the code and its parameters (a translation); the code is also for tests, logs and audit entries. The
+codes are stable: they are never renamed. No refusal message or parameter ever contains submitted key
+material.
+
+Two families matter most to the person who submitted: input that is **not a certificate request at all**
+(:data:`NOT_A_REQUEST_AT_ALL`: random text, a certificate or a key pasted instead, a PEM block of another
+type, DER of something else) and a request that was **cut off or altered** on its way (:data:`DAMAGED`:
+PEM armour whose body is cut or changed, DER of a request that stops early or cannot be read). The first
+needs the right file; the second needs the same file copied again, whole.
 """
 
 from __future__ import annotations
@@ -34,13 +43,21 @@ class Refusal(enum.StrEnum):
     KEY_ENCODING = "key_encoding"
 
 
+#: Refusals of input that never was a certificate request: submit the right file.
+NOT_A_REQUEST_AT_ALL = frozenset({Refusal.NOT_A_REQUEST, Refusal.CERTIFICATE, Refusal.PRIVATE_KEY})
+#: Refusals of a request that was cut off or altered: copy the same file again, whole and unchanged.
+DAMAGED = frozenset({Refusal.TRUNCATED, Refusal.BAD_ENCODING, Refusal.MALFORMED})
+
+
 class RequestRefused(ValueError):
     """A certificate request (or its key) does not meet the portal's rules."""
 
-    def __init__(self, code: Refusal, message: str) -> None:
+    def __init__(self, code: Refusal, message: str, **params: str | int) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        #: What the sentence names besides the code (e.g. ``label``, ``size``, ``limit``, ``count``).
+        self.params: dict[str, str | int] = params
 
     def __str__(self) -> str:
         return self.message

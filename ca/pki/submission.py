@@ -27,6 +27,8 @@ def submitted_bytes(data: bytes | str, *, limit: int, what: str, advice: str, em
         raise RequestRefused(
             Refusal.TOO_LARGE,
             f"The submission is {len(raw)} bytes; {what} is at most {limit // 1024} KiB. {advice}",
+            size=len(raw),
+            limit_kib=limit // 1024,
         )
     if not raw.strip():
         raise RequestRefused(Refusal.EMPTY, empty)

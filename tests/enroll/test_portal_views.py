@@ -316,7 +316,7 @@ def test_an_uploaded_refused_file_is_shown_on_the_file_field(client: Client, ali
     [
         ({}, "Nothing was submitted"),
         ({"csr_text": "   "}, "Nothing was submitted"),
-        ({"csr_text": "hello"}, "not valid base64"),
+        ({"csr_text": "hello"}, "This is not a certificate request"),
         ({"csr_text": "<script>alert(1)</script>"}, "This is not a certificate request"),
         ({"csr_text": "-----BEGIN CERTIFICATE REQUEST-----\nMIIB"}, "incomplete"),
         ({"csr_text": "\x00\x01"}, "Null characters"),

@@ -319,7 +319,10 @@ REFUSALS = [
     pytest.param(GOOD_DER[:300], Refusal.TRUNCATED, "incomplete", id="der-cut-short"),
     pytest.param(RANDOM_BYTES, Refusal.NOT_A_REQUEST, "not a certificate request", id="random-bytes"),
     pytest.param(
-        RANDOM_SEQUENCE, Refusal.MALFORMED, "not a valid PKCS#10", id="random-bytes-looking-like-der"
+        RANDOM_SEQUENCE,
+        Refusal.NOT_A_REQUEST,
+        "not a certificate request",
+        id="random-bytes-looking-like-der",
     ),
     pytest.param(b"\x00" * 64, Refusal.NOT_A_REQUEST, "not a certificate request", id="zero-bytes"),
     pytest.param("Bonjour, voici ma clé", Refusal.NOT_A_REQUEST, "not a certificate request", id="prose"),
@@ -331,8 +334,8 @@ REFUSALS = [
     ),
     pytest.param(
         _EC_KEY.public_key().public_bytes(_DER, serialization.PublicFormat.SubjectPublicKeyInfo),
-        Refusal.MALFORMED,
-        "not a valid PKCS#10",
+        Refusal.NOT_A_REQUEST,
+        "not a certificate request",
         id="public-key-der",
     ),
     pytest.param(
