@@ -29,7 +29,8 @@ from ca.types import Account
 from enroll import flows
 from enroll.flows.submission import set_device_name
 from enroll.forms import CsrForm, DeviceNameForm, RevokeForm
-from enroll.models import EnrollmentRequest, RequestStatus
+from enroll.install import P12_FOR, chosen_platform, platform_choices
+from enroll.models import EnrollmentRequest, FirstDownload, RequestStatus
 from enroll.pages import (
     DOWNLOADS,
     certificate_row,
@@ -42,6 +43,13 @@ from enroll.pages import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: The extra download of a certificate issued for an SPKAC (format, label, description).
+SPKAC_DOWNLOAD = (
+    "x509-user-cert",
+    "For the legacy keygen client (application/x-x509-user-cert)",
+    "The DER certificate as old <keygen> browsers expect it: they install it next to the key they made.",
+)
 
 
 @require_safe
@@ -85,6 +93,7 @@ def _certificate_page(
     status: int = 200,
 ) -> HttpResponse:
     row = certificate_row(certificate, now=utcnow())
+    revocation = getattr(certificate, "revocation", None)
     chain = [
         {
             "ca": ca,
@@ -99,6 +108,18 @@ def _certificate_page(
     is_owner = certificate.owner_id == user.pk
     if device_form is None and is_owner:
         device_form = DeviceNameForm(initial={"device_name": certificate.device_name})
+    platform, asked = chosen_platform(request.GET.get("platform"), request.headers.get("User-Agent", ""))
+    choices = platform_choices(platform)
+    (chosen,) = [choice for choice in choices if choice.chosen]
+    downloads = list(DOWNLOADS)
+    if issued_for is not None and issued_for.kind == "spkac":
+        downloads.append(SPKAC_DOWNLOAD)
+    # a revoked or expired certificate can no longer be installed: no install help, its files for the record
+    install_help = revocation is None and row.status in (
+        CertificateStatus.VALID,
+        CertificateStatus.NOT_YET_VALID,
+    )
+    needed = chosen.files if install_help else ()
     return render(
         request,
         "enroll/certificate_detail.html",
@@ -107,10 +128,19 @@ def _certificate_page(
             "certificate": certificate,
             "row": row,
             "fingerprint_colons": colon_hex(certificate.fingerprint_sha256),
-            "revocation": getattr(certificate, "revocation", None),
+            "revocation": revocation,
             "issued_for": issued_for,
             "chain": chain,
-            "downloads": DOWNLOADS,
+            "install_help": install_help,
+            "platforms": choices,
+            "platform": chosen,
+            "platform_asked": asked,
+            "p12_legacy": P12_FOR.get(platform) == "legacy",
+            "file_downloads": sorted(
+                (d for d in downloads if d[0] in needed), key=lambda d: needed.index(d[0])
+            ),
+            "other_downloads": [d for d in downloads if d[0] not in needed],
+            "p12_platforms": " ".join(str(p) for p in P12_FOR),
             "stem": file_stem(certificate),
             "key_name": key_name(certificate.owner.get_username() if certificate.owner else ""),
             "is_owner": is_owner,
@@ -129,8 +159,11 @@ def _certificate_page(
 def certificate_download(request: HttpRequest, pk: int, fmt: str) -> HttpResponse:
     if fmt not in ALL_EXPORT_FORMATS:
         raise Http404("No such format.")
-    certificate = get_object_or_404(visible_certificates(portal_user(request), view_only=True), pk=pk)
+    user = portal_user(request)
+    certificate = get_object_or_404(visible_certificates(user, view_only=True), pk=pk)
     export = export_certificate(certificate=certificate, fmt=fmt)
+    if request.method == "GET":  # not a HEAD, which only asks about the file
+        FirstDownload.record(certificate=certificate, by=user, fmt=fmt, now=utcnow())
     response = HttpResponse(export.content, content_type=export.content_type)
     disposition = content_disposition_header(
         # x509-user-cert is inline: a legacy keygen browser installs it next to its key

@@ -5,10 +5,13 @@ A request's status changes only in :mod:`enroll.flows`.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.conf import settings
 from django.db import models
 
 from ca.models import Certificate, device_name_field
+from ca.types import Account
 
 
 class RequestKind(models.TextChoices):
@@ -156,3 +159,35 @@ class ApproverNotice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} for {self.approver} about request #{self.request_id}"
+
+
+class FirstDownload(models.Model):
+    """When a certificate's owner first downloaded it (any format; the .p12 built in the browser fetches the
+    chain, so it counts too): the dashboard's "your certificate is ready: download it" step ends then.
+
+    One row per certificate, written once (:meth:`record`); downloads by staff are not recorded. Rows
+    with no ``downloaded_at`` stand for certificates issued before the portal recorded downloads.
+    """
+
+    certificate = models.OneToOneField(
+        Certificate, on_delete=models.CASCADE, primary_key=True, related_name="first_download"
+    )
+    downloaded_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The owner's first download; empty: issued before downloads were recorded.",
+    )
+    fmt = models.CharField(max_length=16, blank=True, help_text="The format of that first download.")
+
+    def __str__(self) -> str:
+        return f"first download of {self.certificate.serial}"
+
+    @classmethod
+    def record(cls, *, certificate: Certificate, by: Account, fmt: str, now: dt.datetime) -> bool:
+        """Note ``by``'s download of ``certificate`` if ``by`` owns it and it is the first: True then."""
+        if certificate.owner_id is None or by.pk != certificate.owner_id:
+            return False
+        _row, created = cls.objects.get_or_create(
+            certificate=certificate, defaults={"downloaded_at": now, "fmt": fmt}
+        )
+        return created
