@@ -19,7 +19,7 @@ from django.utils.text import slugify
 from ca.models import Certificate, CertificateStatus
 from ca.types import Account
 from enroll import flows
-from enroll.models import RENEWING_STATUSES, EnrollmentRequest, RequestStatus
+from enroll.models import RENEWING_STATUSES, EnrollmentRequest, FirstDownload, RequestStatus
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +159,15 @@ def dashboard_of(user: Account, *, now: dt.datetime) -> Dashboard:
     certificates = (
         Certificate.objects.issued()
         .filter(owner=user)
-        .select_related("ca", "revocation")
-        .prefetch_related(Prefetch("renewals", queryset=EnrollmentRequest.objects.order_by("created_at")))
+        .select_related("ca", "revocation", "first_download")
+        .prefetch_related(
+            Prefetch(
+                "renewals",
+                queryset=EnrollmentRequest.objects.select_related("certificate__first_download").order_by(
+                    "created_at"
+                ),
+            )
+        )
     )
     board = Dashboard(
         rows=[certificate_row(c, now=now) for c in certificates],
@@ -180,36 +187,10 @@ def dashboard_of(user: Account, *, now: dt.datetime) -> Dashboard:
                 "See the request",
             )
         )
-    statuses = {row.certificate.pk: row.status for row in board.rows}
-    for issued in board.requests:
-        if (
-            issued.status == RequestStatus.ISSUED
-            and issued.certificate is not None
-            and issued.decided_at is not None
-            and now - issued.decided_at < dt.timedelta(days=7)
-            and statuses.get(issued.certificate.pk) == CertificateStatus.VALID
-        ):
-            board.steps.append(
-                NextStep(
-                    f"Your certificate {_named(issued.device_name, f'from request #{issued.pk}')} is ready: "
-                    "download it and combine it with your private key.",
-                    reverse("portal:certificate-detail", args=[issued.certificate.pk]),
-                    "Download your certificate",
-                    "success",
-                )
-            )
+    issued_by = {r.certificate_id: r for r in board.requests if r.certificate_id is not None}
     for row in board.rows:
-        if row.renew_soon:
-            board.steps.append(
-                NextStep(
-                    f"Certificate {_named(row.certificate.device_name, f'{row.certificate.serial[:16]}…')} "
-                    f"expires in {row.days_left} day{'s' if row.days_left != 1 else ''}. "
-                    "Renew it before then.",
-                    reverse("portal:certificate-renew", args=[row.certificate.pk]),
-                    "Renew",
-                    "warning",
-                )
-            )
+        if (step := certificate_step(row, issued_by.get(row.certificate.pk))) is not None:
+            board.steps.append(step)
     latest = board.requests[0] if board.requests else None
     if latest is not None and latest.status in (RequestStatus.REJECTED, RequestStatus.FAILED):
         board.steps.append(
@@ -233,6 +214,64 @@ def dashboard_of(user: Account, *, now: dt.datetime) -> Dashboard:
             )
         )
     return board
+
+
+def certificate_step(row: CertificateRow, issued_for: EnrollmentRequest | None) -> NextStep | None:
+    """The one step a certificate asks of its owner, if any; each ends once it is done:
+
+    * renewed, the new certificate downloaded, and this one still valid: revoke this one (until revoked
+      or expired);
+    * valid, expiring within :data:`RENEW_SOON_DAYS` and not renewed: renew it (until renewed);
+    * valid and never downloaded by its owner: download it (until the first download, see
+      :class:`enroll.models.FirstDownload`).
+
+    Nothing for a revoked or expired certificate, nor while its renewal waits for a decision (the request's
+    own step says so), nor before the renewed certificate was downloaded (that one says "download it").
+    """
+    certificate = row.certificate
+    if row.status != CertificateStatus.VALID:
+        return None
+    renewed = row.renewal.certificate if row.renewal is not None else None
+    if renewed is not None:
+        if not _downloaded(renewed):
+            return None
+        return NextStep(
+            f"Certificate {_named(certificate.device_name, f'{certificate.serial[:16]}…')} was renewed and "
+            "you have downloaded the new one. Once the new one works everywhere, revoke this one as "
+            "superseded.",
+            reverse("portal:certificate-revoke", args=[certificate.pk]),
+            "Revoke the old certificate",
+            "info",
+        )
+    if row.renewal is not None:
+        return None
+    if row.renew_soon:
+        return NextStep(
+            f"Certificate {_named(certificate.device_name, f'{certificate.serial[:16]}…')} "
+            f"expires in {row.days_left} day{'s' if row.days_left != 1 else ''}. Renew it before then.",
+            reverse("portal:certificate-renew", args=[certificate.pk]),
+            "Renew",
+            "warning",
+        )
+    if not _downloaded(certificate):
+        origin = f"from request #{issued_for.pk}" if issued_for is not None else f"{certificate.serial[:16]}…"
+        return NextStep(
+            f"Your certificate {_named(certificate.device_name, origin)} is ready: download it and combine "
+            "it with your private key.",
+            reverse("portal:certificate-detail", args=[certificate.pk]),
+            "Download your certificate",
+            "success",
+        )
+    return None
+
+
+def _downloaded(certificate: Certificate) -> bool:
+    """Whether the owner downloaded ``certificate`` (or it was issued before downloads were recorded)."""
+    try:
+        certificate.first_download  # noqa: B018 (the reverse one-to-one raises when there is no row)
+    except FirstDownload.DoesNotExist:
+        return False
+    return True
 
 
 def _named(device_name: str, otherwise: str) -> str:
