@@ -11,7 +11,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEV_ENV := DJANGO_DEBUG=true ENROLL_CA_PASSPHRASE_FILE=var/dev-ca-passphrase
 
-.PHONY: run test test-steps lint typecheck pytest pytest-postgres coverage system-packages bench fixtures clean
+.PHONY: run test test-steps lint typecheck pytest pytest-postgres coverage system-packages messages bench fixtures clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ var/dev-ca-passphrase: | $(VENV)/.installed
 # The mail worker (manage.py db_worker, docs/MAIL.md) runs beside the server and sends what the pages
 # queue (to this terminal, in development); it stops with the server (Ctrl-C). Without --reload: restart
 # `make run` after changing code that the mail tasks run.
-run: $(VENV)/.installed var/dev-ca-passphrase
+run: $(VENV)/.installed var/dev-ca-passphrase messages
 	$(DEV_ENV) $(PY) manage.py migrate --noinput -v 0
 	$(DEV_ENV) $(PY) manage.py dev_setup
 	$(DEV_ENV) $(PY) manage.py db_worker --no-reload & worker=$$!; \
@@ -37,13 +37,21 @@ run: $(VENV)/.installed var/dev-ca-passphrase
 system-packages:
 	bash .ci/system-packages
 
+# The German catalogue (enroll/locale; `manage.py makemessages` updates it), compiled with GNU gettext's
+# msgfmt (Debian package gettext, in .ci/system-packages); the .mo files are build output, not in git.
+messages: $(VENV)/.installed
+	@if command -v msgfmt >/dev/null; then \
+	    DJANGO_DEBUG=true $(PY) manage.py compilemessages --ignore '$(VENV)' --ignore var -v 0; \
+	else echo "msgfmt (Debian package gettext) is missing: pages and mails stay in English" >&2; \
+	    [ "$${ENROLL_REQUIRE_REAL_CLIENTS:-}" != 1 ]; fi
+
 test:
 	@start=$$(date +%s); status=0; $(MAKE) --no-print-directory test-steps || status=$$?; \
 	elapsed=$$(( $$(date +%s) - start )); \
 	echo "make test: $$((elapsed / 60)) min $$((elapsed % 60)) s, $$([ $$status -eq 0 ] && echo passed || echo FAILED)"; \
 	exit $$status
 
-test-steps: system-packages $(VENV)/.installed lint typecheck pytest pytest-postgres coverage
+test-steps: system-packages $(VENV)/.installed messages lint typecheck pytest pytest-postgres coverage
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
@@ -62,11 +70,11 @@ PYTEST_COV := --cov --cov-report=
 TEST_WORKERS ?= 2
 PYTEST_OPTS := --durations=15 --durations-min=2
 
-pytest: $(VENV)/.installed
+pytest: $(VENV)/.installed messages
 	rm -f .coverage.sqlite .coverage.sqlite.*
 	COVERAGE_FILE=.coverage.sqlite $(PY) -m pytest -n $(TEST_WORKERS) --defer-real-servers $(PYTEST_OPTS) $(PYTEST_COV)
 
-pytest-postgres: $(VENV)/.installed
+pytest-postgres: $(VENV)/.installed messages
 	rm -f .coverage.postgres .coverage.postgres.*
 	COVERAGE_FILE=.coverage.postgres $(PY) tests/pgserver.py -- sh -c '\
 	    $(PY) -m pytest -n $(TEST_WORKERS) --real-servers without $(PYTEST_OPTS) $(PYTEST_COV) && \
