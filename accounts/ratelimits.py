@@ -132,6 +132,72 @@ class Refusal:
         )
 
 
+@dataclass(frozen=True)
+class Allowance:
+    """How many more times an action may come in the current window of its tightest limit."""
+
+    left: int
+    rate: str  # the tightest limit's rate, e.g. ``20/h``
+    resets_in: int  # seconds until that window ends
+
+    @property
+    def message(self) -> str:
+        """``You can try 17 more times this hour.``; the last try says when the next one is possible."""
+        period = period_words(self.rate)
+        if self.left <= 0:
+            return (
+                f"That was your last try {period}: the next one is possible in {wait_words(self.resets_in)}."
+            )
+        times = "once more" if self.left == 1 else f"{self.left} more times"
+        return f"You can try {times} {period}."
+
+
+def period_words(rate: str) -> str:
+    """``20/h`` -> ``this hour``, ``10/d`` -> ``today``, ``30/10m`` -> ``in these 10 minutes``."""
+    period = rate.partition("/")[2]
+    number = period.rstrip("smhd") or "1"
+    unit = {"s": "second", "m": "minute", "h": "hour", "d": "day"}[period[-1]]
+    if number == "1":
+        return "today" if unit == "day" else f"this {unit}"
+    return f"in these {number} {unit}s"
+
+
+def allowance(request: HttpRequest, action: str) -> Allowance | None:
+    """What is left of ``action``'s limits for this client and account, without counting this look;
+    the tightest of them. None when rate limits are off or the action has none."""
+    if not settings.RATELIMIT_ENABLE:
+        return None
+    rates = settings.ENROLL_RATE_LIMITS.get(action, {})
+    keys = {
+        "address": f"address:{address_key(proxies.client_address(request))}",
+        "account": _account_key(request, action),
+    }
+    tightest: Allowance | None = None
+    for scope, key in keys.items():
+        rate = rates.get(scope)
+        if not rate or key is None:
+            continue
+        usage = get_usage(
+            request,
+            group=f"enroll.{action}.{scope}",
+            key=lambda _group, _request, key=key: key,
+            rate=rate,
+            increment=False,
+        )
+        if usage is None:
+            continue
+        left = max(0, int(usage["limit"]) - int(usage["count"]))
+        if tightest is None or left < tightest.left:
+            tightest = Allowance(left=left, rate=rate, resets_in=max(1, int(usage["time_left"]) + 1))
+    return tightest
+
+
+def allowance_message(request: HttpRequest, action: str) -> str:
+    """:attr:`Allowance.message` for ``action``, or "" when it has no limit."""
+    left = allowance(request, action)
+    return left.message if left is not None else ""
+
+
 def rate_words(rate: str) -> str:
     """``3/h`` -> ``3 an hour``, ``10/d`` -> ``10 a day``, ``30/10m`` -> ``30 every 10 minutes``."""
     count, _, period = rate.partition("/")
@@ -222,21 +288,58 @@ def _count(request: HttpRequest, action: str, keys: dict[str, str | None]) -> Re
     return None
 
 
-def refused(request: HttpRequest, refusal: Refusal, *, as_json: bool = False) -> HttpResponse:
-    """The 429 answer: a page (or ``{"ok": false, "error": ...}``) and ``Retry-After``."""
+#: The longest pasted text the 429 page shows back (a CSR or SPKAC is at most 16 KiB).
+KEPT_MAX_CHARS = 16 * 1024
+
+
+@dataclass(frozen=True)
+class KeptInput:
+    """What a refused form had pasted, shown back on the 429 page so that it is not lost."""
+
+    field: str
+    text: str
+    device_name: str
+    action: str  # where the page's form posts it again
+
+
+def kept_input(request: HttpRequest, field: str | None) -> KeptInput | None:
+    """The pasted ``field`` of a refused POST, if there is one worth keeping: never a private key (or
+    anything that looks like one) and never more than :data:`KEPT_MAX_CHARS`."""
+    if field is None or request.method != "POST":
+        return None
+    text = str(request.POST.get(field, "")).strip()
+    if not text or len(text) > KEPT_MAX_CHARS or "PRIVATE KEY" in text.upper():
+        return None
+    device_name = str(request.POST.get("device_name", ""))[:KEPT_MAX_CHARS]
+    return KeptInput(field=field, text=text, device_name=device_name, action=request.get_full_path())
+
+
+def refused(
+    request: HttpRequest, refusal: Refusal, *, as_json: bool = False, keep: str | None = None
+) -> HttpResponse:
+    """The 429 answer: a page (or ``{"ok": false, "error": ...}``) and ``Retry-After``. With ``keep``, the
+    page shows that pasted field back in a form that sends it again (:func:`kept_input`)."""
     response: HttpResponse
     if as_json:
-        response = JsonResponse({"ok": False, "error": refusal.message}, status=429)
+        response = JsonResponse(
+            {"ok": False, "error": refusal.message, "retry_after": refusal.retry_after}, status=429
+        )
     else:
-        response = render(request, "accounts/ratelimited.html", {"refusal": refusal}, status=429)
+        response = render(
+            request,
+            "accounts/ratelimited.html",
+            {"refusal": refusal, "wait": wait_words(refusal.retry_after), "kept": kept_input(request, keep)},
+            status=429,
+        )
     response["Retry-After"] = str(refusal.retry_after)
     return response
 
 
 def rate_limited(
-    action: str, *, methods: tuple[str, ...] = ("POST",), as_json: bool = False
+    action: str, *, methods: tuple[str, ...] = ("POST",), as_json: bool = False, keep: str | None = None
 ) -> Callable[[View[P]], View[P]]:
-    """View decorator: requests with one of ``methods`` count against ``action``'s limits."""
+    """View decorator: requests with one of ``methods`` count against ``action``'s limits. ``keep`` names
+    a pasted field the 429 page shows back (:func:`refused`)."""
 
     def decorate(view: View[P]) -> View[P]:
         @functools.wraps(view)
@@ -244,7 +347,7 @@ def rate_limited(
             if request.method in methods:
                 refusal = check(request, action)
                 if refusal is not None:
-                    return refused(request, refusal, as_json=as_json)
+                    return refused(request, refusal, as_json=as_json, keep=keep)
             return view(request, *args, **kwargs)
 
         return wrapper

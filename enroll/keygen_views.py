@@ -3,8 +3,10 @@ endpoint that takes the CSR (only the CSR: the private key never leaves the brow
 
 The page's script (``static/portal/keygen.js``) generates the key, makes the user save it as an encrypted
 PKCS#8 file, keeps it in IndexedDB, then POSTs the PEM CSR here (``fetch`` with the CSRF token). The
-answer is JSON: ``{"ok": true, "request_id": N, "url": "/requests/N/"}`` or ``{"ok": false, "error": "..."}``
-with status 400 (403 while the e-mail address is unverified). The checks are the ones of a pasted CSR:
+answer is JSON: ``{"ok": true, "request_id": N, "url": "/requests/N/"}`` or ``{"ok": false, "error": "...",
+"tries_left": "...", "code": "..."}`` with status 400 (403 while the e-mail address is unverified); the error
+ends with how many tries are left (a refusal counts against the limit too), ``code`` is the core's refusal.
+The checks are the ones of a pasted CSR:
 :func:`enroll.flows.submit_csr` with ``require_verified_email=True``; the optional ``device_name`` field
 follows the device-name rule (:func:`ca.models.clean_device_name`), its refusal in ``error``.
 """
@@ -21,7 +23,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
-from accounts.ratelimits import rate_limited
+from accounts.ratelimits import allowance_message, rate_limited
 from ca.models import DEVICE_NAME_MAX_LENGTH, clean_device_name
 from ca.pki.errors import RequestRefused
 from enroll import flows
@@ -60,6 +62,19 @@ def keygen(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _refused(request: HttpRequest, error: str, *, status: int, code: str = "") -> JsonResponse:
+    """A refusal as JSON: ``error`` followed by how many tries are left (the refusal counted too)."""
+    tries_left = allowance_message(request, "submit")
+    body: dict[str, str | bool] = {
+        "ok": False,
+        "error": f"{error} {tries_left}".strip(),
+        "tries_left": tries_left,
+    }
+    if code:
+        body["code"] = code
+    return JsonResponse(body, status=status)
+
+
 @require_POST
 @login_required
 @rate_limited("submit", as_json=True)
@@ -68,19 +83,19 @@ def keygen_submit(request: HttpRequest) -> JsonResponse:
     user = portal_user(request)
     csr = request.POST.get("csr", "")
     if not csr.strip():
-        return JsonResponse({"ok": False, "error": "The page sent no certificate request."}, status=400)
+        return _refused(request, "The page sent no certificate request.", status=400)
     try:
         device_name = clean_device_name(request.POST.get("device_name", ""))
     except ValidationError as refused:
-        return JsonResponse({"ok": False, "error": " ".join(refused.messages)}, status=400)
+        return _refused(request, " ".join(refused.messages), status=400)
     try:
         submitted = flows.submit_csr(
             owner=user, data=csr, require_verified_email=True, device_name=device_name
         )
     except RequestRefused as refused:
-        return JsonResponse({"ok": False, "error": str(refused)}, status=400)
+        return _refused(request, str(refused), status=400, code=refused.code.value)
     except flows.SubmissionRefused as refused:
-        return JsonResponse({"ok": False, "error": str(refused)}, status=403)
+        return _refused(request, str(refused), status=403)
     logger.info("request #%s submitted from in-browser key generation", submitted.pk)
     messages.success(
         request,

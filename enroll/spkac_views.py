@@ -4,7 +4,8 @@ Each showing of the page hands out a new challenge bound to the user's web sessi
 (:mod:`enroll.challenges`); the form carries it in a ``<keygen name="spkac" challenge="…">`` element, so a
 legacy browser that still renders the element posts its SPKAC in the field ``spkac``. Modern browsers
 ignore the element, and people paste the line ``openssl spkac`` printed into ``spkac_text``.
-Refusals (of the SPKAC, of its challenge, of the portal's rules) come back inline, in plain words.
+Refusals (of the SPKAC, of its challenge, of the portal's rules) come back inline, in plain words, with how
+many tries are left (a refused submission counts against the limit too).
 """
 
 from __future__ import annotations
@@ -21,18 +22,19 @@ from accounts.ratelimits import rate_limited
 from ca.pki.errors import RequestRefused
 from enroll import challenges, flows
 from enroll.forms import SpkacForm
-from enroll.pages import portal_user
+from enroll.pages import key_name, portal_user
 
 
 @sensitive_post_parameters("spkac_text")
 @require_http_methods(["GET", "POST"])
 @login_required
-@rate_limited("submit")
+@rate_limited("submit", keep="spkac_text")
 def request_spkac(request: HttpRequest) -> HttpResponse:
     user = portal_user(request)
     blocker = flows.submission_blocker(user)
     binding = challenges.session_binding(request.session)
     form = SpkacForm()
+    tries_left = ""
     if request.method == "POST" and blocker is None:
         form = SpkacForm(request.POST)
         if form.is_valid():
@@ -55,6 +57,7 @@ def request_spkac(request: HttpRequest) -> HttpResponse:
                     "administrator will look at it; you will get an e-mail when it is decided.",
                 )
                 return redirect("portal:request-detail", pk=submitted.pk)
+        tries_left = ratelimits.allowance_message(request, "submit")
     challenge = None
     if blocker is None:
         refusal = ratelimits.check(request, "challenge")
@@ -69,6 +72,8 @@ def request_spkac(request: HttpRequest) -> HttpResponse:
             "form": form,
             "blocker": blocker,
             "challenge": challenge,
+            "tries_left": tries_left,
+            "key_name": key_name(user.get_username()),
             "lifetime_minutes": challenges.CHALLENGE_LIFETIME_MINUTES,
         },
     )

@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from accounts.ratelimits import rate_limited
+from accounts.ratelimits import allowance_message, rate_limited
 from ca.clock import utcnow
 from ca.models import CertificateAuthority
 from ca.pki.errors import RequestRefused
@@ -49,11 +49,14 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @sensitive_post_parameters("csr_text")
 @require_http_methods(["GET", "POST"])
 @login_required
-@rate_limited("submit")
+@rate_limited("submit", keep="csr_text")
 def request_new(request: HttpRequest) -> HttpResponse:
+    """The three ways to a certificate (a CSR from a file, a key made in this browser, an SPKAC) and the
+    CSR form. A refused submission still counted against the limit: the page says how many tries are left."""
     user = portal_user(request)
     blocker = flows.submission_blocker(user)
     form = CsrForm()
+    tries_left = ""
     if request.method == "POST" and blocker is None:
         form = CsrForm(request.POST, request.FILES)
         if form.is_valid():
@@ -75,10 +78,17 @@ def request_new(request: HttpRequest) -> HttpResponse:
                     "will look at it; you will get an e-mail when it is decided.",
                 )
                 return redirect("portal:request-detail", pk=submitted.pk)
+        tries_left = allowance_message(request, "submit")
     return render(
         request,
         "enroll/request_new.html",
-        {"nav": "new", "form": form, "blocker": blocker, **key_commands(user.get_username())},
+        {
+            "nav": "new",
+            "form": form,
+            "blocker": blocker,
+            "tries_left": tries_left,
+            **key_commands(user.get_username()),
+        },
     )
 
 
