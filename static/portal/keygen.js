@@ -124,7 +124,7 @@
       if (!generated) {
         return;
       }
-      const fileName = `${config.fileStem}-${generated.fingerprint.slice(0, 8)}.key`;
+      const fileName = `${config.fileStem}.key`; // one naming scheme on every page: <username>.key
       keys.download(generated.encryptedPem, fileName, "application/pkcs8");
       saved = true;
       $("keygen-saved-name").textContent = fileName;

@@ -40,7 +40,7 @@ def shown_challenge(client: Client) -> str:
     assert found is not None, body
     value = found.group(1)
     assert f'<keygen name="spkac" challenge="{value}" keytype="rsa">' in body
-    assert f"openssl spkac -key my.key -challenge {value} -digest sha256" in body
+    assert f"openssl spkac -key alice.key -challenge {value} -digest sha256" in body
     return value
 
 
