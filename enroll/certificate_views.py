@@ -162,7 +162,9 @@ def certificate_download(request: HttpRequest, pk: int, fmt: str) -> HttpRespons
     user = portal_user(request)
     certificate = get_object_or_404(visible_certificates(user, view_only=True), pk=pk)
     export = export_certificate(certificate=certificate, fmt=fmt)
-    if request.method == "GET":  # not a HEAD, which only asks about the file
+    # a HEAD only asks about the file; the .p12 builder's look-up when the page opens (static/portal/p12.js)
+    # only looks for the key in the browser: neither is the owner taking the certificate
+    if request.method == "GET" and "X-Enroll-Lookup" not in request.headers:
         FirstDownload.record(certificate=certificate, by=user, fmt=fmt, now=utcnow())
     response = HttpResponse(export.content, content_type=export.content_type)
     disposition = content_disposition_header(

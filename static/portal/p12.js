@@ -123,10 +123,16 @@
     return pfx.toSchema().toBER(false);
   }
 
-  async function loadChain(url) {
+  /**
+   * The certificate and its CA chain from the portal. ``lookup``: only to find the key when the page opens,
+   * which the portal does not count as the owner's download (the dashboard keeps asking for one until the
+   * .p12 is made or a file is downloaded).
+   */
+  async function loadChain(url, { lookup = false } = {}) {
     const { pkijs } = window.EnrollPkijs;
     const keys = window.EnrollKeys;
-    const response = await fetch(url, { credentials: "same-origin" });
+    const headers = lookup ? { "X-Enroll-Lookup": "key" } : {};
+    const response = await fetch(url, { credentials: "same-origin", headers });
     if (!response.ok) {
       throw new Error(`The certificate chain could not be fetched (HTTP ${response.status}).`);
     }
@@ -166,7 +172,7 @@
     let chain = null;
     let stored = null;
     try {
-      chain = await loadChain(root.dataset.chainUrl);
+      chain = await loadChain(root.dataset.chainUrl, { lookup: true });
       stored = await findStoredKey(chain[0]);
     } catch (error) {
       showError(error.message || String(error));
@@ -199,9 +205,7 @@
       const legacy = form.querySelector("input[name=p12_encryption]:checked").value === "legacy";
       $("p12-build").disabled = true;
       try {
-        if (!chain) {
-          chain = await loadChain(root.dataset.chainUrl);
-        }
+        chain = await loadChain(root.dataset.chainUrl); // again: making the .p12 is the owner's download
         const parameters = keys.keyParametersFor(chain[0]);
         let pkcs8Der;
         if (stored) {

@@ -254,8 +254,12 @@ def test_a_revoked_certificate_has_no_install_help_and_says_what_to_do(
     assert "install.js" not in body
     assert "This certificate was revoked" in body
     assert "it cannot be used again" in body
-    assert "request a new certificate with a new key" in body
-    assert f'href="{reverse("portal:request-new")}">Request a new certificate</a>' in body
+    assert "renew it with a new key" in body
+    assert (
+        f'href="{reverse("portal:certificate-renew", args=[certificate.pk])}">Renew with a new key</a>'
+        in body
+    )
+    assert "command-line-recipes" not in body
     assert reverse("portal:certificate-download", args=[certificate.pk, "pem"]) in body, "kept for the record"
 
 
@@ -295,8 +299,8 @@ def test_the_owners_first_download_is_recorded_once(
     assert first.downloaded_at is not None
 
 
-@pytest.mark.parametrize("who", ["staff", "head"])
-def test_a_download_by_staff_or_a_head_request_is_not_the_owners_download(
+@pytest.mark.parametrize("who", ["staff", "head", "lookup"])
+def test_a_download_by_staff_a_head_request_or_the_p12_builders_look_up_is_not_the_owners_download(
     client: Client, ca: CertificateAuthority, alice: User, issue_for: IssueFor, who: str
 ) -> None:
     certificate = issue_for(alice)
@@ -307,7 +311,9 @@ def test_a_download_by_staff_or_a_head_request_is_not_the_owners_download(
         )
         helpdesk.user_permissions.add(Permission.objects.get(codename="view_certificate"))
         assert logged_in(client, helpdesk).get(url).status_code == 200
-    else:
+    elif who == "head":
         assert logged_in(client, alice).head(url).status_code == 200
+    else:  # static/portal/p12.js looking for the key in the browser when the page opens
+        assert logged_in(client, alice).get(url, HTTP_X_ENROLL_LOOKUP="key").status_code == 200
 
     assert not FirstDownload.objects.filter(certificate=certificate).exists()
