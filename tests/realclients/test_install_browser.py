@@ -1,0 +1,179 @@
+"""The certificate page's "Install on…" chooser and the dashboard's next steps in a real browser (Debian
+Chromium driven by Playwright), one browser and one login:
+
+* at 1280 px as Chrome on a Mac: macOS is chosen and only its steps show; choosing Windows, then the command
+  line, switches the steps, the file and the .p12 encryption in place and puts ``?platform=`` in the address;
+* at 390 px as Chrome on Android (the same login): Android is chosen, its download starts within the first
+  screen (844 px), the dashboard asks once to download the certificate, and no more once it was downloaded;
+* a revoked certificate's page has no install help.
+
+No Content-Security-Policy violation on any page. Screenshots go to ``test-artifacts/screenshots/install``
+(or ``$ENROLL_ARTIFACTS_DIR/install``), as the journey's do.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from django.contrib.auth.models import User
+from pytest_django.live_server_helper import LiveServer
+
+from accounts.services import mark_email_verified
+from ca.models import Certificate, RevocationReason
+from ca.services.authorities import create_ca
+from ca.services.revocation import revoke_certificate
+from enroll import flows
+from enroll.models import FirstDownload
+from tests.harness.chromium import (
+    DESKTOP,
+    PHONE,
+    ChromiumThread,
+    close_session,
+    open_session,
+    screenshot_dir,
+    shoot,
+)
+from tests.helpers import make_csr
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page, StorageState
+
+pytestmark = [pytest.mark.real_client, pytest.mark.real_server, pytest.mark.django_db(transaction=True)]
+
+SHOTS = "install"
+PASSWORD = "a-long-Passphrase-42"
+MAC_CHROME = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+ANDROID_CHROME = (
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 "
+    "Mobile Safari/537.36"
+)
+
+
+def shown_steps(page: Page) -> list[str]:
+    return list(
+        page.eval_on_selector_all(
+            ".install-steps", "nodes => nodes.filter(n => !n.hidden).map(n => n.dataset.installFor)"
+        )
+    )
+
+
+def file_formats(page: Page) -> list[str]:
+    return list(
+        page.eval_on_selector_all("#install-downloads a", "links => links.map(a => a.dataset.format)")
+    )
+
+
+def on_desktop(browser: Browser, base: str, certificate_id: int) -> StorageState:
+    """Log in as a Mac, check the guess and switch platforms; return the login for the phone."""
+    session = open_session(browser, base, user_agent=MAC_CHROME, accept_downloads=True)
+    page = session.open("/accounts/login/")
+    page.fill("input[name=username]", "dora")
+    page.fill("input[name=password]", PASSWORD)
+    page.get_by_role("button", name="Log in", exact=True).click()
+    page.wait_for_load_state()
+    assert "/accounts/login/" not in page.url, page.content()
+
+    page = session.open(f"/certificates/{certificate_id}/")
+    page.wait_for_selector("#install[data-ready=true]")
+    assert page.is_checked("#platform-macos")
+    assert shown_steps(page) == ["macos"]
+    assert file_formats(page) == ["chain"]
+    assert page.is_checked("#p12-legacy")
+    assert page.is_hidden("#install-show"), "the choice applies at once with JavaScript"
+    shoot(page, f"{SHOTS}/01-certificate-macos")
+
+    page.click("label[for=platform-windows]")
+    assert shown_steps(page) == ["windows"]
+    assert page.is_checked("#p12-modern")
+    assert page.url.endswith("?platform=windows")
+    assert page.get_by_text("Certificate Import Wizard").is_visible()
+    assert not page.get_by_text("Keychain Access").is_visible()
+
+    page.click("label[for=platform-cli]")
+    assert shown_steps(page) == ["cli"]
+    assert file_formats(page) == ["pem", "chain"]
+    assert page.is_hidden("#p12-builder")
+    assert page.is_visible("#download-pem")
+    shoot(page, f"{SHOTS}/02-certificate-command-line")
+
+    page.reload()  # the address keeps the choice, and the script leaves an asked-for platform alone
+    page.wait_for_selector("#install[data-ready=true]")
+    assert page.is_checked("#platform-cli")
+    assert shown_steps(page) == ["cli"]
+    state = session.context.storage_state()
+    close_session(browser, session)
+    return state
+
+
+def on_phone(browser: Browser, base: str, state: StorageState, certificate_id: int) -> float:
+    """As Chrome on Android at 390 px: the download's position on the page, dashboard before and after."""
+    session = open_session(
+        browser,
+        base,
+        user_agent=ANDROID_CHROME,
+        viewport=PHONE,
+        is_mobile=True,
+        has_touch=True,
+        storage_state=state,
+        accept_downloads=True,
+    )
+    page = session.open("/")
+    ready = page.locator(".next-step", has_text="is ready: download it")
+    assert ready.count() == 1
+    page.screenshot(path=str(screenshot_dir() / SHOTS / "03-dashboard-ready-phone.png"), full_page=True)
+
+    page = session.open(f"/certificates/{certificate_id}/")
+    page.wait_for_selector("#install[data-ready=true]")
+    assert page.is_checked("#platform-android")
+    assert shown_steps(page) == ["android"]
+    assert page.is_checked("#p12-legacy")
+    download = page.locator("#install-downloads a").first
+    box = download.bounding_box()
+    assert box is not None
+    assert box["y"] + box["height"] <= PHONE["height"], f"the download ends at {box['y'] + box['height']} px"
+    page.screenshot(path=str(screenshot_dir() / SHOTS / "04-certificate-android-phone.png"), full_page=True)
+    with page.expect_download() as info:
+        download.click()
+    assert info.value.suggested_filename.endswith(".chain.pem")
+
+    page = session.open("/")
+    assert page.locator(".next-step", has_text="is ready").count() == 0
+    page.screenshot(path=str(screenshot_dir() / SHOTS / "05-dashboard-downloaded-phone.png"), full_page=True)
+    close_session(browser, session)
+    return box["y"]
+
+
+def revoked_page(browser: Browser, base: str, state: StorageState, certificate_id: int) -> None:
+    session = open_session(browser, base, user_agent=MAC_CHROME, viewport=DESKTOP, storage_state=state)
+    page = session.open(f"/certificates/{certificate_id}/")
+    assert page.locator("#install").count() == 0
+    assert page.get_by_text("it cannot be used again").is_visible()
+    shoot(page, f"{SHOTS}/06-certificate-revoked")
+    close_session(browser, session)
+
+
+def test_the_install_chooser_at_desktop_and_phone_width(
+    live_server: LiveServer, chromium: ChromiumThread, settings: Any
+) -> None:
+    settings.ENROLL_PUBLIC_URL = live_server.url
+    create_ca(name="Install CA", make_default=True)
+    dora = User.objects.create_user("dora", "dora@example.com", PASSWORD)
+    mark_email_verified(dora)
+    issued = flows.approve(request_id=flows.submit_csr(owner=dora, data=make_csr()).pk)
+    certificate: Certificate = issued.certificate  # type: ignore[assignment]
+    base = live_server.url
+    (screenshot_dir() / SHOTS).mkdir(parents=True, exist_ok=True)
+
+    state = chromium.call(on_desktop, base, certificate.pk)
+    assert not FirstDownload.objects.filter(certificate=certificate).exists(), "looking is not downloading"
+
+    y = chromium.call(on_phone, base, state, certificate.pk)
+    print(f"phone (390x844, Android): the download for the chosen platform starts at y={y:.0f} px")
+    assert FirstDownload.objects.get(certificate=certificate).fmt == "chain"
+
+    revoke_certificate(certificate=certificate, reason=RevocationReason.SUPERSEDED)
+    chromium.call(revoked_page, base, state, certificate.pk)
