@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make run    the portal on http://127.0.0.1:8000 (SQLite, development CA and admin made on first start)
-#               and its mail worker
+#               and its mail worker; `make run PORT=8001` for another port (HOST=... for another address)
 #   make test   the whole test suite: lint, types, tests on SQLite, then again on a throwaway PostgreSQL
 #               (real-server tests only there), coverage of both passes; it prints how long it took
 # Also: make bench (benchmark figures), make fixtures (regenerate test keys/CSRs), make lint (ruff and the
@@ -9,7 +9,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEV_ENV := DJANGO_DEBUG=true ENROLL_CA_PASSPHRASE_FILE=var/dev-ca-passphrase
+# Where `make run` serves: another port for a second checkout, or HOST=0.0.0.0 to be reached from the
+# network (then set DJANGO_ALLOWED_HOSTS to the name people use, and ENROLL_PUBLIC_URL to its URL).
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# The URL in certificates (CRL, CA certificate) and in mailed links; follows HOST and PORT unless set.
+ENROLL_PUBLIC_URL ?= http://$(if $(filter 0.0.0.0 ::,$(HOST)),127.0.0.1,$(HOST)):$(PORT)
+DEV_ENV := DJANGO_DEBUG=true ENROLL_CA_PASSPHRASE_FILE=var/dev-ca-passphrase ENROLL_PUBLIC_URL=$(ENROLL_PUBLIC_URL)
 
 .PHONY: run test test-steps lint typecheck pytest pytest-postgres coverage system-packages messages bench fixtures clean
 
@@ -24,15 +30,18 @@ var/dev-ca-passphrase: | $(VENV)/.installed
 	umask 077 && $(PY) -c "import secrets; print(secrets.token_urlsafe(32))" > $@
 
 # The mail worker (manage.py db_worker, docs/MAIL.md) runs beside the server and sends what the pages
-# queue (to this terminal, in development); it stops with the server (Ctrl-C). Without --reload: restart
-# `make run` after changing code that the mail tasks run.
+# queue (to this terminal, in development, and kept for the page /dev/mail/); it stops with the server
+# (Ctrl-C). Without --reload: restart `make run` after changing code that the mail tasks run.
 run: $(VENV)/.installed var/dev-ca-passphrase messages
 	$(DEV_ENV) $(PY) manage.py migrate --noinput -v 0
 	$(DEV_ENV) $(PY) manage.py dev_setup
+	@echo "Mail: nothing leaves this machine. The mail worker prints each message in this terminal;"
+	@echo "      $(ENROLL_PUBLIC_URL)/dev/mail/ lists them (kept in var/dev-mail)."
+	@echo "Users: $(PY) manage.py create_user NAME --email ADDRESS --verified (password printed once)"
 	$(DEV_ENV) $(PY) manage.py db_worker --no-reload & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT; \
 	trap 'exit 130' INT TERM; \
-	$(DEV_ENV) $(PY) manage.py runserver 127.0.0.1:8000
+	$(DEV_ENV) $(PY) manage.py runserver $(if $(findstring :,$(HOST)),[$(HOST)],$(HOST)):$(PORT)
 
 system-packages:
 	bash .ci/system-packages
