@@ -5,7 +5,9 @@ Chromium driven by Playwright), one browser and one login:
   line, switches the steps, the file and the .p12 encryption in place and puts ``?platform=`` in the address;
 * at 390 px as Chrome on Android (the same login): Android is chosen, its download starts within the first
   screen (844 px), the dashboard asks once to download the certificate, and no more once it was downloaded;
-* a revoked certificate's page has no install help.
+* a revoked certificate's page has no install help;
+* axe-core finds no serious or critical violation and nothing overflows sideways (as in the admin's
+  browser test, tests/admin/test_queue_browser.py).
 
 No Content-Security-Policy violation on any page. Screenshots go to ``test-artifacts/screenshots/install``
 (or ``$ENROLL_ARTIFACTS_DIR/install``), as the journey's do.
@@ -25,6 +27,7 @@ from ca.services.authorities import create_ca
 from ca.services.revocation import revoke_certificate
 from enroll import flows
 from enroll.models import FirstDownload
+from tests.admin.test_queue_browser import audit
 from tests.harness.chromium import (
     DESKTOP,
     PHONE,
@@ -84,6 +87,7 @@ def on_desktop(browser: Browser, base: str, certificate_id: int) -> StorageState
     assert file_formats(page) == ["chain"]
     assert page.is_checked("#p12-legacy")
     assert page.is_hidden("#install-show"), "the choice applies at once with JavaScript"
+    assert audit(session) == []
     shoot(page, f"{SHOTS}/01-certificate-macos")
 
     page.click("label[for=platform-windows]")
@@ -98,6 +102,8 @@ def on_desktop(browser: Browser, base: str, certificate_id: int) -> StorageState
     assert file_formats(page) == ["pem", "chain"]
     assert page.is_hidden("#p12-builder")
     assert page.is_visible("#download-pem")
+    page.wait_for_timeout(400)  # the buttons' colour transitions (0.15 s) end before axe measures contrast
+    assert audit(session) == []
     shoot(page, f"{SHOTS}/02-certificate-command-line")
 
     page.reload()  # the address keeps the choice, and the script leaves an asked-for platform alone
@@ -135,6 +141,7 @@ def on_phone(browser: Browser, base: str, state: StorageState, certificate_id: i
     box = download.bounding_box()
     assert box is not None
     assert box["y"] + box["height"] <= PHONE["height"], f"the download ends at {box['y'] + box['height']} px"
+    assert audit(session) == []
     page.screenshot(path=str(screenshot_dir() / SHOTS / "04-certificate-android-phone.png"), full_page=True)
     with page.expect_download() as info:
         download.click()
