@@ -5,9 +5,11 @@ renew" once renewed, "renewed: revoke the old one" once the old one is revoked o
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 from collections.abc import Callable
 
 import pytest
+from django.apps import apps
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
@@ -190,6 +192,10 @@ def test_certificates_issued_before_downloads_were_recorded_ask_nothing(
     ca: CertificateAuthority, alice: User, issue_for: IssueFor
 ) -> None:
     certificate = issue_for(alice)
-    FirstDownload.objects.create(certificate=certificate, downloaded_at=None, fmt="")  # as the migration does
+    assert steps_of(alice) == [(READY, detail(certificate))]
+    migration = importlib.import_module("enroll.migrations.0006_first_download")
 
+    migration.backfill(apps, None)
+
+    assert FirstDownload.objects.get(certificate=certificate).downloaded_at is None
     assert steps_of(alice) == []
