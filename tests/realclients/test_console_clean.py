@@ -5,6 +5,8 @@
 * the pages people use most (sign-in, My certificates, New request and its three ways, help, a wrong
   address) log no console error or warning at all, besides the 404 document's own load failure;
 * the favicon is linked and loads, and ``/favicon.ico`` answers with it;
+* at phone width the new-request page does not scroll sideways (screenshots in
+  ``test-artifacts/screenshots/request``);
 * the copy button of a command block puts the whole command on the clipboard and says "Copied" in its live
   region.
 """
@@ -19,7 +21,15 @@ from django.urls import reverse
 from pytest_django.live_server_helper import LiveServer
 
 from accounts.services import mark_email_verified
-from tests.harness.chromium import BrowserSession, ChromiumThread, close_session, open_session
+from tests.harness.chromium import (
+    DESKTOP,
+    PHONE,
+    BrowserSession,
+    ChromiumThread,
+    close_session,
+    open_session,
+    shoot,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage
@@ -63,6 +73,12 @@ def console_of(browser: Browser, base: str, paths: list[str], missing: str) -> d
     icon = page.evaluate("fetch(document.querySelector('link[rel=icon]').href)" + answer)
     legacy_icon = page.evaluate("fetch('/favicon.ico')" + answer)
 
+    # at phone width the three ways stack and long commands scroll inside their block, not the page
+    page.set_viewport_size(PHONE)
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    page.set_viewport_size(DESKTOP)
+    shoot(page, "request/new-request")
+
     # the copy button of the first command block
     command = page.locator("pre.command").first.inner_text().rstrip("\n")
     page.locator(".copy-button").first.click()
@@ -76,6 +92,7 @@ def console_of(browser: Browser, base: str, paths: list[str], missing: str) -> d
         "legacy_icon": legacy_icon,
         "command": command,
         "copied": copied,
+        "overflow": overflow,
     }
 
 
@@ -109,3 +126,4 @@ def test_the_portal_pages_log_no_console_error_and_the_favicon_and_copy_buttons_
     assert seen["legacy_icon"] == [200, "image/svg+xml"]
     assert "-pkeyopt ec_paramgen_curve:P-256" in seen["command"]
     assert seen["copied"] == seen["command"]
+    assert seen["overflow"] <= 0
