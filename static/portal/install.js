@@ -87,6 +87,23 @@
       });
     });
 
+    // The key of this certificate is in this browser (p12.js found it): making the .p12 here is the file,
+    // so the builder moves up to "Your file", before the downloads, into the first screen of a phone.
+    const builder = document.getElementById("p12-builder");
+    const builderBox = document.getElementById("install-builder");
+    if (builder && builderBox) {
+      const promote = () => {
+        if (builder.dataset.state === "key-in-browser" && builderBox.parentElement !== fileList.parentElement) {
+          fileList.before(builderBox);
+          builderBox.classList.remove("mt-3");
+          builderBox.classList.add("mb-2");
+          section.dataset.key = "in-browser";
+        }
+      };
+      new MutationObserver(promote).observe(builder, { attributes: true, attributeFilter: ["data-state"] });
+      promote();
+    }
+
     if (section.dataset.asked !== "true") {
       const detected = radios.find((radio) => radio.value === detectPlatform());
       if (detected && !detected.checked) {

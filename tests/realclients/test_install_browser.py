@@ -5,6 +5,8 @@ Chromium driven by Playwright), one browser and one login:
   line, switches the steps, the file and the .p12 encryption in place and puts ``?platform=`` in the address;
 * at 390 px as Chrome on Android (the same login): Android is chosen, its download starts within the first
   screen (844 px), the dashboard asks once to download the certificate, and no more once it was downloaded;
+* with the certificate's key in the browser (as the key generator leaves it), the .p12 builder is the file:
+  it moves up before the downloads and starts within the phone's first screen;
 * a revoked certificate's page has no install help;
 * axe-core finds no serious or critical violation and nothing overflows sideways (as in the admin's
   browser test, tests/admin/test_queue_browser.py).
@@ -15,9 +17,12 @@ No Content-Security-Policy violation on any page. Screenshots go to ``test-artif
 
 from __future__ import annotations
 
+import base64
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from django.contrib.auth.models import User
 from pytest_django.live_server_helper import LiveServer
 
@@ -154,6 +159,43 @@ def on_phone(browser: Browser, base: str, state: StorageState, certificate_id: i
     return box["y"]
 
 
+#: Puts a PKCS#8 key into this browser's key store as the key generator does (static/portal/keys.js).
+SAVE_KEY = """async ([pkcs8, spki]) => {
+  const der = Uint8Array.from(atob(pkcs8), (c) => c.charCodeAt(0));
+  const privateKey = await crypto.subtle.importKey(
+    "pkcs8", der, { name: "ECDSA", namedCurve: "P-256" }, true, ["sign"]);
+  await window.EnrollKeys.saveKey({ spkiSha256: spki, privateKey, keyType: "ec-p256",
+    createdAt: new Date().toISOString(), requestId: 0 });
+}"""
+
+
+def key_in_this_browser(
+    browser: Browser, base: str, state: StorageState, certificate_id: int, pkcs8: str, spki: str
+) -> float:
+    """As Chrome on Android, with the certificate's key in the browser: the builder is the file, moved up."""
+    session = open_session(
+        browser, base, user_agent=ANDROID_CHROME, viewport=PHONE, is_mobile=True, storage_state=state
+    )
+    page = session.open(f"/certificates/{certificate_id}/")
+    page.wait_for_selector("#install[data-ready=true]")
+    page.evaluate(SAVE_KEY, [pkcs8, spki])
+    page.reload()
+    page.wait_for_selector("#install[data-key=in-browser]")
+    assert page.is_visible("#p12-stored")
+    assert page.evaluate(
+        "document.getElementById('install-builder').nextElementSibling.id === 'install-downloads'"
+    )
+    box = page.locator("#p12-builder").bounding_box()
+    assert box is not None
+    assert box["y"] < PHONE["height"], f"the .p12 builder starts at {box['y']} px"
+    assert audit(session) == []
+    page.screenshot(
+        path=str(screenshot_dir() / SHOTS / "05b-certificate-key-in-browser-phone.png"), full_page=True
+    )
+    close_session(browser, session)
+    return box["y"]
+
+
 def revoked_page(browser: Browser, base: str, state: StorageState, certificate_id: int) -> None:
     session = open_session(browser, base, user_agent=MAC_CHROME, viewport=DESKTOP, storage_state=state)
     page = session.open(f"/certificates/{certificate_id}/")
@@ -181,6 +223,22 @@ def test_the_install_chooser_at_desktop_and_phone_width(
     y = chromium.call(on_phone, base, state, certificate.pk)
     print(f"phone (390x844, Android): the download for the chosen platform starts at y={y:.0f} px")
     assert FirstDownload.objects.get(certificate=certificate).fmt == "chain"
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    made_here = flows.approve(request_id=flows.submit_csr(owner=dora, data=make_csr(key)).pk).certificate
+    assert made_here is not None
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    y_builder = chromium.call(
+        key_in_this_browser,
+        base,
+        state,
+        made_here.pk,
+        base64.b64encode(pkcs8).decode(),
+        made_here.spki_sha256,
+    )
+    print(f"phone (390x844, Android), key in the browser: the .p12 builder starts at y={y_builder:.0f} px")
 
     revoke_certificate(certificate=certificate, reason=RevocationReason.SUPERSEDED)
     chromium.call(revoked_page, base, state, certificate.pk)
