@@ -12,7 +12,6 @@ Screenshots of the dark pages go to ``test-artifacts/screenshots/dark``.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -127,16 +126,14 @@ def choose_theme(_browser: Browser, session: BrowserSession, choice: str) -> dic
 
 def auto_follows_the_system(_browser: Browser, session: BrowserSession) -> list[str | None]:
     """With Auto, the theme as the system's preference goes from light to dark (no reload)."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
     page = session.page
     seen = []
     for scheme in ("light", "dark"):
         page.emulate_media(color_scheme=scheme)
-        with contextlib.suppress(PlaywrightTimeout):  # the media query's change event comes after the call
-            page.wait_for_function(
-                f"document.documentElement.getAttribute('data-bs-theme') === '{scheme}'", timeout=2000
-            )
+        for _ in range(40):  # the media query's change event comes after the call
+            if page.evaluate("document.documentElement.getAttribute('data-bs-theme')") == scheme:
+                break
+            page.wait_for_timeout(50)
         seen.append(page.evaluate("document.documentElement.getAttribute('data-bs-theme')"))
     page.emulate_media(color_scheme="light")
     return seen
