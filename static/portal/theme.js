@@ -7,7 +7,6 @@
   "use strict";
   var KEY = "enroll-theme";
   var CHOICES = ["light", "dark", "auto"];
-  var LABELS = { light: "Light", dark: "Dark", auto: "Auto" };
   var system = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
 
   function stored() {
@@ -44,15 +43,15 @@
 
   function showChoice(choice) {
     var buttons = document.querySelectorAll("[data-theme-choice]");
+    var current = document.getElementById("theme-current");
     for (var i = 0; i < buttons.length; i++) {
       var button = buttons[i];
       var active = button.getAttribute("data-theme-choice") === choice;
       button.classList.toggle("active", active);
       button.setAttribute("aria-pressed", active ? "true" : "false");
-    }
-    var current = document.getElementById("theme-current");
-    if (current) {
-      current.textContent = LABELS[choice];
+      if (active && current) {
+        current.textContent = button.getAttribute("data-label") || button.textContent; // the page's language
+      }
     }
   }
 
