@@ -37,7 +37,7 @@ run: $(VENV)/.installed var/dev-ca-passphrase messages
 	$(DEV_ENV) $(PY) manage.py dev_setup
 	@echo "Mail: nothing leaves this machine. The mail worker prints each message in this terminal;"
 	@echo "      $(ENROLL_PUBLIC_URL)/dev/mail/ lists them (kept in var/dev-mail)."
-	@echo "Users: $(PY) manage.py create_user NAME --email ADDRESS --verified (password printed once)"
+	@echo "Users: DJANGO_DEBUG=true $(PY) manage.py create_user NAME --email ADDRESS --verified (password printed once)"
 	$(DEV_ENV) $(PY) manage.py db_worker --no-reload & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT; \
 	trap 'exit 130' INT TERM; \
