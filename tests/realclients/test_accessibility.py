@@ -2,7 +2,8 @@
 (tests/harness/axe) with no ``serious`` or ``critical`` violation and no horizontal overflow, at 1280 and
 390 px, in the light and the dark theme: the pages people see before logging in (log in, sign up,
 password reset, help, a page that does not exist) and after (dashboard, new request, key generator,
-SPKAC, a request, a certificate, renew, revoke, profile, password change). One browser, one login.
+SPKAC, a request, a certificate, renew, revoke, profile, password change), and in dark the development
+mail page. One browser, one login.
 
 On the way it checks what the checks rest on: the theme switch in the navigation (Light / Dark / Auto)
 sets Bootstrap's ``data-bs-theme`` and keeps the choice across pages, Auto follows the system's
@@ -13,15 +14,17 @@ Screenshots of the dark pages go to ``test-artifacts/screenshots/dark``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.mail import EmailMessage
 from django.urls import reverse
 from pytest_django.live_server_helper import LiveServer
 
 from ca.models import Certificate, CertificateAuthority
-from enroll import flows
+from enroll import devmail, flows
 from tests.conftest import make_csr
 from tests.harness.chromium import (
     DESKTOP,
@@ -165,6 +168,8 @@ def test_every_portal_page_passes_axe_at_both_widths_in_both_themes(
     ca: CertificateAuthority,
     alice: User,
     issue_for: Callable[..., Certificate],
+    settings: Any,
+    tmp_path: Path,
 ) -> None:
     certificate = issue_for(alice)
     waiting = flows.submit_csr(owner=alice, data=make_csr())
@@ -204,6 +209,15 @@ def test_every_portal_page_passes_axe_at_both_widths_in_both_themes(
     assert chosen == {"theme": "dark", "stored": "dark", "label": "Dark", "pressed": "dark"}
     chromium.call(lambda _b: session.page.set_viewport_size(DESKTOP))
     problems += chromium.call(audit_pages, session, signed_in, "dark")
+
+    # The development mail page (DEBUG only), with a mail kept, in dark and light.
+    settings.DEBUG = True
+    settings.ENROLL_DEV_MAIL_DIR = tmp_path / "dev-mail"
+    devmail.keep(
+        EmailMessage("Verify your address", "Open http://example.test/x", "a@example.com", ["b@example.com"])
+    )
+    problems += chromium.call(audit_pages, session, ["/dev/mail/"], "dark")
+    settings.DEBUG = False
 
     times = chromium.call(times_on, session, reverse("portal:request-detail", args=[waiting.pk]))
     assert times, "the request page shows when it was submitted"
