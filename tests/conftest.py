@@ -6,7 +6,9 @@ Real-server tests (marker ``real_server``: nginx, Apache, node, Chromium, gunico
 fixture of the harness gets the marker too) run ONCE, in the PostgreSQL pass of ``make test``: the SQLite
 pass runs pytest with ``--defer-real-servers``, which deselects them there when a PostgreSQL pass will
 follow, i.e. when PostgreSQL is installed. The PostgreSQL pass runs ``--real-servers without`` on two
-workers, then ``--real-servers only`` one test at a time. Run on their own (``pytest
+workers, then ``--real-servers only`` one test at a time; a test that drives only Chromium against the
+live test server (no nginx, Apache, node or gunicorn: it times nothing a busy machine would skew) is
+browser-only and runs on the workers with the first group. Run on their own (``pytest
 tests/realclients``) they run on any database. Programs missing still skip, or fail with
 ENROLL_REQUIRE_REAL_CLIENTS=1.
 """
@@ -14,9 +16,11 @@ ENROLL_REQUIRE_REAL_CLIENTS=1.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import hypothesis
@@ -84,6 +88,31 @@ def _on_sqlite() -> bool:
     return str(settings.DATABASES["default"]["ENGINE"]).endswith("sqlite3")
 
 
+#: The harness modules that start a server by hand (not through a fixture).
+_SERVER_HARNESS = (
+    "tests.harness.gunicorn",
+    "tests.harness.nginx",
+    "tests.harness.apache",
+    "tests.harness.node",
+)
+
+
+@functools.cache
+def _starts_servers_by_hand(path: Path) -> bool:
+    source = path.read_text(encoding="utf-8")
+    return any(name in source for name in _SERVER_HARNESS)
+
+
+def _browser_only(item: pytest.Item) -> bool:
+    """Chromium against the live test server and no other real server."""
+    used = SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+    return used == {"chromium"} and not _starts_servers_by_hand(Path(str(item.path)))
+
+
+def _runs_one_at_a_time(item: pytest.Item) -> bool:
+    return item.get_closest_marker("real_server") is not None and not _browser_only(item)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
@@ -91,7 +120,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     choice = config.getoption("--real-servers")
     if choice != "with":
         keep_real = choice == "only"
-        kept = [item for item in items if (item.get_closest_marker("real_server") is not None) == keep_real]
+        kept = [item for item in items if _runs_one_at_a_time(item) == keep_real]
         if len(kept) < len(items):
             kept_ids = {id(item) for item in kept}
             config.hook.pytest_deselected(items=[item for item in items if id(item) not in kept_ids])
