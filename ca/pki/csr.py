@@ -18,8 +18,6 @@ Nothing from the request's subject or attributes is trusted: the CA builds subje
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import re
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from .keypolicy import (
 )
 from .submission import (
     BASE64_TEXT,
+    base64_start,
     decode_base64,
     first_der_object,
     private_key_warning,
@@ -166,12 +165,7 @@ def _from_bare_base64(text: bytes) -> bytes:
     try:
         return decode_base64(text, refusal=_ALTERED)
     except RequestRefused:
-        joined = b"".join(text.split()).rstrip(b"=")
-        try:
-            start = base64.b64decode(joined[: len(joined) - len(joined) % 4], validate=True)
-        except (binascii.Error, ValueError):
-            start = b""
-        if _request_shaped(start):
+        if _request_shaped(base64_start(text)):
             raise RequestRefused(Refusal.TRUNCATED, _CUT) from None
         raise RequestRefused(Refusal.NOT_A_REQUEST, _NOT_A_REQUEST) from None
 

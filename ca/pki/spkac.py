@@ -51,6 +51,7 @@ from .keypolicy import (
 )
 from .submission import (
     BASE64_TEXT,
+    base64_start,
     decode_base64,
     first_der_object,
     private_key_warning,
@@ -77,6 +78,11 @@ SPKAC_COMMAND_HINT = "openssl spkac -key my.key -challenge CHALLENGE -digest sha
 
 PRIVATE_KEY_WARNING = private_key_warning(
     instead=f"Submit the SPKAC made from it instead: {SPKAC_COMMAND_HINT}."
+)
+
+_NOT_AN_SPKAC = (
+    "This is not an SPKAC: paste the line that starts with SPKAC= as openssl spkac printed it "
+    f"({SPKAC_COMMAND_HINT})."
 )
 
 _MALFORMED = (
@@ -141,14 +147,16 @@ def _decode(raw: bytes) -> bytes:
     if not text:
         raise RequestRefused(Refusal.EMPTY, "The SPKAC is empty. Paste the whole line openssl spkac printed.")
     if not BASE64_TEXT.fullmatch(text):
-        raise RequestRefused(
-            Refusal.NOT_A_REQUEST,
-            "This is not an SPKAC: paste the line that starts with SPKAC= as openssl spkac printed it "
-            f"({SPKAC_COMMAND_HINT}).",
+        raise RequestRefused(Refusal.NOT_A_REQUEST, _NOT_AN_SPKAC)
+    try:
+        return decode_base64(
+            text,
+            refusal="The SPKAC is not valid base64: it has been altered or cut. Copy the whole line again.",
         )
-    return decode_base64(
-        text, refusal="The SPKAC is not valid base64: it has been altered or cut. Copy the whole line again."
-    )
+    except RequestRefused:
+        if base64_start(text)[:1] != b"\x30":  # its start is no DER SEQUENCE: it never was an SPKAC
+            raise RequestRefused(Refusal.NOT_A_REQUEST, _NOT_AN_SPKAC) from None
+        raise
 
 
 def _one_object(der: bytes) -> None:

@@ -100,6 +100,19 @@ def decode_base64(text: bytes, *, refusal: str) -> bytes:
         raise RequestRefused(Refusal.BAD_ENCODING, refusal) from None
 
 
+def base64_start(text: bytes) -> bytes:
+    """What the whole 4-character groups at the start of base64 ``text`` decode to (whitespace removed,
+    stopping at the first character that is not base64): enough to tell what a damaged submission was
+    meant to be; b"" if nothing decodes."""
+    joined = b"".join(text.split())
+    valid = re.match(rb"[A-Za-z0-9+/]*", joined)
+    prefix = valid.group(0) if valid else b""
+    try:
+        return base64.b64decode(prefix[: len(prefix) - len(prefix) % 4], validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
 def first_der_object(der: bytes, *, cut: str, unreadable: str) -> bytes:
     """The first DER object (X.690 TLV) of ``der``: refused as TRUNCATED with ``cut`` if it is cut short,
     as MALFORMED with ``unreadable`` if it cannot be read."""

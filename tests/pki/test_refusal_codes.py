@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ca.pki.csr import parse_csr
 from ca.pki.der import leading_tags
 from ca.pki.errors import DAMAGED, NOT_A_REQUEST_AT_ALL, Refusal, RequestRefused
+from ca.pki.spkac import parse_spkac
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 CSR_PEM = (FIXTURES / "openssl-ec-p256.csr.pem").read_bytes()
@@ -168,3 +169,24 @@ def test_leading_tags_tell_what_a_value_is_meant_to_be_even_when_cut(
     data: bytes, tags: tuple[int, ...]
 ) -> None:
     assert leading_tags(data) == tags
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        pytest.param("hello", Refusal.NOT_A_REQUEST, id="a-word-that-is-base64-shaped"),
+        pytest.param("SPKAC=hello", Refusal.NOT_A_REQUEST, id="prefixed-word"),
+        pytest.param("SPKAC=this is not base64!", Refusal.NOT_A_REQUEST, id="prose"),
+        pytest.param(CSR_PEM, Refusal.NOT_A_REQUEST, id="a-csr-instead"),
+        pytest.param(KEY_PEM, Refusal.PRIVATE_KEY, id="private-key"),
+        pytest.param("SPKAC=MIIC=QzCC", Refusal.BAD_ENCODING, id="an-spkac-start-altered"),
+    ],
+)
+def test_an_spkac_that_never_was_one_is_told_from_an_altered_one(data: bytes | str, code: Refusal) -> None:
+    with pytest.raises(RequestRefused) as caught:
+        parse_spkac(data=data)
+
+    assert caught.value.code is code
+    if code in NOT_A_REQUEST_AT_ALL:
+        assert "altered" not in caught.value.message
+        assert "cut" not in caught.value.message
