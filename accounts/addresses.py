@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 
 import idna
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from idna import idnadata
 
 #: The Unicode version of the IDNA 2008 tables used (from the installed ``idna`` package).
@@ -33,41 +35,49 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 LOCAL_PART = re.compile(rf"{_ATOM}(?:\.{_ATOM})*\Z")
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 
-QUOTED = "Use an address without quotes: a quoted local part cannot go into a certificate."
-NON_ASCII_LOCAL = (
+QUOTED = gettext_lazy("Use an address without quotes: a quoted local part cannot go into a certificate.")
+NON_ASCII_LOCAL = gettext_lazy(
     "Use an address whose part before the @ has only ASCII letters, digits and . ! # $ % & ' * + / = ? ^ _ ` "
     "{ | } ~ -: certificates hold e-mail addresses in ASCII (RFC 5280), and this portal does not issue the "
     "internationalised form (RFC 8398)."
 )
-LOCAL_CHARACTERS = (
+LOCAL_CHARACTERS = gettext_lazy(
     "Use an address whose part before the @ has only letters, digits and . ! # $ % & ' * + / = ? ^ _ ` "
     "{ | } ~ -, with no dot at the start, at the end or twice in a row."
 )
-DOMAIN = "Use an address whose domain is a host name such as example.org (letters, digits, hyphens and dots)."
+DOMAIN = gettext_lazy(
+    "Use an address whose domain is a host name such as example.org (letters, digits, hyphens and dots)."
+)
 
 
 class AddressProblem(ValueError):
-    """Why an address cannot go into a certificate, in plain words (the message)."""
+    """Why an address cannot go into a certificate, in plain words (the message, in the active language)."""
+
+    def __init__(self, message: object) -> None:
+        super().__init__(str(message))
 
 
 def certificate_form(address: str) -> str:
     """``address`` as it would go into a certificate (domain lower case, A-labels), or AddressProblem."""
     address = address.strip()
     if address.count("@") != 1 or address.startswith('"'):
-        raise AddressProblem(QUOTED if '"' in address else "Use an address with one @ in it.")
+        raise AddressProblem(QUOTED if '"' in address else _("Use an address with one @ in it."))
     local, domain = address.split("@")
     if '"' in local or "\\" in local:
         raise AddressProblem(QUOTED)
     if not local.isascii():
         raise AddressProblem(NON_ASCII_LOCAL)
     if len(local) > MAX_LOCAL:
-        raise AddressProblem(f"Use at most {MAX_LOCAL} characters before the @.")
+        raise AddressProblem(_("Use at most %(limit)d characters before the @.") % {"limit": MAX_LOCAL})
     if not LOCAL_PART.match(local):
         raise AddressProblem(LOCAL_CHARACTERS)
     domain = _a_label_domain(domain)
     result = f"{local}@{domain}"
     if len(result) > MAX_LENGTH:
-        raise AddressProblem(f"Use an address of at most {MAX_LENGTH} characters (with the domain in ASCII).")
+        raise AddressProblem(
+            _("Use an address of at most %(limit)d characters (with the domain in ASCII).")
+            % {"limit": MAX_LENGTH}
+        )
     return result
 
 

@@ -12,19 +12,27 @@ the message name, the recipient and a context of JSON values (strings, numbers, 
 instances, no dates), and renders the templates itself. The callers (:mod:`accounts.services`,
 :mod:`enroll.notifications`) build the context; links in it are absolute
 (:func:`accounts.services.absolute_url`), dates already written out.
+
+A mail is written in its recipient's language (``language``: :meth:`accounts.models.Profile.mail_language`),
+whatever the language of the page or command that caused it: the task renders under
+``translation.override``, and callers write the context's words (dates, "in 3 days") under
+:func:`in_language` too.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, ParamSpec, TypeVar
 
+from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
 from django.template.loader import render_to_string
+from django.utils import translation
 from django_tasks import task
 from django_tasks.base import Task
 
@@ -34,21 +42,31 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def render(message: str, context: Mapping[str, Any]) -> tuple[str, str]:
-    """The subject (one line) and the body of ``message`` (``<app>/email/<message>``) for ``context``."""
-    subject = " ".join(render_to_string(f"{message}_subject.txt", dict(context)).split())
-    body = render_to_string(f"{message}_body.txt", dict(context))
+@contextmanager
+def in_language(language: str) -> Iterator[None]:
+    """Write in ``language`` (a code of ``settings.LANGUAGES``; "" or an unknown one: the site's)."""
+    with translation.override(language if language in dict(settings.LANGUAGES) else settings.LANGUAGE_CODE):
+        yield
+
+
+def render(message: str, context: Mapping[str, Any], *, language: str = "") -> tuple[str, str]:
+    """The subject (one line) and the body of ``message`` (``<app>/email/<message>``) for ``context``,
+    in ``language`` (:func:`in_language`)."""
+    with in_language(language):
+        subject = " ".join(render_to_string(f"{message}_subject.txt", dict(context)).split())
+        body = render_to_string(f"{message}_body.txt", dict(context))
     return subject, body
 
 
-def send_now(message: str, *, to: str, context: Mapping[str, Any]) -> bool:
-    """Render and send ``message`` to ``to`` in this process; True if it went out. Only tasks call this.
+def send_now(message: str, *, to: str, context: Mapping[str, Any], language: str = "") -> bool:
+    """Render and send ``message`` to ``to`` in this process, in ``language``; True if it went out. Only
+    tasks call this.
 
     A mail server problem (SMTP down, address refused, ...) is logged, never raised: the change that
     caused the mail stands, and the worker goes on with the next task.
     """
     try:
-        subject, body = render(message, context)
+        subject, body = render(message, context, language=language)
     except Exception:
         logger.exception("could not write the e-mail '%s' to %s", message, to)
         return False
@@ -61,9 +79,9 @@ def send_now(message: str, *, to: str, context: Mapping[str, Any]) -> bool:
 
 
 @task()
-def deliver(message: str, to: str, context: dict[str, Any]) -> bool:
+def deliver(message: str, to: str, context: dict[str, Any], language: str = "") -> bool:
     """The background task that sends one message (:func:`send_now`; a failure is logged, not raised)."""
-    return send_now(message, to=to, context=context)
+    return send_now(message, to=to, context=context, language=language)
 
 
 def enqueue(task_: Task[P, T], /, *args: P.args, **kwargs: P.kwargs) -> None:
@@ -82,6 +100,7 @@ def after_commit(task_: Task[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Non
     transaction.on_commit(partial(enqueue, task_, *args, **kwargs), robust=True)
 
 
-def send(message: str, *, to: str, context: Mapping[str, Any]) -> None:
-    """Queue ``message`` to ``to`` (see the module's docstring); the task sends it after the commit."""
-    after_commit(deliver, message=message, to=to, context=dict(context))
+def send(message: str, *, to: str, context: Mapping[str, Any], language: str = "") -> None:
+    """Queue ``message`` to ``to``, written in ``language`` (see the module's docstring); the task sends
+    it after the commit."""
+    after_commit(deliver, message=message, to=to, context=dict(context), language=language)

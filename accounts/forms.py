@@ -11,14 +11,18 @@ from django.contrib.auth.forms import PasswordChangeForm as DjangoPasswordChange
 from django.contrib.auth.forms import PasswordResetForm as DjangoPasswordResetForm
 from django.contrib.auth.forms import UserCreationForm, UsernameField
 from django.http import HttpRequest
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from accounts import addresses, services, usernames
 from accounts.models import ApproverMail, Profile
 from accounts.passwords import PasswordCheck, check_current_password
 from ca.types import Account
 
-WRONG_PASSWORD = "That is not your current password."  # noqa: S105 (a message, not a password)
-EMAIL_TAKEN = "An account with this e-mail address already exists. Log in, or reset your password."
+WRONG_PASSWORD = gettext_lazy("That is not your current password.")
+EMAIL_TAKEN = gettext_lazy(
+    "An account with this e-mail address already exists. Log in, or reset your password."
+)
 
 
 def certificate_address(address: str) -> str:
@@ -44,9 +48,11 @@ class SignUpForm(UserCreationForm[Account]):
     """Username, e-mail address and password (checked by Django's password validators)."""
 
     email = forms.EmailField(
-        label="E-mail address",
+        label=gettext_lazy("E-mail address"),
         max_length=254,
-        help_text="We send a link to this address; you can request certificates once you open it.",
+        help_text=gettext_lazy(
+            "We send a link to this address; you can request certificates once you open it."
+        ),
         widget=forms.EmailInput(attrs={"autocomplete": "email"}),
     )
 
@@ -82,12 +88,12 @@ class EmailChangeForm(forms.Form):
     """
 
     email = forms.EmailField(
-        label="New e-mail address",
+        label=gettext_lazy("New e-mail address"),
         max_length=254,
         widget=forms.EmailInput(attrs={"autocomplete": "email"}),
     )
     password = forms.CharField(
-        label="Your current password",
+        label=gettext_lazy("Your current password"),
         strip=False,
         widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
     )
@@ -115,13 +121,13 @@ class EmailChangeForm(forms.Form):
             return cleaned
         if email.lower() == (self.user.email or "").lower():
             self.add_error(
-                "email", forms.ValidationError("That is already your e-mail address.", code="same_email")
+                "email", forms.ValidationError(_("That is already your e-mail address."), code="same_email")
             )
         elif services.email_in_use(email, exclude=self.user):
             self.add_error(
                 "email",
                 forms.ValidationError(
-                    "Another account already uses this e-mail address.", code="email_taken"
+                    _("Another account already uses this e-mail address."), code="email_taken"
                 ),
             )
         return cleaned
@@ -169,18 +175,20 @@ class ApproverMailForm(forms.ModelForm[Profile]):
     class Meta:
         model = Profile
         fields = ("approver_mail",)
-        labels = {"approver_mail": "E-mail about new requests"}
+        labels = {"approver_mail": gettext_lazy("E-mail about new requests")}
         widgets = {"approver_mail": forms.RadioSelect}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         field = self.fields["approver_mail"]
         assert isinstance(field, forms.ChoiceField)
-        site = f"As the site sets it (now: {site_approver_mail().label.lower()})"
+        site = _("As the site sets it (now: %(choice)s)") % {
+            "choice": str(site_approver_mail().label).lower()
+        }
         field.choices = [
             (value, site if value == ApproverMail.SITE else label) for value, label in ApproverMail.choices
         ]
-        field.help_text = (
+        field.help_text = _(
             "Reminders of requests that wait longer than the service level come with both kinds of "
             "e-mail. You are never told about your own requests."
         )

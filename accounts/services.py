@@ -27,10 +27,11 @@ from django.utils import dateformat, timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
+from django.utils.translation import pgettext_lazy
 from django_tasks import task
 
 from accounts import auditing, emails, usernames
-from accounts.models import Profile
+from accounts.models import Profile, known_language
 from ca import audit
 from ca.clock import utcnow
 from ca.models import AuditEvent
@@ -58,6 +59,26 @@ def mark_email_verified(user: Account, *, now: dt.datetime | None = None) -> Non
         user=user,
         defaults={"email_verified_at": now or utcnow(), "verified_email": getattr(user, "email", "")},
     )
+
+
+def mail_language(user: Account) -> str:
+    """The language of ``user``'s mails (:meth:`Profile.mail_language`: theirs, else the site's)."""
+    profile = Profile.objects.filter(user=user).first() or Profile(user=user)
+    return profile.mail_language()
+
+
+def chosen_language(user: Account) -> str:
+    """The language ``user`` chose or signed up in (a code of ``settings.LANGUAGES``), or "" for none."""
+    language = Profile.objects.filter(user=user).values_list("language", flat=True).first()
+    return known_language(language or "")
+
+
+def remember_language(user: Account, language: str) -> bool:
+    """Keep ``language`` as ``user``'s (the switcher, used while signed in). False for an unknown code."""
+    if not known_language(language):
+        return False
+    Profile.objects.update_or_create(user=user, defaults={"language": language})
+    return True
 
 
 def portal_url() -> str:
@@ -161,9 +182,14 @@ def verify_email(token: str, *, now: dt.datetime | None = None) -> TokenCheck:
 # --- mails (queued by accounts.emails, sent by the worker) ------------------------------------------
 
 
+#: How mails and pages write a moment: ``7 December 2026, 12:00 UTC`` (German ``7. Dezember 2026, ...``).
+MOMENT_FORMAT = pgettext_lazy("date and time (Django date format)", "j F Y, H:i T")
+
+
 def when_words(moment: dt.datetime) -> str:
-    """A moment as mails write it: ``7 December 2026, 12:00 UTC`` (in the portal's time zone)."""
-    return dateformat.format(timezone.localtime(moment), "j F Y, H:i T")
+    """A moment as mails write it, in the active language: ``7 December 2026, 12:00 UTC`` (in the portal's
+    time zone)."""
+    return dateformat.format(timezone.localtime(moment), str(MOMENT_FORMAT))
 
 
 def send_verification_email(user: Account, *, now: dt.datetime | None = None) -> bool:
@@ -173,15 +199,18 @@ def send_verification_email(user: Account, *, now: dt.datetime | None = None) ->
         return False
     now = now or utcnow()
     token = make_verification_token(user, now=now)
+    language = mail_language(user)
+    with emails.in_language(language):
+        expires_at = when_words(now + verification_lifetime())
     context = {
         "username": user.get_username(),
         "email": email,
         "link": absolute_url(reverse("accounts:verify-email", kwargs={"token": token})),
         "hours": settings.ENROLL_EMAIL_VERIFICATION_HOURS,
-        "expires_at": when_words(now + verification_lifetime()),
+        "expires_at": expires_at,
         "profile_url": absolute_url(reverse("accounts:profile")),
     }
-    emails.send("accounts/email/verify_email", to=email, context=context)
+    emails.send("accounts/email/verify_email", to=email, context=context, language=language)
     return True
 
 
@@ -195,7 +224,7 @@ def send_email_changed_notice(user: Account, *, old_email: str) -> bool:
         "new_email": getattr(user, "email", ""),
         "password_reset_url": absolute_url(reverse("accounts:password-reset")),
     }
-    emails.send("accounts/email/email_changed", to=old_email, context=context)
+    emails.send("accounts/email/email_changed", to=old_email, context=context, language=mail_language(user))
     return True
 
 
@@ -220,7 +249,9 @@ def mail_password_reset(email: str) -> int:
             "portal_url": portal_url(),
             "reset_hours": max(1, settings.PASSWORD_RESET_TIMEOUT // 3600),
         }
-        sent += emails.send_now("accounts/email/password_reset", to=user.email, context=context)
+        sent += emails.send_now(
+            "accounts/email/password_reset", to=user.email, context=context, language=mail_language(user)
+        )
     return sent
 
 
@@ -251,8 +282,13 @@ def _lock_usernames() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_SIGN_UP_LOCK_KEY])
 
 
-def sign_up(*, username: str, email: str, password: str, now: dt.datetime | None = None) -> Account:
+def sign_up(
+    *, username: str, email: str, password: str, language: str = "", now: dt.datetime | None = None
+) -> Account:
     """Create the account and its profile and audit it, all or nothing. The caller sends the mail.
+
+    ``language`` (the sign-up page's) becomes the person's language (mails; pages after login) if it is one
+    of ``settings.LANGUAGES``.
 
     The look-alike check (:func:`accounts.usernames.clashing_account`) runs again under a lock: UsernameTaken
     if another sign-up took the name or a look-alike since the form checked it.
@@ -264,7 +300,7 @@ def sign_up(*, username: str, email: str, password: str, now: dt.datetime | None
         if usernames.clashing_account(username) is not None:
             raise UsernameTaken(usernames.LOOK_ALIKE)
         user: Account = manager.create_user(username=username, email=email, password=password)
-        Profile.objects.create(user=user)
+        Profile.objects.create(user=user, language=known_language(language))
         audit.record(event=AuditEvent.SIGN_UP, actor=user, subject_user=user, now=now)
     return user
 

@@ -35,6 +35,8 @@ from importlib import resources
 from confusable_homoglyphs import categories
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 #: The most characters a certificate's commonName holds (RFC 5280 ub-common-name).
 MAX_LENGTH = 64
@@ -43,14 +45,16 @@ ASCII_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 #: or pair to its class's representative.
 ASCII_SKELETON: dict[str, str] = {"0": "O", "1": "l", "I": "l", "rn": "m"}
 _ASCII_SKELETON_RE = re.compile("|".join(sorted(map(re.escape, ASCII_SKELETON), key=len, reverse=True)))
-ASCII_RULE = (
+ASCII_RULE = gettext_lazy(
     "Use 1 to 64 characters: letters a-z and A-Z, digits, and . _ - only. It appears in your certificates."
 )
-UNICODE_RULE = (
+UNICODE_RULE = gettext_lazy(
     "Use 1 to 64 characters: letters and digits of one script, and . _ - only. "
     "It appears in your certificates."
 )
-LOOK_ALIKE = "This username is taken, or looks too much like one that is (for example 1 and l, 0 and O)."
+LOOK_ALIKE = gettext_lazy(
+    "This username is taken, or looks too much like one that is (for example 1 and l, 0 and O)."
+)
 
 
 def unicode_allowed() -> bool:
@@ -58,7 +62,8 @@ def unicode_allowed() -> bool:
 
 
 def rule_words() -> str:
-    return UNICODE_RULE if unicode_allowed() else ASCII_RULE
+    """The rule for usernames, in the active language."""
+    return str(UNICODE_RULE if unicode_allowed() else ASCII_RULE)
 
 
 def normalise(name: str) -> str:
@@ -69,27 +74,28 @@ def normalise(name: str) -> str:
 def problem(name: str) -> str | None:
     """Why ``name`` (already :func:`normalise`\\ d) cannot be a username, in plain words; None if it can."""
     if not name:
-        return "Choose a username."
+        return _("Choose a username.")
     if len(name) > MAX_LENGTH:
-        return (
-            f"Use at most {MAX_LENGTH} characters (a certificate name holds no more); this has {len(name)}."
-        )
+        return _(
+            "Use at most %(limit)d characters (a certificate name holds no more); this has %(length)d."
+        ) % {"limit": MAX_LENGTH, "length": len(name)}
     if not unicode_allowed():
         if not ASCII_PATTERN.match(name):
-            return ASCII_RULE
+            return str(ASCII_RULE)
         return None
     if unicodedata.normalize("NFKC", name) != name:
-        return UNICODE_RULE
+        return str(UNICODE_RULE)
     for char in name:
         if char in "._-":
             continue
         if unicodedata.category(char)[0] not in "LN":
-            return UNICODE_RULE
+            return str(UNICODE_RULE)
     scripts = _scripts(name) - {"COMMON", "INHERITED"}
     if len(scripts) > 1:
-        return (
-            "Use letters of one script only: this name mixes " + " and ".join(sorted(scripts)).title() + "."
-        )
+        names = sorted(script.title() for script in scripts)
+        return _("Use letters of one script only: this name mixes %(scripts)s.") % {
+            "scripts": ", ".join(names)
+        }
     return None
 
 

@@ -5,7 +5,7 @@ Thin views: the logic lives in :mod:`accounts.services`. Every change of state i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, cast
 
 from axes.utils import reset as reset_lockout
 from django.conf import settings
@@ -13,12 +13,15 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import SetPasswordForm
+from django.contrib.auth.forms import AuthenticationForm, SetPasswordForm
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
+from django.utils import translation
 from django.utils.decorators import method_decorator
+from django.utils.translation import gettext as _
+from django.views import i18n
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import auditing, ratelimits, services
@@ -66,6 +69,7 @@ def signup(request: HttpRequest) -> HttpResponse:
                 username=form.cleaned_data["username"],
                 email=form.cleaned_data["email"],
                 password=form.cleaned_data["password1"],
+                language=translation.get_language() or "",
             )
         except services.UsernameTaken as taken:
             form.add_error("username", str(taken))
@@ -74,8 +78,11 @@ def signup(request: HttpRequest) -> HttpResponse:
         services.send_verification_email(user)
         messages.success(
             request,
-            f"Welcome, {user.get_username()}! We sent a link to {user.email}. "
-            "Open it to confirm your address; then you can request certificates.",
+            _(
+                "Welcome, %(username)s! We sent a link to %(email)s. "
+                "Open it to confirm your address; then you can request certificates."
+            )
+            % {"username": user.get_username(), "email": user.email},
         )
         return redirect("accounts:profile")
     return render(request, "accounts/signup.html", {"form": form})
@@ -89,7 +96,8 @@ def verify_email(request: HttpRequest, token: str) -> HttpResponse:
         if check.state is TokenState.VALID and check.user is not None:
             messages.success(
                 request,
-                f"Thank you: {check.user.email} is verified. You can now request certificates.",
+                _("Thank you: %(email)s is verified. You can now request certificates.")
+                % {"email": check.user.email},
             )
             if request.user.is_authenticated:
                 return redirect(settings.LOGIN_REDIRECT_URL)
@@ -118,7 +126,9 @@ def resend_verification(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         user = _account(request)
         if services.verified_email(user) is not None:
-            messages.info(request, f"Your e-mail address {user.email} is already verified.")
+            messages.info(
+                request, _("Your e-mail address %(email)s is already verified.") % {"email": user.email}
+            )
             return redirect("accounts:profile")
         refusal = ratelimits.check(request, "verify_mail") or check_mailbox(request, user.email)
         if refusal is not None:
@@ -126,13 +136,14 @@ def resend_verification(request: HttpRequest) -> HttpResponse:
         services.send_verification_email(user)
         messages.success(
             request,
-            f"We sent a new link to {user.email}. It may take a minute; check your spam folder too.",
+            _("We sent a new link to %(email)s. It may take a minute; check your spam folder too.")
+            % {"email": user.email},
         )
         return redirect("accounts:profile")
 
     token_check = services.check_verification_token(request.POST.get("token", ""))
     if token_check.state is TokenState.ALREADY_VERIFIED:
-        messages.info(request, "That e-mail address is already verified. Log in to continue.")
+        messages.info(request, _("That e-mail address is already verified. Log in to continue."))
     elif token_check.state is not TokenState.INVALID and token_check.user is not None:
         account = token_check.user
         refusal = ratelimits.check(request, "verify_mail", account=f"user:{account.pk}") or check_mailbox(
@@ -143,13 +154,15 @@ def resend_verification(request: HttpRequest) -> HttpResponse:
         services.send_verification_email(account)
         messages.success(
             request,
-            "We sent a new link to the account's e-mail address. "
-            "It may take a minute; check your spam folder too.",
+            _(
+                "We sent a new link to the account's e-mail address. "
+                "It may take a minute; check your spam folder too."
+            ),
         )
     else:
         messages.info(
             request,
-            "Log in, then press “Send a new link” on your profile page to get a fresh verification link.",
+            _("Log in, then press “Send a new link” on your profile page to get a fresh verification link."),
         )
     return redirect("accounts:login")
 
@@ -181,7 +194,9 @@ def profile(request: HttpRequest) -> HttpResponse:
         if mail_form.is_valid():
             mail_form.save()
             messages.success(
-                request, f"Saved. E-mail about new requests: {mail_form.effective().label.lower()}."
+                request,
+                _("Saved. E-mail about new requests: %(choice)s.")
+                % {"choice": str(mail_form.effective().label).lower()},
             )
             return redirect("accounts:profile")
     form = EmailChangeForm(user, None if mail_choice_posted else request.POST or None, request=request)
@@ -200,8 +215,11 @@ def profile(request: HttpRequest) -> HttpResponse:
         services.send_verification_email(user)
         messages.success(
             request,
-            f"Your e-mail address is now {user.email}. We sent a link there: open it to verify the new "
-            "address. Until then you cannot request certificates.",
+            _(
+                "Your e-mail address is now %(email)s. We sent a link there: open it to verify the new "
+                "address. Until then you cannot request certificates."
+            )
+            % {"email": user.email},
         )
         return redirect("accounts:profile")
     verified_at = services.email_verified_at(user)
@@ -220,6 +238,35 @@ def profile(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/profile.html", context)
 
 
+# --- the language switcher -------------------------------------------------------------------------
+
+
+def set_language_cookie(response: HttpResponse, language: str) -> None:
+    """The cookie LocaleMiddleware reads, as Django's ``set_language`` sets it (LANGUAGE_COOKIE_*)."""
+    response.set_cookie(
+        settings.LANGUAGE_COOKIE_NAME,
+        language,
+        max_age=settings.LANGUAGE_COOKIE_AGE,
+        path=settings.LANGUAGE_COOKIE_PATH,
+        domain=settings.LANGUAGE_COOKIE_DOMAIN,
+        secure=settings.LANGUAGE_COOKIE_SECURE,
+        httponly=settings.LANGUAGE_COOKIE_HTTPONLY,
+        samesite=cast("Literal['Lax', 'Strict', 'None'] | None", settings.LANGUAGE_COOKIE_SAMESITE),
+    )
+
+
+@require_POST
+def set_language(request: HttpRequest) -> HttpResponse:
+    """The switcher (templates/_language_switcher.html, a POST with CSRF): Django's ``set_language`` sets
+    the language cookie and goes back to ``next``; for a signed-in person the choice is also kept on their
+    profile, so their mails and their pages on other devices follow it."""
+    response = i18n.set_language(request)
+    language = request.POST.get("language", "")
+    if request.user.is_authenticated and response.cookies.get(settings.LANGUAGE_COOKIE_NAME) is not None:
+        services.remember_language(_account(request), language)
+    return response
+
+
 # --- Django's auth views with our templates --------------------------------------------------------
 
 
@@ -229,6 +276,15 @@ class LoginView(auth_views.LoginView):
 
     template_name = "accounts/login.html"
     redirect_authenticated_user = True
+
+    def form_valid(self, form: AuthenticationForm) -> HttpResponse:
+        """Log in; the pages follow the language the person chose (their profile), on this device too."""
+        response = super().form_valid(form)
+        language = services.chosen_language(form.get_user())
+        if language:
+            translation.activate(language)
+            set_language_cookie(response, language)
+        return response
 
 
 @method_decorator(rate_limited("password_reset"), name="dispatch")

@@ -17,7 +17,8 @@ profile page (:class:`accounts.models.ApproverMail`).
 Every mail is recorded per approver and request (:class:`~enroll.models.ApproverNotice`, NEW or OVERDUE)
 in the transaction that queues it, and a unique constraint makes each go out once however often the
 command (or a task) runs. Nobody is told about their own request; mail goes only to verified addresses
-(:func:`accounts.services.verified_email`); links lead to the request's page in the admin.
+(:func:`accounts.services.verified_email`), in each approver's language (:attr:`Approver.language`);
+links lead to the request's page in the admin.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from django.contrib.auth.models import Permission
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.urls import reverse
+from django.utils.translation import gettext, ngettext
 from django_tasks import task
 
 from accounts import emails
@@ -52,11 +54,13 @@ DECIDE_PERMISSION = APPROVE_PERMISSION
 
 @dataclass(frozen=True)
 class Approver:
-    """An approver who gets mail: the account, its verified address and how they hear of new requests."""
+    """An approver who gets mail: the account, its verified address, how they hear of new requests and the
+    language their mails are written in."""
 
     account: Account
     address: str
     choice: ApproverMail
+    language: str = ""
 
 
 def site_choice() -> ApproverMail:
@@ -87,42 +91,55 @@ def approver_accounts() -> list[Account]:
 def mailed_approvers() -> list[Approver]:
     """The approvers who get mail about requests: a verified address, and a choice other than none."""
     accounts = approver_accounts()
-    chosen = dict(
-        Profile.objects.filter(user__in=[a.pk for a in accounts]).values_list("user_id", "approver_mail")
-    )
+    profiles = {
+        profile.user_id: profile for profile in Profile.objects.filter(user__in=[a.pk for a in accounts])
+    }
     approvers = []
     for account in accounts:
-        choice = mail_choice(chosen.get(account.pk, ""))
+        profile = profiles.get(account.pk) or Profile(user=account)
+        choice = mail_choice(profile.approver_mail)
         if choice == ApproverMail.NONE:
             continue
         address = verified_email(account)
         if address is None:
             logger.info("approver %s has no verified e-mail address and is not told of requests", account)
             continue
-        approvers.append(Approver(account=account, address=address, choice=choice))
+        approvers.append(
+            Approver(account=account, address=address, choice=choice, language=profile.mail_language())
+        )
     return approvers
 
 
 # --- what the mails say ----------------------------------------------------------------------------
 
 
-def _plural(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+def _minutes(number: int) -> str:
+    return ngettext("%(count)d minute", "%(count)d minutes", number) % {"count": number}
+
+
+def _hours(number: int) -> str:
+    return ngettext("%(count)d hour", "%(count)d hours", number) % {"count": number}
+
+
+def _days(number: int) -> str:
+    return ngettext("%(count)d day", "%(count)d days", number) % {"count": number}
 
 
 def waited_words(waited: dt.timedelta) -> str:
-    """How long a request has waited, in words: "less than a minute", "12 minutes", "5 hours",
-    "2 days 3 hours"."""
+    """How long a request has waited, in words of the active language: "less than a minute", "12 minutes",
+    "5 hours", "2 days 3 hours"."""
     minutes = max(0, int(waited.total_seconds() // 60))
     if minutes < 1:
-        return "less than a minute"
+        return gettext("less than a minute")
     if minutes < 60:
-        return _plural(minutes, "minute")
+        return _minutes(minutes)
     hours = minutes // 60
     if hours < 24:
-        return _plural(hours, "hour")
+        return _hours(hours)
     days, hours = divmod(hours, 24)
-    return _plural(days, "day") + (f" {_plural(hours, 'hour')}" if hours else "")
+    if not hours:
+        return _days(days)
+    return f"{_days(days)} {_hours(hours)}"
 
 
 def admin_url(request: EnrollmentRequest) -> str:
@@ -150,6 +167,14 @@ def request_facts(request: EnrollmentRequest, *, now: dt.datetime) -> dict[str, 
         "waited": waited_words(now - request.created_at),
         "url": admin_url(request),
     }
+
+
+def _facts(
+    approver: Approver, requests: Sequence[EnrollmentRequest], *, now: dt.datetime
+) -> list[dict[str, Any]]:
+    """:func:`request_facts` of each request, in the approver's language."""
+    with emails.in_language(approver.language):
+        return [request_facts(request, now=now) for request in requests]
 
 
 def _context(approver: Approver, **context: Any) -> dict[str, Any]:
@@ -181,7 +206,9 @@ def _record_and_send(
                 ApproverNotice(request=request, approver=approver.account, kind=kind, sent_at=now)
                 for request in requests
             )
-            emails.send(f"enroll/email/{message}", to=approver.address, context=context)
+            emails.send(
+                f"enroll/email/{message}", to=approver.address, context=context, language=approver.language
+            )
     except IntegrityError:
         return False
     return True
@@ -235,7 +262,7 @@ def announce(*, request_id: int, now: dt.datetime | None = None) -> int:
     for approver in mailed_approvers():
         if approver.choice != ApproverMail.EACH or approver.account.pk == request.owner_id:
             continue
-        context = _context(approver, request=request_facts(request, now=now))
+        context = _context(approver, request=_facts(approver, [request], now=now)[0])
         sent += _record_and_send(
             "approver_new_request",
             approver=approver,
@@ -266,7 +293,7 @@ def send_digests(*, now: dt.datetime | None = None) -> int:
         new = [r for r in waiting if r.owner_id != own and r.pk not in told]
         if not new:
             continue
-        context = _context(approver, requests=[request_facts(r, now=now) for r in new])
+        context = _context(approver, requests=_facts(approver, new, now=now))
         sent += _record_and_send(
             "approver_digest", approver=approver, requests=new, kind=ApproverNoticeKind.NEW, now=now,
             context=context,
@@ -294,7 +321,7 @@ def send_reminders(*, now: dt.datetime | None = None) -> int:
         due = [r for r in overdue if r.owner_id != own and r.pk not in reminded]
         if not due:
             continue
-        context = _context(approver, requests=[request_facts(r, now=now) for r in due])
+        context = _context(approver, requests=_facts(approver, due, now=now))
         sent += _record_and_send(
             "approver_overdue", approver=approver, requests=due, kind=ApproverNoticeKind.OVERDUE, now=now,
             context=context,

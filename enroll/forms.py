@@ -22,6 +22,7 @@ from ca.models import DEVICE_NAME_MAX_LENGTH, RevocationReason, clean_device_nam
 from ca.pki.csr import MAX_SUBMISSION_BYTES
 from ca.pki.errors import Refusal, RequestRefused
 from ca.pki.spkac import MAX_SPKAC_BYTES
+from enroll import refusals
 from enroll.flows import SELF_REVOCATION_REASONS
 
 #: Refusals after which the pasted text is not shown again (a private key, or a wall of text).
@@ -89,7 +90,8 @@ class PastedRequestForm(forms.Form):
         self._scrub(always=code in _NOT_ECHOED)
 
     def refuse_request(self, refused: RequestRefused) -> None:
-        self.refuse(refused.message, code=refused.code)
+        """Show the PKI core's refusal in the person's language (enroll.refusals)."""
+        self.refuse(refusals.describe(refused), code=refused.code)
 
     def given_device_name(self) -> str | None:
         """The device name given (cleaned; "" for none), or None if the form did not carry the field at all

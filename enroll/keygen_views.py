@@ -26,7 +26,7 @@ from django.views.decorators.http import require_POST, require_safe
 from accounts.ratelimits import allowance_message, rate_limited
 from ca.models import DEVICE_NAME_MAX_LENGTH, clean_device_name
 from ca.pki.errors import RequestRefused
-from enroll import flows
+from enroll import flows, refusals
 from enroll.pages import key_name, portal_user
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def keygen_submit(request: HttpRequest) -> JsonResponse:
             owner=user, data=csr, require_verified_email=True, device_name=device_name
         )
     except RequestRefused as refused:
-        return _refused(request, str(refused), status=400, code=refused.code.value)
+        return _refused(request, refusals.describe(refused), status=400, code=refused.code.value)
     except flows.SubmissionRefused as refused:
         return _refused(request, str(refused), status=403)
     logger.info("request #%s submitted from in-browser key generation", submitted.pk)

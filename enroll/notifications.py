@@ -4,10 +4,11 @@ Decisions are queued by :mod:`enroll.flows` with ``transaction.on_commit``; remi
 :class:`~enroll.models.ExpiryReminder` rows in the same transaction that queues their e-mail, so each goes
 out once however often :func:`send_expiry_reminders` runs (``manage.py notify_expiring``, hourly from cron).
 
-Mail goes only to a verified address (:func:`accounts.services.verified_email`). Links are absolute, built
-from ``settings.ENROLL_PUBLIC_URL``. Each mail is queued (:func:`accounts.emails.send`) and sent by the
-worker; its context holds only JSON values (:func:`certificate_facts`, :func:`request_facts`), never a
-model instance. Nothing here ever sees key material.
+Mail goes only to a verified address (:func:`accounts.services.verified_email`), in the owner's language
+(:func:`accounts.services.mail_language`; the words the context carries are written in it too). Links are
+absolute, built from ``settings.ENROLL_PUBLIC_URL``. Each mail is queued (:func:`accounts.emails.send`)
+and sent by the worker; its context holds only JSON values (:func:`certificate_facts`,
+:func:`request_facts`), never a model instance. Nothing here ever sees key material.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.urls import reverse
 from django.utils.text import slugify
+from django.utils.translation import gettext, ngettext, pgettext_lazy
 
 from accounts import emails
 from accounts import services as accounts_services
-from accounts.services import verified_email
+from accounts.services import mail_language, verified_email
 from ca.clock import utcnow
-from ca.models import Certificate, CertificateAuthority, Revocation
+from ca.models import Certificate, CertificateAuthority, Revocation, RevocationReason
 from ca.types import Account
 from enroll.models import RENEWING_STATUSES, EnrollmentRequest, ExpiryReminder, ReminderDays, RequestStatus
 
@@ -41,14 +43,41 @@ def absolute_url(name: str, **kwargs: Any) -> str:
     return accounts_services.absolute_url(reverse(name, kwargs=kwargs or None))
 
 
-def _send(message: str, *, to: str, context: dict[str, Any]) -> bool:
-    """Queue ``enroll/email/<message>`` (:func:`accounts.emails.send`; the worker logs a failure). True."""
+def _send(message: str, *, to: str, context: dict[str, Any], language: str) -> bool:
+    """Queue ``enroll/email/<message>`` in ``language`` (:func:`accounts.emails.send`; the worker logs a
+    failure). True."""
     emails.send(
         f"enroll/email/{message}",
         to=to,
         context={**context, "portal_url": absolute_url("portal:dashboard")},
+        language=language,
     )
     return True
+
+
+#: A revocation reason as a sentence says it ("... was revoked (reason: ca compromise)").
+REASON_WORDS = {
+    RevocationReason.UNSPECIFIED: pgettext_lazy("revocation reason in a sentence", "unspecified"),
+    RevocationReason.KEY_COMPROMISE: pgettext_lazy("revocation reason in a sentence", "key compromise"),
+    RevocationReason.CA_COMPROMISE: pgettext_lazy("revocation reason in a sentence", "ca compromise"),
+    RevocationReason.AFFILIATION_CHANGED: pgettext_lazy(
+        "revocation reason in a sentence", "affiliation changed"
+    ),
+    RevocationReason.SUPERSEDED: pgettext_lazy("revocation reason in a sentence", "superseded"),
+    RevocationReason.CESSATION_OF_OPERATION: pgettext_lazy(
+        "revocation reason in a sentence", "cessation of operation"
+    ),
+    RevocationReason.CERTIFICATE_HOLD: pgettext_lazy("revocation reason in a sentence", "certificate hold"),
+    RevocationReason.PRIVILEGE_WITHDRAWN: pgettext_lazy(
+        "revocation reason in a sentence", "privilege withdrawn"
+    ),
+}
+
+
+def reason_words(reason: str) -> str:
+    """``reason`` (a :class:`RevocationReason` value) in words, in the active language."""
+    words = REASON_WORDS.get(RevocationReason(reason)) if reason in RevocationReason.values else None
+    return str(words) if words is not None else reason.replace("_", " ")
 
 
 def certificate_facts(certificate: Certificate) -> dict[str, str]:
@@ -108,7 +137,9 @@ def notify_decision(*, request_id: int) -> bool:
         context["certificate_url"] = absolute_url("portal:certificate-detail", pk=request.certificate.pk)
     if request.renewal_of is not None:
         context["renewed_url"] = absolute_url("portal:certificate-detail", pk=request.renewal_of.pk)
-    return _send(_DECISIONS[request.status], to=address, context=context)
+    return _send(
+        _DECISIONS[request.status], to=address, context=context, language=mail_language(request.owner)
+    )
 
 
 # --- revocations for key compromise ------------------------------------------------------------
@@ -146,7 +177,7 @@ def notify_key_compromise(
             "by": by.get_username() if by is not None else "",
             "new_request_url": absolute_url("portal:request-new"),
         }
-        sent += _send("key_compromise_revoked", to=address, context=context)
+        sent += _send("key_compromise_revoked", to=address, context=context, language=mail_language(owner))
     return sent
 
 
@@ -188,10 +219,13 @@ def notify_ca_revoked(
                 "certificates of %s stopped working with CA %s: no verified e-mail address", owner, ca.slug
             )
             continue
+        language = mail_language(owner)
+        with emails.in_language(language):
+            reason = reason_words(ca.revocation_reason)
         context = {
             "username": owner.get_username(),
             "ca_name": ca.name,
-            "reason": ca.get_revocation_reason_display().lower(),
+            "reason": reason,
             "certificates": [
                 {
                     "certificate": certificate_facts(c),
@@ -201,7 +235,7 @@ def notify_ca_revoked(
             ],
             "new_request_url": absolute_url("portal:request-new"),
         }
-        sent += _send("ca_revoked", to=address, context=context)
+        sent += _send("ca_revoked", to=address, context=context, language=language)
     return sent
 
 
@@ -270,7 +304,12 @@ def send_expiry_reminders(*, now: dt.datetime | None = None) -> int:
 def _reminder_sender(*, certificate: Certificate, address: str, now: dt.datetime) -> Callable[[], None]:
     remaining = certificate.not_after - now
     days_left = remaining.days
-    when = "in less than a day" if days_left < 1 else f"in {days_left} day{'s' if days_left != 1 else ''}"
+    language = mail_language(certificate.owner) if certificate.owner is not None else ""
+    with emails.in_language(language):
+        if days_left < 1:
+            when = gettext("in less than a day")
+        else:
+            when = ngettext("in %(days)d day", "in %(days)d days", days_left) % {"days": days_left}
     context = {
         "username": certificate.owner.get_username() if certificate.owner else "",
         "certificate": certificate_facts(certificate),
@@ -281,6 +320,6 @@ def _reminder_sender(*, certificate: Certificate, address: str, now: dt.datetime
     }
 
     def send() -> None:
-        _send("expiry_reminder", to=address, context=context)
+        _send("expiry_reminder", to=address, context=context, language=language)
 
     return send

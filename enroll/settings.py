@@ -85,6 +85,8 @@ MIDDLEWARE = [
     "ca.middleware.PublicPkiMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The page's language: the switcher's cookie, else the browser's Accept-Language, else English.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -122,10 +124,25 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
-USE_I18N = True
 USE_TZ = True
+
+# --- Languages: English and German --------------------------------------------------------------------------
+# LocaleMiddleware picks the language of each page: the cookie the switcher sets (templates/
+# _language_switcher.html; and at login, from the account's Profile.language), else the browser's
+# Accept-Language, else English. Mails go out in the recipient's language (accounts.emails); the PKI core's
+# refusals become sentences in it (enroll.refusals). The one catalogue is enroll/locale/de/LC_MESSAGES/
+# django.po: `manage.py makemessages` brings it up to date (enroll/management/commands/makemessages.py),
+# `make messages` compiles it (GNU gettext's msgfmt), and tests/i18n/test_catalogue.py fails on a string that
+# is missing, untranslated or fuzzy.
+USE_I18N = True
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("de", "German")]
+LOCALE_PATHS = [BASE_DIR / "enroll" / "locale"]
+LANGUAGE_COOKIE_AGE = 365 * 24 * 3600
+LANGUAGE_COOKIE_HTTPONLY = True
+LANGUAGE_COOKIE_SAMESITE = "Lax"
+LANGUAGE_COOKIE_SECURE = not DEBUG
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]

@@ -3,11 +3,14 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
+from accounts import views as accounts_views
 from enroll import devmail_views, views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
+    # The language switcher (templates/_language_switcher.html): Django's set_language, kept per account.
+    path("i18n/setlang/", accounts_views.set_language, name="set_language"),
     path("dev/mail/", devmail_views.dev_mail, name="dev-mail"),  # 404 unless DEBUG
     path("favicon.ico", views.favicon, name="favicon"),
     path("", include("ca.urls")),
