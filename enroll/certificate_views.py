@@ -18,7 +18,7 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from accounts.ratelimits import rate_limited
+from accounts.ratelimits import allowance_message, rate_limited
 from ca.clock import utcnow
 from ca.errors import AlreadyRevoked, CAError, CrlNotPublished
 from ca.models import Certificate, CertificateStatus, RevocationReason
@@ -250,7 +250,7 @@ def _serials(certificates: list[Certificate]) -> str:
 @sensitive_post_parameters("csr_text")
 @require_http_methods(["GET", "POST"])
 @login_required
-@rate_limited("submit")
+@rate_limited("submit", keep="csr_text")
 def certificate_renew(request: HttpRequest, pk: int) -> HttpResponse:
     user = portal_user(request)
     now = utcnow()
@@ -261,6 +261,7 @@ def certificate_renew(request: HttpRequest, pk: int) -> HttpResponse:
     email_blocker = flows.submission_blocker(user)
     blocker = email_blocker or flows.renewal_blocker(certificate)
     form = CsrForm(submit_label="Submit renewal", initial={"device_name": certificate.device_name})
+    tries_left = ""
     if request.method == "POST" and blocker is None:
         form = CsrForm(request.POST, request.FILES, submit_label="Submit renewal")
         if form.is_valid():
@@ -277,6 +278,7 @@ def certificate_renew(request: HttpRequest, pk: int) -> HttpResponse:
                 form.refuse(str(refused))
             else:
                 return _after_renewal(request, renewal)
+        tries_left = allowance_message(request, "submit")
     auto_approves = settings.ENROLL_AUTO_APPROVE_RENEWALS and row.status == CertificateStatus.VALID
     return render(
         request,
@@ -289,6 +291,7 @@ def certificate_renew(request: HttpRequest, pk: int) -> HttpResponse:
             "blocker": blocker,
             "user_verified": email_blocker is None,
             "auto_approves": auto_approves,
+            "tries_left": tries_left,
             **key_commands(user.get_username()),
         },
     )

@@ -15,6 +15,8 @@ from django.urls import reverse
 from pytest_django.fixtures import Settings
 
 from accounts.ratelimits import Allowance, period_words, wait_words
+from ca.models import CertificateAuthority
+from enroll import flows
 from enroll.models import EnrollmentRequest
 from tests.conftest import make_csr
 
@@ -178,3 +180,22 @@ def test_the_allowance_in_words(allowance: Allowance, words: str) -> None:
 )
 def test_the_period_in_words(rate: str, words: str) -> None:
     assert period_words(rate) == words
+
+
+def test_the_renewal_page_says_the_tries_left_and_its_429_page_keeps_the_pasted_request(
+    limited: Settings, ca: CertificateAuthority, alice: User
+) -> None:
+    issued = flows.approve(request_id=flows.submit_csr(owner=alice, data=make_csr()).pk)
+    assert issued.certificate is not None
+    client = logged_in(alice)
+    url = reverse("portal:certificate-renew", args=[issued.certificate.pk])
+
+    said = [tries_left(client.post(url, {"csr_text": "hello world"}, REMOTE_ADDR=ADDRESS)) for _ in range(3)]
+    csr = make_csr().decode()
+    refused = client.post(url, {"csr_text": csr}, REMOTE_ADDR=ADDRESS)
+
+    assert said[:2] == ["You can try 2 more times this hour.", "You can try once more this hour."]
+    assert refused.status_code == 429
+    assert csr.strip().splitlines()[1] in refused.content.decode()
+    assert f'action="{url}"' in refused.content.decode()
+    assert EnrollmentRequest.objects.count() == 1  # only the renewed certificate's own request
