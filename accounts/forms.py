@@ -12,7 +12,7 @@ from django.contrib.auth.forms import PasswordResetForm as DjangoPasswordResetFo
 from django.contrib.auth.forms import UserCreationForm, UsernameField
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, pgettext_lazy
 
 from accounts import addresses, services, usernames
 from accounts.models import ApproverMail, Profile
@@ -164,6 +164,22 @@ class PasswordResetForm(DjangoPasswordResetForm):
 SITE_APPROVER_MAIL = {"each": ApproverMail.EACH, "digest": ApproverMail.DIGEST, "off": ApproverMail.NONE}
 
 
+#: Each effective choice as a sentence names it ("Saved. E-mail about new requests: one e-mail per request.").
+_CHOICE_WORDS = {
+    ApproverMail.EACH: pgettext_lazy("approver mail choice inside a sentence", "one e-mail per new request"),
+    ApproverMail.DIGEST: pgettext_lazy(
+        "approver mail choice inside a sentence", "one e-mail an hour listing the new requests"
+    ),
+    ApproverMail.NONE: pgettext_lazy("approver mail choice inside a sentence", "no e-mail about requests"),
+}
+
+
+def choice_words(choice: ApproverMail) -> str:
+    """``choice`` as a sentence names it, in the active language."""
+    words = _CHOICE_WORDS.get(choice)
+    return str(words) if words is not None else str(choice.label)
+
+
 def site_approver_mail() -> ApproverMail:
     """The site's choice for approvers who made none (``settings.ENROLL_APPROVER_MAIL``)."""
     return SITE_APPROVER_MAIL.get(str(settings.ENROLL_APPROVER_MAIL), ApproverMail.EACH)
@@ -182,9 +198,7 @@ class ApproverMailForm(forms.ModelForm[Profile]):
         super().__init__(*args, **kwargs)
         field = self.fields["approver_mail"]
         assert isinstance(field, forms.ChoiceField)
-        site = _("As the site sets it (now: %(choice)s)") % {
-            "choice": str(site_approver_mail().label).lower()
-        }
+        site = _("As the site sets it (now: %(choice)s)") % {"choice": choice_words(site_approver_mail())}
         field.choices = [
             (value, site if value == ApproverMail.SITE else label) for value, label in ApproverMail.choices
         ]

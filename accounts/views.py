@@ -32,6 +32,7 @@ from accounts.forms import (
     PasswordChangeForm,
     PasswordResetForm,
     SignUpForm,
+    choice_words,
 )
 from accounts.models import Profile, can_approve
 from accounts.ratelimits import check_mailbox, mailbox_limit_words, rate_limited, refused
@@ -196,7 +197,7 @@ def profile(request: HttpRequest) -> HttpResponse:
             messages.success(
                 request,
                 _("Saved. E-mail about new requests: %(choice)s.")
-                % {"choice": str(mail_form.effective().label).lower()},
+                % {"choice": choice_words(mail_form.effective())},
             )
             return redirect("accounts:profile")
     form = EmailChangeForm(user, None if mail_choice_posted else request.POST or None, request=request)

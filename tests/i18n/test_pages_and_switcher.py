@@ -11,6 +11,7 @@ from django.template.loader import render_to_string
 from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.utils import translation
+from pytest_django.fixtures import Settings
 
 from accounts.models import Profile
 
@@ -201,3 +202,23 @@ def test_a_login_without_a_chosen_language_leaves_the_browsers(client: Client, a
 
     assert response.status_code == 302
     assert "django_language" not in response.cookies
+
+
+def test_an_approver_chooses_their_mail_in_german_and_reads_the_choice_mid_sentence(
+    client: Client, settings: Settings
+) -> None:
+    settings.ENROLL_APPROVER_MAIL = "each"
+    approver = User.objects.create_superuser("dora", "dora@example.com", "dora-password-123")
+    client.force_login(approver)
+    profile = reverse("accounts:profile")
+
+    page = client.get(profile, HTTP_ACCEPT_LANGUAGE="de").content.decode()
+    saved = client.post(
+        profile, {"form": "approver-mail", "approver_mail": "digest"}, HTTP_ACCEPT_LANGUAGE="de", follow=True
+    ).content.decode()
+
+    assert "Wie im Portal eingestellt (derzeit: eine E-Mail pro neuer Anforderung)" in page
+    assert (
+        "Gespeichert. E-Mails zu neuen Anforderungen: eine E-Mail pro Stunde mit allen neuen Anforderungen."
+        in saved
+    )
