@@ -286,8 +286,8 @@ def key_commands(username: str) -> dict[str, str]:
         "openssl_command": _openssl_new_key(name, name),
         "keytool_commands": (
             f"keytool -genkeypair -alias {name} -keyalg EC -groupname secp256r1 \\\n"
-            f"  -keystore {name}.p12 -storetype PKCS12 -dname CN={name}\n"
-            f"keytool -certreq -alias {name} -keystore {name}.p12 -file {name}.csr"
+            f"  -keystore {name}-keystore.p12 -storetype PKCS12 -dname CN={name}\n"
+            f"keytool -certreq -alias {name} -keystore {name}-keystore.p12 -file {name}.csr"
         ),
         "key_name": name,
         # for a renewal: a new key must not overwrite the one the current certificate still uses

@@ -141,7 +141,16 @@ def test_every_page_names_the_files_after_the_account(alice: User, name: str) ->
     files = set(KEY_FILE.findall(page))
 
     assert files
-    assert files <= {"alice.key", "alice.csr", "alice.p12"}, files
+    assert files <= {"alice.key", "alice.csr", "alice.p12", "alice-keystore.p12"}, files
+
+
+def test_keytools_key_store_is_not_the_p12_the_certificate_page_makes(alice: User) -> None:
+    """keytool keeps the key in a key store; the certificate page's `openssl pkcs12 -out alice.p12` must
+    not overwrite it."""
+    page = logged_in(alice).get(reverse("portal:request-new")).content.decode()
+
+    assert "-keystore alice-keystore.p12" in page
+    assert "-keystore alice.p12" not in page
 
 
 def test_the_spkac_page_shows_no_operator_commands(alice: User) -> None:
