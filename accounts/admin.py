@@ -14,12 +14,14 @@ from accounts.models import Profile
 
 @admin.register(Profile)
 class ProfileAdmin(admin.ModelAdmin[Profile]):
-    """Who verified which address when. Read-only: verification happens through the e-mailed link."""
+    """Who verified which address when, and each person's language. Read-only: verification happens through
+    the e-mailed link, the language is the person's choice (sign-up, the language switcher)."""
 
-    list_display = ("user", "verified_email", "email_verified_at")
+    list_display = ("user", "verified_email", "email_verified_at", "language")
+    list_filter = ("language",)
     list_select_related = ("user",)
     search_fields = ("user__username", "user__email", "verified_email")
-    readonly_fields = ("user", "verified_email", "email_verified_at")
+    readonly_fields = ("user", "verified_email", "email_verified_at", "language")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
