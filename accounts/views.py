@@ -283,7 +283,6 @@ class LoginView(auth_views.LoginView):
         response = super().form_valid(form)
         language = services.chosen_language(form.get_user())
         if language:
-            translation.activate(language)
             set_language_cookie(response, language)
         return response
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core.signals import setting_changed
+from django.utils import translation
 
 from tests.harness.programs import need_program
 
@@ -41,3 +43,11 @@ def compiled_catalogue() -> Path:
 @pytest.fixture
 def german(compiled_catalogue: Path) -> None:
     """Tests that read German need the compiled catalogue."""
+
+
+@pytest.fixture(autouse=True)
+def _back_to_the_default_language() -> Iterator[None]:
+    """A German request leaves German active in this thread (LocaleMiddleware activates the language of
+    each request and leaves it): the next test, which may call code outside a request, starts in English."""
+    yield
+    translation.deactivate()
