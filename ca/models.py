@@ -455,6 +455,10 @@ class AuditEvent(models.TextChoices):
     EMAIL_CHANGED = "email_changed", "E-mail address changed"
     # Owner actions in the portal (enroll): the label of a request's or certificate's device.
     DEVICE_RENAMED = "device_renamed", "Device name changed"
+    # Managed devices (enroll.flows.devices): enrollment codes, never the code itself.
+    ENROLLMENT_CODE_CREATED = "enrollment_code_created", "Enrollment code created"
+    ENROLLMENT_CODE_REVOKED = "enrollment_code_revoked", "Enrollment code revoked"
+    ENROLLMENT_CODE_USED = "enrollment_code_used", "Enrollment code used"
 
 
 class AuditEntry(models.Model):
