@@ -17,7 +17,7 @@ PORT ?= 8000
 ENROLL_PUBLIC_URL ?= http://$(if $(filter 0.0.0.0 ::,$(HOST)),127.0.0.1,$(HOST)):$(PORT)
 DEV_ENV := DJANGO_DEBUG=true ENROLL_CA_PASSPHRASE_FILE=var/dev-ca-passphrase ENROLL_PUBLIC_URL=$(ENROLL_PUBLIC_URL)
 
-.PHONY: run test test-steps lint typecheck pytest pytest-postgres coverage system-packages messages bench fixtures clean
+.PHONY: run test test-steps lint typecheck pytest pytest-postgres coverage system-packages messages catalogue bench fixtures clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ messages: $(VENV)/.installed
 	    DJANGO_DEBUG=true $(PY) manage.py compilemessages --ignore '$(VENV)' --ignore var -v 0; \
 	else echo "msgfmt (Debian package gettext) is missing: pages and mails stay in English" >&2; \
 	    [ "$${ENROLL_REQUIRE_REAL_CLIENTS:-}" != 1 ]; fi
+
+# After marking strings (gettext in Python, {% translate %} in templates): the catalogue brought up to date
+# (enroll/management/commands/makemessages.py); translate what it added in django.po, then `make messages`.
+catalogue: $(VENV)/.installed
+	DJANGO_DEBUG=true $(PY) manage.py makemessages
 
 test:
 	@start=$$(date +%s); status=0; $(MAKE) --no-print-directory test-steps || status=$$?; \

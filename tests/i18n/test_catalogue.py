@@ -1,6 +1,6 @@
 """The German catalogue is complete (part of make test): every string marked in the code and templates is in
 enroll/locale/de/LC_MESSAGES/django.po, none is untranslated or fuzzy, and no translation loses or changes
-a placeholder. To fix a failure: `manage.py makemessages` (enroll/management/commands/makemessages.py),
+a placeholder. To fix a failure: `make catalogue` (manage.py makemessages, enroll/management/commands/),
 translate what it added, remove the fuzzy marks after checking them, `make messages`."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tests.harness.programs import need_program
 from tests.i18n import po
 from tests.i18n.conftest import CATALOGUE, ROOT
 
-FIX = "run `manage.py makemessages`, translate the new entries in enroll/locale/de/LC_MESSAGES/django.po"
+FIX = "run `make catalogue`, translate the new entries in enroll/locale/de/LC_MESSAGES/django.po"
 #: What the catalogue is made from (manage.py makemessages reads these; the rest holds no portal strings).
 SOURCES = ("accounts", "enroll", "ca", "templates", "manage.py")
 

@@ -1,9 +1,10 @@
-"""Django's makemessages with the portal's defaults: `manage.py makemessages` brings the catalogue up to date.
+"""Django's makemessages with the portal's defaults: `make catalogue` (`manage.py makemessages`) brings the
+catalogue up to date.
 
 The one catalogue is ``enroll/locale/<language>/LC_MESSAGES/django.po`` (``settings.LOCALE_PATHS``): the
 strings marked in ``accounts``, ``enroll``, ``ca`` and ``templates`` all go there. Without ``--locale``
 (``-l``) it updates every language of ``settings.LANGUAGES`` but English (the source language); folders
-that hold no portal code (tests, benchmarks, data, static files, build output) are skipped; obsolete
+that hold no portal code (tests, benchmarks, data, vendored files, build output) are skipped; obsolete
 entries are dropped and locations name only the file, so a re-run changes the catalogue only where the
 strings changed. Then translate the new entries (``msgstr``, and remove any ``#, fuzzy`` mark after checking
 the suggestion) and run ``make messages``; ``tests/i18n/test_catalogue.py`` checks all of it.
@@ -16,8 +17,19 @@ from typing import Any
 from django.conf import settings
 from django.core.management.commands import makemessages
 
-#: Folders (relative to the project's top) that hold no strings of the portal.
-IGNORED = ["tests", "bench", "var", "test-artifacts", "build", "static", "docs", "*.egg-info", "node_modules"]
+#: Folders (relative to the project's top) that hold no strings of the portal; static/portal stays in for
+#: ``-d djangojs`` (strings of the portal's own scripts).
+IGNORED = [
+    "tests",
+    "bench",
+    "var",
+    "test-artifacts",
+    "build",
+    "static/vendor",
+    "docs",
+    "*.egg-info",
+    "node_modules",
+]
 
 
 def translated_languages() -> list[str]:
