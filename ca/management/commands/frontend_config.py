@@ -17,6 +17,13 @@ from ca.models import CertificateAuthority
 #: Each kind and its template in templates/ca/frontserver/ (front server: as in accounts/frontserver.py).
 KINDS = {"nginx": "nginx.conf", "apache": "apache.conf", "node": "node.js", "systemd": "systemd.txt"}
 
+#: ``--devices``: the device server (EST and SCEP only, docs/DEVICES.md) of the kinds that proxy to the
+#: portal. The node kind is an application server, not a proxy, and systemd is the CRL sync.
+DEVICE_KINDS = {"nginx": "nginx-devices.conf", "apache": "apache-devices.conf"}
+
+#: The device server's host name when ``--server-name`` is not given.
+DEVICE_SERVER_NAME = "devices.example.com"
+
 #: The servers ``systemd --server`` makes a sync service for, and the command that makes each one read
 #: a new CRL bundle (Debian's unit names). None: the server watches the file itself (the generated
 #: node.js), so the sync reloads nothing.
@@ -68,8 +75,24 @@ class Command(BaseCommand):
             default="nginx",
             help="for systemd: the front server the sync keeps current (its reload command)",
         )
-        parser.add_argument("--server-name", default="app.example.com", help="the application's host name")
+        parser.add_argument(
+            "--devices",
+            action="store_true",
+            help="nginx or apache: the device server instead (EST and SCEP only, the client certificate "
+            "asked for but optional, on its own host name or port; docs/DEVICES.md)",
+        )
+        parser.add_argument(
+            "--server-name",
+            help="the application's host name (default app.example.com; "
+            f"{DEVICE_SERVER_NAME} with --devices)",
+        )
         parser.add_argument("--port", type=int, default=443)
+        parser.add_argument(
+            "--http-port",
+            type=int,
+            default=80,
+            help="with --devices: the plain-HTTP port for SCEP (0: HTTPS only)",
+        )
         parser.add_argument("--upstream", default="http://127.0.0.1:8080", help="where requests are proxied")
         parser.add_argument(
             "--tls-cert", default="/etc/ssl/app/fullchain.pem", help="the server's certificate"
@@ -129,8 +152,18 @@ class Command(BaseCommand):
             )
         if options["every"] < 1:
             raise CommandError("--every takes a whole number of seconds, at least 1.")
+        devices = options["devices"]
+        if devices and options["kind"] not in DEVICE_KINDS:
+            raise CommandError(
+                f"--devices makes a device server for nginx or apache (the proxies in front of the portal); "
+                f"'{options['kind']}' is not one."
+            )
+        if devices and options["http_port"] == options["port"]:
+            raise CommandError("--http-port must differ from --port (or be 0 for HTTPS only).")
+        if options["server_name"] is None:
+            options["server_name"] = DEVICE_SERVER_NAME if devices else "app.example.com"
         responder = settings.ENROLL_PUBLIC_URL + reverse("ca:responder")
-        ocsp = options["kind"] == "nginx" and options["revocation"] != "crl"
+        ocsp = options["kind"] == "nginx" and options["revocation"] != "crl" and not devices
         if ocsp and needs_resolver(responder) and not options["resolver"]:
             raise CommandError(
                 f"nginx resolves the OCSP responder's host ({responder}) with its own DNS resolver only: "
@@ -177,4 +210,5 @@ class Command(BaseCommand):
             "crl_folder": posixpath.dirname(options["crl_bundle"]) or "/",
             "heartbeat": 10 * options["every"],
         }
-        self.stdout.write(render_to_string(f"ca/frontserver/{KINDS[options['kind']]}", context), ending="")
+        template = DEVICE_KINDS[options["kind"]] if devices else KINDS[options["kind"]]
+        self.stdout.write(render_to_string(f"ca/frontserver/{template}", context), ending="")
