@@ -118,6 +118,13 @@ WORDINGS: dict[Refusal, tuple[Wording, ...]] = {
     Refusal.TRUNCATED: (
         _w(
             _(
+                "The request is incomplete: a -----BEGIN line has no matching -----END line. Copy the whole "
+                "request again, including the last line, or upload the file itself."
+            ),
+            "missing",
+        ),
+        _w(
+            _(
                 "The request is incomplete: it was cut off before its end. Copy the whole request again, "
                 "including the last line, or upload the file itself."
             )
