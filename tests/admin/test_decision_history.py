@@ -31,7 +31,7 @@ def test_the_owner_sees_who_rejected_with_next_when_and_why(
     request.refresh_from_db()
     page = owner_page(alice, request.pk)
     assert request.decided_at is not None
-    assert f"{request.decided_at:%Y-%m-%d %H:%M} UTC by admin" in page
+    assert f"{request.decided_at:%Y-%m-%d %H:%M} UTC</time> by admin" in page
     assert "Reason: Use the company laptop" in page
 
 
