@@ -6,17 +6,101 @@ A request's status changes only in :mod:`enroll.flows`.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 
 from django.conf import settings
 from django.db import models
 
-from ca.models import Certificate, device_name_field
+from ca.models import Certificate, CertificateAuthority, device_name_field
 from ca.types import Account
 
 
 class RequestKind(models.TextChoices):
     CSR = "csr", "PKCS#10 CSR"
     SPKAC = "spkac", "SPKAC (keygen)"
+    EST = "est", "EST (device)"
+    SCEP = "scep", "SCEP (device)"
+
+
+#: The kinds a device sends, with an enrollment code (or its current certificate), without a browser.
+DEVICE_KINDS = (RequestKind.EST, RequestKind.SCEP)
+
+
+class CodeState(models.TextChoices):
+    """Where an enrollment code stands (:meth:`EnrollmentCode.state`)."""
+
+    ACTIVE = "active", "Active"
+    USED_UP = "used_up", "Used"
+    EXPIRED = "expired", "Expired"
+    REVOKED = "revoked", "Revoked"
+
+
+def code_digest(code: str) -> str:
+    """What is stored of an enrollment code: the SHA-256 of its UTF-8 bytes, in hex.
+
+    Codes are random (at least 128 bits), so a slow password hash would buy nothing."""
+    return hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class EnrollmentCode(models.Model):
+    """A code a device enrolls with (EST's HTTP Basic password, SCEP's challengePassword), bound to one
+    account and a device name; ``max_uses`` uses (one by default) until ``expires_at``, revocable.
+
+    Only the SHA-256 of the code is stored (:func:`code_digest`); the code itself is shown once. A
+    ``pre_approved`` code (made by an approver for someone else's account) issues without the queue.
+    ``uses`` grows by a conditional UPDATE in :mod:`enroll.flows.devices`, never past ``max_uses``.
+    """
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="enrollment_codes"
+    )
+    device_name = device_name_field()
+    digest = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the code, in hex.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    pre_approved = models.BooleanField(
+        default=False, help_text="Requests made with it are issued without waiting in the approval queue."
+    )
+    max_uses = models.PositiveIntegerField(default=1)
+    uses = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(uses__lte=models.F("max_uses")), name="code_uses_within_max"
+            )
+        ]
+
+    def __str__(self) -> str:
+        device = f" ({self.device_name})" if self.device_name else ""
+        return f"enrollment code #{self.pk} for {self.owner}{device}"
+
+    def state(self, now: dt.datetime) -> CodeState:
+        """Revoked, used up, expired or active, in that order (a revoked code says so even once expired)."""
+        if self.revoked_at is not None:
+            return CodeState.REVOKED
+        if self.uses >= self.max_uses:
+            return CodeState.USED_UP
+        if self.expires_at <= now:
+            return CodeState.EXPIRED
+        return CodeState.ACTIVE
+
+    def is_usable(self, now: dt.datetime) -> bool:
+        """Whether a new request may be made with this code now."""
+        return self.state(now) == CodeState.ACTIVE
+
+    @property
+    def uses_left(self) -> int:
+        return max(0, self.max_uses - self.uses)
 
 
 class RequestStatus(models.TextChoices):
@@ -61,6 +145,29 @@ class EnrollmentRequest(models.Model):
         help_text="The certificate this request renews, if it is a renewal.",
     )
     device_name = device_name_field()
+    enrollment_code = models.ForeignKey(
+        EnrollmentCode,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="requests",
+        help_text="The code a device enrolled with (EST, SCEP).",
+    )
+    transaction_id = models.CharField(
+        max_length=255,
+        blank=True,
+        db_index=True,
+        help_text="SCEP's transactionID; for EST the SHA-256 of the request's public key. A device's repeat "
+        "of it is a poll.",
+    )
+    issuing_ca = models.ForeignKey(
+        CertificateAuthority,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The CA a device asked for by its URL; empty: the default CA.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -77,6 +184,16 @@ class EnrollmentRequest(models.Model):
     @property
     def is_pending(self) -> bool:
         return self.status in PENDING_STATUSES
+
+    @property
+    def is_device_request(self) -> bool:
+        return self.kind in DEVICE_KINDS
+
+    @property
+    def request_format(self) -> str:
+        """What ``request_der`` is, for the CA: "spkac", or "csr" (a device's EST or SCEP request is a
+        PKCS#10 CSR too)."""
+        return "spkac" if self.kind == RequestKind.SPKAC else "csr"
 
 
 #: A request that is waiting for, or got, a certificate: a renewal in one of these states means the

@@ -286,6 +286,11 @@ ENROLL_OCSP_VALIDITY_SECONDS = env.get_int(
 )
 #: Renewals by the owner of a still-valid, unrevoked certificate are approved without an administrator.
 ENROLL_AUTO_APPROVE_RENEWALS = env.get_bool("ENROLL_AUTO_APPROVE_RENEWALS", default=False)
+#: Managed devices (docs/DEVICES.md): a device's re-enrollment with its still-valid, unrevoked certificate
+#: (EST simplereenroll, SCEP RenewalReq) is approved without an administrator, as EST and SCEP servers do.
+ENROLL_AUTO_APPROVE_DEVICE_RENEWALS = env.get_bool("ENROLL_AUTO_APPROVE_DEVICE_RENEWALS", default=True)
+#: Seconds a device whose request waits for an approver is told to wait before asking again (Retry-After).
+ENROLL_DEVICE_RETRY_AFTER = env.get_int("ENROLL_DEVICE_RETRY_AFTER", default=60, minimum=1, maximum=86400)
 #: How approvers hear of new requests (enroll.approver_mail, docs/MAIL.md): "each" (one e-mail per request),
 #: "digest" (one e-mail listing the new ones, from manage.py notify_approvers, hourly) or "off". Each
 #: approver may choose otherwise on their profile page.
@@ -378,6 +383,9 @@ ENROLL_RATE_LIMITS: dict[str, dict[str, str]] = {
         "email_change": {"address": "20/h", "account": "5/h"},
         # What one mailbox receives from all of them (and sign-up) together: a few tries, never a flood.
         "mail": {"mailbox": "3/h", "mailbox_day": "10/d"},
+        # Wrong, expired, revoked or used-up enrollment codes sent by devices (EST, SCEP): after this many
+        # in the window, that address (or that code) is refused until the window ends. Only failures count.
+        "device_code": {"address": "20/h", "code": "10/h"},
     }.items()
 }
 # django_ratelimit.W001 says only that RateLimitCache is not one of the memcached/redis backends the

@@ -5,6 +5,7 @@ submit -> SUBMITTED; approve -> APPROVED -> (issue) -> ISSUED or FAILED; reject 
 - :mod:`enroll.flows.submission`: CSR, SPKAC and renewal submissions (refusals store nothing);
 - :mod:`enroll.flows.approval`: approving one request or many, and issuing their certificates;
 - :mod:`enroll.flows.decisions`: rejecting a request; owners revoking their own certificates;
+- :mod:`enroll.flows.devices`: enrollment codes and managed devices' requests (EST, SCEP);
 - :mod:`enroll.flows.common`: the errors, the subject rule, the row lock, a lost database connection.
 
 Every step runs in a transaction that holds the request's row lock (SELECT ... FOR UPDATE), so two
@@ -41,6 +42,16 @@ from enroll.flows.common import (
     subject_for,
 )
 from enroll.flows.decisions import SELF_REVOCATION_REASONS, reject, revoke_own_certificate
+from enroll.flows.devices import (
+    DeviceOutcome,
+    DeviceOutcomeKind,
+    RefusalCause,
+    create_enrollment_code,
+    enroll_with_code,
+    find_device_request,
+    reenroll,
+    revoke_enrollment_code,
+)
 from enroll.flows.submission import (
     EMAIL_NOT_VERIFIED,
     renewal_blocker,
@@ -58,12 +69,20 @@ __all__ = [
     "SELF_REVOCATION_REASONS",
     "ApprovalOutcome",
     "ApprovalResult",
+    "DeviceOutcome",
+    "DeviceOutcomeKind",
     "FlowError",
+    "RefusalCause",
     "SubmissionRefused",
     "approve",
     "approve_many",
+    "create_enrollment_code",
+    "enroll_with_code",
+    "find_device_request",
+    "reenroll",
     "reject",
     "renewal_blocker",
+    "revoke_enrollment_code",
     "revoke_own_certificate",
     "subject_for",
     "submission_blocker",

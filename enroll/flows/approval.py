@@ -14,7 +14,7 @@ from django.db import connections, router, transaction
 from ca import audit
 from ca.clock import utcnow
 from ca.errors import CAError
-from ca.models import AuditEvent, Certificate, SerialReservation
+from ca.models import AuditEvent, Certificate, CertificateAuthority, SerialReservation
 from ca.pki.profiles import SubjectInfo
 from ca.services import issuance, reservations
 from ca.types import Account
@@ -48,7 +48,7 @@ def approve(
     pending = EnrollmentRequest.objects.filter(pk=request_id).first()
     if (refusal := _approval_refusal(request_id, pending, by=by)) is not None:
         raise FlowError(refusal)  # checked again under the lock; no serial is spent on a refusal
-    issuing = _reserve([request_id], now=now)
+    issuing = _reserve([request_id], now=now, ca=pending.issuing_ca if pending is not None else None)
     try:
         with transaction.atomic():
             request = lock_request(request_id)
@@ -72,13 +72,15 @@ class _Issuing:
     by_request: dict[int, SerialReservation]
 
 
-def _reserve(request_ids: Sequence[int], *, now: dt.datetime) -> _Issuing | str:
-    """Reserve (and commit) one serial per request on the default CA; or why none could be reserved,
-    which becomes each request's reason to fail once it is approved."""
+def _reserve(
+    request_ids: Sequence[int], *, now: dt.datetime, ca: CertificateAuthority | None = None
+) -> _Issuing | str:
+    """Reserve (and commit) one serial per request on ``ca`` (None: the default CA); or why none could be
+    reserved, which becomes each request's reason to fail once it is approved."""
     if not request_ids:
         return "nothing to issue"
     try:
-        reserved = issuance.reserve(purposes=[f"request #{pk}" for pk in request_ids], now=now)
+        reserved = issuance.reserve(purposes=[f"request #{pk}" for pk in request_ids], ca=ca, now=now)
     except CAError as exc:
         return str(exc)
     return _Issuing(reserved, dict(zip(request_ids, reserved.reservations, strict=True)))
@@ -200,8 +202,15 @@ def approve_many(
     now = now or utcnow()
     ids = list(dict.fromkeys(request_ids))
     results: dict[int, ApprovalResult] = {}
-    for start in range(0, len(ids), BULK_CHUNK):
-        chunk = ids[start : start + BULK_CHUNK]
+    # A device that named a CA other than the default one by its URL (rare): approved one at a time there.
+    named_ca = set(
+        EnrollmentRequest.objects.filter(pk__in=ids, issuing_ca__isnull=False).values_list("pk", flat=True)
+    )
+    for request_id in named_ca:
+        results[request_id] = _approve_one(request_id, actor=actor, now=now)
+    ids_bulk = [pk for pk in ids if pk not in named_ca]
+    for start in range(0, len(ids_bulk), BULK_CHUNK):
+        chunk = ids_bulk[start : start + BULK_CHUNK]
         pending = EnrollmentRequest.objects.filter(pk__in=chunk).only("pk", "status", "owner_id").in_bulk()
         approvable = [pk for pk in chunk if _approval_refusal(pk, pending.get(pk), by=actor) is None]
         issuing = _reserve(approvable, now=now)
@@ -211,12 +220,25 @@ def approve_many(
         except CONNECTION_LOST:
             logger.exception("bulk approval stopped: the database connection failed")
             drop_broken_connections()
-            for request_id in ids[start:]:  # this chunk rolled back; later ones were not tried
+            for request_id in ids_bulk[start:]:  # this chunk rolled back; later ones were not tried
                 results[request_id] = ApprovalResult(
                     request_id, ApprovalOutcome.REFUSED, reason=f"Not decided: {DATABASE_LOST}"
                 )
             break
     return [results[request_id] for request_id in ids]
+
+
+def _approve_one(request_id: int, *, actor: Account, now: dt.datetime) -> ApprovalResult:
+    """:func:`approve` as one result of :func:`approve_many`."""
+    try:
+        request = approve(request_id=request_id, by=actor, now=now)
+    except FlowError as exc:
+        return ApprovalResult(request_id, ApprovalOutcome.REFUSED, reason=str(exc))
+    if request.status == RequestStatus.ISSUED:
+        return ApprovalResult(
+            request_id, ApprovalOutcome.ISSUED, request=request, certificate=request.certificate
+        )
+    return ApprovalResult(request_id, ApprovalOutcome.FAILED, request=request, reason=request.reason)
 
 
 def _approve_chunk(
@@ -361,7 +383,7 @@ def _issue_many(
                 request_der=bytes(request.request_der),
                 subject=subjects[request.owner_id],
                 owner=request.owner,
-                kind=str(request.kind),
+                kind=request.request_format,
                 profile_name=request.profile,
                 device_name=request.device_name,
             )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -17,7 +19,7 @@ from django.db import transaction
 from accounts.services import verified_email
 from ca import audit
 from ca.clock import utcnow
-from ca.models import AuditEvent, Certificate, clean_device_name
+from ca.models import AuditEvent, Certificate, CertificateAuthority, clean_device_name
 from ca.pki.csr import ParsedRequest, parse_csr
 from ca.pki.spkac import ParsedSpkac, parse_spkac
 from ca.services.issuance import key_refusal
@@ -29,7 +31,7 @@ from enroll.flows.common import (
     FlowError,
     SubmissionRefused,
 )
-from enroll.models import RENEWING_STATUSES, EnrollmentRequest, RequestKind, RequestStatus
+from enroll.models import RENEWING_STATUSES, EnrollmentCode, EnrollmentRequest, RequestKind, RequestStatus
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,24 @@ def renewal_blocker(certificate: Certificate) -> str | None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceOrigin:
+    """Where a device's request came from (:mod:`enroll.flows.devices`): its kind (EST, SCEP), the
+    transaction ID its repeats are recognised by, the enrollment code (None for a re-enrollment) and the
+    CA its URL named. ``on_stored`` runs in the storing transaction (the code's use is counted there);
+    ``pre_approved`` approves it at once, by ``approve_by`` with ``approve_reason``."""
+
+    kind: RequestKind
+    transaction_id: str
+    enrollment_code: EnrollmentCode | None
+    issuing_ca: CertificateAuthority | None
+    client_address: str
+    approve_by: Account | None = None
+    pre_approved: bool = False
+    approve_reason: str = ""
+    on_stored: Callable[[EnrollmentRequest], None] | None = None
+
+
 def submit_csr(
     *,
     owner: Account,
@@ -72,6 +92,7 @@ def submit_csr(
     renewal_of: Certificate | None = None,
     require_verified_email: bool = False,
     device_name: str | None = None,
+    device: DeviceOrigin | None = None,
 ) -> EnrollmentRequest:
     """Check a CSR and store it as a new SUBMITTED request.
 
@@ -79,7 +100,8 @@ def submit_csr(
     then. The portal passes ``require_verified_email=True``; the operator's command line may submit for
     any account. ``renewal_of`` makes the request a renewal of one of the owner's certificates (see
     :func:`submit_renewal`). ``device_name`` is the owner's label (:func:`ca.models.clean_device_name`);
-    None for a renewal means the renewed certificate's, else none.
+    None for a renewal means the renewed certificate's, else none. ``device`` marks a device's request
+    (EST, SCEP: :mod:`enroll.flows.devices`); a pre-approved one is approved and issued at once.
     """
     now = now or utcnow()
     if require_verified_email and (blocker := submission_blocker(owner)) is not None:
@@ -93,9 +115,11 @@ def submit_csr(
             if device_name is None:
                 name = renewal_of.device_name
             auto_approve = _auto_approves(renewal_of, now=now)
+        if device is not None and device.pre_approved:
+            auto_approve = True
         request = _store(
             owner=owner,
-            kind=RequestKind.CSR,
+            kind=device.kind if device is not None else RequestKind.CSR,
             parsed=parsed,
             requested_subject=parsed.requested_subject[:1024],
             renewal_of=renewal_of,
@@ -103,9 +127,12 @@ def submit_csr(
             now=now,
             device_name=name,
             announce=not auto_approve,
+            device=device,
         )
     if auto_approve:
         # Stored (committed) first: approval reserves its serial in a transaction of its own.
+        if device is not None and device.approve_reason:
+            return approve(request_id=request.pk, by=device.approve_by, now=now, reason=device.approve_reason)
         return approve(request_id=request.pk, by=None, now=now, reason=AUTO_APPROVED_RENEWAL)
     return request
 
@@ -157,6 +184,7 @@ def _store(
     renewal_of: Certificate | None = None,
     device_name: str = "",
     announce: bool = True,
+    device: DeviceOrigin | None = None,
 ) -> EnrollmentRequest:
     """Refuse a blocked key or another account's key, else store the request as SUBMITTED (audited).
 
@@ -176,8 +204,18 @@ def _store(
         created_at=now,
         renewal_of=renewal_of,
         device_name=device_name,
+        enrollment_code=device.enrollment_code if device is not None else None,
+        transaction_id=device.transaction_id if device is not None else "",
+        issuing_ca=device.issuing_ca if device is not None else None,
     )
-    label = ["SPKAC"] if kind == RequestKind.SPKAC else []
+    label = [] if kind == RequestKind.CSR else [str(kind).upper()]
+    if device is not None:
+        if device.enrollment_code is not None:
+            label.append(f"enrollment code #{device.enrollment_code.pk}")
+        if device.client_address:
+            label.append(f"from {device.client_address}")
+        if device.on_stored is not None:
+            device.on_stored(request)
     audit.record(
         event=AuditEvent.REQUEST_SUBMITTED,
         actor=owner,
