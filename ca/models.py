@@ -626,3 +626,38 @@ class ReportNonce(models.Model):
 
     def __str__(self) -> str:
         return f"nonce {self.nonce} of front server #{self.front_server_id}"
+
+
+class ScepRaCertificate(models.Model):
+    """The RSA registration-authority certificate that decrypts and signs SCEP messages for a CA whose own
+    key cannot (an EC CA), issued by that CA (RFC 8894 section 2.1.1; :mod:`ca.services.scep`).
+
+    Its key is stored encrypted in the CA key folder, as CA keys are. The newest one of a CA is used while
+    it is valid; a new one is made on first use, before the current one expires, or by ``manage.py scep_ra``.
+    """
+
+    ca = models.ForeignKey(CertificateAuthority, on_delete=models.PROTECT, related_name="scep_ras")
+    certificate_der = models.BinaryField()
+    key_file = models.CharField(
+        max_length=255, help_text="File name of the encrypted RA key in the CA key folder."
+    )
+    serial = models.CharField(max_length=42)
+    subject = models.CharField(max_length=512)
+    not_before = models.DateTimeField()
+    not_after = models.DateTimeField()
+    fingerprint_sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "SCEP RA certificate"
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["ca", "serial"], name="scep_ra_unique_serial_per_ca")
+        ]
+
+    def __str__(self) -> str:
+        return f"SCEP RA of {self.ca.slug} #{self.serial}"
+
+    @cached_property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(bytes(self.certificate_der))
