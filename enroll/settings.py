@@ -207,11 +207,14 @@ ENROLL_HTTPS = env.get_bool(
     default=not DEBUG
     and env.get_url("ENROLL_PUBLIC_URL", default="http://127.0.0.1:8000").startswith("https:"),
 )
+#: Paths never redirected to HTTPS. CRLs, CA certificates and OCSP stay reachable over plain HTTP (RFC 5280
+#: 8, RFC 6960 A.1): their clients (nginx's OCSP client, CRL fetchers) do not follow redirects to HTTPS,
+#: and need no secrecy. EST refuses plain HTTP itself, with a reason a device can log (a redirect would
+#: only have it send its enrollment code in clear once more).
+ENROLL_HTTPS_REDIRECT_EXEMPT = [r"^pki/", r"^\.well-known/est/"]
 if ENROLL_HTTPS:
     SECURE_SSL_REDIRECT = True
-    # CRLs, CA certificates and OCSP stay reachable over plain HTTP (RFC 5280 8, RFC 6960 A.1): their
-    # clients (nginx's OCSP client, CRL fetchers) do not follow redirects to HTTPS, and need no secrecy.
-    SECURE_REDIRECT_EXEMPT = [r"^pki/"]
+    SECURE_REDIRECT_EXEMPT = ENROLL_HTTPS_REDIRECT_EXEMPT
     SECURE_HSTS_SECONDS = env.get_int("ENROLL_HSTS_SECONDS", default=31536000, minimum=0, maximum=63072000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env.get_bool("ENROLL_HSTS_INCLUDE_SUBDOMAINS", default=False)
     SECURE_HSTS_PRELOAD = env.get_bool("ENROLL_HSTS_PRELOAD", default=False)

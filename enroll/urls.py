@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from accounts import views as accounts_views
-from enroll import devmail_views, views
+from enroll import devmail_views, est_views, views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -13,6 +13,9 @@ urlpatterns = [
     path("i18n/setlang/", accounts_views.set_language, name="set_language"),
     path("dev/mail/", devmail_views.dev_mail, name="dev-mail"),  # 404 unless DEBUG
     path("favicon.ico", views.favicon, name="favicon"),
+    # EST (RFC 7030) for managed devices: the default CA, or the CA named by its slug (docs/DEVICES.md).
+    path(".well-known/est/<str:operation>", est_views.est_operation, name="est"),
+    path(".well-known/est/<slug:ca>/<str:operation>", est_views.est_operation, name="est-ca"),
     path("", include("ca.urls")),
     path("", include("enroll.portal_urls")),
 ]
