@@ -25,7 +25,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
@@ -36,7 +36,9 @@ from ca.models import BlockedKey, Certificate
 from ca.pki.pem import pem_armor
 from ca.types import Account
 from enroll import flows
-from enroll.models import EnrollmentRequest, RequestStatus
+from enroll.device_info import instructions
+from enroll.flows.devices import MAX_HOURS, MAX_USES
+from enroll.models import CodeState, EnrollmentCode, EnrollmentRequest, RequestStatus
 
 if TYPE_CHECKING:
     from django.contrib.admin.filters import _ListFilterChoices
@@ -232,13 +234,18 @@ class RejectForm(forms.Form):
     )
 
 
+def _creator(code: EnrollmentCode) -> str:
+    """Who made a code: an account, or the operator on the command line."""
+    return code.created_by.get_username() if code.created_by is not None else "the operator (command line)"
+
+
 @admin.register(EnrollmentRequest)
 class EnrollmentRequestAdmin(_RequestAdmin):
     list_display = [
         "id",
         "owner",
         "device",
-        "kind",
+        "kind_column",
         "status_badge",
         "waiting",
         "account_age",
@@ -251,7 +258,7 @@ class EnrollmentRequestAdmin(_RequestAdmin):
     ]
     list_display_links = ["id", "owner"]
     list_filter = [StatusFilter, "kind", "created_at"]
-    list_select_related = ["owner", "decided_by", "renewal_of"]
+    list_select_related = ["owner", "decided_by", "renewal_of", "enrollment_code__created_by"]
     search_fields = ["owner__username", "owner__email", "device_name", "request_sha256", "spki_sha256"]
     search_help_text = (
         "Username, e-mail, device name, request SHA-256 or SPKI fingerprint (hex, colons allowed), "
@@ -289,7 +296,17 @@ class EnrollmentRequestAdmin(_RequestAdmin):
         return [
             (
                 "Request",
-                {"fields": ["owner_display", "device", "kind", "status_badge", "created_at", "renewal_link"]},
+                {
+                    "fields": [
+                        "owner_display",
+                        "device",
+                        "kind_column",
+                        "device_origin",
+                        "status_badge",
+                        "created_at",
+                        "renewal_link",
+                    ]
+                },
             ),
             (
                 "Parsed details",
@@ -377,6 +394,33 @@ class EnrollmentRequestAdmin(_RequestAdmin):
     @admin.display(description="device", ordering="device_name")
     def device(self, obj: EnrollmentRequest) -> str:
         return obj.device_name or "-"
+
+    @admin.display(description="kind", ordering="kind")
+    def kind_column(self, obj: EnrollmentRequest) -> str:
+        """A device's request (EST, SCEP) is marked, with who made its code (or that it renews)."""
+        if not obj.is_device_request:
+            return str(obj.get_kind_display())
+        label = badge(str(obj.kind).upper(), "blue")
+        code = obj.enrollment_code
+        if code is None:
+            return format_html("{} device re-enrollment", label)
+        return format_html("{} device, code by {}", label, _creator(code))
+
+    @admin.display(description="device enrollment")
+    def device_origin(self, obj: EnrollmentRequest) -> str:
+        if not obj.is_device_request:
+            return "-"
+        code = obj.enrollment_code
+        parts = [str(obj.get_kind_display())]
+        if code is not None:
+            approval = "pre-approved" if code.pre_approved else "through the approval queue"
+            named = f" for device {code.device_name!r}" if code.device_name else ""
+            parts.append(f"enrollment code #{code.pk}{named}, made by {_creator(code)}, {approval}")
+        elif obj.renewal_of_id is not None:
+            parts.append("re-enrollment with the device's current certificate")
+        if obj.transaction_id:
+            parts.append(f"transaction ID {obj.transaction_id}")
+        return "; ".join(parts)
 
     @admin.display(description="account age", ordering="owner__date_joined")
     def account_age(self, obj: EnrollmentRequest) -> str:
@@ -623,3 +667,223 @@ class EnrollmentRequestAdmin(_RequestAdmin):
                 .order_by("-created_at", "-pk")[:OWNER_HISTORY_ROWS]
             ]
         return super().change_view(request, object_id, form_url, context)
+
+
+# --- enrollment codes (managed devices: docs/DEVICES.md) ---------------------------------------------
+
+CODE_STATE_COLORS = {
+    CodeState.ACTIVE: "green",
+    CodeState.USED_UP: "grey",
+    CodeState.EXPIRED: "grey",
+    CodeState.REVOKED: "red",
+}
+
+if TYPE_CHECKING:
+    _CodeAdmin = admin.ModelAdmin[EnrollmentCode]
+else:
+    _CodeAdmin = admin.ModelAdmin
+
+
+class EnrollmentCodeForm(forms.ModelForm):  # type: ignore[type-arg]
+    """An approver makes a code for an account: its device, uses, hours, and whether it is pre-approved."""
+
+    uses = forms.IntegerField(
+        min_value=1,
+        max_value=MAX_USES,
+        initial=1,
+        help_text="How many devices (requests) may use it. SCEP takes single-use codes only.",
+    )
+    hours = forms.FloatField(
+        min_value=0.1, max_value=MAX_HOURS, initial=24, help_text="How long it is valid, in hours."
+    )
+    pre_approve = forms.BooleanField(
+        required=False,
+        initial=True,
+        label="Pre-approved",
+        help_text=(
+            "Issue without the approval queue. Not for your own account: nobody approves their own requests."
+        ),
+    )
+
+    class Meta:
+        model = EnrollmentCode
+        fields = ["owner", "device_name"]
+
+    def __init__(self, *args: Any, actor: Account | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.actor = actor
+        self.code = ""
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        owner = cleaned.get("owner")
+        if (
+            cleaned.get("pre_approve")
+            and owner is not None
+            and self.actor is not None
+            and owner.pk == self.actor.pk
+        ):
+            self.add_error(
+                "pre_approve",
+                "Nobody pre-approves a code for their own account: leave it unticked, and another approver "
+                "will decide the device's request.",
+            )
+        return cleaned
+
+
+@admin.register(EnrollmentCode)
+class EnrollmentCodeAdmin(_CodeAdmin):
+    """Enrollment codes: list, make one for an account (shown once), revoke. Codes are never edited."""
+
+    list_display = [
+        "id",
+        "owner",
+        "device_name",
+        "state_badge",
+        "uses_column",
+        "expires_at",
+        "created_by_column",
+        "pre_approved",
+        "created_at",
+    ]
+    list_select_related = ["owner", "created_by"]
+    list_filter = ["pre_approved", "created_at"]
+    search_fields = ["owner__username", "owner__email", "device_name"]
+    search_help_text = "Username, e-mail or device name."
+    ordering = ["-created_at", "-pk"]
+    actions = ["revoke_selected"]
+    form = EnrollmentCodeForm
+    readonly_fields = [
+        "owner",
+        "device_name",
+        "state_badge",
+        "uses_column",
+        "pre_approved",
+        "created_by_column",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+        "revoked_by",
+        "requests_made",
+    ]
+    raw_id_fields = ["owner"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_authenticated and can_approve(request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj: EnrollmentCode | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: EnrollmentCode | None = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: EnrollmentCode | None = None) -> bool:
+        return request.user.is_authenticated and (
+            can_approve(request.user) or super().has_view_permission(request, obj)
+        )
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request)
+
+    def get_fields(self, request: HttpRequest, obj: EnrollmentCode | None = None) -> Any:
+        if obj is None:
+            return ["owner", "device_name", "uses", "hours", "pre_approve"]
+        return self.readonly_fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: EnrollmentCode | None = None) -> Any:
+        return [] if obj is None else self.readonly_fields
+
+    def get_form(
+        self, request: HttpRequest, obj: EnrollmentCode | None = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        if obj is not None:
+            return super().get_form(request, obj, change, **kwargs)
+        kwargs["fields"] = ["owner", "device_name"]  # the form's own fields (uses, hours, ...) come with it
+        form_class = super().get_form(request, obj, change, **kwargs)
+        actor = acting_user(request)
+
+        class WithActor(form_class):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any, **inner: Any) -> None:
+                super().__init__(*args, actor=actor, **inner)
+
+        return WithActor
+
+    @admin.display(description="state")
+    def state_badge(self, obj: EnrollmentCode) -> str:
+        state = obj.state(utcnow())
+        return badge(str(state.label), CODE_STATE_COLORS[state])
+
+    @admin.display(description="uses", ordering="uses")
+    def uses_column(self, obj: EnrollmentCode) -> str:
+        return f"{obj.uses} of {obj.max_uses}"
+
+    @admin.display(description="made by")
+    def created_by_column(self, obj: EnrollmentCode) -> str:
+        return _creator(obj)
+
+    @admin.display(description="requests")
+    def requests_made(self, obj: EnrollmentCode) -> str:
+        links = [
+            format_html(
+                '<a href="{}">#{}</a> ({})',
+                reverse("admin:enroll_enrollmentrequest_change", args=[r.pk]),
+                r.pk,
+                r.get_status_display(),
+            )
+            for r in obj.requests.order_by("created_at")
+        ]
+        return format_html_join(", ", "{}", ((link,) for link in links)) if links else "-"
+
+    def save_model(self, request: HttpRequest, obj: EnrollmentCode, form: Any, change: bool) -> None:
+        """The flow makes the code (audited); the form keeps it for the page that shows it once."""
+        row, code = flows.create_enrollment_code(
+            owner=form.cleaned_data["owner"],
+            created_by=acting_user(request),
+            device_name=form.cleaned_data.get("device_name") or "",
+            pre_approve=bool(form.cleaned_data.get("pre_approve")),
+            uses=form.cleaned_data["uses"],
+            hours=form.cleaned_data["hours"],
+        )
+        obj.pk = row.pk
+        request._enrollment_code = code  # type: ignore[attr-defined]  # for response_add, this request only
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        return None  # nothing related: the flow stored everything
+
+    def log_addition(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        return None  # the flow's audit entry records it (with no code in it)
+
+    def response_add(
+        self, request: HttpRequest, obj: EnrollmentCode, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        """The code, shown this once, with the addresses and commands that use it."""
+        row = EnrollmentCode.objects.select_related("owner").get(pk=obj.pk)
+        code = getattr(request, "_enrollment_code", "")
+        info = instructions(code=code, device_name=row.device_name, username=row.owner.get_username())
+        return TemplateResponse(
+            request,
+            "admin/enroll/enrollmentcode/created.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "row": row,
+                "code": code,
+                "info": info,
+                "title": "Enrollment code created",
+            },
+        )
+
+    @admin.action(description="Revoke selected enrollment codes")
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[EnrollmentCode]) -> None:
+        if not can_approve(acting_user(request)):
+            raise PermissionDenied
+        revoked = 0
+        for row in queryset:
+            if row.revoked_at is None:
+                flows.revoke_enrollment_code(code_id=row.pk, actor=acting_user(request))
+                revoked += 1
+        messages.success(
+            request,
+            f"{_count(revoked, 'enrollment code')} revoked; waiting requests made with them were rejected.",
+        )

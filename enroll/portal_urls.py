@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from enroll import certificate_views, keygen_views, spkac_views, views
+from enroll import certificate_views, device_views, keygen_views, spkac_views, views
 
 app_name = "portal"
 
@@ -23,5 +23,7 @@ urlpatterns = [
     ),
     path("certificates/<int:pk>/revoke/", certificate_views.certificate_revoke, name="certificate-revoke"),
     path("certificates/<int:pk>/renew/", certificate_views.certificate_renew, name="certificate-renew"),
+    path("devices/", device_views.devices, name="devices"),
+    path("devices/codes/<int:pk>/revoke/", device_views.revoke_code, name="device-code-revoke"),
     path("help/", views.help_page, name="help"),
 ]

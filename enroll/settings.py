@@ -292,6 +292,11 @@ ENROLL_AUTO_APPROVE_RENEWALS = env.get_bool("ENROLL_AUTO_APPROVE_RENEWALS", defa
 #: Managed devices (docs/DEVICES.md): a device's re-enrollment with its still-valid, unrevoked certificate
 #: (EST simplereenroll, SCEP RenewalReq) is approved without an administrator, as EST and SCEP servers do.
 ENROLL_AUTO_APPROVE_DEVICE_RENEWALS = env.get_bool("ENROLL_AUTO_APPROVE_DEVICE_RENEWALS", default=True)
+#: Where devices reach EST and SCEP (the device front server: its own host name or port), shown with each
+#: enrollment code; empty: the portal's own address.
+ENROLL_DEVICE_URL = (
+    env.get_url("ENROLL_DEVICE_URL", default="http://unset") if env.get("ENROLL_DEVICE_URL") else ""
+)
 #: Seconds a device whose request waits for an approver is told to wait before asking again (Retry-After).
 ENROLL_DEVICE_RETRY_AFTER = env.get_int("ENROLL_DEVICE_RETRY_AFTER", default=60, minimum=1, maximum=86400)
 #: How approvers hear of new requests (enroll.approver_mail, docs/MAIL.md): "each" (one e-mail per request),

@@ -35,6 +35,7 @@ from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 
 from accounts import ratelimits
+from accounts.models import can_approve
 from ca import audit
 from ca.clock import utcnow
 from ca.models import AuditEvent, Certificate, CertificateAuthority, clean_device_name
@@ -140,7 +141,7 @@ def _refused(reason: str, cause: RefusalCause, *, request: EnrollmentRequest | N
 
 def may_approve(user: Account | None) -> bool:
     """Whether ``user`` approves requests (None: the operator on the command line, who does)."""
-    return user is None or (user.is_active and user.has_perm("enroll.change_enrollmentrequest"))
+    return user is None or can_approve(user)
 
 
 def pre_approval_allowed(*, owner: Account, created_by: Account | None) -> bool:
