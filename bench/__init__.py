@@ -9,6 +9,7 @@ one line of JSON; where the issue set a target, the line says it (``target``) an
 - :mod:`bench.run`: the order of the parts, in the throwaway database;
 - :mod:`bench.common`: JSON lines, targets, the throwaway database, measuring in a forked child, rows;
 - :mod:`bench.issuance`, :mod:`bench.crl`, :mod:`bench.endpoint`: the three parts;
+- :mod:`bench.est`: EST enrollments with a pre-approved code under gunicorn, and where their time goes;
 - :mod:`bench.settings`, :mod:`bench.urls`: the settings and URLconf of the benchmark's web server.
 
 Lives outside the ``enroll``, ``accounts`` and ``ca`` packages, so an installed portal never carries it.

@@ -1,10 +1,10 @@
 """``python -m bench [--settings tests.settings] [options]``: print the benchmark figures as JSON lines.
 
 CRL publication at several sizes (time, peak memory), revocation to served CRL, bulk and single approvals,
-the CRL endpoint and the OCSP responder under gunicorn and wrk, what front servers polling every 2 s
-cost, and how soon nginx, Apache and node refuse a revoked client; raw ``cryptography`` figures beside;
-the issue's targets with pass/fail. Uses a throwaway database. Run from the repository's top folder
-(``make bench``).
+EST enrollments with a pre-approved code under gunicorn, the CRL endpoint and the OCSP responder under
+gunicorn and wrk, what front servers polling every 2 s cost, and how soon nginx, Apache and node refuse
+a revoked client; raw ``cryptography`` figures beside; the issue's targets with pass/fail. Uses a
+throwaway database. Run from the repository's top folder (``make bench``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description=(
             "Print benchmark figures as JSON lines, with the issue's targets and pass/fail: CRL publication "
-            "at several sizes (time, peak memory), revocation to served CRL, bulk and single approvals, the "
+            "at several sizes (time, peak memory), revocation to served CRL, bulk and single approvals, EST "
+            "enrollments with a pre-approved code under gunicorn (linted), the "
             "CRL endpoint and the OCSP responder (100k certificates) under gunicorn and wrk, the cost of "
             "polling front servers, revocation to "
             "refusal at nginx, Apache and node; raw `cryptography` figures beside. Uses a throwaway "
@@ -44,6 +45,12 @@ def parser() -> argparse.ArgumentParser:
         "--issue", type=int, default=1000, help="Requests approved in bulk, with and without lint (1000)."
     )
     parser.add_argument("--single", type=int, default=200, help="Requests approved one by one (200).")
+    parser.add_argument(
+        "--est",
+        type=int,
+        default=200,
+        help="EST enrollments with a pre-approved code under gunicorn, linted; 0 leaves them out (200).",
+    )
     parser.add_argument(
         "--http-seconds", type=int, default=5, help="Seconds per wrk run; 0 leaves the endpoint out (5)."
     )
@@ -78,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     servers = [s.strip() for s in options.reach_servers.split(",") if s.strip()]
     if unknown := set(servers) - {"nginx", "apache", "node"}:
         arguments.error(f"--reach-servers takes nginx, apache and node, not {', '.join(sorted(unknown))}.")
-    counts = (options.issue, options.single, options.reach_runs, options.ocsp_certificates)
+    counts = (options.issue, options.single, options.est, options.reach_runs, options.ocsp_certificates)
     if any(size < 1 for size in sizes) or min(counts) < 0:
-        arguments.error("Sizes and counts must be positive; --issue, --single and --reach-runs may be 0.")
+        arguments.error(
+            "Sizes and counts must be positive; --issue, --single, --est and --reach-runs may be 0."
+        )
     if options.skip_1m:
         sizes = [size for size in sizes if size < 1_000_000]
 
@@ -100,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         reach_runs=options.reach_runs,
         reach_servers=servers,
         ocsp_certificates=options.ocsp_certificates,
+        est_count=options.est,
     )
     return 0
 

@@ -50,12 +50,13 @@ def _get(port: int, path: str) -> tuple[HTTPResponse, bytes]:
 
 
 @contextmanager
-def gunicorn(*, workers: int = 2, threads: int = 4) -> Iterator[int]:
+def gunicorn(*, workers: int = 2, threads: int = 4, extra_env: dict[str, str] | None = None) -> Iterator[int]:
     """gunicorn (threaded workers, as the load test runs it) with :mod:`bench.settings` on a free
-    loopback port; yields the port."""
+    loopback port, ``extra_env`` added to its environment; yields the port."""
     port = _free_port()
     env = {
         **os.environ,
+        **(extra_env or {}),
         "DJANGO_SETTINGS_MODULE": "bench.settings",
         "ENROLL_BENCH_BASE_SETTINGS": str(settings.SETTINGS_MODULE),
         "ENROLL_BENCH_DATABASE_NAME": str(connection.settings_dict["NAME"]),

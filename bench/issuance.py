@@ -36,7 +36,8 @@ def _submitted(owner: User, private_keys: list[ec.EllipticCurvePrivateKey]) -> l
     return [flows.submit_csr(owner=owner, data=csr).pk for csr in csrs]
 
 
-def bench_issuance(out: Output, count: int, single: int) -> None:
+def bench_issuance(out: Output, count: int, single: int) -> float | None:
+    """The issuance figures; returns the single approvals per second (None when ``single`` is 0)."""
     ca = authorities.create_ca(name="Bench Issuing CA", slug="bench-issuing", make_default=True)
     key = keys.load_key(ca)
     owner = User.objects.create_user("bench-user", "bench@example.com")
@@ -100,6 +101,8 @@ def bench_issuance(out: Output, count: int, single: int) -> None:
             share_of_raw=round(rate / raw, 3),
         )
         bench_approve_and_next(out, owner, admin, private_keys[2 * count + single :], single_rate=rate)
+        return rate
+    return None
 
 
 def bench_approve_and_next(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from bench.common import Output, throwaway_database
 from bench.crl import bench_crl
 from bench.endpoint import bench_http
+from bench.est import bench_est
 from bench.issuance import bench_issuance
 from bench.ocsp import OCSP_CERTIFICATES, bench_ocsp
 from bench.polling import bench_polling
@@ -25,10 +26,12 @@ def run(
     reach_runs: int = 5,
     reach_servers: Sequence[str] = ("nginx", "apache", "node"),
     ocsp_certificates: int = OCSP_CERTIFICATES,
+    est_count: int = 200,
 ) -> None:
     with throwaway_database():
-        if issue_count or single_count:
-            bench_issuance(out, issue_count, single_count)
+        single_rate = bench_issuance(out, issue_count, single_count) if issue_count or single_count else None
+        if est_count:
+            bench_est(out, est_count, single_rate=single_rate)
         if crl_sizes:
             bench_crl(out, crl_sizes)
         not_modified = bench_http(out, wrk=wrk, seconds=http_seconds) if http_seconds else None

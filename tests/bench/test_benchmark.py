@@ -43,6 +43,8 @@ def test_it_prints_every_figure_as_a_json_line(tmp_path: Path) -> None:
         "3",
         "--single",
         "2",
+        "--est",
+        "3",
         "--wrk",
         "/nonexistent/wrk",
         "--reach-runs",
@@ -61,6 +63,14 @@ def test_it_prints_every_figure_as_a_json_line(tmp_path: Path) -> None:
     assert queue["issued"] == queue["requests"] > 0
     assert queue["per_second"] > 0
     assert by_name["issue_raw_cryptography"][0]["per_second"] > 0
+    (est,) = by_name["est_enrollments_pre_approved"]  # under gunicorn, beside the single approvals
+    assert est["enrollments"] == 3
+    assert est["lint"] is True
+    assert est["per_second"] > 0
+    assert est["single_approvals_per_second"] == by_name["issue_single_approvals"][0]["per_second"]
+    (est_in_process,) = by_name["est_in_process"]
+    assert est_in_process["microseconds_per_enrollment"] > 0
+    assert 0 < est_in_process["share_of_time"]["lint"] < est_in_process["share_of_time"]["flow"] <= 1
     assert by_name["crl_publish_full_build"][0]["entries"] == 20
     assert by_name["crl_republish"][0]["entries"] == 21
     assert by_name["crl_republish"][0]["raw_seconds"] > 0
@@ -86,6 +96,7 @@ def test_it_prints_every_figure_as_a_json_line(tmp_path: Path) -> None:
         (["--crl-sizes", "1k"], "--crl-sizes takes whole numbers"),
         (["--crl-sizes", "0"], "must be positive"),
         (["--issue", "-1"], "must be positive"),
+        (["--est", "-1"], "must be positive"),
         (["--reach-runs", "-1"], "must be positive"),
         (["--ocsp-certificates", "-1"], "must be positive"),
         (["--reach-servers", "nginx,lighttpd"], "not lighttpd"),
