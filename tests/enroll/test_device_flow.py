@@ -11,8 +11,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.contrib.auth.models import Permission, User
 from django.core import mail
-from pytest_django.fixtures import Settings
+from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks, Settings
 
+from accounts.services import mark_email_verified
 from ca.models import (
     AuditEntry,
     AuditEvent,
@@ -470,3 +471,41 @@ def test_reenroll_waits_for_approval_when_device_renewals_are_not_automatic(
     assert first.request is not None
     assert again.request is not None
     assert first.request.pk == again.request.pk
+
+
+# --- the same e-mails ----------------------------------------------------------------------------
+
+
+def test_a_device_certificate_mails_the_owner_as_a_portal_request_does(
+    alice: User,
+    approver: User,
+    enroll: Callable[..., flows.DeviceOutcome],
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
+    _row, code = flows.create_enrollment_code(owner=alice, created_by=approver, device_name="kiosk", now=NOW)
+    mail.outbox.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = enroll(code)
+
+    assert outcome.request is not None
+    assert [m.to for m in mail.outbox] == [["alice@example.com"]]
+    assert mail.outbox[0].subject == f"Your certificate for kiosk is ready (request #{outcome.request.pk})"
+
+
+def test_a_queued_device_request_is_announced_to_the_approvers(
+    alice: User,
+    approver: User,
+    enroll: Callable[..., flows.DeviceOutcome],
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
+    mark_email_verified(approver)
+    _row, code = flows.create_enrollment_code(owner=alice, created_by=alice, device_name="kiosk", now=NOW)
+    mail.outbox.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = enroll(code)
+
+    assert outcome.kind == DeviceOutcomeKind.PENDING
+    assert [m.to for m in mail.outbox] == [["carol@example.com"]]
+    assert "kiosk" in mail.outbox[0].body
