@@ -256,3 +256,20 @@ def test_the_request_list_marks_device_requests_with_the_codes_maker_and_device(
     assert "garage-door" in listing
     assert "transaction ID t-1" in detail
     assert "through the approval queue" in detail
+
+
+def test_the_admins_code_pages_render_for_an_approver(client: Client, approver: User, alice: User) -> None:
+    row, code = flows.create_enrollment_code(owner=alice, created_by=approver, device_name="kiosk-9")
+    client.force_login(approver)
+
+    add = client.get(reverse("admin:enroll_enrollmentcode_add"))
+    change = client.get(reverse("admin:enroll_enrollmentcode_change", args=[row.pk]))
+
+    assert add.status_code == 200
+    assert "Pre-approved" in add.content.decode()
+    assert change.status_code == 200
+    page = change.content.decode()
+    assert "kiosk-9" in page
+    assert "carol" in page
+    assert code not in page
+    assert row.digest not in page
