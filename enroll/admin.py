@@ -368,7 +368,7 @@ class EnrollmentRequestAdmin(_RequestAdmin):
 
     @admin.display(description="request (PEM)")
     def request_pem(self, obj: EnrollmentRequest) -> str:
-        label = "CERTIFICATE REQUEST" if obj.kind == "csr" else "SPKAC"
+        label = "CERTIFICATE REQUEST" if obj.request_format == "csr" else "SPKAC"
         text = pem_armor(der=bytes(obj.request_der), label=label).decode("ascii")
         return format_html('<pre class="enroll-pem">{}</pre>', text)
 

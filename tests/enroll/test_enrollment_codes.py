@@ -255,6 +255,7 @@ def test_the_request_list_marks_device_requests_with_the_codes_maker_and_device(
     assert "code by alice" in listing
     assert "garage-door" in listing
     assert "transaction ID t-1" in detail
+    assert "BEGIN CERTIFICATE REQUEST" in detail  # a device's request is a PKCS#10 CSR too
     assert "through the approval queue" in detail
 
 
