@@ -274,3 +274,22 @@ def test_the_admins_code_pages_render_for_an_approver(client: Client, approver: 
     assert "carol" in page
     assert code not in page
     assert row.digest not in page
+
+
+def test_the_owners_pages_show_a_device_request_and_its_certificate(
+    client: Client, alice: User, approver: User, ca: CertificateAuthority
+) -> None:
+    _row, code = flows.create_enrollment_code(owner=alice, created_by=approver, device_name="printer-2")
+    der = x509.load_pem_x509_csr(make_csr()).public_bytes(serialization.Encoding.DER)
+    outcome = flows.enroll_with_code(code=code, csr_der=der, kind=RequestKind.EST, client_address="192.0.2.1")
+    assert outcome.request is not None
+    assert outcome.certificate is not None
+    client.force_login(alice)
+
+    dashboard = client.get(reverse("portal:dashboard"))
+    request_page = client.get(reverse("portal:request-detail", args=[outcome.request.pk]))
+    certificate_page = client.get(reverse("portal:certificate-detail", args=[outcome.certificate.pk]))
+
+    assert dashboard.status_code == request_page.status_code == certificate_page.status_code == 200
+    assert "printer-2" in dashboard.content.decode()
+    assert "printer-2" in certificate_page.content.decode()
