@@ -30,7 +30,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 
@@ -283,16 +283,11 @@ def enroll_with_code(
     except RequestRefused as exc:
         return _refused(exc.message, RefusalCause.BAD_REQUEST)
     transaction_id = transaction_id or parsed.key.spki_sha256
-    previous = (
-        EnrollmentRequest.objects.filter(enrollment_code=row, kind=kind, transaction_id=transaction_id)
-        .select_related("certificate")
-        .order_by("-created_at")
-        .first()
+    polled = _poll(
+        Q(enrollment_code=row), kind=kind, transaction_id=transaction_id, spki=parsed.key.spki_sha256
     )
-    if previous is not None:
-        if previous.spki_sha256 != parsed.key.spki_sha256:
-            return _refused(POLL_OTHER_KEY, RefusalCause.BAD_REQUEST)
-        return outcome_of(previous)
+    if polled is not None:
+        return polled
     state = row.state(now)
     if state != CodeState.ACTIVE:
         _count_wrong_code(client_address=client_address, digest=digest)
@@ -321,26 +316,60 @@ def enroll_with_code(
         )
     except RequestRefused as exc:
         return _refused(exc.message, RefusalCause.BAD_REQUEST)
-    except CodeUsedUp:
-        return _refused(CODE_WORDS[CodeState.USED_UP], RefusalCause.CODE_UNUSABLE)
+    except RepeatedRequest:  # the same request, sent twice at once: the other one was stored first
+        polled = _poll(
+            Q(enrollment_code=row), kind=kind, transaction_id=transaction_id, spki=parsed.key.spki_sha256
+        )
+        return polled or _refused(CODE_WORDS[CodeState.USED_UP], RefusalCause.CODE_UNUSABLE)
+    except CodeUsedUp as exc:
+        return _refused(str(exc), RefusalCause.CODE_UNUSABLE)
     except FlowError as exc:  # SubmissionRefused, or approval's database failure
         return _refused(str(exc), RefusalCause.NOT_ALLOWED)
     return outcome_of(request)
 
 
 class CodeUsedUp(FlowError):
-    """The code was used up by another request between the check and the use (the conditional UPDATE)."""
+    """The code was used up, revoked or expired between the check and the use; the message says which."""
+
+
+class RepeatedRequest(FlowError):
+    """The same request (code, kind, transaction ID) was stored by a concurrent call first."""
+
+
+def _poll(where: Q, *, kind: RequestKind, transaction_id: str, spki: str) -> DeviceOutcome | None:
+    """The outcome of the device's earlier request with this transaction ID (``where`` narrows it to the
+    code, or to the renewed certificate), or None if there is none: a repeat is a poll."""
+    previous = (
+        EnrollmentRequest.objects.filter(where, kind=kind, transaction_id=transaction_id)
+        .select_related("certificate")
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+    if previous is None:
+        return None
+    if previous.spki_sha256 != spki:
+        return _refused(POLL_OTHER_KEY, RefusalCause.BAD_REQUEST)
+    return outcome_of(previous)
 
 
 def use_code(
     *, row: EnrollmentCode, request: EnrollmentRequest, client_address: str, now: dt.datetime
 ) -> None:
-    """Count one use of ``row`` for ``request`` (inside the caller's transaction), never past its limit."""
-    counted = EnrollmentCode.objects.filter(
-        pk=row.pk, uses__lt=F("max_uses"), revoked_at__isnull=True, expires_at__gt=now
-    ).update(uses=F("uses") + 1, last_used_at=now)
-    if not counted:
-        raise CodeUsedUp(CODE_WORDS[CodeState.USED_UP])
+    """Count one use of ``row`` for ``request`` (inside the caller's transaction), never past its limit.
+
+    The code's row lock makes concurrent uses of one code wait for each other: the second of two identical
+    requests sent at once finds the first (:class:`RepeatedRequest`, and the caller answers it as a poll),
+    and a code is never used more often than it may be (:class:`CodeUsedUp`).
+    """
+    locked = EnrollmentCode.objects.select_for_update().get(pk=row.pk)
+    earlier = EnrollmentRequest.objects.filter(
+        enrollment_code_id=row.pk, kind=request.kind, transaction_id=request.transaction_id
+    ).exclude(pk=request.pk)
+    if earlier.exists():
+        raise RepeatedRequest(f"request #{request.pk} repeats an earlier one")
+    if (state := locked.state(now)) != CodeState.ACTIVE:
+        raise CodeUsedUp(CODE_WORDS[state])
+    EnrollmentCode.objects.filter(pk=row.pk).update(uses=F("uses") + 1, last_used_at=now)
     audit.record(
         event=AuditEvent.ENROLLMENT_CODE_USED,
         actor=row.owner,
@@ -392,16 +421,11 @@ def reenroll(
     except RequestRefused as exc:
         return _refused(exc.message, RefusalCause.BAD_REQUEST)
     transaction_id = transaction_id or parsed.key.spki_sha256
-    previous = (
-        EnrollmentRequest.objects.filter(renewal_of=current, kind=kind, transaction_id=transaction_id)
-        .select_related("certificate")
-        .order_by("-created_at")
-        .first()
+    polled = _poll(
+        Q(renewal_of=current), kind=kind, transaction_id=transaction_id, spki=parsed.key.spki_sha256
     )
-    if previous is not None:
-        if previous.spki_sha256 != parsed.key.spki_sha256:
-            return _refused(POLL_OTHER_KEY, RefusalCause.BAD_REQUEST)
-        return outcome_of(previous)
+    if polled is not None:
+        return polled
     if Certificate.objects.revoked().filter(pk=current.pk).exists():
         return _refused(REENROLL_REVOKED, RefusalCause.NOT_ALLOWED)
     if not Certificate.objects.valid_at(now).filter(pk=current.pk).exists():
@@ -429,8 +453,11 @@ def reenroll(
         )
     except RequestRefused as exc:
         return _refused(exc.message, RefusalCause.BAD_REQUEST)
-    except FlowError as exc:
-        return _refused(str(exc), RefusalCause.NOT_ALLOWED)
+    except FlowError as exc:  # a renewal pending or done: if it is this one (sent twice at once), a poll
+        polled = _poll(
+            Q(renewal_of=current), kind=kind, transaction_id=transaction_id, spki=parsed.key.spki_sha256
+        )
+        return polled or _refused(str(exc), RefusalCause.NOT_ALLOWED)
     return outcome_of(request)
 
 

@@ -27,7 +27,7 @@ from ca.pki.csr import parse_csr
 from ca.services.authorities import create_ca
 from ca.services.revocation import revoke_certificate
 from enroll import flows
-from enroll.flows import DeviceOutcomeKind, RefusalCause
+from enroll.flows import DeviceOutcomeKind, RefusalCause, devices
 from enroll.models import EnrollmentCode, EnrollmentRequest, RequestKind, RequestStatus, code_digest
 from tests.helpers import fixture_bytes, make_csr
 
@@ -509,3 +509,52 @@ def test_a_queued_device_request_is_announced_to_the_approvers(
     assert outcome.kind == DeviceOutcomeKind.PENDING
     assert [m.to for m in mail.outbox] == [["carol@example.com"]]
     assert "kiosk" in mail.outbox[0].body
+
+
+# --- the same request twice at once (the race the code's row lock settles; PostgreSQL threads in
+# tests/enroll/test_device_concurrency.py) ---------------------------------------------------------
+
+
+def test_a_repeat_stored_meanwhile_is_answered_as_a_poll_and_uses_the_code_once(
+    alice: User, approver: User, enroll: Callable[..., flows.DeviceOutcome], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row, code = flows.create_enrollment_code(owner=alice, created_by=alice, uses=3, now=NOW)
+    csr = der(key=ec.generate_private_key(ec.SECP256R1()))
+    first = enroll(code, csr)
+    real_poll = devices._poll
+    calls = iter([None])  # the second call's first look finds nothing, as if the first were not committed yet
+    monkeypatch.setattr(devices, "_poll", lambda *a, **k: next(calls, real_poll(*a, **k)))
+
+    second = enroll(code, csr)
+
+    assert first.request is not None
+    assert second.request is not None
+    assert second.request.pk == first.request.pk
+    assert second.kind == DeviceOutcomeKind.PENDING
+    assert EnrollmentRequest.objects.count() == 1
+    row.refresh_from_db()
+    assert row.uses == 1
+
+
+def test_a_reenrollment_repeat_stored_meanwhile_is_answered_as_a_poll(
+    device_certificate: Certificate, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.ENROLL_AUTO_APPROVE_DEVICE_RENEWALS = False
+    csr = der(key=ec.generate_private_key(ec.SECP256R1()))
+    kwargs = {
+        "certificate": device_certificate,
+        "csr_der": csr,
+        "kind": RequestKind.EST,
+        "client_address": ADDRESS,
+    }
+    first = flows.reenroll(**kwargs, now=NOW)  # type: ignore[arg-type]
+    real_poll = devices._poll
+    calls = iter([None])
+    monkeypatch.setattr(devices, "_poll", lambda *a, **k: next(calls, real_poll(*a, **k)))
+
+    second = flows.reenroll(**kwargs, now=NOW)  # type: ignore[arg-type]
+
+    assert first.request is not None
+    assert second.request is not None
+    assert second.request.pk == first.request.pk
+    assert EnrollmentRequest.objects.filter(renewal_of=device_certificate).count() == 1
