@@ -32,7 +32,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from asn1crypto import algos, cms, core, csr
+from asn1crypto import algos, cms, core, csr, parser
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -241,19 +241,30 @@ def _octets(attributes: cms.CMSAttributes, oid: str) -> bytes | None:
     return octets
 
 
-def _load_der(data: bytes, spec: type[core.Asn1Value], what: str) -> core.Asn1Value:
+def _load_der(
+    data: bytes,
+    spec: type[core.Asn1Value],
+    what: str,
+    *,
+    header: MessageHeader | None = None,
+    decode: bool = True,
+) -> core.Asn1Value:
+    """``data`` parsed as ``spec`` (its nesting checked first), and with ``decode`` every part decoded
+    now so that later reads cannot fail; a :class:`ScepError` otherwise."""
     try:
         check_depth(data)
         value = spec.load(data, strict=True)
-        value.native  # noqa: B018 (decode everything now, so that later reads cannot fail)
+        if decode:
+            value.native  # noqa: B018
     except TooDeep:
         raise ScepError(
-            f"The {what} nests too deeply to be genuine.", fail_info=FailInfo.BAD_REQUEST
+            f"The {what} nests too deeply to be genuine.", fail_info=FailInfo.BAD_REQUEST, header=header
         ) from None
     except (ValueError, TypeError, KeyError, OverflowError):
         raise ScepError(
             f"The {what} is not valid DER; send a pkiMessage as RFC 8894 describes.",
             fail_info=FailInfo.BAD_REQUEST,
+            header=header,
         ) from None
     return value
 
@@ -329,12 +340,66 @@ def _cipher(name: str, key: bytes, iv: bytes) -> Cipher[modes.CBC]:
     return Cipher(algorithm, modes.CBC(iv))
 
 
+class _EncryptedContentInfo(cms.EncryptedContentInfo):  # type: ignore[misc]
+    """EncryptedContentInfo whose encryptedContent is read as it comes: micromdm's scepclient (Go's
+    pkcs7) sends the [0] IMPLICIT OCTET STRING in BER's constructed form (chunks), which asn1crypto's
+    implicit OCTET STRING refuses; :func:`_octet_chunks` joins them (X.690 8.7.3)."""
+
+    _fields = [
+        ("content_type", cms.ContentType),
+        ("content_encryption_algorithm", cms.EncryptionAlgorithm),
+        ("encrypted_content", core.Any, {"optional": True}),
+    ]
+
+
+class _EnvelopedData(cms.EnvelopedData):  # type: ignore[misc]
+    _fields = [
+        (name, _EncryptedContentInfo, *params) if name == "encrypted_content_info" else (name, spec, *params)
+        for name, spec, *params in cms.EnvelopedData._fields
+    ]
+
+
+class _EnvelopeInfo(cms.ContentInfo):  # type: ignore[misc]
+    _oid_specs = {**cms.ContentInfo._oid_specs, "enveloped_data": _EnvelopedData}
+
+
+def _encrypted_content(contents: bytes) -> bytes:
+    """The encryptedContent of an EncryptedContentInfo's contents: its third element, [0] IMPLICIT OCTET
+    STRING, primitive or constructed (read here, not by asn1crypto, which refuses the constructed form)."""
+    elements, pointer = [], 0
+    while pointer < len(contents):
+        _c, _m, _t, header, body, trailer = parser.parse(contents[pointer:])
+        size = len(header) + len(body) + len(trailer)
+        elements.append(contents[pointer : pointer + size])
+        pointer += size
+    if len(elements) != 3 or elements[2][0] not in (0x80, 0xA0):
+        raise ValueError("EncryptedContentInfo without encryptedContent")
+    return _octet_chunks(elements[2])
+
+
+def _octet_chunks(encoded: bytes, *, depth: int = 0) -> bytes:
+    """The octets of an OCTET STRING under any tag, primitive or constructed (X.690 8.7): its contents,
+    or the contents of its chunks joined."""
+    if depth > 4:
+        raise ValueError("OCTET STRING chunks nest too deeply")
+    _class, method, _tag, _header, contents, _trailer = parser.parse(encoded, strict=True)
+    if method == 0:
+        return bytes(contents)
+    joined, pointer = [], 0
+    while pointer < len(contents):
+        _c, _m, _t, header, chunk, trailer = parser.parse(contents[pointer:])
+        size = len(header) + len(chunk) + len(trailer)
+        joined.append(_octet_chunks(contents[pointer : pointer + size], depth=depth + 1))
+        pointer += size
+    return b"".join(joined)
+
+
 def _decrypt_envelope(
     data: bytes, *, key: rsa.RSAPrivateKey, certificate: asn1_x509.Certificate, header: MessageHeader
 ) -> tuple[bytes, ContentCipher]:
     """RFC 5652 section 6: decrypt the content-encryption key of the recipient that is ``certificate``,
     then the content. Any failure says the same (no padding oracle on the key or the content)."""
-    info = _load_der(data, cms.ContentInfo, "pkcsPKIEnvelope")
+    info = _load_der(data, _EnvelopeInfo, "pkcsPKIEnvelope", header=header, decode=False)
     bad = ScepError(
         "The SCEP message's envelope cannot be decrypted with this server's key; fetch the certificates "
         "again with GetCACert and encrypt to the one for encryption.",
@@ -347,9 +412,19 @@ def _decrypt_envelope(
             fail_info=FailInfo.BAD_REQUEST,
             header=header,
         )
-    enveloped = info["content"]
-    encrypted = enveloped["encrypted_content_info"]
-    algorithm = encrypted["content_encryption_algorithm"]
+    try:
+        enveloped = info["content"]
+        enveloped["recipient_infos"].native  # noqa: B018 (decoded now, see _load_der)
+        encrypted = enveloped["encrypted_content_info"]
+        algorithm = encrypted["content_encryption_algorithm"]
+        algorithm.native  # noqa: B018
+        ciphertext = _encrypted_content(encrypted.contents)
+    except (ValueError, TypeError, KeyError, OverflowError):
+        raise ScepError(
+            "The SCEP message's pkcsPKIEnvelope is malformed; send a CMS EnvelopedData (RFC 5652 section 6).",
+            fail_info=FailInfo.BAD_REQUEST,
+            header=header,
+        ) from None
     try:
         cipher_name = ContentCipher(algorithm["algorithm"].native)
     except ValueError:
@@ -373,8 +448,7 @@ def _decrypt_envelope(
             header=header,
         )
     iv = algorithm["parameters"].native if algorithm["parameters"] else None
-    ciphertext = encrypted["encrypted_content"].native
-    if not isinstance(iv, bytes) or not isinstance(ciphertext, bytes):
+    if not isinstance(iv, bytes):
         raise bad
     try:
         content_key = key.decrypt(recipient["encrypted_key"].native, PKCS1v15())
@@ -416,9 +490,30 @@ def read_pki_message(
     """Verify and open a client's pkiMessage (RFC 8894 section 3.2 and 3.3).
 
     ``decrypt_key`` and ``decrypt_certificate_der`` are the server's encryption key and certificate (the
-    CA's, or its RA's). Raises :class:`ScepError`; once the signed attributes are read, with the header.
+    CA's, or its RA's). Raises :class:`ScepError`, and nothing else, whatever ``data`` is; once the signed
+    attributes are read, with the header.
     """
     check_size(data=data)
+    try:
+        return _read_pki_message(
+            data=data, decrypt_key=decrypt_key, decrypt_certificate_der=decrypt_certificate_der
+        )
+    except ScepError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError):
+        # A structure that decoded but holds what no client sends (asn1crypto parses lazily).
+        raise ScepError(
+            "The SCEP message is malformed; send a pkiMessage as RFC 8894 describes.",
+            fail_info=FailInfo.BAD_REQUEST,
+        ) from None
+
+
+def _read_pki_message(
+    *,
+    data: bytes,
+    decrypt_key: rsa.RSAPrivateKey,
+    decrypt_certificate_der: bytes,
+) -> PkiMessage:
     info = _load_der(data, cms.ContentInfo, "SCEP message")
     if info["content_type"].native != "signed_data":
         raise ScepError(
