@@ -163,7 +163,7 @@ def _pki_operation(request: HttpRequest, authority: CertificateAuthority) -> Htt
             return _failure(identity, header, scep.FailInfo.BAD_CERT_ID, NO_SUCH_TRANSACTION)
     else:
         return _failure(identity, header, scep.FailInfo.BAD_REQUEST, NOT_OFFERED)
-    return _answer(identity, header, outcome)
+    return _answer(identity, header, outcome, message.message_type)
 
 
 def _pki_response(body: bytes) -> HttpResponse:
@@ -185,9 +185,19 @@ def _failure(
 
 
 def _answer(
-    identity: scep_service.ScepIdentity, header: scep.MessageHeader, outcome: DeviceOutcome
+    identity: scep_service.ScepIdentity,
+    header: scep.MessageHeader,
+    outcome: DeviceOutcome,
+    message_type: scep.MessageType,
 ) -> HttpResponse:
     """The CertRep for a flow outcome: SUCCESS with the certificate, PENDING, or FAILURE with the reason."""
+    logger.info(
+        "SCEP %s, transactionID %s: %s%s",
+        message_type.name,
+        header.transaction_id,
+        outcome.kind,
+        f" ({outcome.reason})" if outcome.kind == DeviceOutcomeKind.REFUSED else "",
+    )
     if outcome.kind == DeviceOutcomeKind.ISSUED and outcome.certificate is not None:
         try:
             body = scep_service.reply(
