@@ -73,6 +73,9 @@ class PortalInstance(ManagedProcess):
             f"--workers={self.workers}",
             f"--threads={self.threads}",
             "--graceful-timeout=5",
+            # As docs/OPERATIONS.md says for production: certmonger's SCEP GETs are about 5.5 KB, more
+            # than gunicorn's default request line (4094).
+            "--limit-request-line=8190",
             f"--access-logfile={self.access_log_path}",
             "--access-logformat=%(s)s %(m)s %(U)s %(L)s",
             f"--error-logfile={self.error_log_path}",
