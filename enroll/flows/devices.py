@@ -61,6 +61,9 @@ logger = logging.getLogger(__name__)
 CODE_BYTES = 24
 #: The longest code a device may send; anything longer is a wrong code without a database lookup.
 CODE_MAX_LENGTH = 128
+#: The longest transaction ID stored (SCEP clients send 28 to 64 characters).
+TRANSACTION_ID_MAX_LENGTH = 255
+TRANSACTION_ID_TOO_LONG = f"The transaction ID is longer than {TRANSACTION_ID_MAX_LENGTH} characters."
 #: The most uses and hours a code may be given.
 MAX_USES = 10_000
 MAX_HOURS = 24 * 90
@@ -282,6 +285,8 @@ def enroll_with_code(
         parsed = parse_csr(data=csr_der)
     except RequestRefused as exc:
         return _refused(exc.message, RefusalCause.BAD_REQUEST)
+    if len(transaction_id) > TRANSACTION_ID_MAX_LENGTH:
+        return _refused(TRANSACTION_ID_TOO_LONG, RefusalCause.BAD_REQUEST)
     transaction_id = transaction_id or parsed.key.spki_sha256
     polled = _poll(
         Q(enrollment_code=row), kind=kind, transaction_id=transaction_id, spki=parsed.key.spki_sha256
@@ -420,6 +425,8 @@ def reenroll(
         parsed = parse_csr(data=csr_der)
     except RequestRefused as exc:
         return _refused(exc.message, RefusalCause.BAD_REQUEST)
+    if len(transaction_id) > TRANSACTION_ID_MAX_LENGTH:
+        return _refused(TRANSACTION_ID_TOO_LONG, RefusalCause.BAD_REQUEST)
     transaction_id = transaction_id or parsed.key.spki_sha256
     polled = _poll(
         Q(renewal_of=current), kind=kind, transaction_id=transaction_id, spki=parsed.key.spki_sha256
@@ -463,7 +470,7 @@ def reenroll(
 
 def find_device_request(*, transaction_id: str, kind: RequestKind) -> DeviceOutcome | None:
     """SCEP's CertPoll (GetCertInitial): the newest device request of ``kind`` with this transactionID."""
-    if not transaction_id:
+    if not transaction_id or len(transaction_id) > TRANSACTION_ID_MAX_LENGTH:
         return None
     request = (
         EnrollmentRequest.objects.filter(kind=kind, transaction_id=transaction_id)

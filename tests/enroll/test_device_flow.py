@@ -558,3 +558,16 @@ def test_a_reenrollment_repeat_stored_meanwhile_is_answered_as_a_poll(
     assert second.request is not None
     assert second.request.pk == first.request.pk
     assert EnrollmentRequest.objects.filter(renewal_of=device_certificate).count() == 1
+
+
+def test_an_overlong_transaction_id_is_refused_not_stored(
+    alice: User, approver: User, enroll: Callable[..., flows.DeviceOutcome]
+) -> None:
+    _row, code = flows.create_enrollment_code(owner=alice, created_by=approver, now=NOW)
+
+    outcome = enroll(code, kind=RequestKind.SCEP, transaction_id="x" * 256, single_use_only=True)
+
+    assert outcome.cause == RefusalCause.BAD_REQUEST
+    assert "transaction ID" in outcome.reason
+    assert flows.find_device_request(transaction_id="x" * 256, kind=RequestKind.SCEP) is None
+    assert not EnrollmentRequest.objects.exists()
