@@ -6,8 +6,9 @@ One nginx, one device journey: ``cacerts``; ``simpleenroll`` with a pre-approved
 at once); with the owner's own code (202 and Retry-After, approved in the flow, the same request again
 brings the certificate); ``simplereenroll`` with the current certificate as the TLS client certificate (a
 new certificate, the same subject); re-enrollment with a revoked certificate refused; EST over the device
-server's plain-HTTP port refused. Every certificate verifies against the chain from ``cacerts``, passes
-pkilint and carries the account's subject, whatever the device asked for.
+server's plain-HTTP port refused; SCEP's GetCACaps through the same server, over HTTP and HTTPS. Every
+certificate verifies against the chain from ``cacerts``, passes pkilint and carries the account's subject,
+whatever the device asked for.
 """
 
 from __future__ import annotations
@@ -288,4 +289,11 @@ def test_a_device_enrolls_and_re_enrolls_over_est_through_the_generated_nginx(
     assert Certificate.objects.count() == issued_before
     http_row.refresh_from_db()
     assert http_row.uses == 0
+
+    # The same device server carries SCEP, over plain HTTP too (its CMS envelope protects it).
+    for origin in (f"http://127.0.0.1:{server.http_port}", f"https://127.0.0.1:{server.nginx.port}"):
+        for path in ("/scep", f"/scep/{chain[-1].slug}"):
+            reply = curl(server, f"{origin}{path}?operation=GetCACaps", out="caps.txt")
+            assert reply.status == 200, (origin, path, reply)
+            assert {"POSTPKIOperation", "SHA-256", "AES", "Renewal"} <= set(reply.body.split()), reply
     assert "[error]" not in server.nginx.error_log()
