@@ -63,7 +63,7 @@ def test_the_shown_commands_work_from_key_to_p12(
     shown = commands_on(detail)
     for p12 in (c for c in shown if c.startswith("openssl pkcs12 -export")):
         shell(f"{p12} -passout pass:test-password", tmp_path)
-    for name, options in (("alice.p12", ""), ("alice-legacy.p12", "-legacy")):
+    for name, options in ((f"{stem}.p12", ""), (f"{stem}-legacy.p12", "-legacy")):  # named like the downloads
         listing = shell(f"openssl pkcs12 {options} -in {name} -passin pass:test-password -nokeys", tmp_path)
         assert "subject=O = Enroll Portal, CN = alice" in listing
         assert listing.count("BEGIN CERTIFICATE") == 2, "the certificate and its CA"
