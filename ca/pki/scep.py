@@ -589,7 +589,7 @@ def _read_pki_message(
     )
     signer_spki = signer_certificate["tbs_certificate"]["subject_public_key_info"].dump()
     if message_type in (MessageType.PKCS_REQ, MessageType.RENEWAL_REQ):
-        request = _load_der(plain, csr.CertificationRequest, "certificate request (PKCS #10)")
+        request = _load_der(plain, csr.CertificationRequest, "certificate request (PKCS #10)", header=header)
         try:
             password = _challenge_password(request)
         except (ValueError, UnicodeDecodeError):
