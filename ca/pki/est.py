@@ -40,8 +40,11 @@ def certs_only(certificates_der: Sequence[bytes]) -> bytes:
 
 
 def base64_body(der: bytes) -> bytes:
-    """``der`` as an EST body: base64 in lines of 76 characters (RFC 2045), each ending in CRLF."""
-    return base64.encodebytes(der).replace(b"\n", b"\r\n")
+    """``der`` as an EST body: base64 in lines of 76 characters (RFC 2045), each ending in LF.
+
+    Not CRLF: ``base64 -d`` of GNU coreutils, the decoder of RFC 7030's own shell examples, refuses a
+    carriage return as invalid input; EST clients that read CRLF read LF too."""
+    return base64.encodebytes(der)
 
 
 def decode_body(body: bytes, *, what: str = "certificate request") -> bytes:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import subprocess
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -20,13 +22,17 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.test.client import Client as BaseClient
 from pytest_django.fixtures import Settings
+from pytest_django.live_server_helper import LiveServer
 
+from accounts.services import mark_email_verified
 from ca.models import Certificate, CertificateAuthority, RevocationReason
 from ca.pki.est import MAX_BODY_BYTES
 from ca.services.authorities import create_ca
 from ca.services.revocation import revoke_certificate
 from enroll import flows
+from enroll.device_info import instructions
 from enroll.models import EnrollmentRequest, RequestKind
+from tests.harness.programs import need_program
 from tests.helpers import fixture_bytes, make_csr
 
 pytestmark = pytest.mark.django_db
@@ -419,3 +425,38 @@ def test_reenroll_refuses_garbage_bodies_too(
     response = reenroll(client, forwarded(device_cert), b"%%% not base64 %%%")
 
     assert_plain_refusal(response, 400, "not base64")
+
+
+# --- the commands the pages print, run for real ---------------------------------------------------
+
+
+@pytest.mark.real_client
+def test_the_printed_openssl_and_curl_commands_enroll_for_real(
+    live_server: LiveServer, settings: Settings, tmp_path: Path
+) -> None:
+    """The commands of *Enroll a device* (``enroll.device_info.instructions``), run by sh with the real
+    openssl, base64 and curl against the live test server; a trusted proxy's ``X-Forwarded-Proto`` stands
+    for the device server's TLS (tests/realclients/test_est_nginx.py runs EST through a real nginx)."""
+    for program in ("openssl", "curl", "base64"):
+        need_program(program)
+    settings.ENROLL_DEVICE_URL = live_server.url
+    settings.ENROLL_TRUSTED_PROXIES = ["127.0.0.1"]
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    ca = create_ca(name="Live Root CA", slug="live-root", make_default=True)
+    alice = User.objects.create_user("alice", "alice@example.com", "alice-password-123")
+    mark_email_verified(alice)
+    approver = User.objects.create_user("carol", "carol@example.com", "carol-password-123", is_staff=True)
+    approver.user_permissions.add(Permission.objects.get(codename="change_enrollmentrequest"))
+    approver = User.objects.get(pk=approver.pk)
+    _row, value = flows.create_enrollment_code(owner=alice, created_by=approver, device_name="router-9")
+    commands = instructions(code=value, device_name="router-9", username="alice").commands
+    script = "curl() { command curl -H 'X-Forwarded-Proto: https' \"$@\"; }\nset -e\n" + commands
+
+    done = subprocess.run(["sh", "-c", script], cwd=tmp_path, capture_output=True, timeout=60, check=False)
+
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().strip() == "200"
+    cert = x509.load_pem_x509_certificate((tmp_path / "router-9.pem").read_bytes())
+    assert cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "alice"
+    cert.verify_directly_issued_by(ca.certificate)
+    assert "PRIVATE KEY" in (tmp_path / "router-9.key").read_text()  # made on the "device", never sent

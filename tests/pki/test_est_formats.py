@@ -44,12 +44,13 @@ def test_it_refuses_bodies_it_cannot_read_in_plain_words(body: bytes, words: str
         est.decode_body(body)
 
 
-def test_certs_only_round_trips_and_base64_lines_end_in_crlf() -> None:
+def test_certs_only_round_trips_in_base64_lines_without_carriage_returns() -> None:
     der = _self_signed_der()
 
     body = est.base64_body(est.certs_only([der]))
 
-    assert all(len(line) <= 76 for line in body.split(b"\r\n"))
+    assert b"\r" not in body  # coreutils' base64 -d refuses it
+    assert all(len(line) <= 76 for line in body.split(b"\n"))
     (loaded,) = pkcs7.load_der_pkcs7_certificates(base64.b64decode(body))
     assert loaded.public_bytes(serialization.Encoding.DER) == der
 
