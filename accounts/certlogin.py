@@ -304,6 +304,17 @@ class CertificateBackend(BaseBackend):
         return user if user is not None and getattr(user, "is_active", False) else None
 
 
+@lru_cache(maxsize=1)
+def _device_patterns(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(pattern) for pattern in patterns)
+
+
+def _device_path(path: str) -> bool:
+    """A device protocol's path (settings.ENROLL_DEVICE_PATHS, matched like SECURE_REDIRECT_EXEMPT)."""
+    patterns = _device_patterns(tuple(getattr(settings, "ENROLL_DEVICE_PATHS", ())))
+    return any(pattern.search(path.lstrip("/")) for pattern in patterns)
+
+
 class CertificateLoginMiddleware:
     """Logs the certificate's owner in on every request (see the module's rules).
 
@@ -324,6 +335,8 @@ class CertificateLoginMiddleware:
         return response
 
     def process_request(self, request: HttpRequest) -> None:
+        if _device_path(request.path_info):
+            return  # EST re-enrollment reads the forwarded certificate itself; a device gets no session
         made_by_certificate = isinstance(request.session.get(SESSION_KEY), dict)
         config = current_config()
         forwarded = read_forwarded_certificate(request, config) if config.enabled else None

@@ -211,7 +211,10 @@ ENROLL_HTTPS = env.get_bool(
 #: 8, RFC 6960 A.1): their clients (nginx's OCSP client, CRL fetchers) do not follow redirects to HTTPS,
 #: and need no secrecy. EST refuses plain HTTP itself, with a reason a device can log (a redirect would
 #: only have it send its enrollment code in clear once more).
-ENROLL_HTTPS_REDIRECT_EXEMPT = [r"^pki/", r"^\.well-known/est/"]
+#: The device protocols' paths (docs/DEVICES.md): never redirected to https (SCEP is plain HTTP by design,
+#: its CMS envelope protects the request), and never a session: certificate login leaves them alone.
+ENROLL_DEVICE_PATHS = [r"^\.well-known/est/", r"^scep(/|$)"]
+ENROLL_HTTPS_REDIRECT_EXEMPT = [r"^pki/", *ENROLL_DEVICE_PATHS]
 if ENROLL_HTTPS:
     SECURE_SSL_REDIRECT = True
     SECURE_REDIRECT_EXEMPT = ENROLL_HTTPS_REDIRECT_EXEMPT

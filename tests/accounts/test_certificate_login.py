@@ -36,7 +36,7 @@ from pytest_django.fixtures import Settings
 
 from accounts import certlogin
 from ca.clock import utcnow
-from ca.models import Certificate, CertificateAuthority, RevocationReason
+from ca.models import AuditEntry, AuditEvent, Certificate, CertificateAuthority, RevocationReason
 from ca.services.export import export_certificate
 from ca.services.revocation import revoke_certificate
 
@@ -562,3 +562,16 @@ def test_settings_given_in_python_are_checked_too(client: Client, settings: Sett
     settings.ENROLL_CERT_LOGIN_CERT_HEADER = "X_SSL_Client_Cert"
     with pytest.raises(ImproperlyConfigured, match="ENROLL_CERT_LOGIN_CERT_HEADER"):
         client.get(PROFILE, **forwarded("x"))
+
+
+@pytest.mark.parametrize("path", ["/.well-known/est/cacerts", "/scep?operation=GetCACaps"])
+def test_a_device_protocol_request_gets_no_session_and_no_login(
+    client: Client, certs: Certs, path: str
+) -> None:
+    """EST re-enrollment reads the forwarded certificate itself: a device is never signed in to the portal
+    (no session, no 'certificate login' audit entry) by presenting its certificate."""
+    response = client.get(path, **forwarded(nginx_format(certs.alice_pem)))
+
+    assert not response.wsgi_request.user.is_authenticated
+    assert not made_by_certificate(client)
+    assert not AuditEntry.objects.filter(event=AuditEvent.CERTIFICATE_LOGIN).exists()

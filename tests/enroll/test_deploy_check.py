@@ -126,7 +126,7 @@ def test_production_settings_are_secure(production_env: dict[str, str]) -> None:
         "DEBUG": False,
         "SECURE_SSL_REDIRECT": True,
         # CRLs, CA certificates, OCSP: plain HTTP by design; EST refuses plain HTTP itself, with a reason.
-        "SECURE_REDIRECT_EXEMPT": [r"^pki/", r"^\.well-known/est/"],
+        "SECURE_REDIRECT_EXEMPT": [r"^pki/", r"^\.well-known/est/", r"^scep(/|$)"],
         "SECURE_HSTS_SECONDS": 31536000,
         "SECURE_PROXY_SSL_HEADER": ["HTTP_X_FORWARDED_PROTO", "https"],
         "SESSION_COOKIE_SECURE": True,
