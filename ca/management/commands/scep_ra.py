@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ca.errors import CAError
+from ca.models import CertificateAuthority
+from ca.pki.errors import CAKeyError
+from ca.services import scep
+
+
+class Command(BaseCommand):
+    help = (
+        "Show the SCEP identity of a CA (the CA itself when its key is RSA; else its RSA RA certificate, "
+        "made now if there is none or it expires within 30 days), or make a new RA with --new. The last "
+        "line is the SHA-256 fingerprint of the certificate SCEP clients encrypt to (scepclient "
+        "-ca-fingerprint)."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--ca", help="the CA's slug (default: the default CA)")
+        parser.add_argument(
+            "--new", action="store_true", help="make a new RA certificate now (an EC CA's), e.g. to rotate it"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        query = CertificateAuthority.objects.all()
+        ca = (
+            query.filter(slug=options["ca"]).first()
+            if options["ca"]
+            else query.filter(is_default=True).first()
+        )
+        if ca is None:
+            raise CommandError(
+                f"There is no CA with the slug '{options['ca']}'."
+                if options["ca"]
+                else "There is no default CA."
+            )
+        try:
+            if options["new"]:
+                identity_for = scep.identity_for(ca=ca)
+                if identity_for.ra is None:
+                    raise CommandError(
+                        f"CA {ca.slug} has an RSA key: it decrypts and signs SCEP itself, no RA."
+                    )
+                scep.create_ra(ca=ca)
+            identity = scep.identity_for(ca=ca)
+        except (CAError, CAKeyError) as exc:
+            raise CommandError(str(exc)) from None
+        if identity.ra is None:
+            self.stdout.write(f"CA {ca.slug} decrypts and signs SCEP itself (RSA key): {ca.subject}")
+            self.stdout.write(ca.fingerprint_sha256)
+            return
+        ra = identity.ra
+        self.stdout.write(
+            f"SCEP RA of CA {ca.slug}: {ra.subject}, serial {ra.serial}, valid until {ra.not_after:%Y-%m-%d}"
+        )
+        self.stdout.write(ra.fingerprint_sha256)
