@@ -124,7 +124,7 @@ def _pki_operation(request: HttpRequest, authority: CertificateAuthority) -> Htt
         return data
     identity = scep_service.identity_for(ca=authority)
     try:
-        message = scep_service.open_message(identity=identity, data=data)
+        message, identity = scep_service.open_message(identity=identity, data=data)
     except scep.ScepError as exc:
         if exc.header is None:
             return text(exc.reason, status=400)

@@ -174,8 +174,35 @@ def ca_certificates(*, ca: CertificateAuthority, now: dt.datetime | None = None)
     return scep.certs_only(certificates=chain), CA_RA_CERT
 
 
-def open_message(*, identity: ScepIdentity, data: bytes) -> scep.PkiMessage:
-    """A client's pkiMessage verified and decrypted; raises :class:`ca.pki.scep.ScepError`."""
+def open_message(
+    *, identity: ScepIdentity, data: bytes, now: dt.datetime | None = None
+) -> tuple[scep.PkiMessage, ScepIdentity]:
+    """A client's pkiMessage verified and decrypted, and the identity that decrypted it (which signs the
+    reply); raises :class:`ca.pki.scep.ScepError`.
+
+    A client may have fetched an earlier RA certificate of the CA (before ``scep_ra --new``, or when two
+    workers made one each on first use): each other unexpired RA of the CA is tried before giving up.
+    """
+    try:
+        return _read(identity, data), identity
+    except scep.ScepError as exc:
+        if identity.ra is None or exc.fail_info != scep.FailInfo.BAD_MESSAGE_CHECK:
+            raise
+        others = ScepRaCertificate.objects.filter(ca=identity.ca, not_after__gt=now or utcnow()).exclude(
+            pk=identity.ra.pk
+        )
+        for ra in others.order_by("-created_at")[:4]:
+            other = ScepIdentity(
+                ca=identity.ca, certificate_der=bytes(ra.certificate_der), key=_load_ra_key(ra), ra=ra
+            )
+            try:
+                return _read(other, data), other
+            except scep.ScepError:
+                continue
+        raise
+
+
+def _read(identity: ScepIdentity, data: bytes) -> scep.PkiMessage:
     return scep.read_pki_message(
         data=data, decrypt_key=identity.key, decrypt_certificate_der=identity.certificate_der
     )

@@ -459,3 +459,14 @@ def test_without_a_ca_scep_says_so(client: Client, db: None) -> None:
     answer = client.get("/scep", {"operation": "GetCACert"})
     assert answer.status_code == 503
     assert "no CA" in answer.content.decode()
+
+
+def test_a_client_holding_the_previous_ra_still_enrolls_after_a_rotation(
+    client: Client, code: str, ca: CertificateAuthority
+) -> None:
+    device = new_device()
+    data = message(client, device, csr(device.key, code))  # encrypted to the first RA
+    call_command("scep_ra", "--new", stdout=io.StringIO())
+    assert ScepRaCertificate.objects.filter(ca=ca).count() == 2
+    reply = cert_rep(post(client, data), device)
+    assert reply.status == scep.PkiStatus.SUCCESS, reply.fail_text
