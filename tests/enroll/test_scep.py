@@ -470,3 +470,13 @@ def test_a_client_holding_the_previous_ra_still_enrolls_after_a_rotation(
     assert ScepRaCertificate.objects.filter(ca=ca).count() == 2
     reply = cert_rep(post(client, data), device)
     assert reply.status == scep.PkiStatus.SUCCESS, reply.fail_text
+
+
+def test_scep_stays_plain_http_when_the_portal_redirects_to_https(
+    client: Client, ca: CertificateAuthority, settings: Any
+) -> None:
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_REDIRECT_EXEMPT = settings.ENROLL_HTTPS_REDIRECT_EXEMPT
+    assert client.get("/scep", {"operation": "GetCACaps"}).status_code == 200
+    assert client.get("/scep/test-root", {"operation": "GetCACaps"}).status_code == 200
+    assert client.get("/accounts/login/").status_code == 301  # the portal itself is redirected

@@ -24,6 +24,7 @@ import hashlib
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -172,6 +173,20 @@ def test_scepclient_enrolls_waits_for_approval_and_renews(
     assert Certificate.objects.count() == issued + 1
     multi_row.refresh_from_db()
     assert multi_row.uses == 0
+
+    # Garbage and an oversized message, as plain HTTP POSTs: a plain-text 400 and 413, nothing issued.
+    for body, status in ((b"\x30\x82garbage" * 100, 400), (b"\x30" * (70 * 1024), 413)):
+        sent = urllib.request.Request(  # noqa: S310 (the live test server)
+            f"{url}?operation=PKIOperation",
+            data=body,
+            headers={"Content-Type": "application/x-pki-message"},
+            method="POST",
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(sent, timeout=30)  # noqa: S310 (the live test server)
+        assert refused.value.code == status
+        assert refused.value.headers.get_content_type() == "text/plain"
+    assert Certificate.objects.count() == issued + 1
 
     # alice's own code: the request waits for an approver. scepclient would re-send it every 30 s; the
     # test stops it once the request is stored, approves it in the flow, and runs it again: the same key,
