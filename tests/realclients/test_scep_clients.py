@@ -13,7 +13,9 @@
   opens. An owner's code gives PENDING first, then the certificate once approved.
 
 Every certificate verifies with ``openssl verify`` against the chain, passes pkilint, and carries the
-account's subject, whatever the client asked for.
+account's subject, whatever the client asked for. Last, the portal under gunicorn, run as production runs
+it (``--limit-request-line 8190``): certmonger's long GET reaches the portal (with gunicorn's default 4094
+it gets "URI Too Long").
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from ca.models import Certificate, CertificateAuthority
 from ca.pki import scep
 from enroll import flows
 from enroll.models import EnrollmentRequest, RequestKind, RequestStatus
+from tests.cli import ManagePy
+from tests.harness.gunicorn import PortalInstance
 from tests.harness.programs import need_program
 
 pytestmark = [pytest.mark.real_client, pytest.mark.real_server, pytest.mark.django_db(transaction=True)]
@@ -404,3 +408,33 @@ def test_certmonger_scep_submit_enrolls_waits_for_approval_and_renews(
     )
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert Certificate.objects.count() == count
+
+
+def test_certmongers_long_gets_reach_the_portal_under_gunicorn(tmp_path: Path) -> None:
+    """gunicorn as the portal runs in production (its request line raised to 8190, docs/OPERATIONS.md):
+    certmonger's GET of more than 5 KB reaches the portal, which answers with a signed FAILURE (a wrong
+    code), not gunicorn's 400 for a request line over its default 4094 bytes."""
+    need_program("gunicorn")
+    manage = ManagePy(tmp_path)
+    (tmp_path / "mail").mkdir()
+    (tmp_path / "data" / "static").mkdir(parents=True)
+    manage.env.update(
+        DJANGO_SETTINGS_MODULE="tests.load_settings",
+        ENROLL_LOAD_MAIL_DIR=str(tmp_path / "mail"),
+        DJANGO_ALLOWED_HOSTS="127.0.0.1",
+        ENROLL_HTTPS="false",
+    )
+    manage.ok("migrate", "--noinput")
+    manage.ok("init_ca", "--name", "Gunicorn SCEP CA", "--default")
+    with PortalInstance(tmp_path / "gunicorn", env=manage.env, workers=1, threads=2) as portal:
+        url = f"{portal.url}/scep"
+        certificates, _fingerprint = ca_ra_certificates(url, tmp_path)
+        device = CertmongerDevice(tmp_path / "device", url, code="not-a-code")
+        request = device.message(scep.MessageType.PKCS_REQ, device.csr, certificates[0], signer=device.signer)
+        assert len(request.read_bytes()) > 5000
+        refused = device.submit("-p", request)
+        assert refused.returncode == 2, refused.stdout + refused.stderr  # the CA rejected it: it got there
+        log = portal.access_log_path.read_text().splitlines()
+        assert log[-1].startswith("200 GET /scep "), log  # the long GET, answered by the portal
+        assert 400 not in portal.statuses()
+        assert not portal.server_errors()
