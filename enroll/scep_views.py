@@ -159,11 +159,22 @@ def _pki_operation(request: HttpRequest, authority: CertificateAuthority) -> Htt
         )
     elif message.message_type == scep.MessageType.CERT_POLL:
         outcome = flows.find_device_request(transaction_id=header.transaction_id, kind=RequestKind.SCEP)
-        if outcome is None:
+        if outcome is None or not _polled_by_requester(outcome, message):
             return _failure(identity, header, scep.FailInfo.BAD_CERT_ID, NO_SUCH_TRANSACTION)
     else:
         return _failure(identity, header, scep.FailInfo.BAD_REQUEST, NOT_OFFERED)
     return _answer(identity, header, outcome, message.message_type)
+
+
+def _polled_by_requester(outcome: DeviceOutcome, message: scep.PkiMessage) -> bool:
+    """RFC 8894 section 3.3.3: a CertPoll is signed with the key of the request it asks about (or, for a
+    renewal, the certificate renewed); anyone else is told there is no such transaction."""
+    request = outcome.request
+    if request is None:
+        return False
+    signer = scep_service.signer_key_sha256(message=message)
+    renewed = request.renewal_of.spki_sha256 if request.renewal_of is not None else None
+    return signer in (request.spki_sha256, renewed)
 
 
 def _pki_response(body: bytes) -> HttpResponse:

@@ -208,6 +208,12 @@ def _read(identity: ScepIdentity, data: bytes) -> scep.PkiMessage:
     )
 
 
+def signer_key_sha256(*, message: scep.PkiMessage) -> str:
+    """The lower-case hex SHA-256 of the SubjectPublicKeyInfo the message was signed with (the form of
+    ``EnrollmentRequest.spki_sha256`` and ``Certificate.spki_sha256``)."""
+    return hashlib.sha256(message.signer_public_key_der).hexdigest()
+
+
 def renewal_certificate(*, message: scep.PkiMessage) -> Certificate | None:
     """The portal's certificate a RenewalReq is signed with (RFC 8894 section 3.3.1.2): the exact DER,
     stored; None when the signer is no certificate of this portal."""

@@ -480,3 +480,21 @@ def test_scep_stays_plain_http_when_the_portal_redirects_to_https(
     assert client.get("/scep", {"operation": "GetCACaps"}).status_code == 200
     assert client.get("/scep/test-root", {"operation": "GetCACaps"}).status_code == 200
     assert client.get("/accounts/login/").status_code == 301  # the portal itself is redirected
+
+
+def test_a_certpoll_signed_with_another_key_learns_nothing(
+    client: Client, ca: CertificateAuthority, alice: User
+) -> None:
+    _row, own = flows.create_enrollment_code(owner=alice, created_by=alice, device_name="kiosk")
+    device = new_device()
+    assert enroll(client, device, own).status == scep.PkiStatus.PENDING
+    snoop = new_device("snoop")
+    snoop.transaction_id = device.transaction_id  # scepclient's transactionID is a hash of the public key
+    content = scep.issuer_and_subject(
+        issuer_der=ca.certificate.subject.public_bytes(), subject_der=snoop.signer.subject.public_bytes()
+    )
+    reply = cert_rep(
+        post(client, message(client, snoop, content, message_type=scep.MessageType.CERT_POLL)), snoop
+    )
+    assert reply.status == scep.PkiStatus.FAILURE
+    assert reply.fail_info == scep.FailInfo.BAD_CERT_ID
