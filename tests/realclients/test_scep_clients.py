@@ -6,11 +6,13 @@
   the identical PKCSReq every 30 s, which the portal treats as a poll, so the test stops it once the
   request is waiting, approves it in the flow and runs it again (same key, same stored request, same
   transactionID): that poll brings the certificate, without waiting 30 s. It renews with its certificate
-  (RenewalReq). A wrong, reused or multi-use code gets a FAILURE and nothing is issued.
+  (RenewalReq). A wrong, reused or multi-use code gets a FAILURE and nothing is issued. An RSA CA, which
+  decrypts and signs itself (no RA), enrolls it too.
 - certmonger's SCEP helper ``scep-submit`` (the daemon needs D-Bus): GetCACaps, GetCACert (RA and CA), and
   PKIOperation with a pkiMessage built as the certmonger daemon builds it (AES-256, SHA-256, RSA-4096, so
   the GET is over 5 KB): it verifies the reply's signature and prints the envelope, which the device's key
-  opens. An owner's code gives PENDING first, then the certificate once approved.
+  opens. An owner's code gives PENDING first, then the certificate once approved (CertPoll); it renews
+  (RenewalReq), and a wrong code is rejected.
 
 Every certificate verifies with ``openssl verify`` against the chain, passes pkilint, and carries the
 account's subject, whatever the client asked for. Last, the portal under gunicorn, run as production runs
@@ -41,6 +43,8 @@ from pytest_django.live_server_helper import LiveServer
 
 from ca.models import Certificate, CertificateAuthority
 from ca.pki import scep
+from ca.pki.keys import CAKeyType
+from ca.services.authorities import create_ca
 from enroll import flows
 from enroll.models import EnrollmentRequest, RequestKind, RequestStatus
 from tests.cli import ManagePy
@@ -220,6 +224,25 @@ def test_scepclient_enrolls_waits_for_approval_and_renews(
     assert polled.returncode == 0, polled.stdout + polled.stderr
     assert check_issued(tmp_path, kiosk / "device.pem", alice) == approved.certificate
     assert EnrollmentRequest.objects.filter(enrollment_code=kiosk_row).count() == 1
+
+    # An RSA CA decrypts and signs itself (GetCACert: its certificate alone, no RA): scepclient enrolls at
+    # /scep/<its slug>, and the certificate comes from that CA.
+    rsa_ca = create_ca(
+        name="RSA Device CA", slug="rsa-devices", key_type=CAKeyType.RSA_3072, make_default=False
+    )
+    rsa_url = f"{live_server.url}/scep/rsa-devices"
+    content_type, body = fetch(f"{rsa_url}?operation=GetCACert")
+    assert content_type == "application/x-x509-ca-cert"
+    assert body == bytes(rsa_ca.certificate_der)
+    rsa_folder = tmp_path / "rsa"
+    rsa_folder.mkdir()
+    (rsa_folder / "chain.pem").write_bytes(rsa_ca.certificate.public_bytes(serialization.Encoding.PEM))
+    _row, rsa_code = flows.create_enrollment_code(owner=alice, created_by=admin_user, device_name="printer")
+    printed = scepclient(
+        rsa_folder / "printer", rsa_url, code=rsa_code, fingerprint=hashlib.sha256(body).hexdigest()
+    )
+    assert printed.returncode == 0, printed.stdout + printed.stderr
+    assert check_issued(rsa_folder, rsa_folder / "printer" / "device.pem", alice).ca == rsa_ca
 
 
 # --- certmonger's scep-submit --------------------------------------------------------------------------
