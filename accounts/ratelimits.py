@@ -30,6 +30,9 @@ from django.core.cache.backends.db import DatabaseCache
 from django.db import connections, router, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import render
+from django.utils.functional import Promise
+from django.utils.translation import gettext, ngettext, pgettext_lazy
+from django.utils.translation import gettext_lazy as _
 from django_ratelimit.core import get_usage
 
 from accounts import proxies
@@ -37,22 +40,23 @@ from accounts import proxies
 P = ParamSpec("P")
 View = Callable[Concatenate[HttpRequest, P], HttpResponseBase]
 
-#: What each action is, in the words of the 429 page ("Too many ... from your network address").
-ACTIONS = {
-    "signup": "sign-ups",
-    "login": "login attempts",
-    "submit": "certificate requests",
-    "challenge": "SPKAC challenges",
-    "password_reset": "password reset requests",
-    "verify_mail": "requests for a new link",
-    "email_change": "e-mail address changes",
-    "mail": "e-mails",
+#: What each action is, in the words of the 429 page ("Too many ... from your network address"): the
+#: sentence is translated whole, with these as its named parts (context "too many", for the case).
+ACTIONS: dict[str, Promise] = {
+    "signup": pgettext_lazy("too many", "sign-ups"),
+    "login": pgettext_lazy("too many", "login attempts"),
+    "submit": pgettext_lazy("too many", "certificate requests"),
+    "challenge": pgettext_lazy("too many", "SPKAC challenges"),
+    "password_reset": pgettext_lazy("too many", "password reset requests"),
+    "verify_mail": pgettext_lazy("too many", "requests for a new link"),
+    "email_change": pgettext_lazy("too many", "e-mail address changes"),
+    "mail": pgettext_lazy("too many", "e-mails"),
 }
-SCOPES = {
-    "address": "from your network address",
-    "account": "for this account",
-    "mailbox": "to this e-mail address",
-    "mailbox_day": "to this e-mail address",
+SCOPES: dict[str, Promise] = {
+    "address": _("from your network address"),
+    "account": _("for this account"),
+    "mailbox": _("to this e-mail address"),
+    "mailbox_day": _("to this e-mail address"),
 }
 
 
@@ -126,10 +130,14 @@ class Refusal:
 
     @property
     def message(self) -> str:
-        return (
-            f"Too many {ACTIONS[self.action]} {SCOPES[self.scope]} in a short time. This limit protects "
-            f"the portal and your account. Please try again in {wait_words(self.retry_after)}."
-        )
+        return gettext(
+            "Too many %(actions)s %(scope)s in a short time. This limit protects the portal and your "
+            "account. Please try again in %(wait)s."
+        ) % {
+            "actions": ACTIONS[self.action],
+            "scope": SCOPES[self.scope],
+            "wait": wait_words(self.retry_after),
+        }
 
 
 @dataclass(frozen=True)
@@ -145,21 +153,35 @@ class Allowance:
         """``You can try 17 more times this hour.``; the last try says when the next one is possible."""
         period = period_words(self.rate)
         if self.left <= 0:
-            return (
-                f"That was your last try {period}: the next one is possible in {wait_words(self.resets_in)}."
-            )
-        times = "once more" if self.left == 1 else f"{self.left} more times"
-        return f"You can try {times} {period}."
+            return gettext("That was your last try %(period)s: the next one is possible in %(wait)s.") % {
+                "period": period,
+                "wait": wait_words(self.resets_in),
+            }
+        if self.left == 1:
+            return gettext("You can try once more %(period)s.") % {"period": period}
+        return ngettext(
+            "You can try %(count)d more time %(period)s.",
+            "You can try %(count)d more times %(period)s.",
+            self.left,
+        ) % {"count": self.left, "period": period}
 
 
 def period_words(rate: str) -> str:
     """``20/h`` -> ``this hour``, ``10/d`` -> ``today``, ``30/10m`` -> ``in these 10 minutes``."""
     period = rate.partition("/")[2]
-    number = period.rstrip("smhd") or "1"
-    unit = {"s": "second", "m": "minute", "h": "hour", "d": "day"}[period[-1]]
-    if number == "1":
-        return "today" if unit == "day" else f"this {unit}"
-    return f"in these {number} {unit}s"
+    number = int(period.rstrip("smhd") or "1")
+    unit = period[-1]
+    if number == 1:
+        return {"s": gettext("this second"), "m": gettext("this minute"), "h": gettext("this hour")}.get(
+            unit, gettext("today")
+        )
+    plural = {
+        "s": ngettext("in this %(number)d second", "in these %(number)d seconds", number),
+        "m": ngettext("in this %(number)d minute", "in these %(number)d minutes", number),
+        "h": ngettext("in this %(number)d hour", "in these %(number)d hours", number),
+        "d": ngettext("in this %(number)d day", "in these %(number)d days", number),
+    }[unit]
+    return plural % {"number": number}
 
 
 def allowance(request: HttpRequest, action: str) -> Allowance | None:
@@ -200,12 +222,24 @@ def allowance_message(request: HttpRequest, action: str) -> str:
 
 def rate_words(rate: str) -> str:
     """``3/h`` -> ``3 an hour``, ``10/d`` -> ``10 a day``, ``30/10m`` -> ``30 every 10 minutes``."""
-    count, _, period = rate.partition("/")
-    number = period.rstrip("smhd") or "1"
-    unit = {"s": "second", "m": "minute", "h": "hour", "d": "day"}[period[-1]]
-    if number == "1":
-        return f"{count} {'an' if unit == 'hour' else 'a'} {unit}"
-    return f"{count} every {number} {unit}s"
+    count, _sep, period = rate.partition("/")
+    number = int(period.rstrip("smhd") or "1")
+    unit = period[-1]
+    if number == 1:
+        single = {
+            "s": gettext("%(count)s a second"),
+            "m": gettext("%(count)s a minute"),
+            "h": gettext("%(count)s an hour"),
+            "d": gettext("%(count)s a day"),
+        }[unit]
+        return single % {"count": count}
+    every = {
+        "s": ngettext("%(count)s every %(number)d second", "%(count)s every %(number)d seconds", number),
+        "m": ngettext("%(count)s every %(number)d minute", "%(count)s every %(number)d minutes", number),
+        "h": ngettext("%(count)s every %(number)d hour", "%(count)s every %(number)d hours", number),
+        "d": ngettext("%(count)s every %(number)d day", "%(count)s every %(number)d days", number),
+    }[unit]
+    return every % {"count": count, "number": number}
 
 
 def mailbox_limit_words() -> str:
@@ -213,15 +247,18 @@ def mailbox_limit_words() -> str:
     rates = settings.ENROLL_RATE_LIMITS.get("mail", {})
     if not settings.RATELIMIT_ENABLE:
         return ""
-    return " and ".join(rate_words(rates[scope]) for scope in ("mailbox", "mailbox_day") if rates.get(scope))
+    words = [rate_words(rates[scope]) for scope in ("mailbox", "mailbox_day") if rates.get(scope)]
+    if len(words) == 2:
+        return gettext("%(first)s and %(second)s") % {"first": words[0], "second": words[1]}
+    return "".join(words)
 
 
 def wait_words(seconds: int) -> str:
     """``45 seconds``, ``2 minutes``: how long to wait, in words."""
     if seconds <= 90:
-        return f"{seconds} second{'s' if seconds != 1 else ''}"
+        return ngettext("%(count)d second", "%(count)d seconds", seconds) % {"count": seconds}
     minutes = math.ceil(seconds / 60)
-    return f"{minutes} minutes"
+    return ngettext("%(count)d minute", "%(count)d minutes", minutes) % {"count": minutes}
 
 
 def address_key(address: str) -> str:

@@ -19,6 +19,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models.functions import Length
 from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
 
 from ca.pki.node_reports import NODE_NAME, ReportOutcome
 from ca.pki.profiles import IssuerUrls
@@ -28,14 +29,14 @@ from ca.pki.serials import format_serial_colons
 class RevocationReason(models.TextChoices):
     """RFC 5280 section 5.3.1 reason codes (removeFromCRL and aACompromise are not used here)."""
 
-    UNSPECIFIED = "unspecified", "Unspecified"
-    KEY_COMPROMISE = "key_compromise", "Key compromise"
-    CA_COMPROMISE = "ca_compromise", "CA compromise"
-    AFFILIATION_CHANGED = "affiliation_changed", "Affiliation changed"
-    SUPERSEDED = "superseded", "Superseded"
-    CESSATION_OF_OPERATION = "cessation_of_operation", "Cessation of operation"
-    CERTIFICATE_HOLD = "certificate_hold", "Certificate hold"
-    PRIVILEGE_WITHDRAWN = "privilege_withdrawn", "Privilege withdrawn"
+    UNSPECIFIED = "unspecified", _("Unspecified")
+    KEY_COMPROMISE = "key_compromise", _("Key compromise")
+    CA_COMPROMISE = "ca_compromise", _("CA compromise")
+    AFFILIATION_CHANGED = "affiliation_changed", _("Affiliation changed")
+    SUPERSEDED = "superseded", _("Superseded")
+    CESSATION_OF_OPERATION = "cessation_of_operation", _("Cessation of operation")
+    CERTIFICATE_HOLD = "certificate_hold", _("Certificate hold")
+    PRIVILEGE_WITHDRAWN = "privilege_withdrawn", _("Privilege withdrawn")
 
     @property
     def flag(self) -> x509.ReasonFlags:
@@ -119,10 +120,10 @@ class CertificateAuthority(models.Model):
 
 
 class CertificateStatus(models.TextChoices):
-    VALID = "valid", "Valid"
-    REVOKED = "revoked", "Revoked"
-    EXPIRED = "expired", "Expired"
-    NOT_YET_VALID = "not_yet_valid", "Not yet valid"
+    VALID = "valid", _("Valid")
+    REVOKED = "revoked", _("Revoked")
+    EXPIRED = "expired", _("Expired")
+    NOT_YET_VALID = "not_yet_valid", _("Not yet valid")
 
 
 # --- certificate validity, one rule read two ways ------------------------------------------------
@@ -651,9 +652,7 @@ class ScepRaCertificate(models.Model):
     class Meta:
         verbose_name = "SCEP RA certificate"
         ordering = ["-created_at"]
-        constraints = [
-            models.UniqueConstraint(fields=["ca", "serial"], name="scep_ra_unique_serial_per_ca")
-        ]
+        constraints = [models.UniqueConstraint(fields=["ca", "serial"], name="scep_ra_unique_serial_per_ca")]
 
     def __str__(self) -> str:
         return f"SCEP RA of {self.ca.slug} #{self.serial}"

@@ -15,6 +15,8 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import content_disposition_header
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
@@ -35,6 +37,7 @@ from enroll.pages import (
     DOWNLOADS,
     certificate_row,
     colon_hex,
+    device_saved,
     file_stem,
     key_commands,
     key_name,
@@ -47,8 +50,8 @@ logger = logging.getLogger(__name__)
 #: The extra download of a certificate issued for an SPKAC (format, label, description).
 SPKAC_DOWNLOAD = (
     "x509-user-cert",
-    "For the legacy keygen client (application/x-x509-user-cert)",
-    "The DER certificate as old <keygen> browsers expect it: they install it next to the key they made.",
+    _("For the legacy keygen client (application/x-x509-user-cert)"),
+    _("The DER certificate as old <keygen> browsers expect it: they install it next to the key they made."),
 )
 
 
@@ -79,7 +82,7 @@ def certificate_device(request: HttpRequest, pk: int) -> HttpResponse:
         except flows.FlowError as refused:
             form.add_error("device_name", str(refused))
         else:
-            messages.success(request, f"Device name saved: {name}." if name else "Device name removed.")
+            messages.success(request, device_saved(name))
             return redirect("portal:certificate-detail", pk=certificate.pk)
     return _certificate_page(request, certificate, user=user, device_form=form, status=400)
 
@@ -186,12 +189,14 @@ def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponseBase:
     certificate = get_object_or_404(visible_certificates(user, view_only=False), pk=pk)
     detail = reverse("portal:certificate-detail", args=[certificate.pk])
     if hasattr(certificate, "revocation"):
-        messages.info(request, f"Certificate {certificate.serial} is revoked already.")
+        messages.info(
+            request, gettext("Certificate %(serial)s is revoked already.") % {"serial": certificate.serial}
+        )
         return redirect(detail)
     status = certificate.status_at(utcnow())
     if status == CertificateStatus.EXPIRED:
         messages.info(
-            request, "This certificate has expired: it no longer works anywhere, nothing to revoke."
+            request, gettext("This certificate has expired: it no longer works anywhere, nothing to revoke.")
         )
         return redirect(detail)
     form = RevokeForm(request.POST or None)
@@ -208,24 +213,37 @@ def certificate_revoke(request: HttpRequest, pk: int) -> HttpResponseBase:
             logger.error("self-revocation by %s: %s", user.get_username(), exc)
             messages.warning(
                 request,
-                f"Certificate {certificate.serial} is revoked, but the new revocation list could not be "
-                "published yet. The administrators can see it in the log; servers refuse the certificate "
-                "once the list is published.",
+                gettext(
+                    "Certificate %(serial)s is revoked, but the new revocation list could not be published "
+                    "yet. The administrators can see it in the log; servers refuse the certificate once the "
+                    "list is published."
+                )
+                % {"serial": certificate.serial},
             )
             return redirect(detail)
         except AlreadyRevoked:
-            messages.info(request, f"Certificate {certificate.serial} is revoked already.")
+            messages.info(
+                request,
+                gettext("Certificate %(serial)s is revoked already.") % {"serial": certificate.serial},
+            )
             return redirect(detail)
         except (CAError, flows.FlowError) as exc:
             form.add_error(None, str(exc))
         else:
             also = ""
             if siblings and form.reason_value() == RevocationReason.KEY_COMPROMISE:
-                also = f" So are the other certificate(s) on the same key: {_serials(siblings)}."
+                also = " " + ngettext(
+                    "So is the other certificate on the same key: %(serials)s.",
+                    "So are the other certificates on the same key: %(serials)s.",
+                    len(siblings),
+                ) % {"serials": _serials(siblings)}
             messages.success(
                 request,
-                f"Certificate {certificate.serial} is revoked.{also} It is on the published revocation list "
-                "now; servers that check the list refuse it from their next update.",
+                gettext(
+                    "Certificate %(serial)s is revoked.%(also)s It is on the published revocation list now; "
+                    "servers that check the list refuse it from their next update."
+                )
+                % {"serial": certificate.serial, "also": also},
             )
             return redirect(detail)
     return render(
@@ -260,10 +278,10 @@ def certificate_renew(request: HttpRequest, pk: int) -> HttpResponse:
     row = certificate_row(certificate, now=now)
     email_blocker = flows.submission_blocker(user)
     blocker = email_blocker or flows.renewal_blocker(certificate)
-    form = CsrForm(submit_label="Submit renewal", initial={"device_name": certificate.device_name})
+    form = CsrForm(submit_label=gettext("Submit renewal"), initial={"device_name": certificate.device_name})
     tries_left = ""
     if request.method == "POST" and blocker is None:
-        form = CsrForm(request.POST, request.FILES, submit_label="Submit renewal")
+        form = CsrForm(request.POST, request.FILES, submit_label=gettext("Submit renewal"))
         if form.is_valid():
             try:
                 renewal = flows.submit_renewal(
@@ -301,18 +319,25 @@ def _after_renewal(request: HttpRequest, renewal: EnrollmentRequest) -> HttpResp
     if renewal.status == RequestStatus.ISSUED and renewal.certificate is not None:
         messages.success(
             request,
-            "Your certificate was renewed: here is the new one. Install it, then revoke the old one as "
-            "superseded.",
+            gettext(
+                "Your certificate was renewed: here is the new one. Install it, then revoke the old one as "
+                "superseded."
+            ),
         )
         return redirect("portal:certificate-detail", pk=renewal.certificate.pk)
     if renewal.status == RequestStatus.FAILED:
         messages.error(
-            request, f"Your renewal was approved, but the certificate could not be issued. {renewal.reason}"
+            request,
+            gettext("Your renewal was approved, but the certificate could not be issued. %(reason)s")
+            % {"reason": renewal.reason},
         )
     else:
         messages.success(
             request,
-            f"Renewal request #{renewal.pk} was submitted. An administrator will look at it; you will get an "
-            "e-mail when it is decided.",
+            gettext(
+                "Renewal request #%(number)s was submitted. An administrator will look at it; you will get "
+                "an e-mail when it is decided."
+            )
+            % {"number": renewal.pk},
         )
     return redirect("portal:request-detail", pk=renewal.pk)

@@ -16,6 +16,9 @@ from crispy_forms.layout import Submit
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
 from django.http import QueryDict
+from django.utils.functional import Promise, lazy
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from ca.clock import utcnow
 from ca.models import DEVICE_NAME_MAX_LENGTH, RevocationReason, clean_device_name
@@ -32,16 +35,30 @@ _NOT_ECHOED = (Refusal.PRIVATE_KEY, Refusal.TOO_LARGE)
 KEYGEN_FIELD = "spkac"
 
 
+def _fill(text: Promise | str, values: dict[str, object]) -> str:
+    return str(text) % values
+
+
+#: A translatable sentence with its named placeholders filled in when it is shown (in the language of
+#: the request), not when the module is imported.
+lazy_fill = lazy(_fill, str)
+
+
 class DeviceNameField(forms.CharField):
     """The optional device name, checked by the one rule (:func:`ca.models.clean_device_name`): its
     refusal, in words, comes back on the field."""
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("label", "Device name (optional)")
+        kwargs.setdefault("label", _("Device name (optional)"))
         kwargs.setdefault(
             "help_text",
-            f'Which device the certificate is for, e.g. "Work laptop" (at most {DEVICE_NAME_MAX_LENGTH} '
-            "characters). Only you and the administrators see it; it is not written into the certificate.",
+            lazy_fill(
+                _(
+                    'Which device the certificate is for, e.g. "Work laptop" (at most %(limit)s characters). '
+                    "Only you and the administrators see it; it is not written into the certificate."
+                ),
+                {"limit": DEVICE_NAME_MAX_LENGTH},
+            ),
         )
         kwargs.setdefault("widget", forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}))
         super().__init__(required=False, max_length=DEVICE_NAME_MAX_LENGTH, strip=True, **kwargs)
@@ -56,7 +73,7 @@ class DeviceNameField(forms.CharField):
 class DeviceNameForm(forms.Form):
     """Change the device name of one's own request or certificate (empty removes it)."""
 
-    device_name = DeviceNameField(label="Device name")
+    device_name = DeviceNameField(label=_("Device name"))
 
 
 class PastedRequestForm(forms.Form):
@@ -106,7 +123,7 @@ class CsrForm(PastedRequestForm):
     text_field = "csr_text"
 
     csr_text = forms.CharField(
-        label="Paste your certificate request (CSR)",
+        label=_("Paste your certificate request (CSR)"),
         required=False,
         strip=True,
         widget=forms.Textarea(
@@ -118,30 +135,36 @@ class CsrForm(PastedRequestForm):
                 "placeholder": "-----BEGIN CERTIFICATE REQUEST-----\n...\n-----END CERTIFICATE REQUEST-----",
             }
         ),
-        help_text="The whole file, from the -----BEGIN line to the -----END line.",
+        help_text=_("The whole file, from the -----BEGIN line to the -----END line."),
     )
     csr_file = forms.FileField(
-        label="… or upload the CSR file",
+        label=_("… or upload the CSR file"),
         required=False,
-        help_text=f"PEM or DER (.csr, .pem, .der, .req), at most {MAX_SUBMISSION_BYTES // 1024} KiB.",
+        help_text=lazy_fill(
+            _("PEM or DER (.csr, .pem, .der, .req), at most %(limit_kib)s KiB."),
+            {"limit_kib": MAX_SUBMISSION_BYTES // 1024},
+        ),
         widget=forms.ClearableFileInput(attrs={"accept": ".csr,.pem,.der,.req,.txt"}),
     )
     device_name = DeviceNameField()
 
-    def __init__(self, *args: Any, submit_label: str = "Submit request", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, submit_label: str | Promise = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.helper = FormHelper()
         self.helper.form_method = "post"
         self.helper.form_tag = True
         self.helper.attrs = {"novalidate": ""}  # errors come back inline from the server, in plain words
-        self.helper.add_input(Submit("submit", submit_label))
+        self.helper.add_input(Submit("submit", submit_label or gettext("Submit request")))
 
     def clean_csr_file(self) -> UploadedFile | None:
         upload: UploadedFile | None = self.cleaned_data.get("csr_file")
         if upload is not None and (upload.size or 0) > MAX_SUBMISSION_BYTES:
             raise forms.ValidationError(
-                f"The file is {upload.size} bytes; a certificate request is at most "
-                f"{MAX_SUBMISSION_BYTES // 1024} KiB. Upload only the CSR file.",
+                gettext(
+                    "The file is %(size)s bytes; a certificate request is at most %(limit_kib)s KiB. Upload "
+                    "only the CSR file."
+                )
+                % {"size": upload.size, "limit_kib": MAX_SUBMISSION_BYTES // 1024},
                 code="too_large",
             )
         return upload
@@ -152,10 +175,12 @@ class CsrForm(PastedRequestForm):
         if self.errors:
             return cleaned
         if text and upload is not None:
-            raise forms.ValidationError("Paste the request or upload the file, not both.", code="both")
+            raise forms.ValidationError(
+                gettext("Paste the request or upload the file, not both."), code="both"
+            )
         if not text and upload is None:
             raise forms.ValidationError(
-                "Nothing was submitted. Paste your CSR or choose the CSR file.", code="empty"
+                gettext("Nothing was submitted. Paste your CSR or choose the CSR file."), code="empty"
             )
         return cleaned
 
@@ -182,7 +207,7 @@ class SpkacForm(PastedRequestForm):
     text_field = "spkac_text"
 
     spkac_text = forms.CharField(
-        label="Paste the SPKAC",
+        label=_("Paste the SPKAC"),
         required=False,
         strip=True,
         widget=forms.Textarea(
@@ -194,8 +219,13 @@ class SpkacForm(PastedRequestForm):
                 "placeholder": "SPKAC=MIICQzCCASswggEiMA0G...",
             }
         ),
-        help_text="The whole line openssl spkac printed, with or without SPKAC= in front "
-        f"(at most {MAX_SPKAC_BYTES // 1024} KiB).",
+        help_text=lazy_fill(
+            _(
+                "The whole line openssl spkac printed, with or without SPKAC= in front (at most "
+                "%(limit_kib)s KiB)."
+            ),
+            {"limit_kib": MAX_SPKAC_BYTES // 1024},
+        ),
     )
     device_name = DeviceNameField()
 
@@ -208,7 +238,9 @@ class SpkacForm(PastedRequestForm):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         if not self.errors and not self.submission():
-            self.add_error("spkac_text", "Nothing was submitted. Paste the SPKAC that openssl spkac printed.")
+            self.add_error(
+                "spkac_text", gettext("Nothing was submitted. Paste the SPKAC that openssl spkac printed.")
+            )
         return cleaned
 
     def submission(self) -> str:
@@ -222,26 +254,26 @@ class DangerSubmit(Submit):  # type: ignore[misc]  # crispy-forms ships no type 
 
 
 _REASON_LABELS = {
-    RevocationReason.KEY_COMPROMISE: "Key compromise: the private key was lost, stolen or seen by others",
-    RevocationReason.SUPERSEDED: "Superseded: I have a new certificate that replaces this one",
-    RevocationReason.CESSATION_OF_OPERATION: "No longer needed: I stopped using it",
+    RevocationReason.KEY_COMPROMISE: _("Key compromise: the private key was lost, stolen or seen by others"),
+    RevocationReason.SUPERSEDED: _("Superseded: I have a new certificate that replaces this one"),
+    RevocationReason.CESSATION_OF_OPERATION: _("No longer needed: I stopped using it"),
 }
 
 
 class RevokeForm(forms.Form):
     reason = forms.ChoiceField(
-        label="Why should this certificate stop working?",
+        label=_("Why should this certificate stop working?"),
         choices=[(reason.value, _REASON_LABELS[reason]) for reason in SELF_REVOCATION_REASONS],
         widget=forms.RadioSelect,
     )
     invalidity_date = forms.DateField(
-        label="Since when may the key have been compromised? (optional)",
+        label=_("Since when may the key have been compromised? (optional)"),
         required=False,
         widget=forms.DateInput(attrs={"type": "date"}),
-        help_text="Only for key compromise: the first day someone else may have had the key (UTC).",
+        help_text=_("Only for key compromise: the first day someone else may have had the key (UTC)."),
     )
     confirm = forms.BooleanField(
-        label="I understand that this cannot be undone: the certificate stops working everywhere.",
+        label=_("I understand that this cannot be undone: the certificate stops working everywhere."),
         required=True,
     )
 
@@ -249,7 +281,7 @@ class RevokeForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.helper = FormHelper()
         self.helper.form_method = "post"
-        self.helper.add_input(DangerSubmit("submit", "Revoke the certificate"))
+        self.helper.add_input(DangerSubmit("submit", gettext("Revoke the certificate")))
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -258,10 +290,10 @@ class RevokeForm(forms.Form):
             return cleaned
         if cleaned.get("reason") != RevocationReason.KEY_COMPROMISE:
             self.add_error(
-                "invalidity_date", "A date of compromise only goes with the reason key compromise."
+                "invalidity_date", gettext("A date of compromise only goes with the reason key compromise.")
             )
         elif day > utcnow().date():
-            self.add_error("invalidity_date", "The date of compromise cannot be in the future.")
+            self.add_error("invalidity_date", gettext("The date of compromise cannot be in the future."))
         return cleaned
 
     def reason_value(self) -> RevocationReason:

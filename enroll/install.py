@@ -14,21 +14,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class Platform(models.TextChoices):
-    MACOS = "macos", "macOS"
-    WINDOWS = "windows", "Windows"
-    FIREFOX = "firefox", "Firefox"
-    LINUX = "linux", "Chrome or Edge on Linux"
-    ANDROID = "android", "Android"
-    IOS = "ios", "iPhone or iPad"
-    COMMAND_LINE = "cli", "Command line or server"
+    MACOS = "macos", _("macOS")
+    WINDOWS = "windows", _("Windows")
+    FIREFOX = "firefox", _("Firefox")
+    LINUX = "linux", _("Chrome or Edge on Linux")
+    ANDROID = "android", _("Android")
+    IOS = "ios", _("iPhone or iPad")
+    COMMAND_LINE = "cli", _("Command line or server")
 
 
 class P12Encryption(models.TextChoices):
-    MODERN = "modern", "modern (AES-256)"
-    LEGACY = "legacy", "legacy (3DES)"
+    MODERN = "modern", _("modern (AES-256)")
+    LEGACY = "legacy", _("legacy (3DES)")
 
 
 #: The .p12 encryption each platform reads; the command line takes PEM files and needs no .p12.

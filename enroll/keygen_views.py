@@ -21,6 +21,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils.translation import gettext
 from django.views.decorators.http import require_POST, require_safe
 
 from accounts.ratelimits import allowance_message, rate_limited
@@ -83,7 +84,7 @@ def keygen_submit(request: HttpRequest) -> JsonResponse:
     user = portal_user(request)
     csr = request.POST.get("csr", "")
     if not csr.strip():
-        return _refused(request, "The page sent no certificate request.", status=400)
+        return _refused(request, gettext("The page sent no certificate request."), status=400)
     try:
         device_name = clean_device_name(request.POST.get("device_name", ""))
     except ValidationError as refused:
@@ -99,9 +100,11 @@ def keygen_submit(request: HttpRequest) -> JsonResponse:
     logger.info("request #%s submitted from in-browser key generation", submitted.pk)
     messages.success(
         request,
-        f"Request #{submitted.pk} ({submitted.key_description}) was submitted. Your key stays in this "
-        "browser and in the file you saved. An administrator will look at the request; you will get an "
-        "e-mail when it is decided.",
+        gettext(
+            "Request #%(number)s (%(key)s) was submitted. Your key stays in this browser and in the file you "
+            "saved. An administrator will look at the request; you will get an e-mail when it is decided."
+        )
+        % {"number": submitted.pk, "key": submitted.key_description},
     )
     return JsonResponse(
         {

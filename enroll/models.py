@@ -10,16 +10,17 @@ import hashlib
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 from ca.models import Certificate, CertificateAuthority, device_name_field
 from ca.types import Account
 
 
 class RequestKind(models.TextChoices):
-    CSR = "csr", "PKCS#10 CSR"
-    SPKAC = "spkac", "SPKAC (keygen)"
-    EST = "est", "EST (device)"
-    SCEP = "scep", "SCEP (device)"
+    CSR = "csr", _("PKCS#10 CSR")
+    SPKAC = "spkac", _("SPKAC (keygen)")
+    EST = "est", _("EST (device)")
+    SCEP = "scep", _("SCEP (device)")
 
 
 #: The kinds a device sends, with an enrollment code (or its current certificate), without a browser.
@@ -104,11 +105,11 @@ class EnrollmentCode(models.Model):
 
 
 class RequestStatus(models.TextChoices):
-    SUBMITTED = "submitted", "Submitted"
-    APPROVED = "approved", "Approved"
-    REJECTED = "rejected", "Rejected"
-    ISSUED = "issued", "Issued"
-    FAILED = "failed", "Failed"
+    SUBMITTED = "submitted", _("Submitted")
+    APPROVED = "approved", _("Approved")
+    REJECTED = "rejected", _("Rejected")
+    ISSUED = "issued", _("Issued")
+    FAILED = "failed", _("Failed")
 
 
 class EnrollmentRequest(models.Model):

@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils.functional import Promise
 from django.utils.text import slugify
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
 
 from ca.models import Certificate, CertificateStatus
 from ca.types import Account
@@ -40,11 +43,15 @@ CERTIFICATE_BADGES: dict[str, str] = {
     CertificateStatus.EXPIRED: "text-bg-secondary",
     CertificateStatus.NOT_YET_VALID: "text-bg-info",
 }
-DOWNLOADS = (
-    ("pem", "Certificate (PEM)", "For nginx, curl, OpenSSL and most tools."),
-    ("chain", "Certificate with CA chain (PEM)", "Your certificate followed by the CA certificates."),
-    ("der", "Certificate (DER, .cer)", "Binary form, for Windows and Java tools."),
-    ("pkcs7", "PKCS#7 bundle (.p7b)", "Certificate and chain, no key: for Windows and Java key stores."),
+DOWNLOADS: tuple[tuple[str, Promise, Promise], ...] = (
+    ("pem", _("Certificate (PEM)"), _("For nginx, curl, OpenSSL and most tools.")),
+    ("chain", _("Certificate with CA chain (PEM)"), _("Your certificate followed by the CA certificates.")),
+    ("der", _("Certificate (DER, .cer)"), _("Binary form, for Windows and Java tools.")),
+    (
+        "pkcs7",
+        _("PKCS#7 bundle (.p7b)"),
+        _("Certificate and chain, no key: for Windows and Java key stores."),
+    ),
 )
 
 
@@ -176,15 +183,20 @@ def dashboard_of(user: Account, *, now: dt.datetime) -> Dashboard:
         ),
     )
     if (blocker := flows.submission_blocker(user)) is not None:
-        board.steps.append(NextStep(blocker, reverse("accounts:profile"), "Go to your profile", "warning"))
+        board.steps.append(
+            NextStep(blocker, reverse("accounts:profile"), gettext("Go to your profile"), "warning")
+        )
         return board
     for pending in (r for r in board.requests if r.is_pending):
         board.steps.append(
             NextStep(
-                f"Request #{pending.pk} is waiting for an administrator's approval. You will get an e-mail "
-                "when it is decided.",
+                gettext(
+                    "Request #%(number)s is waiting for an administrator's approval. You will get an e-mail "
+                    "when it is decided."
+                )
+                % {"number": pending.pk},
                 reverse("portal:request-detail", args=[pending.pk]),
-                "See the request",
+                gettext("See the request"),
             )
         )
     issued_by = {r.certificate_id: r for r in board.requests if r.certificate_id is not None}
@@ -195,10 +207,14 @@ def dashboard_of(user: Account, *, now: dt.datetime) -> Dashboard:
     if latest is not None and latest.status in (RequestStatus.REJECTED, RequestStatus.FAILED):
         board.steps.append(
             NextStep(
-                f"Your latest request #{latest.pk} was {latest.get_status_display().lower()}: "
-                f"{latest.reason}",
+                (
+                    gettext("Your latest request #%(number)s was rejected: %(reason)s")
+                    if latest.status == RequestStatus.REJECTED
+                    else gettext("Your latest request #%(number)s failed: %(reason)s")
+                )
+                % {"number": latest.pk, "reason": latest.reason},
                 reverse("portal:request-new"),
-                "Submit a new request",
+                gettext("Submit a new request"),
                 "danger",
             )
         )
@@ -206,10 +222,12 @@ def dashboard_of(user: Account, *, now: dt.datetime) -> Dashboard:
     if not has_valid and not any(r.is_pending for r in board.requests):
         board.steps.append(
             NextStep(
-                "You have no valid certificate. Make a key and a certificate request on your computer and "
-                "submit the request.",
+                gettext(
+                    "You have no valid certificate. Make a key and a certificate request on your computer "
+                    "and submit the request."
+                ),
                 reverse("portal:request-new"),
-                "Submit a request",
+                gettext("Submit a request"),
                 "primary",
             )
         )
@@ -236,30 +254,45 @@ def certificate_step(row: CertificateRow, issued_for: EnrollmentRequest | None) 
         if not _downloaded(renewed):
             return None
         return NextStep(
-            f"Certificate {_named(certificate.device_name, f'{certificate.serial[:16]}…')} was renewed and "
-            "you have downloaded the new one. Once the new one works everywhere, revoke this one as "
-            "superseded.",
+            gettext(
+                "Certificate %(certificate)s was renewed and you have downloaded the new one. Once the new "
+                "one works everywhere, revoke this one as superseded."
+            )
+            % {"certificate": _named(certificate.device_name, f"{certificate.serial[:16]}…")},
             reverse("portal:certificate-revoke", args=[certificate.pk]),
-            "Revoke the old certificate",
+            gettext("Revoke the old certificate"),
             "info",
         )
     if row.renewal is not None:
         return None
     if row.renew_soon:
         return NextStep(
-            f"Certificate {_named(certificate.device_name, f'{certificate.serial[:16]}…')} "
-            f"expires in {row.days_left} day{'s' if row.days_left != 1 else ''}. Renew it before then.",
+            ngettext(
+                "Certificate %(certificate)s expires in %(days)d day. Renew it before then.",
+                "Certificate %(certificate)s expires in %(days)d days. Renew it before then.",
+                row.days_left,
+            )
+            % {
+                "certificate": _named(certificate.device_name, f"{certificate.serial[:16]}…"),
+                "days": row.days_left,
+            },
             reverse("portal:certificate-renew", args=[certificate.pk]),
-            "Renew",
+            gettext("Renew"),
             "warning",
         )
     if not _downloaded(certificate):
-        origin = f"from request #{issued_for.pk}" if issued_for is not None else f"{certificate.serial[:16]}…"
+        origin = (
+            gettext("from request #%(number)s") % {"number": issued_for.pk}
+            if issued_for is not None
+            else f"{certificate.serial[:16]}…"
+        )
         return NextStep(
-            f"Your certificate {_named(certificate.device_name, origin)} is ready: download it and combine "
-            "it with your private key.",
+            gettext(
+                "Your certificate %(certificate)s is ready: download it and combine it with your private key."
+            )
+            % {"certificate": _named(certificate.device_name, origin)},
             reverse("portal:certificate-detail", args=[certificate.pk]),
-            "Download your certificate",
+            gettext("Download your certificate"),
             "success",
         )
     return None
@@ -276,7 +309,9 @@ def _downloaded(certificate: Certificate) -> bool:
 
 def _named(device_name: str, otherwise: str) -> str:
     """How a sentence names a certificate: ``for Work laptop (<otherwise>)``, or ``otherwise`` alone."""
-    return f"for {device_name} ({otherwise})" if device_name else otherwise
+    if not device_name:
+        return otherwise
+    return gettext("for %(device)s (%(otherwise)s)") % {"device": device_name, "otherwise": otherwise}
 
 
 def key_commands(username: str) -> dict[str, str]:
@@ -300,3 +335,10 @@ def _openssl_new_key(name: str, stem: str) -> str:
         "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \\\n"
         f'  -keyout {stem}.key -out {stem}.csr -subj "/CN={name}"'
     )
+
+
+def device_saved(name: str) -> str:
+    """The message after the owner saved a device name (an empty one removes it)."""
+    if not name:
+        return gettext("Device name removed.")
+    return gettext("Device name saved: %(name)s.") % {"name": name}

@@ -14,6 +14,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
@@ -53,8 +54,11 @@ def request_spkac(request: HttpRequest) -> HttpResponse:
             else:
                 messages.success(
                     request,
-                    f"Request #{submitted.pk} (SPKAC, {submitted.key_description}) was submitted. An "
-                    "administrator will look at it; you will get an e-mail when it is decided.",
+                    gettext(
+                        "Request #%(number)s (SPKAC, %(key)s) was submitted. An administrator will look at "
+                        "it; you will get an e-mail when it is decided."
+                    )
+                    % {"number": submitted.pk, "key": submitted.key_description},
                 )
                 return redirect("portal:request-detail", pk=submitted.pk)
         tries_left = ratelimits.allowance_message(request, "submit")

@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.templatetags.static import static
 from django.urls import reverse
+from django.utils.translation import gettext
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
@@ -29,7 +30,14 @@ from enroll import flows
 from enroll.flows.submission import set_device_name
 from enroll.forms import CsrForm, DeviceNameForm
 from enroll.models import EnrollmentRequest
-from enroll.pages import REQUEST_BADGES, dashboard_of, key_commands, portal_user, visible_requests
+from enroll.pages import (
+    REQUEST_BADGES,
+    dashboard_of,
+    device_saved,
+    key_commands,
+    portal_user,
+    visible_requests,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +83,11 @@ def request_new(request: HttpRequest) -> HttpResponse:
             else:
                 messages.success(
                     request,
-                    f"Request #{submitted.pk} ({submitted.key_description}) was submitted. An administrator "
-                    "will look at it; you will get an e-mail when it is decided.",
+                    gettext(
+                        "Request #%(number)s (%(key)s) was submitted. An administrator will look at it; you "
+                        "will get an e-mail when it is decided."
+                    )
+                    % {"number": submitted.pk, "key": submitted.key_description},
                 )
                 return redirect("portal:request-detail", pk=submitted.pk)
         tries_left = allowance_message(request, "submit")
@@ -116,7 +127,7 @@ def request_device(request: HttpRequest, pk: int) -> HttpResponse:
         except flows.FlowError as refused:
             form.add_error("device_name", str(refused))
         else:
-            messages.success(request, f"Device name saved: {name}." if name else "Device name removed.")
+            messages.success(request, device_saved(name))
             return redirect("portal:request-detail", pk=enrollment.pk)
     return _request_page(request, enrollment, user=user, device_form=form, status=400)
 

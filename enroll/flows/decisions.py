@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 
 from django.db import transaction
+from django.utils.translation import gettext
 
 from ca import audit
 from ca.clock import utcnow
@@ -77,9 +78,11 @@ def revoke_own_certificate(
     revocation committed) from the CA service.
     """
     if certificate.owner_id != owner.pk:
-        raise FlowError("Only the owner of a certificate can revoke it here.")
+        raise FlowError(gettext("Only the owner of a certificate can revoke it here."))
     if reason not in SELF_REVOCATION_REASONS:
-        raise FlowError("Pick one of the reasons offered: key compromise, superseded or no longer needed.")
+        raise FlowError(
+            gettext("Pick one of the reasons offered: key compromise, superseded or no longer needed.")
+        )
     if invalidity_date is not None and reason != RevocationReason.KEY_COMPROMISE:
         raise FlowError("A date of compromise only goes with the reason key compromise.")
     return revoke_certificate(

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from accounts.services import verified_email
 from ca import audit
@@ -36,7 +38,8 @@ from enroll.models import RENEWING_STATUSES, EnrollmentCode, EnrollmentRequest, 
 logger = logging.getLogger(__name__)
 
 
-EMAIL_NOT_VERIFIED = (
+#: Translated where it is shown (gettext_lazy): the flows take no request and know no language.
+EMAIL_NOT_VERIFIED = _(
     "Verify your e-mail address first: certificates carry it, so the portal only takes requests from "
     "accounts with a verified address. Open the link in the e-mail we sent you, or ask for a new one on "
     "your profile page."
@@ -46,7 +49,7 @@ EMAIL_NOT_VERIFIED = (
 def submission_blocker(owner: Account) -> str | None:
     """Why ``owner`` cannot submit requests in the portal right now, or None if they can."""
     if verified_email(owner) is None:
-        return EMAIL_NOT_VERIFIED
+        return str(EMAIL_NOT_VERIFIED)
     return None
 
 
@@ -56,14 +59,14 @@ def renewal_blocker(certificate: Certificate) -> str | None:
     if renewal is None:
         return None
     if renewal.status == RequestStatus.ISSUED:
-        return (
-            f"This certificate was renewed already (request #{renewal.pk}). Renew the new certificate "
-            "instead when its time comes."
-        )
-    return (
-        f"A renewal of this certificate is waiting for a decision (request #{renewal.pk}). "
-        "You will get an e-mail when it is decided."
-    )
+        return gettext(
+            "This certificate was renewed already (request #%(number)s). Renew the new certificate instead "
+            "when its time comes."
+        ) % {"number": renewal.pk}
+    return gettext(
+        "A renewal of this certificate is waiting for a decision (request #%(number)s). You will get an "
+        "e-mail when it is decided."
+    ) % {"number": renewal.pk}
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +276,7 @@ def _lock_renewable(certificate: Certificate, *, owner: Account) -> Certificate:
         .first()
     )
     if locked is None:
-        raise SubmissionRefused("Only the owner of a certificate can renew it.")
+        raise SubmissionRefused(gettext("Only the owner of a certificate can renew it."))
     if (blocker := renewal_blocker(locked)) is not None:
         raise SubmissionRefused(blocker)
     return locked
@@ -308,14 +311,14 @@ def set_device_name(
         if request is not None:
             locked = EnrollmentRequest.objects.select_for_update().filter(pk=request.pk, owner=owner).first()
             if locked is None:
-                raise FlowError("Only the owner of a request can change its device name.")
+                raise FlowError(gettext("Only the owner of a request can change its device name."))
             old, certificate_id = locked.device_name, locked.certificate_id
         elif certificate is not None and certificate.owner_id == owner.pk:
             locked = EnrollmentRequest.objects.select_for_update().filter(certificate=certificate).first()
             old = Certificate.objects.filter(pk=certificate.pk).values_list("device_name", flat=True).get()
             certificate_id = certificate.pk
         else:
-            raise FlowError("Only the owner of a certificate can change its device name.")
+            raise FlowError(gettext("Only the owner of a certificate can change its device name."))
         if name == old:
             return name
         serial = ""

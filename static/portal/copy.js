@@ -9,6 +9,10 @@
 (() => {
   "use strict";
 
+  // The page's words (static/portal/strings.js); English when the page carries none.
+  const say = (key, fallback, values) =>
+    window.EnrollStrings ? window.EnrollStrings.say(key, fallback, values) : fallback;
+
   const RESET_MS = 2000;
 
   /** The page's live region for the announcements, made once. */
@@ -84,19 +88,19 @@
     const button = document.createElement("button");
     button.type = "button";
     button.className = "btn btn-sm btn-outline-secondary copy-button";
-    button.textContent = "Copy";
+    button.textContent = say("copy", "Copy");
     button.setAttribute("aria-controls", block.id);
     button.addEventListener("click", async () => {
       const copied = await copyText(block.innerText.replace(/\n+$/, ""));
       if (copied) {
-        button.textContent = "Copied";
-        announce("Copied");
+        button.textContent = say("copied", "Copied");
+        announce(say("copied", "Copied"));
       } else {
-        button.textContent = "Copy";
-        announce("Copying did not work in this browser: select the command and copy it yourself.");
+        button.textContent = say("copy", "Copy");
+        announce(say("copy-failed", "Copying did not work in this browser: select the command and copy it yourself."));
       }
       window.setTimeout(() => {
-        button.textContent = "Copy";
+        button.textContent = say("copy", "Copy");
       }, RESET_MS);
     });
     tools.appendChild(button);

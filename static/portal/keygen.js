@@ -8,6 +8,10 @@
 (function () {
   "use strict";
 
+  // The page's words (static/portal/strings.js); English when the page carries none.
+  const say = (key, fallback, values) =>
+    window.EnrollStrings ? window.EnrollStrings.say(key, fallback, values) : fallback;
+
   const $ = (id) => document.getElementById(id);
 
   function showError(message) {
@@ -36,8 +40,10 @@
     }
     const keys = window.EnrollKeys;
     if (!keys) {
-      $("keygen-error").textContent = "The page's scripts did not load. Reload the page; if that does not help, " +
-        "make the key with OpenSSL instead.";
+      $("keygen-error").textContent = say(
+        "scripts-missing",
+        "The page's scripts did not load. Reload the page; if that does not help, make the key with OpenSSL instead.",
+      );
       $("keygen-error").hidden = false;
       $("keygen-choose").hidden = true;
       $("keygen-form").hidden = false;
@@ -69,11 +75,17 @@
       const passphrase = $("keygen-passphrase").value;
       const repeated = $("keygen-passphrase2").value;
       if (passphrase.length < keys.MIN_PASSPHRASE) {
-        showError(`Choose a passphrase of at least ${keys.MIN_PASSPHRASE} characters: it protects the key file.`);
+        showError(
+          say(
+            "passphrase-short",
+            "Choose a passphrase of at least {count} characters: it protects the key file.",
+            { count: keys.MIN_PASSPHRASE },
+          ),
+        );
         return;
       }
       if (passphrase !== repeated) {
-        showError("The two passphrases differ. Type the same passphrase twice.");
+        showError(say("passphrases-differ", "The two passphrases differ. Type the same passphrase twice."));
         return;
       }
       const choice = form.querySelector("input[name=key_type]:checked");
@@ -81,11 +93,11 @@
       const keyType = keys.KEY_TYPES[keyTypeName];
       $("keygen-generate").disabled = true;
       try {
-        setStatus(`Generating a ${keyType.label} key pair in this browser…`);
+        setStatus(say("generating", "Generating a {key} key pair in this browser…", { key: keyType.label }));
         const keyPair = await crypto.subtle.generateKey(keyType.algorithm, true, ["sign", "verify"]);
-        setStatus("Signing the certificate request…");
+        setStatus(say("signing", "Signing the certificate request…"));
         const csrDer = await keys.makeCsr(keyPair, config.commonName);
-        setStatus("Encrypting the key for the file you save…");
+        setStatus(say("encrypting", "Encrypting the key for the file you save…"));
         const pkcs8 = await crypto.subtle.exportKey("pkcs8", keyPair.privateKey);
         const encryptedPem = await keys.encryptPkcs8(pkcs8, passphrase);
         const fingerprint = await keys.spkiFingerprint(keyPair.publicKey);
@@ -112,11 +124,11 @@
         $("keygen-choose").hidden = true;
         $("keygen-result").hidden = false;
         root.dataset.state = "generated";
-        setStatus("Key pair ready. Save the key file, then submit the request.");
+        setStatus(say("key-ready", "Key pair ready. Save the key file, then submit the request."));
       } catch (error) {
         $("keygen-generate").disabled = false;
         setStatus("");
-        showError(`The browser could not make the key: ${error.message || error}`);
+        showError(say("key-failed", "The browser could not make the key: {error}", { error: error.message || error }));
       }
     });
 
@@ -135,12 +147,12 @@
 
     $("keygen-submit").addEventListener("click", async () => {
       if (!generated || !saved) {
-        showError("Save the key file first: without it you cannot use the certificate elsewhere.");
+        showError(say("save-first", "Save the key file first: without it you cannot use the certificate elsewhere."));
         return;
       }
       clearError();
       $("keygen-submit").disabled = true;
-      setStatus("Submitting the certificate request (only the request: the key stays here)…");
+      setStatus(say("submitting", "Submitting the certificate request (only the request: the key stays here)…"));
       try {
         const body = new URLSearchParams({ csr: generated.csrPem, device_name: $("keygen-device-name").value });
         const response = await fetch(config.submitUrl, {
@@ -158,13 +170,20 @@
           answer = {
             ok: false,
             error: loggedOut
-              ? "Your session has ended, so the request was not submitted. Your key file is saved: " +
-                "log in again in another tab, then come back here and press Submit again."
-              : `The portal could not take the request (HTTP ${response.status}). Try again in a minute.`,
+              ? say(
+                  "session-ended",
+                  "Your session has ended, so the request was not submitted. Your key file is saved: " +
+                    "log in again in another tab, then come back here and press Submit again.",
+                )
+              : say("not-taken", "The portal could not take the request (HTTP {status}). Try again in a minute.", {
+                  status: response.status,
+                }),
           };
         }
         if (!response.ok || !answer.ok) {
-          throw new Error(answer.error || `The portal answered HTTP ${response.status}.`);
+          throw new Error(
+            answer.error || say("portal-answered", "The portal answered HTTP {status}.", { status: response.status }),
+          );
         }
         const record = await keys.getKey(generated.fingerprint);
         if (record) {
@@ -172,12 +191,12 @@
           await keys.saveKey(record);
         }
         root.dataset.state = "submitted";
-        setStatus(`Request #${answer.request_id} submitted.`);
+        setStatus(say("submitted", "Request #{number} submitted.", { number: answer.request_id }));
         window.location.assign(answer.url);
       } catch (error) {
         $("keygen-submit").disabled = false;
         setStatus("");
-        showError(`The request was not accepted: ${error.message || error}`);
+        showError(say("not-accepted", "The request was not accepted: {error}", { error: error.message || error }));
       }
     });
   }

@@ -8,6 +8,10 @@
 (function () {
   "use strict";
 
+  // The page's words (static/portal/strings.js); English when the page carries none.
+  const say = (key, fallback, values) =>
+    window.EnrollStrings ? window.EnrollStrings.say(key, fallback, values) : fallback;
+
   if (!window.EnrollPkijs) {
     return; // the vendored bundle did not load: the pages say so (window.EnrollKeys stays undefined)
   }
@@ -166,12 +170,14 @@
     try {
       bag = pkijs.PKCS8ShroudedKeyBag.fromBER(arrayBuffer(der || new Uint8Array()));
     } catch (error) {
-      throw new Error("This file is not an encrypted private key (PKCS#8). Choose the .key file you saved.");
+      throw new Error(
+        say("not-encrypted-key", "This file is not an encrypted private key (PKCS#8). Choose the .key file you saved."),
+      );
     }
     try {
       await bag.parseInternalValues({ password: arrayBuffer(utf8(passphrase)) });
     } catch (error) {
-      throw new Error("The passphrase does not open this key file.");
+      throw new Error(say("wrong-passphrase", "The passphrase does not open this key file."));
     }
     return bag.parsedValue.toSchema().toBER(false);
   }

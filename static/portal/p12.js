@@ -15,6 +15,10 @@
 (function () {
   "use strict";
 
+  // The page's words (static/portal/strings.js); English when the page carries none.
+  const say = (key, fallback, values) =>
+    window.EnrollStrings ? window.EnrollStrings.say(key, fallback, values) : fallback;
+
   const MAC_ITERATIONS = 2048; // what OpenSSL uses
   const OID = {
     keyBag: "1.2.840.113549.1.12.10.1.2", // pkcs8ShroudedKeyBag
@@ -52,7 +56,7 @@
   function legacyKeyBag(pkijs, pkcs8Der, passphrase) {
     const forge = window.forge;
     if (!forge) {
-      throw new Error("The legacy encryption library (node-forge) did not load.");
+      throw new Error(say("legacy-missing", "The legacy encryption library (node-forge) did not load."));
     }
     const raw = forge.util.binary.raw; // forge works on "binary strings" (one char per byte)
     const privateKeyInfo = forge.asn1.fromDer(forge.util.createBuffer(raw.encode(new Uint8Array(pkcs8Der))));
@@ -138,7 +142,7 @@
     }
     const blocks = keys.pemBlocks(await response.text(), "CERTIFICATE");
     if (blocks.length === 0) {
-      throw new Error("The certificate chain download contained no certificate.");
+      throw new Error(say("chain-empty", "The certificate chain download contained no certificate."));
     }
     return blocks.map((der) => pkijs.Certificate.fromBER(keys.arrayBuffer(der)));
   }
@@ -178,8 +182,11 @@
       showError(error.message || String(error));
     }
     if (stored) {
-      const made = stored.createdAt ? ` (made ${stored.createdAt.slice(0, 10)})` : "";
-      $("p12-stored-text").textContent = `The private key of this certificate is in this browser${made}.`;
+      $("p12-stored-text").textContent = stored.createdAt
+        ? say("key-in-browser-made", "The private key of this certificate is in this browser (made {date}).", {
+            date: stored.createdAt.slice(0, 10),
+          })
+        : say("key-in-browser", "The private key of this certificate is in this browser.");
       $("p12-stored").hidden = false;
       $("p12-use-file").addEventListener("click", () => {
         stored = null;
@@ -195,11 +202,15 @@
       $("p12-error").hidden = true;
       const passphrase = $("p12-passphrase").value;
       if (passphrase.length < keys.MIN_PASSPHRASE) {
-        showError(`Choose a .p12 password of at least ${keys.MIN_PASSPHRASE} characters.`);
+        showError(
+          say("p12-password-short", "Choose a .p12 password of at least {count} characters.", {
+            count: keys.MIN_PASSPHRASE,
+          }),
+        );
         return;
       }
       if (passphrase !== $("p12-passphrase2").value) {
-        showError("The two .p12 passwords differ. Type the same password twice.");
+        showError(say("p12-passwords-differ", "The two .p12 passwords differ. Type the same password twice."));
         return;
       }
       const legacy = form.querySelector("input[name=p12_encryption]:checked").value === "legacy";
@@ -209,14 +220,14 @@
         const parameters = keys.keyParametersFor(chain[0]);
         let pkcs8Der;
         if (stored) {
-          setStatus("Taking the key from this browser…");
+          setStatus(say("taking-key", "Taking the key from this browser…"));
           pkcs8Der = await crypto.subtle.exportKey("pkcs8", stored.privateKey);
         } else {
           const file = $("p12-keyfile").files[0];
           if (!file) {
-            throw new Error("Choose the key file you saved when you generated the key.");
+            throw new Error(say("choose-key-file", "Choose the key file you saved when you generated the key."));
           }
-          setStatus("Decrypting the key file…");
+          setStatus(say("decrypting", "Decrypting the key file…"));
           pkcs8Der = await keys.decryptPkcs8(
             new Uint8Array(await file.arrayBuffer()),
             $("p12-key-passphrase").value,
@@ -226,12 +237,18 @@
         try {
           privateKey = await crypto.subtle.importKey("pkcs8", pkcs8Der, parameters.algorithm, false, ["sign"]);
         } catch (error) {
-          throw new Error("This key is not the key of this certificate (another key type).");
+          throw new Error(say("other-key-type", "This key is not the key of this certificate (another key type)."));
         }
         if (!(await keys.keyMatchesCertificate(privateKey, chain[0]))) {
-          throw new Error("This key is not the key of this certificate. Choose the key file saved for it.");
+          throw new Error(
+            say("wrong-key", "This key is not the key of this certificate. Choose the key file saved for it."),
+          );
         }
-        setStatus(`Building the .p12 (${legacy ? "legacy 3DES / SHA-1" : "AES-256 / SHA-256"})…`);
+        setStatus(
+          legacy
+            ? say("building-legacy", "Building the .p12 (legacy 3DES / SHA-1)…")
+            : say("building-modern", "Building the .p12 (AES-256 / SHA-256)…"),
+        );
         const der = await buildPkcs12({
           pkcs8Der,
           chain,
@@ -244,7 +261,7 @@
         $("p12-passphrase").value = "";
         $("p12-passphrase2").value = "";
         root.dataset.state = "built";
-        setStatus(`Saved ${fileName}. Import it with the password you just chose.`);
+        setStatus(say("p12-saved", "Saved {file}. Import it with the password you just chose.", { file: fileName }));
       } catch (error) {
         setStatus("");
         showError(error.message || String(error));
