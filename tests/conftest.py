@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import caches
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils import translation
 
 from accounts import emails
 from accounts.services import mark_email_verified
@@ -185,6 +186,14 @@ def _mail_queued_as_in_autocommit(request: pytest.FixtureRequest, monkeypatch: p
         original(self, func, robust)
 
     monkeypatch.setattr(BaseDatabaseWrapper, "on_commit", on_commit)
+
+
+@pytest.fixture(autouse=True)
+def _english_after_each_test() -> Iterator[None]:
+    """A German request leaves German active in its thread (LocaleMiddleware): the next test, which may
+    read pages or call code outside a request, starts in English again."""
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture
