@@ -7,11 +7,14 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import Client
+from django.template.loader import render_to_string
+from django.test import Client, RequestFactory
 from django.urls import reverse
+from django.utils import translation
 from pytest_django.fixtures import Settings
 
 from ca.models import Certificate, CertificateAuthority, RevocationReason
@@ -159,3 +162,47 @@ def test_english_stays_the_default(issued: Certificate, alice: User) -> None:
     assert '<html lang="en">' in page
     assert "My certificates" in page
     assert "Meine Zertifikate" not in page
+
+
+def test_the_429_page_in_german_keeps_the_pasted_request(
+    ca: CertificateAuthority, alice: User, settings: Settings
+) -> None:
+    settings.RATELIMIT_ENABLE = True
+    settings.ENROLL_RATE_LIMITS = {
+        **settings.ENROLL_RATE_LIMITS,
+        "submit": {"address": "60/h", "account": "1/h"},
+    }
+    client = german_client(alice)
+    client.post(reverse("portal:request-new"), {"csr_text": "hello world"})
+
+    response = client.post(reverse("portal:request-new"), {"csr_text": "hello again"})
+
+    text = words_of(response.content.decode())
+    assert response.status_code == 429
+    assert "Zu viele Versuche: Versuchen Sie es in" in text
+    assert "Zu viele Zertifikatsanforderungen für dieses Konto in kurzer Zeit." in text
+    assert "hello again" in response.content.decode()
+    assert not english_in(text)
+
+
+@pytest.mark.parametrize("template", ["400.html", "403.html", "403_csrf.html", "404.html", "500.html"])
+def test_the_error_pages_speak_german(template: str, alice: User) -> None:
+    request = RequestFactory().get("/somewhere/")
+    request.user = alice
+
+    with translation.override("de"):
+        page = render_to_string(template, request=request)
+
+    assert '<html lang="de">' in page
+    assert not english_in(words_of(page))
+
+
+def test_the_development_mail_page_speaks_german(alice: User, settings: Settings, tmp_path: Path) -> None:
+    settings.DEBUG = True
+    settings.ENROLL_DEV_MAIL_DIR = str(tmp_path)
+
+    response = german_client(alice).get(reverse("dev-mail"))
+
+    text = words_of(response.content.decode())
+    assert "E-Mails, die das Portal gesendet hat" in text
+    assert not english_in(text)
