@@ -21,7 +21,9 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils.functional import Promise
 from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST, require_safe
 
 from accounts.ratelimits import allowance_message, rate_limited
@@ -33,9 +35,9 @@ from enroll.pages import key_name, portal_user
 logger = logging.getLogger(__name__)
 
 #: Key choices offered on the page: (value, label). The first one is the default.
-KEY_CHOICES: tuple[tuple[str, str], ...] = (
-    ("ec-p256", "ECDSA P-256 (recommended: small, fast, accepted everywhere current)"),
-    ("rsa-2048", "RSA 2048 (for old servers and devices that lack ECDSA)"),
+KEY_CHOICES: tuple[tuple[str, str | Promise], ...] = (
+    ("ec-p256", _("ECDSA P-256 (recommended: small, fast, accepted everywhere current)")),
+    ("rsa-2048", _("RSA 2048 (for old servers and devices that lack ECDSA)")),
     ("rsa-3072", "RSA 3072"),
 )
 

@@ -28,7 +28,8 @@ GERMAN = "de-DE,de;q=0.9"
 #: English words that a German page never shows outside commands and values (whole words, lower case).
 ENGLISH = re.compile(
     r"\b(the|your|you|with|this|from|when|have|has|were|is|are|not|which|certificate|certificates"
-    r"|request|requests|renew|revoke|submit|download|device|key|keys|valid|until|yet|here|only|never)\b"
+    r"|request|requests|renew|revoke|submit|download|device|devices|key|keys|valid|until|yet|here|only|never"
+    r"|and|or|for|of|to|that|it|can|by|on|at|as|recommended)\b"
 )
 #: What a page shows as is: commands, file names, code and preformatted blocks, scripts, hidden strings.
 AS_IS = re.compile(r"<(pre|code|script|kbd|bdi|s)\b.*?</\1>", re.S)
