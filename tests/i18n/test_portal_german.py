@@ -207,3 +207,27 @@ def test_the_development_mail_page_speaks_german(alice: User, settings: Settings
     text = words_of(response.content.decode())
     assert "E-Mails, die das Portal gesendet hat" in text
     assert not english_in(text)
+
+
+def test_what_the_pages_say_after_an_action_is_german(issued: Certificate, alice: User) -> None:
+    client = german_client(alice)
+    rejected = flows.submit_csr(owner=alice, data=make_csr())
+    flows.reject(request_id=rejected.pk, reason="Bitte mit dem Dienstgerät")
+
+    named = client.post(
+        reverse("portal:certificate-device", args=[issued.pk]), {"device_name": "Tablet"}, follow=True
+    )
+    revoked = client.post(
+        reverse("portal:certificate-revoke", args=[issued.pk]),
+        {"reason": RevocationReason.SUPERSEDED.value, "confirm": "on"},
+        follow=True,
+    )
+    dashboard = client.get(reverse("portal:dashboard"))
+
+    assert "Gerätename gespeichert: Tablet." in words_of(named.content.decode())
+    assert f"Zertifikat {issued.serial} ist gesperrt." in words_of(revoked.content.decode())
+    board = words_of(dashboard.content.decode())
+    assert f"Ihre letzte Anforderung #{rejected.pk} wurde abgelehnt: Bitte mit dem Dienstgerät" in board
+    assert "Sie haben kein gültiges Zertifikat." in board
+    for response in (named, revoked, dashboard):
+        assert not english_in(words_of(response.content.decode()))
