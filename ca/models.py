@@ -19,6 +19,8 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models.functions import Length
 from django.urls import reverse
+from django.utils.functional import Promise
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from ca.pki.node_reports import NODE_NAME, ReportOutcome
@@ -218,32 +220,31 @@ class CertificateQuerySet(models.QuerySet["Certificate"]):
 DEVICE_NAME_MAX_LENGTH = 64
 
 #: Unicode general categories a device name may not contain, with the words the error message uses.
-_DEVICE_NAME_REFUSED: dict[str, str] = {
-    "Cc": "a control character (such as a tab or a line break)",
-    "Zl": "a line break",
-    "Zp": "a paragraph break",
-    "Cf": "an invisible formatting character (such as a text-direction override)",
-    "Cs": "a broken character (an unpaired surrogate)",
-    "Co": "a private-use character",
-    "Cn": "a character Unicode does not define",
+_DEVICE_NAME_REFUSED: dict[str, Promise] = {
+    "Cc": _("a control character (such as a tab or a line break)"),
+    "Zl": _("a line break"),
+    "Zp": _("a paragraph break"),
+    "Cf": _("an invisible formatting character (such as a text-direction override)"),
+    "Cs": _("a broken character (an unpaired surrogate)"),
+    "Co": _("a private-use character"),
+    "Cn": _("a character Unicode does not define"),
 }
 
 
 def device_name_problem(value: str) -> str | None:
     """What is wrong with ``value`` as a stored device name, in words for its owner, or None."""
     if len(value) > DEVICE_NAME_MAX_LENGTH:
-        return (
-            f"A device name is at most {DEVICE_NAME_MAX_LENGTH} characters; this one has {len(value)}. "
-            "Shorten it."
-        )
+        return gettext(
+            "A device name is at most %(limit)s characters; this one has %(length)s. Shorten it."
+        ) % {"limit": DEVICE_NAME_MAX_LENGTH, "length": len(value)}
     for position, char in enumerate(value, start=1):
         if (what := _DEVICE_NAME_REFUSED.get(unicodedata.category(char))) is not None:
-            return (
-                f"A device name is plain text on one line, but this one has {what} "
-                f"(U+{ord(char):04X}, character {position}). Remove it and type the name again."
-            )
+            return gettext(
+                "A device name is plain text on one line, but this one has %(what)s (%(code)s, character "
+                "%(position)s). Remove it and type the name again."
+            ) % {"what": what, "code": f"U+{ord(char):04X}", "position": position}
     if value != value.strip():
-        return "A device name may not start or end with a space. Remove the spaces around it."
+        return gettext("A device name may not start or end with a space. Remove the spaces around it.")
     return None
 
 

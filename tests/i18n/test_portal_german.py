@@ -231,3 +231,14 @@ def test_what_the_pages_say_after_an_action_is_german(issued: Certificate, alice
     assert "Sie haben kein gültiges Zertifikat." in board
     for response in (named, revoked, dashboard):
         assert not english_in(words_of(response.content.decode()))
+
+
+def test_a_refused_device_name_says_why_in_german(issued: Certificate, alice: User) -> None:
+    response = german_client(alice).post(
+        reverse("portal:certificate-device", args=[issued.pk]), {"device_name": "Arbeits\u202elaptop"}
+    )
+
+    text = words_of(response.content.decode())
+    assert response.status_code == 400
+    assert "Ein Gerätename ist einfacher Text in einer Zeile, aber dieser enthält ein unsichtbares" in text
+    assert not english_in(text)
