@@ -130,6 +130,7 @@ def checked(session: BrowserSession, person: Person) -> list[str]:
             found += [f"{scheme}: {problem}" for problem in audit(session)]
     page.emulate_media(color_scheme="light")
     page.set_viewport_size(PHONE if person.phone else DESKTOP)
+    page.wait_for_timeout(300)  # the colours are back before the screenshots
     return found
 
 
