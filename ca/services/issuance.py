@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from django.conf import settings
 from django.db import transaction
+from django.utils.translation import gettext_lazy as _
 
 from ca import audit
 from ca.clock import utcnow
@@ -73,11 +74,12 @@ def _recheck(*, request_der: bytes, kind: str) -> _Checked:
 
 
 #: Why a key is refused, at submission and again at issuance (the owner reads it: what, and what to do).
-KEY_BLOCKED = (
+#: Refusals a person reads on the portal: translated when refused, in the language of the request.
+KEY_BLOCKED = _(
     "This key was reported as compromised or is known to be unsafe, so it can never be certified again. "
     "Make a new key and submit a request made from it."
 )
-KEY_OF_ANOTHER_ACCOUNT = (
+KEY_OF_ANOTHER_ACCOUNT = _(
     "This key belongs to another account: a certificate for it was issued to someone else. "
     "Create a new key and submit a request made from it."
 )
@@ -105,9 +107,9 @@ def key_refusals(*, keys: Sequence[tuple[str, int | None]]) -> list[str | None]:
     refusals: list[str | None] = []
     for spki, owner_id in keys:
         if spki in blocked:
-            refusals.append(KEY_BLOCKED)
+            refusals.append(str(KEY_BLOCKED))
         elif owners.get(spki, set()) - {owner_id}:
-            refusals.append(KEY_OF_ANOTHER_ACCOUNT)
+            refusals.append(str(KEY_OF_ANOTHER_ACCOUNT))
         else:
             refusals.append(None)
     return refusals
@@ -340,14 +342,14 @@ def _sign_all(
             checked.append((index, _recheck(request_der=order.request_der, kind=order.kind), profile))
         except (RequestRefused, CAError) as exc:
             outcomes[index] = str(exc)
-    refusals = key_refusals(keys=[(p.spki_sha256, _owner_id(orders[i].owner)) for i, p, _ in checked])
+    refusals = key_refusals(keys=[(p.spki_sha256, _owner_id(orders[i].owner)) for i, p, _profile in checked])
     claimed: dict[str, int | None] = {}  # key -> owner, for the orders of this batch
     drafts: list[_Draft] = []
     for (index, parsed, profile), refusal in zip(checked, refusals, strict=True):
         order = orders[index]
         owner_id = _owner_id(order.owner)
         if refusal is None and claimed.setdefault(parsed.spki_sha256, owner_id) != owner_id:
-            refusal = KEY_OF_ANOTHER_ACCOUNT
+            refusal = str(KEY_OF_ANOTHER_ACCOUNT)
         if refusal is not None:
             outcomes[index] = refusal
             continue

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from django.contrib.auth.models import User
 from django.template.loader import render_to_string
 from django.test import Client, RequestFactory
@@ -241,4 +242,17 @@ def test_a_refused_device_name_says_why_in_german(issued: Certificate, alice: Us
     text = words_of(response.content.decode())
     assert response.status_code == 400
     assert "Ein Gerätename ist einfacher Text in einer Zeile, aber dieser enthält ein unsichtbares" in text
+    assert not english_in(text)
+
+
+def test_a_key_of_another_account_is_refused_in_german(
+    ca: CertificateAuthority, alice: User, bob: User, issue_for: Callable[..., Certificate]
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    issue_for(bob, make_csr(key))
+
+    response = german_client(alice).post(reverse("portal:request-new"), {"csr_text": make_csr(key).decode()})
+
+    text = words_of(response.content.decode())
+    assert "Dieser Schlüssel gehört zu einem anderen Konto" in text
     assert not english_in(text)
