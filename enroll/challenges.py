@@ -15,6 +15,8 @@ import hmac
 import secrets
 
 from django.contrib.sessions.backends.base import SessionBase
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
 
 from ca.clock import utcnow
 from ca.types import Account
@@ -38,20 +40,21 @@ class ChallengeProblem(enum.StrEnum):
     USED = "used"
 
 
-_MESSAGES = {
-    ChallengeProblem.WRONG: (
+#: What each problem says (translated when it is shown: gettext_lazy).
+_MESSAGES: dict[ChallengeProblem, Promise] = {
+    ChallengeProblem.WRONG: _(
         "The SPKAC carries a challenge that was not given to you: make it again with the challenge shown "
         "now (openssl spkac ... -challenge CHALLENGE -digest sha256)."
     ),
-    ChallengeProblem.OTHER_SESSION: (
+    ChallengeProblem.OTHER_SESSION: _(
         "The SPKAC's challenge was given to another session (another browser or login, or the command "
         "line): make it again with the challenge shown to this one."
     ),
-    ChallengeProblem.EXPIRED: (
-        f"The SPKAC's challenge expired (a challenge works for {CHALLENGE_LIFETIME_MINUTES} minutes): "
-        "make it again with a fresh challenge."
+    ChallengeProblem.EXPIRED: _(
+        "The SPKAC's challenge expired (a challenge works for %(minutes)s minutes): make it again with a "
+        "fresh challenge."
     ),
-    ChallengeProblem.USED: (
+    ChallengeProblem.USED: _(
         "The SPKAC's challenge was used already (each challenge works once): make a new SPKAC with a "
         "fresh challenge."
     ),
@@ -62,9 +65,16 @@ class ChallengeRefused(Exception):
     """The SPKAC's challenge is not one this session may use now; ``code`` says why. Nothing is stored."""
 
     def __init__(self, code: ChallengeProblem) -> None:
-        super().__init__(_MESSAGES[code])
+        super().__init__(code.value)
         self.code = code
-        self.message = _MESSAGES[code]
+
+    @property
+    def message(self) -> str:
+        """The problem in words, in the active language."""
+        text = str(_MESSAGES[self.code])
+        return (
+            text % {"minutes": CHALLENGE_LIFETIME_MINUTES} if self.code == ChallengeProblem.EXPIRED else text
+        )
 
     def __str__(self) -> str:
         return self.message

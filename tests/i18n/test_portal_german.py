@@ -20,6 +20,7 @@ from pytest_django.fixtures import Settings
 
 from ca.models import Certificate, CertificateAuthority, RevocationReason
 from enroll import flows
+from enroll.challenges import ChallengeProblem, ChallengeRefused
 from tests.helpers import make_csr
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("german")]
@@ -256,3 +257,14 @@ def test_a_key_of_another_account_is_refused_in_german(
     text = words_of(response.content.decode())
     assert "Dieser Schlüssel gehört zu einem anderen Konto" in text
     assert not english_in(text)
+
+
+def test_an_spkac_challenge_refusal_in_german() -> None:
+    refused = ChallengeRefused(ChallengeProblem.EXPIRED)
+
+    with translation.override("de"):
+        german = str(refused)
+    english = str(refused)
+
+    assert german.startswith("Die Challenge des SPKAC ist abgelaufen (eine Challenge gilt 30 Minuten)")
+    assert english.startswith("The SPKAC's challenge expired (a challenge works for 30 minutes)")
