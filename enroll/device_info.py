@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.urls import NoReverseMatch, reverse
+from django.utils.translation import gettext, ngettext
 
 from accounts.services import portal_url
 from enroll.models import EnrollmentCode
@@ -65,10 +66,16 @@ def expiry_words(row: EnrollmentCode, *, now: dt.datetime) -> str:
     """``expires in 23 hours`` / ``expired``: for lists of codes."""
     left = row.expires_at - now
     if left.total_seconds() <= 0:
-        return "expired"
+        return gettext("expired")
     hours = left.total_seconds() / 3600
     if hours < 1:
-        return f"expires in {max(1, int(left.total_seconds() // 60))} minutes"
+        minutes = max(1, int(left.total_seconds() // 60))
+        return ngettext("expires in %(count)d minute", "expires in %(count)d minutes", minutes) % {
+            "count": minutes
+        }
     if hours < 48:
-        return f"expires in {int(hours)} hour{'s' if int(hours) != 1 else ''}"
-    return f"expires in {int(hours // 24)} days"
+        return ngettext("expires in %(count)d hour", "expires in %(count)d hours", int(hours)) % {
+            "count": int(hours)
+        }
+    days = int(hours // 24)
+    return ngettext("expires in %(count)d day", "expires in %(count)d days", days) % {"count": days}

@@ -13,6 +13,8 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.ratelimits import rate_limited
@@ -36,8 +38,10 @@ STATE_BADGES = {
 
 class EnrollmentCodeForm(forms.Form):
     device_name = DeviceNameField(
-        label="Device name",
-        help_text="A label for the device, such as office-printer: it names the certificate on your pages.",
+        label=_("Device name"),
+        help_text=_(
+            "A label for the device, such as office-printer: it names the certificate on your pages."
+        ),
     )
 
 
@@ -88,6 +92,11 @@ def revoke_code(request: HttpRequest, pk: int) -> HttpResponse:
     user = portal_user(request)
     row = get_object_or_404(EnrollmentCode, pk=pk, owner=user)
     flows.revoke_enrollment_code(code_id=row.pk, actor=user)
-    label = f" for {row.device_name}" if row.device_name else ""
-    messages.success(request, f"The enrollment code{label} is revoked: no device can use it any more.")
+    if row.device_name:
+        said = gettext("The enrollment code for %(device)s is revoked: no device can use it any more.") % {
+            "device": row.device_name
+        }
+    else:
+        said = gettext("The enrollment code is revoked: no device can use it any more.")
+    messages.success(request, said)
     return redirect("portal:devices")

@@ -30,10 +30,10 @@ DEVICE_KINDS = (RequestKind.EST, RequestKind.SCEP)
 class CodeState(models.TextChoices):
     """Where an enrollment code stands (:meth:`EnrollmentCode.state`)."""
 
-    ACTIVE = "active", "Active"
-    USED_UP = "used_up", "Used"
-    EXPIRED = "expired", "Expired"
-    REVOKED = "revoked", "Revoked"
+    ACTIVE = "active", _("Active")
+    USED_UP = "used_up", _("Used")
+    EXPIRED = "expired", _("Expired")
+    REVOKED = "revoked", _("Revoked")
 
 
 def code_digest(code: str) -> str:

@@ -268,3 +268,21 @@ def test_an_spkac_challenge_refusal_in_german() -> None:
 
     assert german.startswith("Die Challenge des SPKAC ist abgelaufen (eine Challenge gilt 30 Minuten)")
     assert english.startswith("The SPKAC's challenge expired (a challenge works for 30 minutes)")
+
+
+def test_the_device_enrollment_page_speaks_german(ca: CertificateAuthority, alice: User) -> None:
+    client = german_client(alice)
+
+    made = client.post(reverse("portal:devices"), {"device_name": "buero-drucker"})
+    listed = client.get(reverse("portal:devices"))
+
+    made_text = words_of(made.content.decode())
+    assert "Ihr Registrierungscode für buero-drucker" in made_text
+    assert "Kopieren Sie ihn jetzt: Er wird nur dieses eine Mal gezeigt." in made_text
+    listed_text = words_of(listed.content.decode())
+    assert "Ihre Registrierungscodes" in listed_text
+    assert "Aktiv" in listed_text
+    assert "0 von 1" in listed_text
+    assert re.search(r"läuft in \d+ Stunden? ab", listed_text), listed_text
+    for text in (made_text, listed_text):
+        assert not english_in(text)
