@@ -1,6 +1,7 @@
 """E-mails to certificate owners: each decision on their requests, and reminders before expiry.
 
-Decisions are queued by :mod:`enroll.flows` with ``transaction.on_commit``; reminders are recorded as
+Decisions are queued by :mod:`enroll.flows` (:func:`decision_on_commit`: a task for the worker, enqueued when
+the deciding transaction commits); reminders are recorded as
 :class:`~enroll.models.ExpiryReminder` rows in the same transaction that queues their e-mail, so each goes
 out once however often :func:`send_expiry_reminders` runs (``manage.py notify_expiring``, hourly from cron).
 
@@ -23,6 +24,7 @@ from django.db.models import QuerySet
 from django.urls import reverse
 from django.utils.text import slugify
 from django.utils.translation import gettext, ngettext, pgettext_lazy
+from django_tasks import task
 
 from accounts import emails
 from accounts import services as accounts_services
@@ -111,6 +113,19 @@ _DECISIONS: dict[str, str] = {
     RequestStatus.REJECTED: "request_rejected",
     RequestStatus.FAILED: "request_failed",
 }
+
+
+def decision_on_commit(*, request_id: int) -> None:
+    """Once the deciding transaction commits (nothing if it rolls back), enqueue :func:`decision_mail` for
+    the worker: the request that decided (an approval, a device's enrollment) only enqueues; the look-ups
+    and the mail's words are the worker's."""
+    emails.after_commit(decision_mail, request_id=request_id)
+
+
+@task()
+def decision_mail(request_id: int) -> bool:
+    """The background task behind :func:`decision_on_commit`: :func:`notify_decision`."""
+    return notify_decision(request_id=request_id)
 
 
 def notify_decision(*, request_id: int) -> bool:

@@ -7,7 +7,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from functools import partial
 
 from django.db import connections, router, transaction
 
@@ -136,7 +135,7 @@ def _approve_locked(
     )
     _issue(request, issuing=issuing, now=now)
     request_id = request.pk
-    transaction.on_commit(lambda: notifications.notify_decision(request_id=request_id), robust=True)
+    notifications.decision_on_commit(request_id=request_id)
 
 
 def _issue(request: EnrollmentRequest, *, issuing: _Issuing | str, now: dt.datetime) -> None:
@@ -319,7 +318,7 @@ def _approve_chunk(
         if subjects[request.owner_id].email is None:
             unheard += 1
             continue
-        transaction.on_commit(partial(notifications.notify_decision, request_id=request.pk), robust=True)
+        notifications.decision_on_commit(request_id=request.pk)
     if unheard:
         logger.info("%s decided requests: no verified e-mail address, their owners are not notified", unheard)
     return results

@@ -59,7 +59,7 @@ def reject(
             now=request.decided_at,
         )
         request_id = request.pk
-        transaction.on_commit(lambda: notifications.notify_decision(request_id=request_id), robust=True)
+        notifications.decision_on_commit(request_id=request_id)
     return request
 
 
