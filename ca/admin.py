@@ -150,7 +150,7 @@ class CertificateAdmin(ReadOnlyAdminMixin, _CertificateAdmin):
     @admin.display(description="status")
     def status_badge(self, obj: Certificate) -> str:
         status = obj.status_at(utcnow())
-        return badge(status.label, STATUS_COLORS[status])
+        return badge(str(status.label), STATUS_COLORS[status])
 
     @admin.display(description="revocation")
     def revocation_details(self, obj: Certificate) -> str:
