@@ -116,7 +116,7 @@ def test_it_prints_the_revocation_reach_of_a_front_server(tmp_path: Path) -> Non
     target; the timing itself is judged by tests/realclients/test_revocation_reach.py."""
     result = run_benchmark(
         tmp_path,
-        *("--crl-sizes", "", "--issue", "0", "--single", "0", "--http-seconds", "0"),
+        *("--crl-sizes", "", "--issue", "0", "--single", "0", "--est", "0", "--http-seconds", "0"),
         *("--reach-runs", "1", "--reach-servers", "node"),
     )
 
