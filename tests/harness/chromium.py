@@ -237,3 +237,14 @@ class ChromiumThread(StartStop):
             executor.shutdown(wait=False, cancel_futures=True)  # a hung call must not hang the teardown
             raise
         executor.shutdown(wait=True)
+
+
+#: User agents of the platforms the install chooser guesses (a Mac and an Android phone, Chrome on each).
+MAC_CHROME = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+ANDROID_CHROME = (
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 "
+    "Mobile Safari/537.36"
+)

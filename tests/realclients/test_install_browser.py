@@ -34,7 +34,9 @@ from enroll import flows
 from enroll.models import FirstDownload
 from tests.admin.test_queue_browser import audit
 from tests.harness.chromium import (
+    ANDROID_CHROME,
     DESKTOP,
+    MAC_CHROME,
     PHONE,
     ChromiumThread,
     close_session,
@@ -51,14 +53,6 @@ pytestmark = [pytest.mark.real_client, pytest.mark.real_server, pytest.mark.djan
 
 SHOTS = "install"
 PASSWORD = "a-long-Passphrase-42"
-MAC_CHROME = (
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/131.0.0.0 Safari/537.36"
-)
-ANDROID_CHROME = (
-    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 "
-    "Mobile Safari/537.36"
-)
 
 
 def shown_steps(page: Page) -> list[str]:
