@@ -16,6 +16,7 @@ from ca.models import (
     CertificateAuthority,
 )
 from ca.pki import keys as pki_keys
+from ca.pki import signing as pki_signing
 from ca.pki.errors import CAKeyError
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,11 @@ def load_key(ca: CertificateAuthority) -> pki_keys.CAPrivateKey:
     with _key_cache_lock:
         _key_cache[cache_key] = key
     return key
+
+
+def key_backend(ca: CertificateAuthority) -> pki_signing.KeyBackend:
+    """What signs for ``ca`` (:mod:`ca.pki.signing`): today its decrypted key file."""
+    return pki_signing.PrivateKeyBackend(key=load_key(ca))
 
 
 def clear_key_cache() -> None:
