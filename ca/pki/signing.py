@@ -18,6 +18,7 @@ The encrypted-file key goes through the same path (:class:`PrivateKeyBackend`), 
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections.abc import Callable
 from typing import Protocol
@@ -35,18 +36,27 @@ CAPrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 SignatureHash = hashes.SHA256 | hashes.SHA384
 
 
+class Purpose(enum.StrEnum):
+    """What the bytes to sign are: a signer that re-checks what it signs parses them accordingly."""
+
+    CERTIFICATE = "certificate"  # RFC 5280 4.1 TBSCertificate
+    CRL = "crl"  # RFC 5280 5.1 TBSCertList
+    OCSP_RESPONSE = "ocsp-response"  # RFC 6960 4.2.1 ResponseData
+
+
 class KeyBackend(Protocol):
     """What the core needs of a CA key, wherever it lives (encrypted file, PKCS#11 token, signer process).
 
     ``sign`` returns the signature as X.509 carries it: for RSA the PKCS#1 v1.5 signature (RFC 8017 8.2),
     for ECDSA the DER ``ECDSA-Sig-Value`` SEQUENCE of r and s (RFC 5480 / RFC 3279 2.2.3), over ``data``
-    hashed with ``algorithm``. It raises :class:`ca.pki.errors.CAKeyError` with a plain reason when the key
-    cannot sign (token missing, wrong PIN, no sign permission).
+    hashed with ``algorithm``. ``purpose`` says what ``data`` is (a backend that only holds a key ignores
+    it; a signer process parses and re-checks it). It raises :class:`ca.pki.errors.CAKeyError` with a
+    plain reason when the key cannot sign (token missing, wrong PIN, no sign permission).
     """
 
     def public_key(self) -> CAPublicKey: ...
 
-    def sign(self, *, data: bytes, algorithm: SignatureHash) -> bytes: ...
+    def sign(self, *, data: bytes, algorithm: SignatureHash, purpose: Purpose) -> bytes: ...
 
 
 class PrivateKeyBackend:
@@ -58,7 +68,8 @@ class PrivateKeyBackend:
     def public_key(self) -> CAPublicKey:
         return self._key.public_key()
 
-    def sign(self, *, data: bytes, algorithm: SignatureHash) -> bytes:
+    def sign(self, *, data: bytes, algorithm: SignatureHash, purpose: Purpose) -> bytes:
+        del purpose  # a key in this process signs whatever the core hands it
         if isinstance(self._key, rsa.RSAPrivateKey):
             return self._key.sign(data, padding.PKCS1v15(), algorithm)
         return self._key.sign(data, ec.ECDSA(algorithm))
@@ -185,7 +196,7 @@ def finish_certificate(*, draft: x509.Certificate, backend: KeyBackend) -> x509.
     """The draft's TBS signed by ``backend``, assembled and verified (RFC 5280 4.1)."""
     public_key, algorithm = _check_hash(backend)
     data = draft.tbs_certificate_bytes
-    signature = backend.sign(data=data, algorithm=algorithm)
+    signature = backend.sign(data=data, algorithm=algorithm, purpose=Purpose.CERTIFICATE)
     _verify(public_key=public_key, signature=signature, data=data, algorithm=algorithm)
     return x509.load_der_x509_certificate(
         _resign(draft.public_bytes(serialization.Encoding.DER), signature=signature)
@@ -213,7 +224,7 @@ def sign_crl(
     public_key, algorithm = _check_hash(backend)
     draft = builder.sign(throwaway_key(like=public_key), algorithm)
     data = draft.tbs_certlist_bytes
-    signature = backend.sign(data=data, algorithm=algorithm)
+    signature = backend.sign(data=data, algorithm=algorithm, purpose=Purpose.CRL)
     _verify(public_key=public_key, signature=signature, data=data, algorithm=algorithm)
     signed = _resign(draft.public_bytes(serialization.Encoding.DER), signature=signature)
     return x509.load_der_x509_crl(signed)
@@ -283,7 +294,7 @@ def sign_ocsp_response(
     where = 1 if fields[0][0] == 0xA0 else 0  # skip an explicit version
     fields[where] = _responder_id(responder=responder, encoding=encoding)
     data = _tlv(0x30, b"".join(fields))
-    signature = backend.sign(data=data, algorithm=algorithm)
+    signature = backend.sign(data=data, algorithm=algorithm, purpose=Purpose.OCSP_RESPONSE)
     _verify(public_key=public_key, signature=signature, data=data, algorithm=algorithm)
     new_basic = _tlv(0x30, data + signature_algorithm + _tlv(0x03, b"\x00" + signature) + b"".join(rest))
     outer = _tlv(0x30, status + _tlv(0xA0, _tlv(0x30, response_type + _tlv(0x04, new_basic))))
