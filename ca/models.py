@@ -461,6 +461,9 @@ class AuditEvent(models.TextChoices):
     ENROLLMENT_CODE_CREATED = "enrollment_code_created", "Enrollment code created"
     ENROLLMENT_CODE_REVOKED = "enrollment_code_revoked", "Enrollment code revoked"
     ENROLLMENT_CODE_USED = "enrollment_code_used", "Enrollment code used"
+    # The signer process (ca.signer): what it signed with a CA key and what it refused, and for whom.
+    SIGNER_SIGNED = "signer_signed", "Signed by the signer"
+    SIGNER_REFUSED = "signer_refused", "Refused by the signer"
 
 
 class AuditEntry(models.Model):
@@ -503,6 +506,39 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.sequence} {self.created_at:%Y-%m-%d %H:%M:%S} {self.get_event_display()}"
+
+
+class IssuanceAuthorisation(models.Model):
+    """An approver's word that the serial reserved on ``ca`` may be signed for one request's key.
+
+    Written (committed) by :func:`ca.services.authorisations.authorise` when a request is approved, before
+    anything is signed; the signer (:mod:`ca.signer`) signs a certificate only with an unused authorisation
+    for its CA and serial whose key is the certificate's, and notes when it was used. ``approver`` is None
+    for the operator's command line and automatic approvals (``approver_name`` says which).
+    """
+
+    ca = models.ForeignKey(CertificateAuthority, on_delete=models.PROTECT, related_name="authorisations")
+    serial = models.CharField(max_length=42, help_text="Upper-case hex, as on the reservation.")
+    request_sha256 = models.CharField(max_length=64, help_text="SHA-256 of the approved request.")
+    spki_sha256 = models.CharField(max_length=64, help_text="SHA-256 of the key to certify (DER SPKI).")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    approver = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    approver_name = models.CharField(max_length=150, blank=True, help_text="Kept if the account is deleted.")
+    created_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True, help_text="When the signer signed with it.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["ca", "serial"], name="authorisation_unique_serial_per_ca")
+        ]
+
+    def __str__(self) -> str:
+        return f"authorisation of serial {self.serial} ({self.approver_name or 'operator'})"
 
 
 class BlockedKeySource(models.TextChoices):

@@ -319,6 +319,16 @@ ENROLL_APPROVAL_SERVICE_HOURS = env.get_int(
 ENROLL_SPKAC_ALLOW_MD5 = env.get_bool("ENROLL_SPKAC_ALLOW_MD5", default=False)
 #: Lint every certificate (pkilint, RFC 5280) after signing it in memory; ERROR findings refuse it.
 ENROLL_LINT_BEFORE_SIGN = env.get_bool("ENROLL_LINT_BEFORE_SIGN", default=True)
+#: The signer (ca.signer, docs/OPERATIONS.md "The signer"): the Unix socket of `manage.py signer`. Set, web
+#: workers and commands sign only through it and need neither the CA passphrase nor a PIN; empty: in-process.
+ENROLL_SIGNER_SOCKET = env.get("ENROLL_SIGNER_SOCKET") or ""
+#: The uids the signer serves (peer credentials of the socket); empty: the signer's own uid only.
+_signer_uids = env.get_list("ENROLL_SIGNER_ALLOWED_UIDS", default=[])
+if not all(uid.isdigit() for uid in _signer_uids):
+    raise ImproperlyConfigured("ENROLL_SIGNER_ALLOWED_UIDS is a comma-separated list of numeric uids.")
+ENROLL_SIGNER_ALLOWED_UIDS = [int(uid) for uid in _signer_uids]
+#: Signatures per second the signer grants each caller uid, with bursts of a minute's worth.
+ENROLL_SIGNER_RATE = env.get_int("ENROLL_SIGNER_RATE", default=500, minimum=1, maximum=1_000_000)
 #: How long an e-mail verification link stays valid, in hours.
 ENROLL_EMAIL_VERIFICATION_HOURS = env.get_int(
     "ENROLL_EMAIL_VERIFICATION_HOURS", default=48, minimum=1, maximum=720

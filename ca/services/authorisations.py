@@ -1,0 +1,91 @@
+"""Issuance authorisations: the approver's word, committed before signing, that the signer checks.
+
+The approving flow (``enroll.flows.approval``) calls :func:`authorise` right after the serials are
+reserved and before it locks the requests: one :class:`ca.models.IssuanceAuthorisation` per serial,
+naming the request (its SHA-256), the key to certify, the owner and the approver. The signer process
+(:mod:`ca.signer`) reads it from its own database connection, so it must be committed first, as the
+reservation is. An authorisation whose request is not approved after all (decided by someone else
+meanwhile) is harmless: its reservation is discarded, and the signer signs only RESERVED serials.
+
+When the portal signs through the signer (``ENROLL_SIGNER_SOCKET``), :func:`authorise` asks the signer
+whether it is running first: if not, it raises :class:`CAError` saying so, and the flow leaves the
+requests as they were.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+
+from ca.errors import from_core
+from ca.models import CertificateAuthority, IssuanceAuthorisation, SerialReservation
+from ca.types import Account
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One serial to sign for one request: the request's SHA-256, its key's and its owner's id."""
+
+    reservation: SerialReservation
+    request_sha256: str
+    spki_sha256: str
+    owner_id: int | None
+
+
+def signer_ready() -> None:
+    """Raise :class:`CAError` when the portal signs through the signer and the signer does not answer."""
+    if not settings.ENROLL_SIGNER_SOCKET:
+        return
+    from ca.signer.client import ping  # the client only when configured
+
+    with from_core():
+        ping(path=settings.ENROLL_SIGNER_SOCKET)
+
+
+def authorise(
+    *, ca: CertificateAuthority, grants: Sequence[Grant], approver: Account | None, now: dt.datetime
+) -> list[IssuanceAuthorisation]:
+    """Check that the signer runs (when configured), then write and commit one authorisation per grant.
+
+    Must run outside any transaction (as :func:`ca.services.reservations.reserve`). Raises
+    :class:`CAError` when the signer is configured and not running; nothing is written then.
+    """
+    signer_ready()
+    rows = [
+        IssuanceAuthorisation(
+            ca=ca,
+            serial=grant.reservation.serial,
+            request_sha256=grant.request_sha256,
+            spki_sha256=grant.spki_sha256,
+            owner_id=grant.owner_id,
+            approver=approver,
+            approver_name=approver.get_username() if approver is not None else "",
+            created_at=now,
+        )
+        for grant in grants
+    ]
+    if not rows:
+        return rows
+    with transaction.atomic(durable=True):
+        return IssuanceAuthorisation.objects.bulk_create(rows, batch_size=500)
+
+
+def unused(*, ca: CertificateAuthority, serial: str) -> IssuanceAuthorisation | None:
+    """The authorisation to sign ``serial`` on ``ca``, if there is one and it was not used yet."""
+    return (
+        IssuanceAuthorisation.objects.filter(ca=ca, serial=serial, used_at__isnull=True)
+        .select_related("owner")
+        .first()
+    )
+
+
+def mark_used(*, ids: Sequence[int], now: dt.datetime) -> None:
+    """Note that the signer signed with these authorisations (the signer's writer, after signing)."""
+    for start in range(0, len(ids), 500):
+        IssuanceAuthorisation.objects.filter(pk__in=ids[start : start + 500], used_at__isnull=True).update(
+            used_at=now
+        )

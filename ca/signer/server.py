@@ -1,0 +1,319 @@
+"""``manage.py signer``: the one process that opens the CA keys, serving signatures on a Unix socket.
+
+Callers are allowed by the socket's peer credentials (SO_PEERCRED): ``ENROLL_SIGNER_ALLOWED_UIDS``, or
+the signer's own uid when that is empty; the socket file is 0660, so the file system lets in only the
+signer's user and group besides. Each connection gets a thread and may carry many requests, one after the
+other; every ``sign`` request is rate-limited per caller uid, re-checked (:mod:`ca.signer.checks`) and
+signed with :func:`ca.services.keys.key_backend` (key file or token). Certificates and CRLs signed, and
+every refusal, go into the audit log (OCSP responses into the process log only: they are many and say
+nothing the database does not). The audit entries and the authorisations' ``used_at`` are written by one
+writer thread right after the reply: the caller's transaction may hold the database's write lock while
+it waits for the signature.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import socket
+import stat
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.db import close_old_connections, connections
+
+from ca import audit
+from ca.clock import utcnow
+from ca.models import AuditEvent, CertificateAuthority
+from ca.pki.errors import CAKeyError
+from ca.pki.signing import Purpose
+from ca.services import authorisations, keys
+from ca.signer import checks, client, protocol
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a connection may stay idle between requests, and may take to send one whole request.
+IDLE_TIMEOUT = 600.0
+REQUEST_TIMEOUT = 60.0
+#: Connections served at once; more are refused with a reason.
+MAX_CONNECTIONS = 64
+
+
+class SignerStartError(Exception):
+    """The signer cannot start; the text says why and what to do."""
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    stamp: float
+
+
+@dataclass(slots=True)
+class RateLimit:
+    """A token bucket per caller uid: ``rate`` signatures a second, bursts of a minute's worth."""
+
+    rate: float
+    buckets: dict[int, _Bucket] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def allow(self, uid: int) -> bool:
+        now = time.monotonic()
+        burst = self.rate * 60
+        with self.lock:
+            bucket = self.buckets.setdefault(uid, _Bucket(burst, now))
+            bucket.tokens = min(burst, bucket.tokens + (now - bucket.stamp) * self.rate)
+            bucket.stamp = now
+            if bucket.tokens < 1:
+                return False
+            bucket.tokens -= 1
+            return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Note:
+    """One thing for the writer: an audit entry, and the authorisation to mark used."""
+
+    item: audit.AuditItem
+    authorisation: int | None = None
+
+
+class Writer(threading.Thread):
+    """Writes audit entries and ``used_at`` in batches, in transactions of its own, retrying on errors."""
+
+    def __init__(self) -> None:
+        super().__init__(name="signer-writer", daemon=True)
+        self.notes: queue.Queue[_Note | None] = queue.Queue()
+
+    def run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self.notes.get()
+            batch: list[_Note] = []
+            for note in [first, *self._drain()]:
+                if note is None:
+                    stopping = True
+                else:
+                    batch.append(note)
+            self._write(batch)
+        connections.close_all()
+
+    def _drain(self) -> Iterator[_Note | None]:
+        for _ in range(999):
+            try:
+                yield self.notes.get_nowait()
+            except queue.Empty:
+                return
+
+    def _write(self, batch: list[_Note]) -> None:
+        from django.db import transaction
+
+        for attempt in range(30):
+            try:
+                now = utcnow()
+                with transaction.atomic():
+                    audit.record_many([note.item for note in batch], now=now)
+                    ids = [note.authorisation for note in batch if note.authorisation is not None]
+                    authorisations.mark_used(ids=ids, now=now)
+                return
+            except Exception:  # the database is busy or gone: keep the entries and try again
+                logger.exception("the signer could not write %s audit entries (try %s)", len(batch), attempt)
+                close_old_connections()
+                time.sleep(min(2.0, 0.1 * (attempt + 1)))
+        logger.error("the signer dropped %s audit entries after 30 tries: %s", len(batch), batch)
+
+    def stop(self) -> None:
+        self.notes.put(None)
+        self.join(timeout=60)
+
+
+def _peer_uid(sock: socket.socket) -> int:
+    credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", credentials)
+    return int(uid)
+
+
+class Signer:
+    """The signer's state: the listening socket, the allowed uids, the rate limit, memory and writer."""
+
+    def __init__(
+        self, *, path: str, allowed_uids: list[int] | None = None, rate: float | None = None
+    ) -> None:
+        self.path = path
+        self.allowed = set(allowed_uids or settings.ENROLL_SIGNER_ALLOWED_UIDS or [os.getuid()])
+        self.limit = RateLimit(rate=float(rate or settings.ENROLL_SIGNER_RATE))
+        self.memory = checks.Memory()
+        self.writer = Writer()
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.listener: socket.socket | None = None
+        self._inode: int | None = None
+        self._stopping = threading.Event()
+
+    # --- the socket ---------------------------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Create the socket file 0660 (no moment with wider permissions); refuse a path that is not a stale
+        socket, and a socket another signer answers on."""
+        path = Path(self.path)
+        if not path.parent.is_dir():
+            raise SignerStartError(f"The socket's folder {path.parent} does not exist; create it first.")
+        with contextlib.suppress(FileNotFoundError):
+            mode = path.lstat().st_mode
+            if not stat.S_ISSOCK(mode):
+                raise SignerStartError(f"{path} exists and is not a socket; move it away or choose another.")
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(str(path))
+            except OSError:
+                path.unlink()  # a stale socket of a signer that stopped
+            else:
+                raise SignerStartError(f"Another signer is listening on {path} already.")
+            finally:
+                probe.close()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o117)
+        try:
+            listener.bind(str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o660)
+        listener.listen(128)
+        self.listener = listener
+        self._inode = path.stat().st_ino
+
+    def serve_forever(self) -> None:
+        """Accept connections until :meth:`stop`; each is served on a thread of its own."""
+        assert self.listener is not None
+        self.writer.start()
+        logger.info("the signer listens on %s for uids %s", self.path, sorted(self.allowed))
+        self.listener.settimeout(0.5)
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stopping.is_set():
+                    break
+                raise
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        self._close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        with contextlib.suppress(OSError):
+            if Path(self.path).stat().st_ino == self._inode:
+                Path(self.path).unlink()
+        self.writer.stop()
+
+    # --- one connection -----------------------------------------------------------------------------
+
+    def _serve(self, conn: socket.socket) -> None:
+        client.role.signer = True
+        if not self.slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                protocol.write_frame(conn, protocol.error_reply("the signer is busy; try again"))
+            conn.close()
+            return
+        try:
+            uid = _peer_uid(conn)
+            if uid not in self.allowed:
+                self._refuse(uid=uid, purpose="connection", ca="", reason=f"uid {uid} is not allowed")
+                reply = protocol.error_reply(f"uid {uid} is not allowed to use the signer")
+                protocol.write_frame(conn, reply)
+                return
+            while not self._stopping.is_set():
+                conn.settimeout(IDLE_TIMEOUT)
+                size = protocol.read_header(conn)
+                if size is None:
+                    return
+                if size > protocol.MAX_FRAME:
+                    reason = f"the message has {size} bytes, more than the {protocol.MAX_FRAME} allowed"
+                    self._refuse(uid=uid, purpose="message", ca="", reason=reason)
+                    protocol.write_frame(conn, protocol.error_reply(reason))
+                    return  # the rest of the frame is never read: the connection ends
+                conn.settimeout(REQUEST_TIMEOUT)
+                payload = protocol.recv_exactly(conn, size)
+                reply, keep = self._answer(uid, payload)
+                protocol.write_frame(conn, reply)
+                if not keep:
+                    return
+        except (OSError, protocol.Closed):
+            pass  # the caller went away or stalled; nothing was signed for it on this request
+        finally:
+            conn.close()
+            connections.close_all()
+            self.slots.release()
+
+    def _answer(self, uid: int, payload: bytes) -> tuple[dict[str, object], bool]:
+        """The reply to one request, and whether the connection may carry another."""
+        try:
+            request = protocol.parse_request(payload)
+        except protocol.ProtocolError as exc:
+            self._refuse(uid=uid, purpose="message", ca="", reason=str(exc))
+            return protocol.error_reply(str(exc)), False
+        if isinstance(request, protocol.Ping):
+            return protocol.ok_reply(), True
+        if not self.limit.allow(uid):
+            reason = f"uid {uid} asked for more than {self.limit.rate:g} signatures a second; try again later"
+            self._refuse(uid=uid, purpose=request.purpose.value, ca=request.ca, reason=reason)
+            return protocol.error_reply(reason), True
+        close_old_connections()
+        ca = CertificateAuthority.objects.filter(slug=request.ca).first()
+        if ca is None:
+            reason = f"there is no CA '{request.ca}'"
+            self._refuse(uid=uid, purpose=request.purpose.value, ca=request.ca, reason=reason)
+            return protocol.error_reply(reason), True
+        try:
+            verdict = checks.check(
+                ca=ca,
+                purpose=request.purpose,
+                data=request.data,
+                algorithm=request.algorithm,
+                memory=self.memory,
+                now=utcnow(),
+            )
+            signature = keys.key_backend(ca).sign(
+                data=request.data, algorithm=request.algorithm, purpose=request.purpose
+            )
+        except checks.Refused as exc:
+            self._refuse(uid=uid, purpose=request.purpose.value, ca=ca.slug, reason=str(exc))
+            return protocol.error_reply(str(exc)), True
+        except CAKeyError as exc:
+            logger.error("the signer cannot sign for CA %s: %s", ca.slug, exc)
+            return protocol.error_reply(str(exc)), True
+        self._signed(uid=uid, ca=ca, purpose=request.purpose, verdict=verdict)
+        return protocol.ok_reply(signature), True
+
+    def _signed(
+        self, *, uid: int, ca: CertificateAuthority, purpose: Purpose, verdict: checks.Verdict
+    ) -> None:
+        if purpose is Purpose.OCSP_RESPONSE:
+            logger.info("signed an %s of CA %s for uid %s", verdict.detail, ca.slug, uid)
+            return
+        item = audit.AuditItem(
+            event=AuditEvent.SIGNER_SIGNED,
+            ca_slug=ca.slug,
+            serial=verdict.serial,
+            crl_number=verdict.crl_number,
+            detail=f"{verdict.detail}; for uid {uid}",
+        )
+        self.writer.notes.put(_Note(item, verdict.authorisation))
+
+    def _refuse(self, *, uid: int, purpose: str, ca: str, reason: str) -> None:
+        logger.warning("the signer refused a %s of CA %s for uid %s: %s", purpose, ca or "-", uid, reason)
+        item = audit.AuditItem(
+            event=AuditEvent.SIGNER_REFUSED, ca_slug=ca, detail=f"{purpose} for uid {uid}: {reason}"
+        )
+        self.writer.notes.put(_Note(item))
