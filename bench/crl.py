@@ -39,7 +39,7 @@ def bench_crl(out: Output, sizes: list[int]) -> None:
     now = utcnow()
     ca = authorities.create_ca(name="Bench CRL CA", slug="bench-crl", make_default=False)
     owner = User.objects.create_user("bench-crl-owner")
-    key = keys.load_key(ca)
+    backend = keys.key_backend(ca)
     database = connection.vendor
     for size in sorted(sizes):
         fill_revocations(ca, owner, size, now)
@@ -47,7 +47,7 @@ def bench_crl(out: Output, sizes: list[int]) -> None:
         def raw_build(size: int = size) -> None:
             pki_crl.build_crl(
                 issuer=ca.certificate,
-                issuer_key=key,
+                backend=backend,
                 number=1,
                 this_update=now,
                 next_update=now + dt.timedelta(days=7),
@@ -82,7 +82,7 @@ def bench_crl(out: Output, sizes: list[int]) -> None:
             base = pki_crl.previous_crl(issuer=ca.certificate, previous_der=previous_der)
             pki_crl.build_crl(
                 issuer=ca.certificate,
-                issuer_key=key,
+                backend=backend,
                 number=2,
                 this_update=now,
                 next_update=now + dt.timedelta(days=7),

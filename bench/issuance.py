@@ -1,4 +1,5 @@
-"""Issuance figures on a P-256 CA: raw ``cryptography`` signing, bulk approval (``flows.approve_many``)
+"""Issuance figures on a P-256 CA: raw signing (the core's path: a throwaway-key draft, the key backend
+signs the TBS bytes, the result verified), bulk approval (``flows.approve_many``)
 with pre-signing lint on and off, single approvals per second, and approvals per second through the
 admin's Approve and next (the POST and the next request's page, in process through Django's test client)."""
 
@@ -39,7 +40,7 @@ def _submitted(owner: User, private_keys: list[ec.EllipticCurvePrivateKey]) -> l
 def bench_issuance(out: Output, count: int, single: int) -> float | None:
     """The issuance figures; returns the single approvals per second (None when ``single`` is 0)."""
     ca = authorities.create_ca(name="Bench Issuing CA", slug="bench-issuing", make_default=True)
-    key = keys.load_key(ca)
+    backend = keys.key_backend(ca)
     owner = User.objects.create_user("bench-user", "bench@example.com")
     admin = User.objects.create_superuser("bench-admin", "bench-admin@example.com", "not-used")
     private_keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(2 * count + 2 * single)]
@@ -53,7 +54,7 @@ def bench_issuance(out: Output, count: int, single: int) -> float | None:
             public_key=private_key.public_key(),
             subject=SubjectInfo(common_name="bench-user", email="bench@example.com"),
             issuer=ca.certificate,
-            issuer_key=key,
+            backend=backend,
             serial=new_serial(),
             not_before=not_before,
             not_after=not_after,

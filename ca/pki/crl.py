@@ -23,7 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import SignatureAlgorithmOID
 
-from .keys import CAPrivateKey, signature_hash_for
+from .signing import KeyBackend, sign_crl
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +47,16 @@ def revoked_certificate(*, entry: CrlEntry) -> x509.RevokedCertificate:
 def build_crl(
     *,
     issuer: x509.Certificate,
-    issuer_key: CAPrivateKey,
+    backend: KeyBackend,
     number: int,
     this_update: dt.datetime,
     next_update: dt.datetime,
     entries: Iterable[CrlEntry],
     carried_over: Sequence[x509.RevokedCertificate] = (),
 ) -> x509.CertificateRevocationList:
-    """Sign a complete (not delta) CRL for ``issuer``.
+    """Sign a complete (not delta) CRL for ``issuer`` through ``backend`` (the issuer's key wherever it
+    lives: :func:`ca.pki.signing.sign_crl` builds it with a throwaway key, has ``backend`` sign the
+    tbsCertList and verifies the result with the backend's public key).
 
     ``carried_over`` are entries of the issuer's previous CRL (from :func:`previous_crl`), listed
     unchanged before ``entries``: the revokedCertificates list (5.1.2.6) of a complete CRL repeats every
@@ -79,7 +81,7 @@ def build_crl(
         ],
         revoked_certificates=[*carried_over, *(revoked_certificate(entry=entry) for entry in entries)],
     )
-    return builder.sign(issuer_key, signature_hash_for(key=issuer_key))
+    return sign_crl(builder=builder, backend=backend)
 
 
 class PreviousCrlUnusable(ValueError):

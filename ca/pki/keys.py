@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from .errors import CAKeyError
+from .signing import signature_hash
 
 MIN_PASSPHRASE_LENGTH = 12
 
@@ -49,12 +50,14 @@ def generate_ca_key(*, key_type: CAKeyType) -> CAPrivateKey:
 
 
 def signature_hash_for(*, key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | hashes.SHA384:
-    """The hash to sign with: SHA-384 for P-384 and RSA 4096, SHA-256 otherwise (RFC 5480 section 4)."""
-    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
-        return hashes.SHA384()
-    if isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 4096:
-        return hashes.SHA384()
-    return hashes.SHA256()
+    """The hash to sign with: SHA-384 for P-384 and RSA 4096, SHA-256 otherwise (RFC 5480 section 4).
+
+    For callers that hold the private key; code that has only a key backend asks
+    :func:`ca.pki.signing.signature_hash` with the public key (the one rule, kept there).
+    """
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        return hashes.SHA256()
+    return signature_hash(public_key=key.public_key())
 
 
 def _check_passphrase(passphrase: str) -> bytes:

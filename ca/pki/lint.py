@@ -1,8 +1,10 @@
 """Lint a certificate before it leaves the CA: pkilint's RFC 5280 (PKIX) certificate validators.
 
-The CA signs a certificate in memory, lints its DER here, and stores or hands it out only when no
-finding is an ERROR (a violated MUST of RFC 5280) or FATAL (the DER cannot even be decoded): a bad
-profile, subject or URL then stops issuance instead of reaching relying parties.
+The CA drafts a certificate with a throwaway key (:func:`ca.pki.signing.draft_certificate`: the final
+to-be-signed bytes, not the CA's signature), lints that draft's DER here, and has the CA key sign it only
+when no finding is an ERROR (a violated MUST of RFC 5280) or FATAL (the DER cannot even be decoded): a
+bad profile, subject or URL then stops issuance before the CA key signs anything. (Only the signature
+value differs between the draft and the certificate; the validators read the TBS and the algorithm.)
 
 The validators are the ones pkilint's ``lint_pkix_cert`` runs (issuer, validity, subject, extensions and
 SubjectPublicKeyInfo per RFC 5280 section 4.1 and 4.2). They are built once per process and reused: the

@@ -7,7 +7,8 @@ reason, 2.2); serials this CA never issued are ``unknown``. A nonce in the reque
 A request that cannot be read, including one whose extensions are damaged or repeated (RFC 5280 4.2: an
 extension appears at most once) or that asks for a negative serial, gets ``malformedRequest``.
 The response is signed by the CA (2.6: the CA that issued the certificate may sign), with the responder
-identified by key hash and no extra certificates.
+identified by key hash and no extra certificates; the CA key signs the tbsResponseData through its key
+backend (:func:`ca.pki.signing.sign_ocsp_response`), wherever the key lives.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from .der import TooDeep, check_depth
-from .keys import CAPrivateKey, signature_hash_for
+from .signing import KeyBackend, sign_ocsp_response
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +142,7 @@ def respond(
     *,
     request_der: bytes,
     issuer: x509.Certificate,
-    issuer_key: CAPrivateKey,
+    backend: KeyBackend,
     lookup: Callable[[int], CertificateState | None],
     now: dt.datetime,
     validity: dt.timedelta,
@@ -156,7 +157,7 @@ def respond(
     return answer(
         question=question,
         issuer=issuer,
-        issuer_key=issuer_key,
+        backend=backend,
         state=lookup(question.serial),
         now=now,
         validity=validity,
@@ -167,7 +168,7 @@ def answer(
     *,
     question: OcspQuestion,
     issuer: x509.Certificate,
-    issuer_key: CAPrivateKey,
+    backend: KeyBackend,
     state: CertificateState | None,
     now: dt.datetime,
     validity: dt.timedelta,
@@ -198,10 +199,11 @@ def answer(
         revocation_time=state.revoked_at if state is not None and label == "revoked" else None,
         revocation_reason=None if reason in (None, x509.ReasonFlags.unspecified) else reason,
     )
-    builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, issuer)
     if question.nonce is not None:
         builder = builder.add_extension(question.nonce, critical=False)
-    response = builder.sign(issuer_key, signature_hash_for(key=issuer_key))
+    response = sign_ocsp_response(
+        builder=builder, responder=issuer, encoding=ocsp.OCSPResponderEncoding.HASH, backend=backend
+    )
     return OcspAnswer(
         response.public_bytes(serialization.Encoding.DER),
         label,

@@ -13,6 +13,11 @@ End-entity profile ``client`` (TLS client authentication), per RFC 5280 section 
 The subject is built from the account (CN = username, O from settings), never from the request. No
 extension of the request is ever copied. notBefore is backdated a little for clients with slow clocks;
 notAfter never passes the issuer's own notAfter (a certificate must not outlive its issuer).
+
+This module only builds: each ``*_builder`` function returns the ``CertificateBuilder`` with every field
+and extension, and the CA key never touches it. Signing goes through :mod:`ca.pki.signing` (a throwaway
+key gives the to-be-signed bytes, the key backend signs them, the result is verified), so a CA key in a
+token or a signer process signs exactly like a key file.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from .keys import CAPrivateKey, signature_hash_for
+from .keys import CAPrivateKey
+from .signing import CAPublicKey, KeyBackend, PrivateKeyBackend, sign_certificate
 
 #: RFC 5280 appendix A.1 upper bounds.
 UB_COMMON_NAME = 64
@@ -141,19 +147,18 @@ def validity_window(
     return not_before, not_after
 
 
-def build_client_certificate(
+def client_certificate_builder(
     *,
     profile: Profile,
     public_key: CertificatePublicKeyTypes,
     subject: SubjectInfo,
     issuer: x509.Certificate,
-    issuer_key: CAPrivateKey,
     serial: int,
     not_before: dt.datetime,
     not_after: dt.datetime,
     urls: IssuerUrls,
-) -> x509.Certificate:
-    """Sign an end-entity certificate with exactly the profile's extensions."""
+) -> x509.CertificateBuilder:
+    """An end-entity certificate with exactly the profile's extensions, ready to be signed."""
     builder = (
         x509.CertificateBuilder()
         .subject_name(build_subject(info=subject))
@@ -185,30 +190,56 @@ def build_client_certificate(
         builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.RFC822Name(subject.email)]), critical=False
         )
-    return builder.sign(issuer_key, signature_hash_for(key=issuer_key))
+    return builder
+
+
+def build_client_certificate(
+    *,
+    profile: Profile,
+    public_key: CertificatePublicKeyTypes,
+    subject: SubjectInfo,
+    issuer: x509.Certificate,
+    backend: KeyBackend,
+    serial: int,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    urls: IssuerUrls,
+) -> x509.Certificate:
+    """An end-entity certificate (:func:`client_certificate_builder`) signed through ``backend``
+    (:func:`ca.pki.signing.sign_certificate`). Issuance drafts and lints a batch first instead."""
+    builder = client_certificate_builder(
+        profile=profile,
+        public_key=public_key,
+        subject=subject,
+        issuer=issuer,
+        serial=serial,
+        not_before=not_before,
+        not_after=not_after,
+        urls=urls,
+    )
+    return sign_certificate(builder=builder, backend=backend)
 
 
 def build_ca_name(*, common_name: str, organization: str | None) -> x509.Name:
     return build_subject(info=SubjectInfo(common_name=common_name, organization=organization))
 
 
-def build_ca_certificate(
+def ca_certificate_builder(
     *,
     subject: x509.Name,
-    key: CAPrivateKey,
+    public_key: CAPublicKey,
     serial: int,
     not_before: dt.datetime,
     not_after: dt.datetime,
     issuer: x509.Certificate | None = None,
-    issuer_key: CAPrivateKey | None = None,
     issuer_urls: IssuerUrls | None = None,
-) -> x509.Certificate:
-    """A root (self-signed, no path length limit) or an intermediate (pathLenConstraint 0) CA certificate.
+) -> x509.CertificateBuilder:
+    """A root (self-signed, no path length limit) or an intermediate (pathLenConstraint 0) CA certificate
+    for ``public_key``, ready to be signed by the root's own key or by ``issuer``'s key.
 
     RFC 5280 4.2.1.9: cA=TRUE, critical; 4.2.1.3: keyCertSign and cRLSign, critical.
     An intermediate also carries the parent's CRL distribution point and caIssuers URL.
     """
-    public_key = key.public_key()
     ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
     builder = (
         x509.CertificateBuilder()
@@ -237,11 +268,37 @@ def build_ca_certificate(
         .add_extension(ski, critical=False)
     )
     if issuer is None:
-        builder = builder.issuer_name(subject).add_extension(
+        return builder.issuer_name(subject).add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
         )
-        return builder.sign(key, signature_hash_for(key=key))
-    if issuer_key is None or issuer_urls is None:
+    if issuer_urls is None:
+        raise ValueError("an intermediate needs its issuer's URLs")
+    return _issuer_extensions(builder.issuer_name(issuer.subject), issuer=issuer, urls=issuer_urls)
+
+
+def build_ca_certificate(
+    *,
+    subject: x509.Name,
+    key: CAPrivateKey,
+    serial: int,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    issuer: x509.Certificate | None = None,
+    issuer_key: CAPrivateKey | None = None,
+    issuer_urls: IssuerUrls | None = None,
+) -> x509.Certificate:
+    """:func:`ca_certificate_builder` for ``key``, signed through :class:`ca.pki.signing.PrivateKeyBackend`
+    with ``key`` itself (a root) or ``issuer_key`` (an intermediate): for callers that hold key files."""
+    if issuer is not None and (issuer_key is None or issuer_urls is None):
         raise ValueError("an intermediate needs its issuer's key and URLs")
-    builder = _issuer_extensions(builder.issuer_name(issuer.subject), issuer=issuer, urls=issuer_urls)
-    return builder.sign(issuer_key, signature_hash_for(key=issuer_key))
+    builder = ca_certificate_builder(
+        subject=subject,
+        public_key=key.public_key(),
+        serial=serial,
+        not_before=not_before,
+        not_after=not_after,
+        issuer=issuer,
+        issuer_urls=issuer_urls,
+    )
+    signer = key if issuer_key is None or issuer is None else issuer_key
+    return sign_certificate(builder=builder, backend=PrivateKeyBackend(key=signer))

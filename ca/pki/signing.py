@@ -84,6 +84,21 @@ def signature_hash(*, public_key: CAPublicKey) -> SignatureHash:
     return hashes.SHA256()
 
 
+def certified_public_key(*, backend: KeyBackend, certificate: x509.Certificate) -> CAPublicKey:
+    """``certificate``'s public key, once ``backend``'s key is known to be that key (else
+    :class:`CAKeyError`): a signature the backend makes then verifies with the certificate's key."""
+    der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    certified = certificate.public_key()
+    if not isinstance(certified, rsa.RSAPublicKey | ec.EllipticCurvePublicKey) or (
+        backend.public_key().public_bytes(der, spki) != certified.public_bytes(der, spki)
+    ):
+        raise CAKeyError(
+            "The key that signs for this CA is not the key of its certificate; nothing was signed. The "
+            "operator must check the CA's key configuration."
+        )
+    return certified
+
+
 _throwaway: dict[str, CAPrivateKey] = {}
 _throwaway_lock = threading.Lock()
 
@@ -158,10 +173,16 @@ def _contents(der: bytes) -> bytes:
     return der[start:end]
 
 
-def _resign(signed: bytes, *, signature: bytes) -> bytes:
-    """``signed`` (SEQUENCE { tbs, signatureAlgorithm, BIT STRING, [optional rest] }) with a new signature."""
+def _signed_parts(signed: bytes) -> tuple[bytes, bytes, bytes]:
+    """(tbs, signatureAlgorithm, what follows the signature) of ``signed``, a SEQUENCE { tbs,
+    signatureAlgorithm, signature BIT STRING, [optional rest] }: the TBS as encoded, never re-encoded."""
     tbs, algorithm, _old, *rest = _children(signed)
-    return _tlv(0x30, tbs + algorithm + _tlv(0x03, b"\x00" + signature) + b"".join(rest))
+    return tbs, algorithm, b"".join(rest)
+
+
+def _assemble(*, tbs: bytes, algorithm: bytes, signature: bytes, rest: bytes = b"") -> bytes:
+    """SEQUENCE { tbs, signatureAlgorithm, signature BIT STRING (no unused bits), rest }."""
+    return _tlv(0x30, tbs + algorithm + _tlv(0x03, b"\x00" + signature) + rest)
 
 
 # --- the one path --------------------------------------------------------------------------------------
@@ -195,11 +216,11 @@ def draft_certificate(*, builder: x509.CertificateBuilder, like: CAPublicKey) ->
 def finish_certificate(*, draft: x509.Certificate, backend: KeyBackend) -> x509.Certificate:
     """The draft's TBS signed by ``backend``, assembled and verified (RFC 5280 4.1)."""
     public_key, algorithm = _check_hash(backend)
-    data = draft.tbs_certificate_bytes
+    data, signature_algorithm, rest = _signed_parts(draft.public_bytes(serialization.Encoding.DER))
     signature = backend.sign(data=data, algorithm=algorithm, purpose=Purpose.CERTIFICATE)
     _verify(public_key=public_key, signature=signature, data=data, algorithm=algorithm)
     return x509.load_der_x509_certificate(
-        _resign(draft.public_bytes(serialization.Encoding.DER), signature=signature)
+        _assemble(tbs=data, algorithm=signature_algorithm, signature=signature, rest=rest)
     )
 
 
@@ -223,11 +244,12 @@ def sign_crl(
     """A CRL built with a throwaway key, its ``tbsCertList`` signed by ``backend`` (RFC 5280 5.1)."""
     public_key, algorithm = _check_hash(backend)
     draft = builder.sign(throwaway_key(like=public_key), algorithm)
-    data = draft.tbs_certlist_bytes
+    data, signature_algorithm, rest = _signed_parts(draft.public_bytes(serialization.Encoding.DER))
     signature = backend.sign(data=data, algorithm=algorithm, purpose=Purpose.CRL)
     _verify(public_key=public_key, signature=signature, data=data, algorithm=algorithm)
-    signed = _resign(draft.public_bytes(serialization.Encoding.DER), signature=signature)
-    return x509.load_der_x509_crl(signed)
+    return x509.load_der_x509_crl(
+        _assemble(tbs=data, algorithm=signature_algorithm, signature=signature, rest=rest)
+    )
 
 
 def _responder_id(*, responder: x509.Certificate, encoding: ocsp.OCSPResponderEncoding) -> bytes:
@@ -289,13 +311,13 @@ def sign_ocsp_response(
     draft = builder.responder_id(encoding, stand_in).sign(throwaway, algorithm)
     status, response_bytes = _children(draft.public_bytes(serialization.Encoding.DER))
     response_type, basic = _children(_contents(response_bytes))
-    draft_tbs, signature_algorithm, _old, *rest = _children(_contents(basic))
+    draft_tbs, signature_algorithm, rest = _signed_parts(_contents(basic))
     fields = _children(draft_tbs)
     where = 1 if fields[0][0] == 0xA0 else 0  # skip an explicit version
     fields[where] = _responder_id(responder=responder, encoding=encoding)
     data = _tlv(0x30, b"".join(fields))
     signature = backend.sign(data=data, algorithm=algorithm, purpose=Purpose.OCSP_RESPONSE)
     _verify(public_key=public_key, signature=signature, data=data, algorithm=algorithm)
-    new_basic = _tlv(0x30, data + signature_algorithm + _tlv(0x03, b"\x00" + signature) + b"".join(rest))
+    new_basic = _assemble(tbs=data, algorithm=signature_algorithm, signature=signature, rest=rest)
     outer = _tlv(0x30, status + _tlv(0xA0, _tlv(0x30, response_type + _tlv(0x04, new_basic))))
     return ocsp.load_der_ocsp_response(outer)

@@ -27,6 +27,7 @@ from ca.models import (
     SerialReservation,
 )
 from ca.pki import crl as pki_crl
+from ca.pki import signing as pki_signing
 from ca.services import keys
 from ca.types import Account
 
@@ -84,7 +85,8 @@ def publish_crl(
             return CrlPublication.objects.get(pk=latest.pk)
         number = next_crl_number(ca=locked, latest=latest.number if latest else None, now=this_update)
         with from_core():
-            key = keys.load_key(locked)
+            backend = keys.key_backend(locked)
+            pki_signing.certified_public_key(backend=backend, certificate=locked.certificate)
         read_at = utcnow()
         cutoff = this_update - lifetime
         incremental = _carry_over(ca=locked, previous=latest, cutoff=cutoff) if latest is not None else None
@@ -94,15 +96,16 @@ def publish_crl(
             + _reserved_entries(ca=locked, cutoff=cutoff)
             + _revoked_children(ca=locked, cutoff=cutoff),
         )
-        signed = pki_crl.build_crl(
-            issuer=locked.certificate,
-            issuer_key=key,
-            number=number,
-            this_update=this_update,
-            next_update=this_update + lifetime,
-            entries=entries,
-            carried_over=carried,
-        )
+        with from_core():  # a key backend that cannot sign (token gone) says so as a CAError
+            signed = pki_crl.build_crl(
+                issuer=locked.certificate,
+                backend=backend,
+                number=number,
+                this_update=this_update,
+                next_update=this_update + lifetime,
+                entries=entries,
+                carried_over=carried,
+            )
         count = len(carried) + len(entries)
         der = signed.public_bytes(serialization.Encoding.DER)
         publication = CrlPublication.objects.create(

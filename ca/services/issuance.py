@@ -1,4 +1,14 @@
-"""Issuing certificates: re-check a stored request, refuse blocked keys and keys of other accounts, sign."""
+"""Issuing certificates: re-check a stored request, refuse blocked keys and keys of other accounts, draft,
+lint, sign through the CA's key backend, verify, store.
+
+The CA key signs only certificates that passed every check: each certificate is first drafted with a
+throwaway key (:func:`ca.pki.signing.draft_certificate`: its to-be-signed bytes, with the reserved serial,
+are final), the drafts of a batch are linted at once, and only the clean ones are signed by the key backend
+(:func:`ca.pki.signing.finish_certificate`, which verifies each signature with the CA's public key). So a
+refused certificate costs no CA signature and uses up no serial: its reservation is discarded with the
+reason, and a discarded reservation is a serial that no CA signature ever carried (nothing to revoke,
+nothing for the CRL).
+"""
 
 from __future__ import annotations
 
@@ -27,21 +37,26 @@ from ca.models import (
     CertificateAuthority,
     SerialReservation,
 )
-from ca.pki import keys as pki_keys
 from ca.pki import lint as pki_lint
 from ca.pki.csr import check_csr_der
-from ca.pki.errors import RequestRefused
+from ca.pki.errors import CAKeyError, RequestRefused
 from ca.pki.profiles import (
     IssuerUrls,
     Profile,
     SubjectInfo,
-    build_client_certificate,
+    client_certificate_builder,
     get_profile,
     validity_window,
 )
+from ca.pki.signing import (
+    CAPublicKey,
+    KeyBackend,
+    certified_public_key,
+    draft_certificate,
+    finish_certificate,
+)
 from ca.pki.spkac import check_spkac_der
-from ca.services import authorities, reservations
-from ca.services.keys import load_key
+from ca.services import authorities, keys, reservations
 from ca.types import Account
 
 logger = logging.getLogger(__name__)
@@ -129,29 +144,35 @@ class _Signer:
     """What signing needs that is the same for every certificate of one issuance (one or a batch)."""
 
     ca: CertificateAuthority
-    key: pki_keys.CAPrivateKey
+    backend: KeyBackend
+    public_key: CAPublicKey  # the CA certificate's, which the backend's key must be
     not_before: dt.datetime
     not_after: dt.datetime
     urls: IssuerUrls
     lint: bool
 
-    def sign(
+    def draft(
         self, *, parsed: _Checked, subject: SubjectInfo, profile: Profile, serial: int
-    ) -> tuple[x509.Certificate, bytes]:
-        """Build and sign in memory (not linted here: :func:`_lint_drafts` lints a batch at once)."""
+    ) -> x509.Certificate:
+        """The certificate with its final TBS bytes, signed by a throwaway key only (the CA key is not used:
+        :func:`_lint_drafts` lints a batch of drafts at once, then :meth:`finish` signs the clean ones)."""
         with from_core():
-            certificate = build_client_certificate(
+            builder = client_certificate_builder(
                 profile=profile,
                 public_key=parsed.public_key,
                 subject=subject,
                 issuer=self.ca.certificate,
-                issuer_key=self.key,
                 serial=serial,
                 not_before=self.not_before,
                 not_after=self.not_after,
                 urls=self.urls,
             )
-        return certificate, certificate.public_bytes(serialization.Encoding.DER)
+            return draft_certificate(builder=builder, like=self.public_key)
+
+    def finish(self, draft: x509.Certificate) -> x509.Certificate:
+        """The draft's TBS signed by the CA's key backend, verified with the CA's public key (raises
+        :class:`ca.pki.errors.CAKeyError` when the key cannot sign or its signature does not verify)."""
+        return finish_certificate(draft=draft, backend=self.backend)
 
     def refuse_if_unclean(self, findings: list[pki_lint.Finding]) -> None:
         """Raise CAError naming the ERROR and FATAL findings, if there are any."""
@@ -168,7 +189,8 @@ def _signer(*, ca: CertificateAuthority, validity: dt.timedelta | None, now: dt.
             "--parent ...) and make it the default."
         )
     with from_core():
-        key = load_key(ca)
+        backend = keys.key_backend(ca)
+        public_key = certified_public_key(backend=backend, certificate=ca.certificate)
         not_before, not_after = validity_window(
             now=now,
             validity=validity or dt.timedelta(days=settings.ENROLL_CERT_VALIDITY_DAYS),
@@ -176,7 +198,8 @@ def _signer(*, ca: CertificateAuthority, validity: dt.timedelta | None, now: dt.
         )
     return _Signer(
         ca=ca,
-        key=key,
+        backend=backend,
+        public_key=public_key,
         not_before=not_before,
         not_after=not_after,
         urls=ca.urls,
@@ -239,37 +262,54 @@ def issue(
 
     Order i uses the serial of reservation i. Each order is re-checked as at submission (request
     signature and key policy), its key must be neither blocked nor another account's (also within the
-    batch), its profile must exist; then its certificate is built with the account's subject (nothing but
-    the public key comes from the request: RFC 5280 leaves the subject to the CA), signed, and linted
-    (pkilint, when ``settings.ENROLL_LINT_BEFORE_SIGN``): an ERROR or FATAL finding refuses it. The
-    certificates that pass are inserted with one bulk INSERT; the reservations of the others are
-    discarded with the reason. A problem common to all orders (unreadable CA key, expired CA) is every
-    order's reason.
+    batch), its profile must exist; then its certificate is drafted with the account's subject (nothing
+    but the public key comes from the request: RFC 5280 leaves the subject to the CA) and the reserved
+    serial, signed by a throwaway key, and linted (pkilint, when ``settings.ENROLL_LINT_BEFORE_SIGN``): an
+    ERROR or FATAL finding refuses it. Only then does the CA's key backend sign the clean drafts' TBS
+    bytes; each result is verified with the CA's public key, and they are inserted with one bulk INSERT.
+
+    A refused order costs no CA signature and uses up no serial: its reservation is discarded with the
+    reason (the serial was never on anything the CA key signed, so it is never revoked nor listed on a
+    CRL). A problem common to all orders (unusable CA key, expired CA) is every order's reason. When the
+    key backend fails while signing (token gone, wrong PIN, a signature that does not verify), nothing of
+    the batch is stored and that failure is the reason of every order not refused on its own; serials
+    the CA key did sign before the failure keep their reservation open, as after a crash between
+    signing and storing (reported after 10 minutes, revocable by serial), so no CA-signed serial is ever
+    marked discarded.
     """
     if len(orders) != len(reserved.reservations):
         raise ValueError("issue() needs exactly one reservation per order")
     outcomes: list[Certificate | str | None] = [None] * len(orders)
+    signed_unstored: set[int] = set()  # orders whose serial the CA key signed, in a batch that failed
     try:
         signer = _signer(ca=reserved.ca, validity=reserved.validity, now=reserved.now)
     except CAError as exc:
         outcomes = [str(exc)] * len(orders)
     else:
-        drafts = _sign_all(orders, reserved=reserved, signer=signer, outcomes=outcomes)
+        drafts = _draft_all(orders, reserved=reserved, signer=signer, outcomes=outcomes)
         if signer.lint:
             drafts = _lint_drafts(drafts, signer=signer, outcomes=outcomes)
-        if drafts:
-            Certificate.objects.bulk_create([draft.row for draft in drafts])
+        try:
+            rows = _sign_drafts(drafts, signer=signer, now=reserved.now)
+        except CAKeyError as exc:
+            logger.error("CA %s could not sign: %s", signer.ca.slug, exc)
+            signed_unstored = {draft.index for draft in drafts if draft.signed}
+            for draft in drafts:
+                outcomes[draft.index] = str(exc)
+            drafts, rows = [], []
+        if rows:
+            Certificate.objects.bulk_create(rows)
             reservations.mark_issued(
                 reservations=[reserved.reservations[draft.index] for draft in drafts], now=reserved.now
             )
-        for draft in drafts:
-            outcomes[draft.index] = draft.row
+        for draft, row in zip(drafts, rows, strict=True):
+            outcomes[draft.index] = row
     refused: dict[str, list[SerialReservation]] = {}
-    for outcome, reservation in zip(outcomes, reserved.reservations, strict=True):
-        if isinstance(outcome, str):
+    for index, (outcome, reservation) in enumerate(zip(outcomes, reserved.reservations, strict=True)):
+        if isinstance(outcome, str) and index not in signed_unstored:
             refused.setdefault(outcome, []).append(reservation)
-    for reason, rows in refused.items():
-        reservations.discard(reservations=rows, reason=reason, now=reserved.now)
+    for reason, unused in refused.items():
+        reservations.discard(reservations=unused, reason=reason, now=reserved.now)
     stored = [o for o in outcomes if isinstance(o, Certificate)]
     audit.record_many(
         [audit.AuditItem(**_issued_entry(row, actor=actor)) for row in stored], now=reserved.now
@@ -321,20 +361,31 @@ def _issued_entry(row: Certificate, *, actor: Account | None) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class _Draft:
-    """A certificate signed in memory, not stored yet (``row`` has its serial, DER and subject)."""
+    """A certificate of one order, not stored yet: the throwaway-signed draft (final TBS bytes, what lint
+    reads) until the CA key signed it, then the final certificate and the row to insert."""
 
     index: int
-    row: Certificate
+    certificate: x509.Certificate
+    order: IssueOrder
+    parsed: _Checked
+    profile: Profile
+    serial: str
+    row: Certificate | None = None  # set once the CA key signed
+
+    @property
+    def signed(self) -> bool:
+        return self.row is not None
 
 
-def _sign_all(
+def _draft_all(
     orders: Sequence[IssueOrder],
     *,
     reserved: Reserved,
     signer: _Signer,
     outcomes: list[Certificate | str | None],
 ) -> list[_Draft]:
-    """Re-check, refuse and sign each order with its reserved serial (not linted yet)."""
+    """Re-check and refuse each order, and draft the certificate of each one left with its reserved serial
+    (signed by the throwaway key only; not linted yet)."""
     checked: list[tuple[int, _Checked, Profile]] = []
     for index, order in enumerate(orders):
         try:
@@ -355,28 +406,13 @@ def _sign_all(
             continue
         serial = reserved.reservations[index].serial
         try:
-            certificate, der = signer.sign(
+            draft = signer.draft(
                 parsed=parsed, subject=order.subject, profile=profile, serial=int(serial, 16)
             )
         except CAError as exc:
             outcomes[index] = str(exc)
             continue
-        row = Certificate(
-            ca=signer.ca,
-            serial=serial,
-            der=der,
-            subject=certificate.subject.rfc4514_string(),
-            not_before=signer.not_before,
-            not_after=signer.not_after,
-            owner=order.owner,
-            fingerprint_sha256=hashlib.sha256(der).hexdigest(),
-            spki_sha256=parsed.spki_sha256,
-            profile=profile.name,
-            request_sha256=parsed.sha256,
-            created_at=reserved.now,
-            device_name=order.device_name,
-        )
-        drafts.append(_Draft(index, row))
+        drafts.append(_Draft(index, draft, order, parsed, profile, serial))
     return drafts
 
 
@@ -384,11 +420,11 @@ def _lint_drafts(
     drafts: list[_Draft], *, signer: _Signer, outcomes: list[Certificate | str | None]
 ) -> list[_Draft]:
     """The drafts that lint clean (all linted at once, in worker processes for a large batch); the reason
-    of each other one goes into ``outcomes``."""
+    of each other one goes into ``outcomes``. The CA key has signed none of them yet: a refused draft
+    carries only the throwaway key's signature and is dropped."""
     clean: list[_Draft] = []
-    for draft, findings in zip(
-        drafts, pki_lint.lint_many(ders=[bytes(d.row.der) for d in drafts]), strict=True
-    ):
+    ders = [draft.certificate.public_bytes(serialization.Encoding.DER) for draft in drafts]
+    for draft, findings in zip(drafts, pki_lint.lint_many(ders=ders), strict=True):
         try:
             signer.refuse_if_unclean(findings)
         except CAError as exc:
@@ -396,3 +432,31 @@ def _lint_drafts(
             continue
         clean.append(draft)
     return clean
+
+
+def _sign_drafts(drafts: list[_Draft], *, signer: _Signer, now: dt.datetime) -> list[Certificate]:
+    """Have the CA's key backend sign each draft's TBS bytes (verified with the CA's public key) and make
+    its row (the rows, in order); raises :class:`ca.pki.errors.CAKeyError` at the first signature that
+    fails (the drafts signed before it have their row set)."""
+    rows: list[Certificate] = []
+    for draft in drafts:
+        certificate = signer.finish(draft.certificate)
+        der = certificate.public_bytes(serialization.Encoding.DER)
+        draft.certificate = certificate
+        draft.row = Certificate(
+            ca=signer.ca,
+            serial=draft.serial,
+            der=der,
+            subject=certificate.subject.rfc4514_string(),
+            not_before=signer.not_before,
+            not_after=signer.not_after,
+            owner=draft.order.owner,
+            fingerprint_sha256=hashlib.sha256(der).hexdigest(),
+            spki_sha256=draft.parsed.spki_sha256,
+            profile=draft.profile.name,
+            request_sha256=draft.parsed.sha256,
+            created_at=now,
+            device_name=draft.order.device_name,
+        )
+        rows.append(draft.row)
+    return rows

@@ -35,6 +35,7 @@ from ca.models import (
     SerialReservation,
 )
 from ca.pki import ocsp as pki_ocsp
+from ca.pki import signing as pki_signing
 from ca.pki.ocsp import CertificateState, OcspAnswer, OcspQuestion
 from ca.pki.serials import format_serial
 from ca.services import keys
@@ -71,15 +72,16 @@ def ocsp_response(
         if cached is not None:
             return cached
     with from_core():
-        key = keys.load_key(issuer)
-    answer = pki_ocsp.answer(
-        question=question,
-        issuer=issuer.certificate,
-        issuer_key=key,
-        state=state,
-        now=now,
-        validity=validity(),
-    )
+        backend = keys.key_backend(issuer)
+        pki_signing.certified_public_key(backend=backend, certificate=issuer.certificate)
+        answer = pki_ocsp.answer(
+            question=question,
+            issuer=issuer.certificate,
+            backend=backend,
+            state=state,
+            now=now,
+            validity=validity(),
+        )
     if question.nonce is None:
         _cache.put(issuer=issuer, question=question, state=state, answer=answer)
     return answer

@@ -3,11 +3,18 @@
 The order is the one boulder uses. A serial is drawn at random (:func:`ca.pki.serials.new_serial`, 159
 bits from the OS CSPRNG) and inserted into :class:`ca.models.SerialReservation` in a transaction of its
 own that commits before signing starts; the unique constraint on (CA, serial) is the collision guard, and
-a collision is an error, never a silent re-draw. Then the certificate is signed and stored with that
-serial. Whatever happens after the reservation commits, the serial is known: a process that dies between
-signing and storing leaves a reservation still RESERVED, which :func:`unstored` finds (the system
-check ``ca.W002`` and the CRL health page report it) and :func:`ca.services.revocation.revoke_serial`
-puts on the CRL.
+a collision is an error, never a silent re-draw. Then the certificate is drafted, linted, signed by the CA
+key and stored with that serial. Whatever happens after the reservation commits, the serial is known: a
+process that dies between signing and storing leaves a reservation still RESERVED, which :func:`unstored`
+finds (the system check ``ca.W002`` and the CRL health page report it) and
+:func:`ca.services.revocation.revoke_serial` puts on the CRL.
+
+A serial is *used up* once a CA signature carries it. A certificate refused before the CA key signs it
+(a blocked key, a lint finding on the throwaway-signed draft, a CA key that cannot sign) uses up none:
+its reservation is closed by :func:`discard` with the reason, so the serial is on no CA-signed object,
+never needs revoking, never goes on a CRL and is not reported; the row stays as the record of the
+refusal. (Serials are 159 random bits: there is no pool to hand one back to, and the unique constraint
+keeps it from being drawn again.)
 """
 
 from __future__ import annotations
@@ -66,7 +73,8 @@ def reserve(
 
 
 def discard(*, reservations: Sequence[SerialReservation], reason: str, now: dt.datetime) -> None:
-    """Note that no certificate with these serials left the CA (refused before or after signing)."""
+    """Release these serials: no certificate with them left the CA, and issuance discards only serials
+    that no CA signature carried (refused before the CA key signed: see the module's docstring)."""
     _close(reservations, state=ReservationState.DISCARDED, note=reason[:500], now=now)
 
 

@@ -36,10 +36,11 @@ from ca.models import (
 )
 from ca.pki import crl as pki_crl
 from ca.pki.serials import format_serial, new_serial
+from ca.pki.signing import PrivateKeyBackend
 from ca.services import crl_serving, frontservers
 from ca.services.authorities import create_ca
 from ca.services.crl import CARRY_OVER_SLACK, crl_lifetime, publish_crl
-from ca.services.keys import load_key
+from ca.services.keys import key_backend
 from ca.services.revocation import revoke_certificate
 from tests.ca.reporting import report_installed
 from tests.conftest import signed_by
@@ -121,7 +122,7 @@ def full_build_entries(ca: CertificateAuthority, publication: CrlPublication) ->
     ]
     rebuilt = pki_crl.build_crl(
         issuer=ca.certificate,
-        issuer_key=load_key(ca),
+        backend=key_backend(ca),
         number=publication.number,
         this_update=publication.this_update,
         next_update=publication.next_update,
@@ -263,7 +264,7 @@ def crl_signed_by_another_key_under_the_same_name(
     old_key = ec.generate_private_key(ec.SECP256R1())
     crl = pki_crl.build_crl(
         issuer=ca.certificate,  # name and authorityKeyIdentifier of this CA, signature of another key
-        issuer_key=old_key,
+        backend=PrivateKeyBackend(key=old_key),
         number=previous.number,
         this_update=previous.this_update,
         next_update=previous.next_update,

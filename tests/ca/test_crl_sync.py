@@ -28,6 +28,7 @@ from ca.pki import crl as pki_crl
 from ca.pki import node_reports
 from ca.pki.keys import CAPrivateKey
 from ca.pki.profiles import build_ca_certificate, build_ca_name
+from ca.pki.signing import PrivateKeyBackend
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 REPO = Path(__file__).resolve().parents[2]
@@ -136,7 +137,7 @@ class FakeCA:
         entries = [pki_crl.CrlEntry(serial=s, revoked_at=this_update) for s in serials]
         return pki_crl.build_crl(
             issuer=self.certificate,
-            issuer_key=self.key,
+            backend=PrivateKeyBackend(key=self.key),
             number=number,
             this_update=this_update,
             next_update=this_update + lifetime,

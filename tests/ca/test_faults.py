@@ -30,7 +30,7 @@ from pytest_django.fixtures import Settings
 
 from ca import audit
 from ca.models import AuditEntry, AuditEvent, Certificate, CertificateAuthority
-from ca.pki.profiles import build_client_certificate
+from ca.pki.signing import finish_certificate
 from ca.services import issuance
 from ca.services.keys import clear_key_cache
 from enroll import flows
@@ -73,7 +73,7 @@ def terminate_backend(pid: int) -> None:
 def connection_killed_while_signing(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The first certificate signed kills its own database connection first; the list gets the server pid."""
     killed: list[int] = []
-    sign = build_client_certificate
+    sign = finish_certificate
 
     def sign_after_the_connection_died(**kwargs: Any) -> x509.Certificate:
         if not killed:
@@ -85,7 +85,7 @@ def connection_killed_while_signing(monkeypatch: pytest.MonkeyPatch) -> list[int
             terminate_backend(killed[0])
         return sign(**kwargs)
 
-    monkeypatch.setattr(issuance, "build_client_certificate", sign_after_the_connection_died)
+    monkeypatch.setattr(issuance, "finish_certificate", sign_after_the_connection_died)
     return killed
 
 

@@ -37,15 +37,15 @@ class ProcessDied(BaseException):
 
 @pytest.fixture
 def crash_after_signing(monkeypatch: pytest.MonkeyPatch) -> list[x509.Certificate]:
-    """The next certificate is signed, then the process 'dies' before it is stored."""
+    """The next certificate is signed by the CA key, then the process 'dies' before it is stored."""
     signed: list[x509.Certificate] = []
-    sign = issuance.build_client_certificate  # type: ignore[attr-defined]
+    sign = issuance.finish_certificate  # type: ignore[attr-defined]
 
     def sign_then_die(**kwargs: Any) -> x509.Certificate:
         signed.append(sign(**kwargs))
         raise ProcessDied
 
-    monkeypatch.setattr(issuance, "build_client_certificate", sign_then_die)
+    monkeypatch.setattr(issuance, "finish_certificate", sign_then_die)
     return signed
 
 

@@ -229,13 +229,13 @@ def test_a_drawn_serial_that_is_taken_fails_the_batch_and_signs_nothing(
     sequence = iter([0x7A11, taken_serial, 0x7A12])
     monkeypatch.setattr(reservations, "new_serial", lambda: next(sequence))
     signed: list[int] = []
-    sign = issuance.build_client_certificate  # type: ignore[attr-defined]
+    sign = issuance.finish_certificate  # type: ignore[attr-defined]
 
     def record_then_sign(**kwargs: Any) -> x509.Certificate:
-        signed.append(kwargs["serial"])
+        signed.append(kwargs["draft"].serial_number)
         return sign(**kwargs)
 
-    monkeypatch.setattr(issuance, "build_client_certificate", record_then_sign)
+    monkeypatch.setattr(issuance, "finish_certificate", record_then_sign)
     ids = submit_many(alice, 3)
 
     results = flows.approve_many(request_ids=ids, actor=admin_user)
@@ -264,14 +264,14 @@ def test_every_serial_is_reserved_before_its_certificate_is_signed(
     ca: CertificateAuthority, alice: User, admin_user: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reserved_when_signed: list[bool] = []
-    sign = issuance.build_client_certificate  # type: ignore[attr-defined]
+    sign = issuance.finish_certificate  # type: ignore[attr-defined]
 
     def check_then_sign(**kwargs: Any) -> x509.Certificate:
-        serial = format_serial(serial=kwargs["serial"])
+        serial = format_serial(serial=kwargs["draft"].serial_number)
         reserved_when_signed.append(SerialReservation.objects.filter(ca=ca, serial=serial).exists())
         return sign(**kwargs)
 
-    monkeypatch.setattr(issuance, "build_client_certificate", check_then_sign)
+    monkeypatch.setattr(issuance, "finish_certificate", check_then_sign)
     ids = submit_many(alice, 3)
 
     results = flows.approve_many(request_ids=ids, actor=admin_user)

@@ -16,6 +16,7 @@ from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID, NameOID
 
 from ca.pki.crl import CrlEntry, build_crl, revoked_certificate
 from ca.pki.keys import CAPrivateKey
+from ca.pki.signing import PrivateKeyBackend
 from tests.conftest import need_program
 
 THIS_UPDATE = dt.datetime(2025, 3, 14, 12, 0, 0, tzinfo=dt.UTC)
@@ -81,7 +82,7 @@ def build(issuer: x509.Certificate, issuer_key: CAPrivateKey) -> BuildCrl:
     ) -> x509.CertificateRevocationList:
         return build_crl(
             issuer=issuer,
-            issuer_key=issuer_key,
+            backend=PrivateKeyBackend(key=issuer_key),
             number=number,
             this_update=this_update,
             next_update=next_update,
@@ -175,7 +176,12 @@ def test_it_signs_with_sha384_for_a_p384_issuer() -> None:
     issuer = make_issuer(key)
 
     crl = build_crl(
-        issuer=issuer, issuer_key=key, number=1, this_update=THIS_UPDATE, next_update=NEXT_UPDATE, entries=[]
+        issuer=issuer,
+        backend=PrivateKeyBackend(key=key),
+        number=1,
+        this_update=THIS_UPDATE,
+        next_update=NEXT_UPDATE,
+        entries=[],
     )
 
     assert isinstance(crl.signature_hash_algorithm, hashes.SHA384)
@@ -188,7 +194,7 @@ def test_it_signs_with_an_rsa_issuer() -> None:
 
     crl = build_crl(
         issuer=issuer,
-        issuer_key=key,
+        backend=PrivateKeyBackend(key=key),
         number=7,
         this_update=THIS_UPDATE,
         next_update=NEXT_UPDATE,

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from ca.pki.keys import CAPrivateKey
 from ca.pki.ocsp import CertificateState, OcspAnswer, OcspQuestion, answer, read_request, respond
+from ca.pki.signing import PrivateKeyBackend
 from tests.pki.test_crl_builder import make_issuer
 
 NOW = dt.datetime(2026, 12, 5, 12, 0, 0, tzinfo=dt.UTC)
@@ -175,7 +176,12 @@ def test_every_answer_carries_next_update_and_verifies_with_the_issuer_key(
     question = read_request(request_der=request_for(leaf(issuer, issuer_key), issuer, nonce=b"n" * 16))
     assert isinstance(question, OcspQuestion)
     result = answer(
-        question=question, issuer=issuer, issuer_key=issuer_key, state=state, now=NOW, validity=VALIDITY
+        question=question,
+        issuer=issuer,
+        backend=PrivateKeyBackend(key=issuer_key),
+        state=state,
+        now=NOW,
+        validity=VALIDITY,
     )
     response = ocsp.load_der_ocsp_response(result.der)
     assert response.certificate_status is status
@@ -196,7 +202,7 @@ def test_respond_for_one_issuer_refuses_a_cert_id_of_another(
     result = respond(
         request_der=request_for(leaf(issuer, issuer_key), issuer),
         issuer=other_issuer,
-        issuer_key=issuer_key,
+        backend=PrivateKeyBackend(key=issuer_key),
         lookup=lambda serial: CertificateState(),
         now=NOW,
         validity=VALIDITY,

@@ -27,6 +27,7 @@ from ca.pki.profiles import (
     get_profile,
     validity_window,
 )
+from ca.pki.signing import PrivateKeyBackend
 from tests.conftest import need_program
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -96,7 +97,7 @@ def issue(
         subject=subject
         or SubjectInfo(common_name="alice", organization="Enroll Portal", email="alice@example.com"),
         issuer=ca.certificate,
-        issuer_key=ca.key,
+        backend=PrivateKeyBackend(key=ca.key),
         serial=serial,
         not_before=not_before,
         not_after=not_after,

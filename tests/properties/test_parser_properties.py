@@ -56,6 +56,7 @@ from ca.pki.serials import (
     format_serial_colons,
     parse_serial,
 )
+from ca.pki.signing import PrivateKeyBackend
 from ca.pki.spkac import (
     MAX_SPKAC_BYTES,
     ParsedSpkac,
@@ -683,7 +684,7 @@ def assert_ocsp_answers(request_der: bytes) -> pki_ocsp.OcspAnswer:
         lambda: pki_ocsp.respond(
             request_der=request_der,
             issuer=ISSUER.certificate,
-            issuer_key=ISSUER.key,
+            backend=PrivateKeyBackend(key=ISSUER.key),
             lookup=ISSUER.states.get,
             now=NOW,
             validity=dt.timedelta(hours=1),
