@@ -1,5 +1,6 @@
-"""Lint before signing: every certificate is linted (pkilint, RFC 5280) in memory and stored only when
-clean; ENROLL_LINT_BEFORE_SIGN turns it off; a public URL linters refuse is named at startup."""
+"""Lint before signing: every certificate is drafted with a throwaway key and linted (pkilint, RFC 5280)
+before the CA key signs it, and stored only when clean (a refusal costs no CA signature and no serial);
+ENROLL_LINT_BEFORE_SIGN turns it off; a public URL linters refuse is named at startup."""
 
 from __future__ import annotations
 
@@ -18,14 +19,23 @@ from django.core import checks
 from pytest_django.fixtures import Settings
 
 from ca.checks import check_public_url
-from ca.models import Certificate, CertificateAuthority, ReservationState, SerialReservation
+from ca.models import (
+    AuditEntry,
+    AuditEvent,
+    Certificate,
+    CertificateAuthority,
+    ReservationState,
+    SerialReservation,
+)
 from ca.pki import lint, profiles
 from ca.pki.lint import Severity
 from ca.pki.profiles import PROFILES, Profile
 from ca.pki.serials import format_serial, new_serial
 from ca.services import reservations
+from ca.services.crl import publish_crl
 from enroll import flows
 from enroll.models import EnrollmentRequest, RequestStatus
+from tests.ca.backends import install_spy
 from tests.conftest import make_csr
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -208,6 +218,64 @@ def test_a_bulk_approval_stores_the_sound_certificates_and_fails_only_the_broken
     assert second.outcome == flows.ApprovalOutcome.FAILED
     assert "RFC 5280" in second.reason
     assert list(Certificate.objects.values_list("owner", flat=True)) == [alice.pk]
+
+
+def test_a_lint_refused_certificate_costs_no_ca_signature_and_no_serial(
+    ca: CertificateAuthority,
+    alice: User,
+    bob: User,
+    admin_user: User,
+    broken_profile: str,
+    monkeypatch: pytest.MonkeyPatch,
+    drawn_serials: list[int],
+) -> None:
+    spy = install_spy(monkeypatch)
+    broken = flows.submit_csr(owner=bob, data=make_csr())
+    EnrollmentRequest.objects.filter(pk=broken.pk).update(profile=broken_profile)
+    sound = flows.submit_csr(owner=alice, data=make_csr())
+
+    refused, issued = flows.approve_many(request_ids=[broken.pk, sound.pk], actor=admin_user)
+
+    assert refused.outcome == flows.ApprovalOutcome.FAILED
+    assert issued.outcome == flows.ApprovalOutcome.ISSUED
+    assert issued.certificate is not None
+    refused_serial, issued_serial = drawn_serials
+    assert issued.certificate.serial_int == issued_serial
+    # one CA signature in all: the sound certificate's; the refused one was only ever a throwaway draft
+    assert spy.certificate_serials() == [issued_serial]
+    assert len(spy.calls) == 1
+    # no serial used up: no CA signature carried it, so its reservation is closed (discarded, with the
+    # findings as the reason), nothing is left open to revoke and no CRL lists it
+    reservation = SerialReservation.objects.get(serial=format_serial(serial=refused_serial))
+    assert reservation.state == ReservationState.DISCARDED
+    assert "itu.invalid_asn1_syntax (FATAL)" in reservation.note
+    later = reservation.reserved_at + reservations.UNSTORED_AFTER + dt.timedelta(minutes=1)
+    assert not reservations.unstored(now=later).exists()
+    crl = x509.load_der_x509_crl(bytes(publish_crl(ca=ca).der))
+    assert crl.get_revoked_certificate_by_serial_number(refused_serial) is None
+    assert list(Certificate.objects.values_list("serial", flat=True)) == [issued.certificate.serial]
+    # the refusal is on record as before: the request's reason and the audit log
+    assert "itu.invalid_asn1_syntax (FATAL)" in refused.reason
+    failed = AuditEntry.objects.get(event=AuditEvent.REQUEST_FAILED)
+    assert "itu.invalid_asn1_syntax (FATAL)" in failed.detail
+
+
+@pytest.mark.parametrize("approve", APPROVALS)
+def test_a_single_lint_refusal_asks_nothing_of_the_ca_key(
+    ca: CertificateAuthority,
+    alice: User,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    approve: Callable[[EnrollmentRequest], EnrollmentRequest],
+) -> None:
+    code = critical_aki(monkeypatch, settings)
+    spy = install_spy(monkeypatch)
+
+    decided = approve(flows.submit_csr(owner=alice, data=make_csr()))
+
+    assert decided.status == RequestStatus.FAILED
+    assert code in decided.reason
+    assert spy.calls == []
 
 
 @pytest.mark.parametrize("parallel_from", [2, 1000], ids=["worker-processes", "in-process"])
