@@ -74,13 +74,24 @@ def authorise(
         return IssuanceAuthorisation.objects.bulk_create(rows, batch_size=500)
 
 
-def unused(*, ca: CertificateAuthority, serial: str) -> IssuanceAuthorisation | None:
+@dataclass(frozen=True, slots=True)
+class Unused:
+    """An authorisation not used yet: its id, the key it names, the owner and who approved."""
+
+    pk: int
+    spki_sha256: str
+    owner_id: int | None
+    approver_name: str
+
+
+def unused(*, ca: CertificateAuthority, serial: str) -> Unused | None:
     """The authorisation to sign ``serial`` on ``ca``, if there is one and it was not used yet."""
-    return (
+    rows = (
         IssuanceAuthorisation.objects.filter(ca=ca, serial=serial, used_at__isnull=True)
-        .select_related("owner")
-        .first()
+        .order_by()
+        .values_list("pk", "spki_sha256", "owner_id", "approver_name")[:1]
     )
+    return next((Unused(*row) for row in rows), None)
 
 
 def mark_used(*, ids: Sequence[int], now: dt.datetime) -> None:

@@ -43,9 +43,10 @@ from ca.pki import ocsp as pki_ocsp
 from ca.pki.errors import RequestRefused
 from ca.pki.profiles import DEFAULT_BACKDATE
 from ca.pki.serials import format_serial
-from ca.services import authorisations, issuance
 from ca.services import crl as ca_crl
+from ca.services import issuance
 from ca.services import ocsp as ca_ocsp
+from ca.signer import lookups
 
 _E = TypeVar("_E", bound=x509.ExtensionType)
 
@@ -141,6 +142,8 @@ def check_certificate(
     serial = format_serial(serial=certificate.serial_number)
     not_before, not_after = certificate.not_valid_before_utc, certificate.not_valid_after_utc
     longest = dt.timedelta(days=settings.ENROLL_CERT_VALIDITY_DAYS)
+    if (revoked := ca.revoked_in_chain()) is not None:
+        raise Refused(f"CA '{revoked.slug}' was revoked, so '{ca.slug}' issues nothing")
     if not now - DEFAULT_BACKDATE - CLOCK_SLACK <= not_before <= now + CLOCK_SLACK:
         raise Refused(f"its notBefore {not_before:%Y-%m-%d %H:%M:%S} UTC is not now")
     if not_after > min(now + longest + CLOCK_SLACK, ca.certificate.not_valid_after_utc):
@@ -148,21 +151,19 @@ def check_certificate(
             f"its notAfter {not_after:%Y-%m-%d} is beyond the profile's {settings.ENROLL_CERT_VALIDITY_DAYS} "
             "days or the CA's own validity"
         )
-    reservation = SerialReservation.objects.filter(ca=ca, serial=serial).first()
+    reservation = lookups.reservation(ca_id=ca.pk, serial=serial, not_after=not_after)
     if reservation is None:
         raise Refused(f"serial {serial} was never reserved on CA '{ca.slug}'")
-    if reservation.state != ReservationState.RESERVED:
-        raise Refused(f"serial {serial} is {reservation.get_state_display().lower()} already")
-    if reservation.not_after.replace(microsecond=0) != not_after:
-        raise Refused(
-            f"serial {serial} was reserved for a certificate valid until "
-            f"{reservation.not_after:%Y-%m-%d %H:%M:%S}"
-        )
+    state, same_not_after = reservation
+    if state != ReservationState.RESERVED:
+        raise Refused(f"serial {serial} is {ReservationState(state).label.lower()} already")
+    if not same_not_after:
+        raise Refused(f"serial {serial} was reserved for a certificate with another notAfter")
     with memory.lock:
         signed_before = (ca.pk, serial) in memory.serials
-    if signed_before or Certificate.objects.filter(ca=ca, serial=serial).exists():
+    if signed_before or lookups.stored(ca_id=ca.pk, serial=serial):
         raise Refused(f"serial {serial} was signed already")
-    grant = authorisations.unused(ca=ca, serial=serial)
+    grant = lookups.unused_authorisation(ca_id=ca.pk, serial=serial)
     if grant is None:
         raise Refused(f"no issuance authorisation for serial {serial}: nobody approved it")
     key_digest = keypolicy.spki_sha256(public_key)
@@ -172,8 +173,10 @@ def check_certificate(
         keypolicy.check_public_key(public_key=public_key)
     except RequestRefused as exc:
         raise Refused(f"the key breaks the key policy: {exc}") from None
-    if (refusal := issuance.key_refusal(spki_sha256=key_digest, owner=grant.owner)) is not None:
-        raise Refused(refusal)
+    if lookups.blocked(spki_sha256=key_digest):
+        raise Refused(str(issuance.KEY_BLOCKED))
+    if lookups.of_another_account(spki_sha256=key_digest, owner_id=grant.owner_id):
+        raise Refused(str(issuance.KEY_OF_ANOTHER_ACCOUNT))
     lint = pki_lint.lint_certificate(der=wrapped) if settings.ENROLL_LINT_BEFORE_SIGN else []
     if (error := pki_lint.blocking_error(lint)) is not None:
         raise Refused(f"lint: {error}")

@@ -10,6 +10,7 @@ never after, so a request is never sent twice.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import threading
@@ -104,7 +105,9 @@ def exchange(*, path: str, message: dict[str, object]) -> protocol.Reply:
     cannot be reached or breaks off (then nothing can be assumed signed, and nothing is stored)."""
     sock = _connection(path)
     try:
-        protocol.write_frame(sock, message)
+        # a signer that refuses before reading (a uid it does not serve) has its reason waiting
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            protocol.write_frame(sock, message)
         payload = protocol.read_frame(sock, limit=protocol.MAX_REPLY)
         if payload is None:
             raise protocol.Closed("the signer closed the connection without answering")

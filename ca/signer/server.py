@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import DatabaseError, close_old_connections, connections
 
 from ca import audit
 from ca.clock import utcnow
@@ -44,6 +44,8 @@ IDLE_TIMEOUT = 600.0
 REQUEST_TIMEOUT = 60.0
 #: Connections served at once; more are refused with a reason.
 MAX_CONNECTIONS = 64
+#: Seconds a CA row is reused before it is read again (a revoked CA stops issuing within this).
+CA_FRESH_SECONDS = 5.0
 
 
 class SignerStartError(Exception):
@@ -155,6 +157,8 @@ class Signer:
         self.listener: socket.socket | None = None
         self._inode: int | None = None
         self._stopping = threading.Event()
+        self._cas: dict[str, tuple[float, CertificateAuthority]] = {}
+        self._cas_lock = threading.Lock()
 
     # --- the socket ---------------------------------------------------------------------------------
 
@@ -269,8 +273,12 @@ class Signer:
             reason = f"uid {uid} asked for more than {self.limit.rate:g} signatures a second; try again later"
             self._refuse(uid=uid, purpose=request.purpose.value, ca=request.ca, reason=reason)
             return protocol.error_reply(reason), True
-        close_old_connections()
-        ca = CertificateAuthority.objects.filter(slug=request.ca).first()
+        try:
+            ca = self._ca(request.ca)
+        except DatabaseError:
+            logger.exception("the signer cannot read the database")
+            connections.close_all()
+            return protocol.error_reply("the signer cannot read the database; try again"), True
         if ca is None:
             reason = f"there is no CA '{request.ca}'"
             self._refuse(uid=uid, purpose=request.purpose.value, ca=request.ca, reason=reason)
@@ -293,8 +301,25 @@ class Signer:
         except CAKeyError as exc:
             logger.error("the signer cannot sign for CA %s: %s", ca.slug, exc)
             return protocol.error_reply(str(exc)), True
+        except DatabaseError:
+            logger.exception("the signer cannot read the database")
+            connections.close_all()  # this thread reconnects on its next request
+            return protocol.error_reply("the signer cannot read the database; try again"), True
         self._signed(uid=uid, ca=ca, purpose=request.purpose, verdict=verdict)
         return protocol.ok_reply(signature), True
+
+    def _ca(self, slug: str) -> CertificateAuthority | None:
+        """The CA row (with its parsed certificate), read again after :data:`CA_FRESH_SECONDS`."""
+        now = time.monotonic()
+        with self._cas_lock:
+            cached = self._cas.get(slug)
+        if cached is not None and now - cached[0] < CA_FRESH_SECONDS:
+            return cached[1]
+        ca = CertificateAuthority.objects.filter(slug=slug).first()
+        if ca is not None:
+            with self._cas_lock:
+                self._cas[slug] = (now, ca)
+        return ca
 
     def _signed(
         self, *, uid: int, ca: CertificateAuthority, purpose: Purpose, verdict: checks.Verdict

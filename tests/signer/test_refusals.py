@@ -91,7 +91,7 @@ def test_it_refuses_a_not_after_other_than_the_reserved_one(
 ) -> None:
     work = draft(ca, alice, approver=None)
     shorter = work.but(not_after=work.not_after - dt.timedelta(days=1))
-    assert "was reserved for a certificate valid until" in _refusal(shorter, signer)
+    assert "was reserved for a certificate with another notAfter" in _refusal(shorter, signer)
 
 
 def test_it_refuses_a_serial_that_was_not_reserved(
