@@ -104,6 +104,12 @@ class CertificateAuthority(models.Model):
         )
 
     @property
+    def key_in_token(self) -> bool:
+        """Whether the key is in a PKCS#11 token: ``key_file`` then holds its RFC 7512 URI
+        (``pkcs11:token=...;object=...``), else the name of the encrypted key file."""
+        return self.key_file.startswith("pkcs11:")
+
+    @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
 
