@@ -43,8 +43,8 @@ from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .der import TooDeep, check_depth
-from .keys import signature_hash_for
 from .profiles import IssuerUrls, _issuer_extensions
+from .signing import PrivateKeyBackend, sign_certificate
 
 #: The largest pkiMessage read (after base64 decoding). An RSA-4096 request with its self-signed
 #: certificate is about 4 KB; 64 KiB leaves room for any honest client and bounds the work.
@@ -898,24 +898,25 @@ def read_cert_rep(
 # --- the RA certificate --------------------------------------------------------------------------------
 
 
-def build_ra_certificate(
+def ra_certificate_builder(
     *,
-    ra_key: rsa.RSAPrivateKey,
+    ra_public_key: rsa.RSAPublicKey,
     subject: x509.Name,
     issuer: x509.Certificate,
-    issuer_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
     serial: int,
     not_before: dt.datetime,
     not_after: dt.datetime,
     urls: IssuerUrls,
-) -> x509.Certificate:
-    """The RSA registration-authority certificate of a CA whose own key cannot decrypt (an EC CA).
+) -> x509.CertificateBuilder:
+    """The RSA registration-authority certificate of a CA whose own key cannot decrypt (an EC CA, or a CA
+    whose key is in a PKCS#11 token), ready to be signed through the CA's key backend
+    (:func:`ca.pki.signing.sign_certificate`).
 
     RFC 8894 section 2.1.1 and 3.1: the RA key decrypts requests (keyEncipherment) and signs replies
     (digitalSignature); keyUsage is critical (RFC 5280 4.2.1.3); extendedKeyUsage id-kp-cmcRA (RFC 6402
     section 2.10), the purpose SCEP and CMC give a registration authority; not a CA.
     """
-    public_key = ra_key.public_key()
+    public_key = ra_public_key
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -942,5 +943,28 @@ def build_ra_certificate(
         .add_extension(x509.ExtendedKeyUsage([OID_KP_CMC_RA]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
-    builder = _issuer_extensions(builder, issuer=issuer, urls=urls)
-    return builder.sign(issuer_key, signature_hash_for(key=issuer_key))
+    return _issuer_extensions(builder, issuer=issuer, urls=urls)
+
+
+def build_ra_certificate(
+    *,
+    ra_key: rsa.RSAPrivateKey,
+    subject: x509.Name,
+    issuer: x509.Certificate,
+    issuer_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
+    serial: int,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    urls: IssuerUrls,
+) -> x509.Certificate:
+    """:func:`ra_certificate_builder` signed with a CA key this process holds."""
+    builder = ra_certificate_builder(
+        ra_public_key=ra_key.public_key(),
+        subject=subject,
+        issuer=issuer,
+        serial=serial,
+        not_before=not_before,
+        not_after=not_after,
+        urls=urls,
+    )
+    return sign_certificate(builder=builder, backend=PrivateKeyBackend(key=issuer_key))

@@ -1,9 +1,11 @@
 """SCEP on the CA side (RFC 8894): which key decrypts requests and signs replies, the RA certificate, and
 the answers to GetCACaps, GetCACert and PKIOperation's CMS (the wire formats are :mod:`ca.pki.scep`).
 
-A CA with an RSA key decrypts and signs SCEP messages itself (GetCACert answers its certificate alone).
-An EC key cannot decrypt RSA key transport, so an EC CA gets a registration authority: an RSA key and a
-certificate the CA issues (:func:`ca.pki.scep.build_ra_certificate`, keyUsage digitalSignature and
+A CA with an RSA key file decrypts and signs SCEP messages itself (GetCACert answers its certificate
+alone). An EC key cannot decrypt RSA key transport, and a key in a PKCS#11 token only signs (it is made
+for signing, and the portal decrypts nothing with it), so an EC CA and a CA whose key is in a token get a
+registration authority: an RSA key and a certificate the CA issues through its key backend
+(:func:`ca.pki.scep.ra_certificate_builder`, keyUsage digitalSignature and
 keyEncipherment, extendedKeyUsage id-kp-cmcRA), made on first use or by ``manage.py scep_ra``, its key
 stored encrypted in the CA key folder as CA keys are (:mod:`ca.pki.keys`). GetCACert then answers the RA
 and the CA chain as a certs-only PKCS #7 (application/x-x509-ca-ra-cert, RFC 8894 section 4.2.1.2).
@@ -36,6 +38,7 @@ from ca.models import Certificate, CertificateAuthority, ScepRaCertificate
 from ca.pki import keys as pki_keys
 from ca.pki import scep
 from ca.pki.serials import format_serial
+from ca.pki.signing import sign_certificate
 from ca.services import keys, reservations
 
 logger = logging.getLogger(__name__)
@@ -97,7 +100,8 @@ def create_ra(*, ca: CertificateAuthority, now: dt.datetime | None = None) -> Sc
     """Issue a new RSA RA certificate for ``ca`` (its serial reserved first, as every serial is) and store
     its key encrypted beside the CA keys."""
     now = now or utcnow()
-    ca_key = keys.load_key(ca)
+    with from_core():
+        backend = keys.key_backend(ca)
     ra_key = rsa.generate_private_key(public_exponent=65537, key_size=RA_KEY_SIZE)
     not_before = (now - dt.timedelta(minutes=5)).replace(microsecond=0)
     not_after = min(now + RA_VALIDITY, ca.not_after).replace(microsecond=0)
@@ -110,16 +114,17 @@ def create_ra(*, ca: CertificateAuthority, now: dt.datetime | None = None) -> Sc
             x509.NameAttribute(NameOID.COMMON_NAME, f"{ca.name} SCEP RA"[:64]),
         ]
     )
-    certificate = scep.build_ra_certificate(
-        ra_key=ra_key,
+    builder = scep.ra_certificate_builder(
+        ra_public_key=ra_key.public_key(),
         subject=subject,
         issuer=ca.certificate,
-        issuer_key=ca_key,
         serial=int(reservation.serial, 16),
         not_before=not_before,
         not_after=not_after,
         urls=ca.urls,
     )
+    with from_core():
+        certificate = sign_certificate(builder=builder, backend=backend)
     key_file = f"{ca.slug}-scep-ra-{secrets.token_hex(4)}.key.pem"
     with from_core():
         pki_keys.save_ca_key(
@@ -146,12 +151,13 @@ def create_ra(*, ca: CertificateAuthority, now: dt.datetime | None = None) -> Sc
 
 
 def identity_for(*, ca: CertificateAuthority, now: dt.datetime | None = None) -> ScepIdentity:
-    """Who decrypts and signs SCEP for ``ca``: the CA itself when its key is RSA, else its current RA
-    (made now if there is none, or if the current one is about to expire)."""
+    """Who decrypts and signs SCEP for ``ca``: the CA itself when its key is an RSA key file, else its
+    current RA (made now if there is none, or if the current one is about to expire)."""
     now = now or utcnow()
-    ca_key = keys.load_key(ca)
-    if isinstance(ca_key, rsa.RSAPrivateKey):
-        return ScepIdentity(ca=ca, certificate_der=bytes(ca.certificate_der), key=ca_key, ra=None)
+    if not ca.key_in_token and isinstance(ca.certificate.public_key(), rsa.RSAPublicKey):
+        ca_key = keys.load_key(ca)
+        if isinstance(ca_key, rsa.RSAPrivateKey):
+            return ScepIdentity(ca=ca, certificate_der=bytes(ca.certificate_der), key=ca_key, ra=None)
     with _ra_lock:
         ra = current_ra(ca=ca, now=now)
         if ra is None:

@@ -6,6 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from ca.errors import CAError
+from ca.management import pkcs11_options
 from ca.models import CertificateAuthority
 from ca.pki.errors import CAKeyError
 from ca.pki.keys import CAKeyType
@@ -13,7 +14,11 @@ from ca.services.authorities import create_ca
 
 
 class Command(BaseCommand):
-    help = "Create a CA: a root, or an intermediate under --parent. Prints the new CA's slug last."
+    help = (
+        "Create a CA: a root, or an intermediate under --parent; its key in an encrypted file, or generated "
+        "inside a PKCS#11 token (--pkcs11-module, --pkcs11-token, --pkcs11-pin-file). Prints the new CA's "
+        "slug last."
+    )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--name", required=True, help="Common name of the CA, e.g. 'Example Client CA'.")
@@ -26,6 +31,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--default", action="store_true", help="Make this the CA that issues client certificates."
         )
+        pkcs11_options.add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not 1 <= options["days"] <= 36500:
@@ -43,11 +49,13 @@ class Command(BaseCommand):
                 parent=parent,
                 slug=options["slug"],
                 make_default=True if options["default"] else None,
+                token=pkcs11_options.placement(options),
             )
         except (CAError, CAKeyError) as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(
             f"created CA {ca.name}, subject {ca.subject}, valid until {ca.not_after:%Y-%m-%d}"
             + (", issues client certificates" if ca.is_default else "")
+            + (f", key in PKCS#11 token '{options['pkcs11_token']}'" if ca.key_in_token else "")
         )
         self.stdout.write(ca.slug)

@@ -13,7 +13,8 @@ from ca.services import scep
 
 class Command(BaseCommand):
     help = (
-        "Show the SCEP identity of a CA (the CA itself when its key is RSA; else its RSA RA certificate, "
+        "Show the SCEP identity of a CA (the CA itself when its key is an RSA key file; else, for an EC CA "
+        "or a CA whose key is in a PKCS#11 token, its RSA RA certificate, "
         "made now if there is none or it expires within 30 days), or make a new RA with --new. The last "
         "line is the SHA-256 fingerprint of the certificate SCEP clients encrypt to (scepclient "
         "-ca-fingerprint)."
@@ -22,7 +23,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--ca", help="the CA's slug (default: the default CA)")
         parser.add_argument(
-            "--new", action="store_true", help="make a new RA certificate now (an EC CA's), e.g. to rotate it"
+            "--new",
+            action="store_true",
+            help="make a new RA certificate now (an EC or token CA's), e.g. to rotate it",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -43,14 +46,14 @@ class Command(BaseCommand):
                 identity_for = scep.identity_for(ca=ca)
                 if identity_for.ra is None:
                     raise CommandError(
-                        f"CA {ca.slug} has an RSA key: it decrypts and signs SCEP itself, no RA."
+                        f"CA {ca.slug} has an RSA key file: it decrypts and signs SCEP itself, no RA."
                     )
                 scep.create_ra(ca=ca)
             identity = scep.identity_for(ca=ca)
         except (CAError, CAKeyError) as exc:
             raise CommandError(str(exc)) from None
         if identity.ra is None:
-            self.stdout.write(f"CA {ca.slug} decrypts and signs SCEP itself (RSA key): {ca.subject}")
+            self.stdout.write(f"CA {ca.slug} decrypts and signs SCEP itself (RSA key file): {ca.subject}")
             self.stdout.write(ca.fingerprint_sha256)
             return
         ra = identity.ra
