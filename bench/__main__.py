@@ -3,8 +3,9 @@
 CRL publication at several sizes (time, peak memory), revocation to served CRL, bulk and single approvals,
 EST enrollments with a pre-approved code under gunicorn, the CRL endpoint and the OCSP responder under
 gunicorn and wrk, what front servers polling every 2 s cost, and how soon nginx, Apache and node refuse
-a revoked client; raw ``cryptography`` figures beside; the issue's targets with pass/fail. Uses a
-throwaway database. Run from the repository's top folder (``make bench``).
+a revoked client, and with SoftHSM2 installed the same CA's issuance and CRL republish with its key in a
+PKCS#11 token beside its key file; raw ``cryptography`` figures beside; the issue's targets with
+pass/fail. Uses a throwaway database. Run from the repository's top folder (``make bench``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ def parser() -> argparse.ArgumentParser:
             "enrollments with a pre-approved code under gunicorn (linted), the "
             "CRL endpoint and the OCSP responder (100k certificates) under gunicorn and wrk, the cost of "
             "polling front servers, revocation to "
-            "refusal at nginx, Apache and node; raw `cryptography` figures beside. Uses a throwaway "
-            "database."
+            "refusal at nginx, Apache and node, a CA key in SoftHSM2 (PKCS#11) beside a key file; raw "
+            "`cryptography` figures beside. Uses a throwaway database."
         ),
     )
     parser.add_argument(
@@ -72,6 +73,21 @@ def parser() -> argparse.ArgumentParser:
         default="nginx,apache,node",
         help="Comma-separated front servers for that figure (default nginx,apache,node).",
     )
+    parser.add_argument(
+        "--hsm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="The CA key in SoftHSM2 beside the key file (default: on when softhsm2 is installed).",
+    )
+    parser.add_argument(
+        "--hsm-issue", type=int, default=200, help="Requests approved in bulk per key store (200)."
+    )
+    parser.add_argument(
+        "--hsm-crl-entries",
+        type=int,
+        default=100_000,
+        help="Revocations under the CRL republished per key store (100000).",
+    )
     return parser
 
 
@@ -86,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := set(servers) - {"nginx", "apache", "node"}:
         arguments.error(f"--reach-servers takes nginx, apache and node, not {', '.join(sorted(unknown))}.")
     counts = (options.issue, options.single, options.est, options.reach_runs, options.ocsp_certificates)
-    if any(size < 1 for size in sizes) or min(counts) < 0:
+    if (
+        any(size < 1 for size in sizes)
+        or min(counts) < 0
+        or min(options.hsm_issue, options.hsm_crl_entries) < 1
+    ):
         arguments.error(
             "Sizes and counts must be positive; --issue, --single, --est and --reach-runs may be 0."
         )
@@ -97,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
+    from bench.hsm import softhsm_installed
     from bench.run import run  # models are importable only once Django is set up
 
     run(
@@ -110,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         reach_servers=servers,
         ocsp_certificates=options.ocsp_certificates,
         est_count=options.est,
+        hsm=softhsm_installed() if options.hsm is None else options.hsm,
+        hsm_issue=options.hsm_issue,
+        hsm_crl_entries=options.hsm_crl_entries,
     )
     return 0
 

@@ -9,6 +9,7 @@ from bench.common import Output, throwaway_database
 from bench.crl import bench_crl
 from bench.endpoint import bench_http
 from bench.est import bench_est
+from bench.hsm import bench_hsm
 from bench.issuance import bench_issuance
 from bench.ocsp import OCSP_CERTIFICATES, bench_ocsp
 from bench.polling import bench_polling
@@ -27,6 +28,9 @@ def run(
     reach_servers: Sequence[str] = ("nginx", "apache", "node"),
     ocsp_certificates: int = OCSP_CERTIFICATES,
     est_count: int = 200,
+    hsm: bool = False,
+    hsm_issue: int = 200,
+    hsm_crl_entries: int = 100_000,
 ) -> None:
     with throwaway_database():
         single_rate = bench_issuance(out, issue_count, single_count) if issue_count or single_count else None
@@ -40,3 +44,5 @@ def run(
             bench_ocsp(out, wrk=wrk, seconds=http_seconds, count=ocsp_certificates)
         if reach_runs and reach_servers:
             bench_reach(out, runs=reach_runs, servers=list(reach_servers))
+        if hsm:  # last: its CA becomes the default issuer
+            bench_hsm(out, issue_count=hsm_issue, crl_entries=hsm_crl_entries)

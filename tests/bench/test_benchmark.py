@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.harness.softhsm import need_softhsm
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -49,6 +51,7 @@ def test_it_prints_every_figure_as_a_json_line(tmp_path: Path) -> None:
         "/nonexistent/wrk",
         "--reach-runs",
         "0",
+        "--no-hsm",
     )
 
     assert result.returncode == 0, result.stderr
@@ -87,6 +90,7 @@ def test_it_prints_every_figure_as_a_json_line(tmp_path: Path) -> None:
     assert polling["nodes_per_core"] > 0
     assert "skipped" in by_name["polling_cost_gunicorn"][0]
     assert "revocation_reach" not in by_name  # --reach-runs 0
+    assert not [name for name in by_name if name.startswith("hsm")]  # --no-hsm
     assert all("target" not in f for f in found), "no target applies at these sizes"
 
 
@@ -100,6 +104,8 @@ def test_it_prints_every_figure_as_a_json_line(tmp_path: Path) -> None:
         (["--reach-runs", "-1"], "must be positive"),
         (["--ocsp-certificates", "-1"], "must be positive"),
         (["--reach-servers", "nginx,lighttpd"], "not lighttpd"),
+        (["--hsm-issue", "0"], "must be positive"),
+        (["--hsm-crl-entries", "-5"], "must be positive"),
     ],
 )
 def test_bad_sizes_are_refused_in_plain_words(tmp_path: Path, args: list[str], message: str) -> None:
@@ -128,6 +134,30 @@ def test_it_prints_the_revocation_reach_of_a_front_server(tmp_path: Path) -> Non
     assert reach["runs"] == 1
     assert reach["max_seconds"] == reach["median_seconds"] > 0
     assert reach["target"] == "<= 5 s (median)"
+
+
+@pytest.mark.real_client
+def test_it_prints_the_softhsm2_figures_beside_the_key_files(tmp_path: Path) -> None:
+    """The same CA's signatures, bulk approvals and CRL republish with its key file, then moved into a
+    SoftHSM2 token, and how the two compare."""
+    need_softhsm()
+    result = run_benchmark(
+        tmp_path,
+        *("--crl-sizes", "", "--issue", "0", "--single", "0", "--est", "0", "--http-seconds", "0"),
+        *("--reach-runs", "0", "--hsm", "--hsm-issue", "3", "--hsm-crl-entries", "20"),
+    )
+
+    assert result.returncode == 0, result.stderr
+    found = figures(result.stdout)
+    for name in ("hsm_sign", "hsm_issue_bulk_approval", "hsm_crl_republish"):
+        lines = [f for f in found if f["figure"] == name]
+        assert [f["key_store"] for f in lines] == ["file", "softhsm2"], lines
+    bulk = [f for f in found if f["figure"] == "hsm_issue_bulk_approval"]
+    assert all(f["issued"] == f["requests"] == 3 and f["per_second"] > 0 for f in bulk)
+    assert [f["entries"] for f in found if f["figure"] == "hsm_crl_republish"] == [21, 22]
+    (beside,) = [f for f in found if f["figure"] == "hsm_beside_file"]
+    assert beside["sign_share_of_file"] > 0
+    assert beside["republish_seconds_softhsm2"] > 0
 
 
 def test_the_installed_portal_carries_no_benchmark() -> None:
