@@ -50,3 +50,11 @@ def placement(options: dict[str, Any], *, required: bool = False) -> TokenPlacem
     except CAKeyError as exc:
         raise CommandError(str(exc)) from None
     return TokenPlacement(module_path=str(module), token=str(token), pin=pin)
+
+
+def required_placement(options: dict[str, Any]) -> TokenPlacement:
+    """The token the options name (a command that needs one)."""
+    token = placement(options, required=True)
+    if token is None:
+        raise CommandError("Name the token: --pkcs11-module PATH --pkcs11-token LABEL.")
+    return token

@@ -27,8 +27,7 @@ class Command(BaseCommand):
         ca = CertificateAuthority.objects.filter(slug=options["slug"]).first()
         if ca is None:
             raise CommandError(f"There is no CA with the slug '{options['slug']}'.")
-        token = pkcs11_options.placement(options, required=True)
-        assert token is not None
+        token = pkcs11_options.required_placement(options)
         try:
             moved = move_ca_key(ca=ca, token=token)
         except (CAError, CAKeyError) as exc:
