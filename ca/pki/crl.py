@@ -23,7 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import SignatureAlgorithmOID
 
-from .signing import KeyBackend, sign_crl
+from .signing import KeyBackend, sign_crl_der
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +44,7 @@ def revoked_certificate(*, entry: CrlEntry) -> x509.RevokedCertificate:
     return builder.build()
 
 
-def build_crl(
+def build_crl_der(
     *,
     issuer: x509.Certificate,
     backend: KeyBackend,
@@ -53,10 +53,11 @@ def build_crl(
     next_update: dt.datetime,
     entries: Iterable[CrlEntry],
     carried_over: Sequence[x509.RevokedCertificate] = (),
-) -> x509.CertificateRevocationList:
-    """Sign a complete (not delta) CRL for ``issuer`` through ``backend`` (the issuer's key wherever it
-    lives: :func:`ca.pki.signing.sign_crl` builds it with a throwaway key, has ``backend`` sign the
-    tbsCertList and verifies the result with the backend's public key).
+) -> bytes:
+    """The DER of a complete (not delta) CRL for ``issuer``, signed through ``backend`` (the issuer's key
+    wherever it lives: :func:`ca.pki.signing.sign_crl_der` builds it with a throwaway key, has ``backend``
+    sign the tbsCertList and verifies the result). DER as signed: a service stores it without parsing
+    and re-encoding 100,000 entries.
 
     ``carried_over`` are entries of the issuer's previous CRL (from :func:`previous_crl`), listed
     unchanged before ``entries``: the revokedCertificates list (5.1.2.6) of a complete CRL repeats every
@@ -81,7 +82,30 @@ def build_crl(
         ],
         revoked_certificates=[*carried_over, *(revoked_certificate(entry=entry) for entry in entries)],
     )
-    return sign_crl(builder=builder, backend=backend)
+    return sign_crl_der(builder=builder, backend=backend)
+
+
+def build_crl(
+    *,
+    issuer: x509.Certificate,
+    backend: KeyBackend,
+    number: int,
+    this_update: dt.datetime,
+    next_update: dt.datetime,
+    entries: Iterable[CrlEntry],
+    carried_over: Sequence[x509.RevokedCertificate] = (),
+) -> x509.CertificateRevocationList:
+    """:func:`build_crl_der`, parsed (for callers that read the CRL rather than store it)."""
+    der = build_crl_der(
+        issuer=issuer,
+        backend=backend,
+        number=number,
+        this_update=this_update,
+        next_update=next_update,
+        entries=entries,
+        carried_over=carried_over,
+    )
+    return x509.load_der_x509_crl(der)
 
 
 class PreviousCrlUnusable(ValueError):

@@ -7,7 +7,6 @@ import hashlib
 import logging
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Max, QuerySet
@@ -97,7 +96,7 @@ def publish_crl(
             + _revoked_children(ca=locked, cutoff=cutoff),
         )
         with from_core():  # a key backend that cannot sign (token gone) says so as a CAError
-            signed = pki_crl.build_crl(
+            der = pki_crl.build_crl_der(
                 issuer=locked.certificate,
                 backend=backend,
                 number=number,
@@ -107,7 +106,6 @@ def publish_crl(
                 carried_over=carried,
             )
         count = len(carried) + len(entries)
-        der = signed.public_bytes(serialization.Encoding.DER)
         publication = CrlPublication.objects.create(
             ca=locked,
             number=number,

@@ -328,16 +328,17 @@ CHILD = textwrap.dedent(
         out.write_text(str(publish_crl(ca=ca).number))
 
     elif action == "hang":  # sign the next CRL, then stop inside the signing step until killed
-        sign = pki_crl.build_crl
+        sign = pki_crl.build_crl_der
 
         def sign_and_hang(**kwargs):
             signed = sign(**kwargs)
-            out.write_text(str(signed.extensions.get_extension_for_class(
-                __import__("cryptography").x509.CRLNumber).value.crl_number))
+            x509 = __import__("cryptography").x509
+            out.write_text(str(x509.load_der_x509_crl(signed).extensions.get_extension_for_class(
+                x509.CRLNumber).value.crl_number))
             time.sleep(600)
             return signed
 
-        pki_crl.build_crl = sign_and_hang
+        pki_crl.build_crl_der = sign_and_hang
         publish_crl(ca=CertificateAuthority.objects.get(slug="fault-ca"))
 
     elif action == "serve":  # what the public endpoint serves, and the CRLs stored
