@@ -14,6 +14,12 @@ verified at all by OpenSSL 3, so they are named as the reason instead of a "bad 
 request's self-signature (RFC 2986 section 3: the signature over CertificationRequestInfo proves
 possession of the private key), then key and signature policy.
 Nothing from the request's subject or attributes is trusted: the CA builds subjects from the account.
+
+One leniency, for certmonger's daemon: it writes the subject's CN as a PrintableString even when the name
+holds ``_`` (outside PrintableString's alphabet), which ``cryptography`` refuses to read. A subject value
+tagged PrintableString that holds only visible ASCII is read as a UTF8String instead (the tag byte
+changed in a copy, :func:`_retag_subject`); the signature is still checked over the bytes as sent and the
+request is stored as sent. Nothing else is relaxed: any other unreadable request is refused as before.
 """
 
 from __future__ import annotations
@@ -24,10 +30,11 @@ from dataclasses import dataclass
 
 from asn1crypto import csr as asn1_csr
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 
-from .der import leading_tags
+from .der import _header, leading_tags
 from .errors import Refusal, RequestRefused
 from .keypolicy import (
     KeyInfo,
@@ -204,7 +211,83 @@ def _refuse_what_is_no_request(der: bytes) -> None:
     raise RequestRefused(Refusal.CERTIFICATE, _CERTIFICATE)
 
 
+#: What a PrintableString may hold (X.680 41.4), and what certmonger puts in one besides (visible ASCII).
+_PRINTABLE_STRING = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?")
+_VISIBLE_ASCII = frozenset(range(0x20, 0x7F))
+_SEQUENCE, _SET, _PRINTABLE_STRING_TAG, _UTF8_STRING_TAG = 0x30, 0x31, 0x13, 0x0C
+
+
+def _elements(der: bytes, start: int, stop: int) -> list[tuple[int, int, int]] | None:
+    """(offset, start of contents, end of contents) of each value from ``start`` to ``stop``; None if one
+    cannot be read."""
+    found: list[tuple[int, int, int]] = []
+    offset = start
+    while offset < stop:
+        header = _header(der, offset, stop)
+        if header is None:
+            return None
+        _constructed, contents, end = header
+        found.append((offset, contents, end))
+        offset = end
+    return found
+
+
+def _subject_values(der: bytes) -> list[int] | None:
+    """The offsets of the subject's attribute values (RFC 2986 4.1: CertificationRequest >
+    CertificationRequestInfo > version, subject Name > RDN SET > AttributeTypeAndValue > value), or None
+    when ``der`` is not shaped so."""
+    top = _elements(der, 0, len(der))
+    if not top or len(top) != 1 or der[0] != _SEQUENCE:
+        return None
+    request = _elements(der, top[0][1], top[0][2])
+    if not request or der[request[0][0]] != _SEQUENCE:
+        return None
+    info = _elements(der, request[0][1], request[0][2])
+    if info is None or len(info) < 2 or der[info[1][0]] != _SEQUENCE:
+        return None
+    rdns = _elements(der, info[1][1], info[1][2])
+    if rdns is None:
+        return None
+    offsets: list[int] = []
+    for rdn, rdn_start, rdn_end in rdns:
+        values = _elements(der, rdn_start, rdn_end) if der[rdn] == _SET else None
+        if values is None:
+            return None
+        for value, value_start, value_end in values:
+            pair = _elements(der, value_start, value_end) if der[value] == _SEQUENCE else None
+            if pair is None or len(pair) != 2:
+                return None
+            offsets.append(pair[1][0])
+    return offsets
+
+
+def _retag_subject(der: bytes) -> bytes | None:
+    """A copy of ``der`` where each subject value tagged PrintableString that holds visible ASCII outside
+    PrintableString's alphabet (certmonger's ``CN=host_name``) is tagged UTF8String instead; None when
+    there is no such value or the request is not shaped as one. Only those tag bytes change."""
+    patched = bytearray(der)
+    for offset in _subject_values(der) or []:
+        header = _header(der, offset, len(der))
+        if header is None or der[offset] != _PRINTABLE_STRING_TAG:
+            continue
+        characters = set(der[header[1] : header[2]])
+        if characters <= _VISIBLE_ASCII and not characters <= _PRINTABLE_STRING:
+            patched[offset] = _UTF8_STRING_TAG
+    return bytes(patched) if patched != der else None
+
+
+def _request_info(der: bytes) -> bytes:
+    """The CertificationRequestInfo as sent: the bytes the request's signature is over."""
+    top = _header(der, 0, len(der))
+    info = _header(der, top[1], top[2]) if top is not None else None
+    if top is None or info is None:
+        raise RequestRefused(Refusal.MALFORMED, _DAMAGED)
+    return der[top[1] : info[2]]
+
+
 def _load_csr(der: bytes) -> x509.CertificateSigningRequest:
+    """The request (read with its subject retagged, :func:`_retag_subject`, if that is the one thing
+    ``cryptography`` refuses in it), or RequestRefused saying what it is instead."""
     refuse_deep_der(der, refusal=_TOO_DEEP)
     refuse_private_key_der(der, warning=PRIVATE_KEY_WARNING)
     leading = first_der_object(der, cut=_CUT, unreadable=_DAMAGED)
@@ -221,6 +304,11 @@ def _load_csr(der: bytes) -> x509.CertificateSigningRequest:
         return x509.load_der_x509_csr(der)
     except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError: a version other than v1
         pass
+    if (retagged := _retag_subject(der)) is not None:
+        try:
+            return x509.load_der_x509_csr(retagged)
+        except (ValueError, x509.InvalidVersion):
+            pass
     try:
         x509.load_der_x509_certificate(der)
     except (ValueError, x509.InvalidVersion):
@@ -248,9 +336,37 @@ def _signature_hash(csr: x509.CertificateSigningRequest) -> hashes.HashAlgorithm
         return None
 
 
-def _verify_self_signature(csr: x509.CertificateSigningRequest) -> None:
+def _signature_valid_over(csr: x509.CertificateSigningRequest, signed: bytes) -> bool | None:
+    """Whether the request's signature verifies over ``signed`` with its own key (None: an algorithm or
+    key this cannot verify), as ``is_signature_valid`` checks it over the request's own bytes."""
+    key = csr.public_key()
+    parameters = csr.signature_algorithm_parameters
+    algorithm = csr.signature_hash_algorithm
     try:
-        valid = csr.is_signature_valid
+        if isinstance(key, rsa.RSAPublicKey) and isinstance(parameters, padding.PKCS1v15 | padding.PSS):
+            if algorithm is None:
+                return None
+            key.verify(csr.signature, signed, parameters, algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(parameters, ec.ECDSA):
+            key.verify(csr.signature, signed, parameters)
+        elif isinstance(key, dsa.DSAPublicKey) and algorithm is not None:
+            key.verify(csr.signature, signed, algorithm)
+        elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+            key.verify(csr.signature, signed)
+        else:
+            return None
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _verify_self_signature(csr: x509.CertificateSigningRequest, *, as_sent: bytes | None = None) -> None:
+    """Refuse a request whose signature does not verify; ``as_sent`` is the request's own DER when
+    ``csr`` was read from a retagged copy (the signature is over the bytes as sent)."""
+    try:
+        valid = (
+            csr.is_signature_valid if as_sent is None else _signature_valid_over(csr, _request_info(as_sent))
+        )
     except (UnsupportedAlgorithm, ValueError):
         valid = None
     if valid is None:
@@ -279,7 +395,8 @@ def check_csr_der(*, der: bytes) -> ParsedRequest:
     if hash_algorithm is not None:
         # MD5 / SHA-1 signatures do not verify at all under OpenSSL 3: name the algorithm as the reason.
         check_signature_hash(algorithm=hash_algorithm)
-    _verify_self_signature(csr)
+    as_read = csr.tbs_certrequest_bytes != _request_info(der)  # read from a retagged copy
+    _verify_self_signature(csr, as_sent=der if as_read else None)
     try:
         public_key = csr.public_key()
     except (UnsupportedAlgorithm, ValueError):
