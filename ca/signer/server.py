@@ -22,7 +22,6 @@ import stat
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +43,8 @@ IDLE_TIMEOUT = 600.0
 REQUEST_TIMEOUT = 60.0
 #: Connections served at once; more are refused with a reason.
 MAX_CONNECTIONS = 64
+#: Seconds the writer collects audit entries before it writes them in one transaction.
+FLUSH_SECONDS = 0.5
 #: Seconds a CA row is reused before it is read again (a revoked CA stops issuing within this).
 CA_FRESH_SECONDS = 5.0
 
@@ -97,22 +98,27 @@ class Writer(threading.Thread):
     def run(self) -> None:
         stopping = False
         while not stopping:
-            first = self.notes.get()
-            batch: list[_Note] = []
-            for note in [first, *self._drain()]:
-                if note is None:
-                    stopping = True
-                else:
-                    batch.append(note)
-            self._write(batch)
+            notes = self._collect(self.notes.get())
+            stopping = None in notes
+            batch = [note for note in notes if note is not None]
+            if batch:
+                self._write(batch)
         connections.close_all()
 
-    def _drain(self) -> Iterator[_Note | None]:
-        for _ in range(999):
+    def _collect(self, first: _Note | None) -> list[_Note | None]:
+        """``first`` and what else arrives within :data:`FLUSH_SECONDS` (at most 1000): one transaction
+        for a batch, so the writer never competes with the signatures for the database or the CPU."""
+        notes = [first]
+        deadline = time.monotonic() + FLUSH_SECONDS
+        while first is not None and len(notes) < 1000 and (left := deadline - time.monotonic()) > 0:
             try:
-                yield self.notes.get_nowait()
+                note = self.notes.get(timeout=left)
             except queue.Empty:
-                return
+                break
+            notes.append(note)
+            if note is None:
+                break
+        return notes
 
     def _write(self, batch: list[_Note]) -> None:
         from django.db import transaction
