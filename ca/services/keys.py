@@ -24,6 +24,7 @@ from ca.pki import keys as pki_keys
 from ca.pki import pkcs11 as pki_pkcs11
 from ca.pki import signing as pki_signing
 from ca.pki.errors import CAKeyError
+from ca.signer import client as signer_client
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,11 @@ def remember_token_backend(ca: CertificateAuthority, backend: pki_pkcs11.Pkcs11K
 def key_backend(ca: CertificateAuthority) -> pki_signing.KeyBackend:
     """What signs for ``ca`` (:mod:`ca.pki.signing`): its key in a PKCS#11 token, or its decrypted key
     file; kept per process. A token backend carries the CA certificate's public key, so a token that
-    holds another key is caught by the signature check before anything is stored."""
+    holds another key is caught by the signature check before anything is stored. With
+    ``ENROLL_SIGNER_SOCKET`` set, the signer process's backend (:mod:`ca.signer`): this process then
+    opens no key, and needs neither passphrase nor PIN."""
+    if (remote := signer_client.signer_backend(ca)) is not None:
+        return remote
     if not ca.key_in_token:
         return pki_signing.PrivateKeyBackend(key=load_key(ca))
     cache_key = (ca.pk, ca.key_file)
