@@ -1,4 +1,5 @@
-"""Django admin for the CA: certificates, CAs, CRL publications, front servers and the audit log, read-only.
+"""Django admin for the CA: certificates, CAs, CRL publications, front servers, SCEP RA certificates and the
+audit log, read-only.
 
 Nothing here edits a CA record: certificates are never edited, revocations go through the revocation
 screen (:mod:`ca.admin_views`, ``admin:ca-revocation``) and :func:`ca.services.revoke_certificate`, CRLs
@@ -34,6 +35,7 @@ from ca.models import (
     CertificateStatus,
     CrlPublication,
     FrontServer,
+    ScepRaCertificate,
 )
 from ca.pki.pem import pem_armor
 
@@ -44,9 +46,10 @@ if TYPE_CHECKING:
     _AuditAdmin = admin.ModelAdmin[AuditEntry]
     _BlockedKeyAdmin = admin.ModelAdmin[BlockedKey]
     _FrontServerAdmin = admin.ModelAdmin[FrontServer]
+    _ScepRaAdmin = admin.ModelAdmin[ScepRaCertificate]
 else:
     _CertificateAdmin = _AuthorityAdmin = _CrlAdmin = _AuditAdmin = _BlockedKeyAdmin = admin.ModelAdmin
-    _FrontServerAdmin = admin.ModelAdmin
+    _FrontServerAdmin = _ScepRaAdmin = admin.ModelAdmin
 
 STATUS_COLORS = {
     CertificateStatus.VALID: "green",
@@ -341,6 +344,63 @@ class FrontServerAdmin(ReadOnlyAdminMixin, _FrontServerAdmin):
     @admin.display(description="CAs")
     def carried_cas(self, obj: FrontServer) -> str:
         return ", ".join(ca.slug for ca in obj.cas.all())
+
+
+@admin.register(ScepRaCertificate)
+class ScepRaCertificateAdmin(ReadOnlyAdminMixin, _ScepRaAdmin):
+    """The SCEP RA certificates of CAs whose own key cannot decrypt (EC CAs), read-only: one is made on first
+    use, before the current one expires, or with ``manage.py scep_ra``. Its key stays encrypted in the CA
+    key folder and never shows here. SCEP clients pin the fingerprint (scepclient's ``-ca-fingerprint``)."""
+
+    list_display = ["ca", "subject", "serial_display", "not_before", "not_after", "status_badge"]
+    list_filter = ["ca"]
+    list_select_related = ["ca"]
+    search_fields = ["serial", "subject", "fingerprint_sha256", "ca__slug"]
+    search_help_text = "Serial (hex), subject, SHA-256 fingerprint, CA slug."
+    fields = [
+        "ca",
+        "subject",
+        "serial_display",
+        "not_before",
+        "not_after",
+        "status_badge",
+        "fingerprint_sha256",
+        "created_at",
+        "pem",
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ScepRaCertificate]:
+        return super().get_queryset(request).defer("certificate_der")
+
+    @admin.display(description="serial", ordering="serial")
+    def serial_display(self, obj: ScepRaCertificate) -> str:
+        return format_html("<code>{}</code>", obj.serial)
+
+    @admin.display(description="status")
+    def status_badge(self, obj: ScepRaCertificate) -> str:
+        now = utcnow()
+        status = (
+            CertificateStatus.NOT_YET_VALID
+            if now < obj.not_before
+            else CertificateStatus.EXPIRED
+            if obj.not_after <= now
+            else CertificateStatus.VALID
+        )
+        return badge(str(status.label), STATUS_COLORS[status])
+
+    @admin.display(description="certificate (PEM)")
+    def pem(self, obj: ScepRaCertificate) -> str:
+        text = pem_armor(der=bytes(obj.certificate_der), label="CERTIFICATE").decode("ascii")
+        return format_html('<pre class="enroll-pem">{}</pre>', text)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[ScepRaCertificate], search_term: str
+    ) -> tuple[QuerySet[ScepRaCertificate], bool]:
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        extra = hex_search(search_term, exact=("fingerprint_sha256",), serial="serial")
+        if extra is not None:
+            results = results | queryset.filter(extra)
+        return results, may_have_duplicates
 
 
 @admin.register(AuditEntry)
