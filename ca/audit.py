@@ -29,7 +29,9 @@ IMMEDIATE transactions hold the database's write lock from BEGIN):
   the next append or by ``verify_audit``.
 
 Either way two transactions never chain onto the same predecessor, and the unique ``sequence`` would
-refuse it if they did. :func:`record_many` appends any number of entries with one lock and one INSERT.
+refuse it if they did. :func:`record_many` appends any number of entries with one lock and one INSERT;
+inside :func:`batch`, every entry a step records (one device enrollment: code used, request submitted,
+approved, certificate issued) is appended at the block's end the same way, still inside its transaction.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import threading
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,8 +158,18 @@ def _waiting() -> list[AuditEntry]:
 
 
 def _append(entries: list[AuditEntry]) -> list[AuditEntry]:
-    """Insert ``entries`` in one statement, chained now if the chain is free, else right after commit."""
-    with transaction.atomic():
+    """Insert ``entries`` in one statement, chained now if the chain is free, else right after commit.
+
+    Inside :func:`batch` they are only noted, and appended with the batch's other entries at its end.
+    No savepoint of its own: an entry that cannot be written fails the caller's whole transaction, so a
+    change never commits without its entry."""
+    if (pending := getattr(_batches, "pending", None)) is not None and connection.in_atomic_block:
+        for entry in entries:
+            marker = _Marker()
+            transaction.on_commit(marker)  # dropped by Django if a savepoint around this is rolled back
+            pending.append((entry, marker))
+        return entries
+    with transaction.atomic(savepoint=False):
         if _lock_chain(wait=False):
             waiting = _waiting()
             _link([*waiting, *entries])
@@ -167,6 +181,46 @@ def _append(entries: list[AuditEntry]) -> list[AuditEntry]:
             entries[0].save(force_insert=True)
             return entries
         return AuditEntry.objects.bulk_create(entries)
+
+
+class _Marker:
+    """Does nothing after commit; while the transaction runs, its presence among the commit callbacks says
+    that no savepoint around the entry it marks was rolled back (Django drops the callbacks of a
+    savepoint it rolls back)."""
+
+    def __call__(self) -> None:
+        return None
+
+
+#: The entries of the :func:`batch` running in this thread, with their markers (None: no batch).
+_batches = threading.local()
+
+
+@contextmanager
+def batch() -> Iterator[None]:
+    """Append the entries recorded inside the block together when it ends: one chain lock, one INSERT.
+
+    For a step that records several entries in one transaction (a pre-approved device enrollment records
+    four). Run it inside the caller's transaction: the entries are written before that commits, in the
+    order they were recorded, so an entry still exists exactly when its change does. An entry recorded
+    inside a savepoint that was rolled back is left out with its change; when the block raises, nothing is
+    written (the transaction is rolling back). A batch inside a batch joins the outer one.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("audit.batch() runs inside a transaction: its entries commit with the change")
+    if getattr(_batches, "pending", None) is not None:
+        yield
+        return
+    pending: list[tuple[AuditEntry, _Marker]] = []
+    _batches.pending = pending
+    try:
+        yield
+    finally:
+        _batches.pending = None
+    registered = {id(hook[1]) for hook in connection.run_on_commit}  # (savepoint ids, callback, robust)
+    entries = [entry for entry, marker in pending if id(marker) in registered]
+    if entries:
+        _append(entries)
 
 
 def seal() -> int:

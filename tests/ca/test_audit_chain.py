@@ -18,6 +18,7 @@ from django.core.management.base import CommandError
 from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.db.models import F
+from django.test.utils import CaptureQueriesContext
 
 from ca import audit
 from ca.models import AuditEntry, AuditEvent, CertificateAuthority, RevocationReason
@@ -126,6 +127,70 @@ def test_a_rolled_back_entry_leaves_no_gap(chain: list[AuditEntry]) -> None:
     entry = audit.record(event=AuditEvent.SIGN_UP, detail="happened")
     assert entry.sequence == 7
     assert check().intact
+
+
+def _audit_inserts(queries: Any) -> int:
+    return sum('INSERT INTO "ca_auditentry"' in query["sql"] for query in queries.captured_queries)
+
+
+def test_a_batch_appends_its_entries_in_order_with_one_insert_when_it_ends(chain: list[AuditEntry]) -> None:
+    events = [AuditEvent.ENROLLMENT_CODE_USED, AuditEvent.REQUEST_SUBMITTED, AuditEvent.REQUEST_APPROVED]
+    with CaptureQueriesContext(connection) as queries, transaction.atomic(), audit.batch():
+        for n, event in enumerate(events):
+            audit.record(event=event, detail=f"step {n}", now=T0)
+        with audit.batch():  # a batch inside a batch joins it
+            audit.record_many([audit.AuditItem(event=AuditEvent.CERTIFICATE_ISSUED, detail="step 3")], now=T0)
+        assert AuditEntry.objects.count() == 6  # nothing written before the block ends
+
+    assert _audit_inserts(queries) == 1
+    written = list(
+        AuditEntry.objects.filter(sequence__gt=6).order_by("sequence").values_list("event", "detail")
+    )
+    assert written == [
+        (event, f"step {n}") for n, event in enumerate([*events, AuditEvent.CERTIFICATE_ISSUED])
+    ]
+    assert check().intact
+
+
+def _in_a_savepoint_rolled_back() -> None:
+    with transaction.atomic():
+        audit.record(event=AuditEvent.CERTIFICATE_ISSUED, detail="rolled back with its change")
+        raise RuntimeError
+
+
+def test_a_batch_leaves_out_the_entries_of_a_savepoint_rolled_back_and_keeps_the_rest(
+    chain: list[AuditEntry],
+) -> None:
+    with transaction.atomic(), audit.batch():
+        audit.record(event=AuditEvent.REQUEST_SUBMITTED, detail="kept before")
+        with pytest.raises(RuntimeError):
+            _in_a_savepoint_rolled_back()
+        with transaction.atomic():
+            audit.record(event=AuditEvent.REQUEST_FAILED, detail="kept: its savepoint was released")
+        audit.record(event=AuditEvent.REQUEST_APPROVED, detail="kept after")
+
+    details = list(
+        AuditEntry.objects.filter(sequence__gt=6).order_by("sequence").values_list("detail", flat=True)
+    )
+    assert details == ["kept before", "kept: its savepoint was released", "kept after"]
+    assert check().intact
+
+
+def test_a_batch_that_raises_writes_nothing_and_the_next_entry_leaves_no_gap(chain: list[AuditEntry]) -> None:
+    def batch_that_raises() -> None:
+        with transaction.atomic(), audit.batch():
+            audit.record(event=AuditEvent.REQUEST_SUBMITTED, detail="never happened")
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        batch_that_raises()
+    assert audit.record(event=AuditEvent.SIGN_UP, detail="happened").sequence == 7
+    assert check().intact
+
+
+def test_a_batch_runs_inside_a_transaction_only(transactional_db: None) -> None:
+    with pytest.raises(RuntimeError, match="inside a transaction"), audit.batch():
+        pass
 
 
 def test_deleting_an_account_keeps_the_chain_intact(chain: list[AuditEntry], alice: User) -> None:
