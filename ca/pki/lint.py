@@ -28,10 +28,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import validators  # type: ignore[import-untyped]  # pkilint's own URL rule
-from pkilint import loader
-from pkilint.pkix import certificate as pkix_certificate
-from pkilint.pkix import extension, name
-from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped]
+
+#: pkilint and its ASN.1 modules take about half a second to import: they are imported on the first lint,
+#: so a process that lints nothing (most manage.py commands) starts without them.
+_PKILINT_MODULES = (
+    "pkilint.loader",
+    "pkilint.pkix.certificate",
+    "pkilint.pkix.extension",
+    "pkilint.pkix.name",
+)
 
 
 class Severity(enum.IntEnum):
@@ -79,6 +84,9 @@ class CertificateLintError(ValueError):
 @functools.cache
 def _validator() -> Any:
     """The PKIX certificate validator container, built on first use (as ``lint_pkix_cert`` builds it)."""
+    from pkilint.pkix import certificate as pkix_certificate
+    from pkilint.pkix import extension, name
+
     decoding = pkix_certificate.create_decoding_validators(
         name.ATTRIBUTE_TYPE_MAPPINGS, extension.EXTENSION_MAPPINGS
     )
@@ -96,6 +104,8 @@ def _validator() -> Any:
 
 @functools.cache
 def _loader() -> Any:
+    from pkilint import loader
+
     return loader.RFC5280CertificateDocumentLoader()
 
 
@@ -104,6 +114,8 @@ def lint_certificate(*, der: bytes) -> list[Finding]:
 
     DER that does not decode as a certificate gives one FATAL finding.
     """
+    from pyasn1.error import PyAsn1Error  # type: ignore[import-untyped]
+
     validator = _validator()
     try:
         document = _loader().load_der_document(der, "certificate")
@@ -151,7 +163,7 @@ def lint_many(*, ders: Sequence[bytes], parallel_from: int | None = None) -> lis
     if len(ders) < (PARALLEL_FROM if parallel_from is None else parallel_from) or workers < 2:
         return [lint_certificate(der=der) for der in ders]
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
+    context.set_forkserver_preload([__name__, *_PKILINT_MODULES])
     chunk = max(1, len(ders) // (workers * 4))
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         return list(pool.map(_lint_der, ders, chunksize=chunk))
