@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -36,6 +37,7 @@ from accounts.services import mark_email_verified
 from ca.models import Certificate, CertificateAuthority
 from ca.services.authorities import create_ca
 from enroll import flows
+from tests.cli import ManagePy
 from tests.harness.programs import need_program as need_program
 from tests.helpers import FIXTURES as FIXTURES
 from tests.helpers import fixture_bytes as fixture_bytes
@@ -232,3 +234,19 @@ def issue_for() -> Callable[..., Certificate]:
         return approved.certificate
 
     return issue
+
+@pytest.fixture(scope="session")
+def new_installation(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], ManagePy]:
+    """``new_installation(folder)``: a fresh installation driven by manage.py (:class:`tests.cli.ManagePy`)
+    whose SQLite database is migrated already. A real ``manage.py migrate`` of an empty database runs once
+    per test process (and must succeed); each installation starts from a copy of that database rather than
+    migrating again (several seconds a time)."""
+    migrated = ManagePy(tmp_path_factory.mktemp("migrated"))
+    migrated.ok("migrate", "--noinput")
+
+    def install(folder: Path) -> ManagePy:
+        cli = ManagePy(folder)
+        shutil.copyfile(migrated.database, cli.database)
+        return cli
+
+    return install

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,9 @@ def messages(folder: Path) -> list[email.message.EmailMessage]:
     return found
 
 
-def test_the_worker_sends_what_requests_queued_and_stops(tmp_path: Path) -> None:
+def test_the_worker_sends_what_requests_queued_and_stops(
+    tmp_path: Path, new_installation: Callable[[Path], ManagePy]
+) -> None:
     """A fresh installation on a file database (both passes) with the production task backend and a file
     mail backend (``tests.load_settings``): the reset requests answer without sending anything; one
     ``db_worker --batch`` run sends the one mail due, logs the broken one and goes on, and exits by
@@ -124,14 +127,13 @@ def test_the_worker_sends_what_requests_queued_and_stops(tmp_path: Path) -> None
     mail_dir = tmp_path / "mail"
     mail_dir.mkdir()
     (tmp_path / "data" / "static").mkdir(parents=True)
-    cli = ManagePy(tmp_path)
+    cli = new_installation(tmp_path)
     cli.env.update(
         DJANGO_SETTINGS_MODULE="tests.load_settings",
         ENROLL_LOAD_MAIL_DIR=str(mail_dir),
         DJANGO_ALLOWED_HOSTS="testserver",
         ENROLL_PUBLIC_URL="http://pki.example.test",
     )
-    cli.ok("migrate", "--noinput")
     assert cli.ok("shell", "-c", QUEUE) == "0 3"  # nothing sent in the requests; three tasks waiting
 
     worker = [sys.executable, str(ROOT / "manage.py"), "db_worker", "--no-reload", "--no-startup-delay"]

@@ -14,6 +14,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,16 +240,20 @@ def test_the_approve_button_reports_a_ca_key_that_cannot_be_opened(
 
 
 @pytest.fixture(scope="module")
-def installation(tmp_path_factory: pytest.TempPathFactory) -> ManagePy:
+def installation(
+    tmp_path_factory: pytest.TempPathFactory, new_installation: Callable[[Path], ManagePy]
+) -> ManagePy:
     """A real installation with a CA and a submitted request #1 from 'owner', driven by manage.py."""
     folder = tmp_path_factory.mktemp("wrong-passphrase")
-    cli = ManagePy(folder)
-    cli.ok("migrate", "--noinput")
-    cli.ok("init_ca", "--name", "Fault CA", "--slug", "fault-ca")
-    cli.ok("shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('owner')")
+    cli = new_installation(folder)
     path = folder / "owner.csr"
     path.write_bytes(make_csr())
-    assert cli.ok("submit_csr", "--user", "owner", str(path)) == "1"
+    *_, request_id = cli.batch(
+        ("init_ca", "--name", "Fault CA", "--slug", "fault-ca"),
+        ("shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('owner')"),
+        ("submit_csr", "--user", "owner", str(path)),
+    )
+    assert request_id == "1"
     return cli
 
 
@@ -274,14 +279,17 @@ def test_the_approve_command_says_the_ca_key_cannot_be_opened(installation: Mana
     assert crl_line.startswith(
         "CommandError: CA fault-ca: The CA key could not be read: the passphrase is wrong"
     )
-    state = installation.ok(
-        "shell",
-        "-c",
-        "from enroll.models import EnrollmentRequest as R; from ca.models import Certificate as C; "
-        "r = R.objects.get(pk=1); print(r.status, C.objects.exclude(owner=None).count())",
+    state, audit_line = installation.batch(
+        (
+            "shell",
+            "-c",
+            "from enroll.models import EnrollmentRequest as R; from ca.models import Certificate as C; "
+            "r = R.objects.get(pk=1); print(r.status, C.objects.exclude(owner=None).count())",
+        ),
+        ("verify_audit",),
     )
     assert state == "failed 0"
-    assert installation.ok("verify_audit").startswith("audit log intact:")
+    assert audit_line.startswith("audit log intact:")
 
 
 # --- c. the process is killed while it publishes a CRL ------------------------------------------------
@@ -355,15 +363,13 @@ CHILD = textwrap.dedent(
 
 
 @pytest.fixture
-def child_env(tmp_path: Path) -> dict[str, str]:
+def child_env(tmp_path: Path, new_installation: Callable[[Path], ManagePy]) -> dict[str, str]:
     """The environment of a separate process on this test's database (SQLite: a migrated file database)."""
-    cli = ManagePy(tmp_path)
+    cli = ManagePy(tmp_path) if ON_POSTGRES else new_installation(tmp_path)
     env = {**cli.env, "DJANGO_ALLOWED_HOSTS": "testserver", "PYTHONPATH": str(ROOT)}
     if ON_POSTGRES:
         base = urlsplit(os.environ["DATABASE_URL"])
         env["DATABASE_URL"] = urlunsplit(base._replace(path="/" + str(connection.settings_dict["NAME"])))
-    else:
-        cli.ok("migrate", "--noinput")
     return env
 
 
@@ -456,24 +462,31 @@ def test_a_process_killed_while_signing_a_crl_leaves_the_old_crl_served_and_the_
 # --- restoring an older backup (docs/OPERATIONS.md, "Backup and restore") -----------------------------------
 
 
-def test_restoring_an_older_backup_keeps_crl_numbers_rising_and_loses_what_came_after(tmp_path: Path) -> None:
-    cli = ManagePy(tmp_path)
-    database = tmp_path / "e2e.sqlite3"
-    cli.ok("migrate", "--noinput")
-    cli.ok("init_ca", "--name", "Restore CA", "--slug", "restore-ca")
-    cli.ok("shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('owner')")
+def test_restoring_an_older_backup_keeps_crl_numbers_rising_and_loses_what_came_after(
+    tmp_path: Path, new_installation: Callable[[Path], ManagePy]
+) -> None:
+    cli = new_installation(tmp_path)
+    database = cli.database
     for name in ("before", "after"):
         (tmp_path / f"{name}.csr").write_bytes(make_csr())
-    kept = cli.ok("approve", cli.ok("submit_csr", "--user", "owner", str(tmp_path / "before.csr")))
+    *_, before = cli.batch(  # the set-up in one process: the restored installation's commands run alone
+        ("init_ca", "--name", "Restore CA", "--slug", "restore-ca"),
+        ("shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('owner')"),
+        ("submit_csr", "--user", "owner", str(tmp_path / "before.csr")),
+    )
+    kept = cli.ok("approve", before)
 
     backup = tmp_path / "backup.sqlite3"  # a consistent copy of the live database (sqlite3 .backup)
     with sqlite3.connect(database) as source, sqlite3.connect(backup) as target:
         source.backup(target)
 
     lost = cli.ok("approve", cli.ok("submit_csr", "--user", "owner", str(tmp_path / "after.csr")))
-    cli.ok("revoke", kept, "--reason", "key_compromise")
-    newest = int(cli.ok("publish_crl", "--ca", "restore-ca"))
-    anchor = cli.ok("verify_audit")  # "audit log intact: N entries, head #N HASH", kept elsewhere
+    _, newest_line, anchor = cli.batch(
+        ("revoke", kept, "--reason", "key_compromise"),
+        ("publish_crl", "--ca", "restore-ca"),
+        ("verify_audit",),  # "audit log intact: N entries, head #N HASH", kept elsewhere
+    )
+    newest = int(newest_line)
     count, head = anchor.split()[3], anchor.split()[-1]
 
     for suffix in ("", "-wal", "-shm"):  # restore: the service is stopped, the old file put back

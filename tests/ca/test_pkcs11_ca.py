@@ -7,6 +7,7 @@ and a non-zero exit; a token that went away leaves the request as it was.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -32,7 +33,7 @@ from ca.pki.keys import CAKeyType
 from ca.pki.lint import Severity
 from ca.pki.profiles import build_ca_name, ca_certificate_builder
 from ca.pki.serials import new_serial
-from ca.pki.signing import sign_certificate
+from ca.pki.signing import Purpose, sign_certificate
 from ca.services import keys, scep
 from ca.services.crl import current_crl
 from ca.services.ocsp import ocsp_response
@@ -320,6 +321,37 @@ def test_a_token_that_went_away_leaves_the_request_waiting_and_says_the_ca_key_i
     assert "The CA key is not available" in refused.reason, refused.reason
     assert "refused the PIN" in refused.reason
     assert Certificate.objects.filter(ca=token_ca).count() == 0
+
+
+def test_a_forked_worker_and_a_session_closed_under_the_portal_sign_again(
+    token_ca: CertificateAuthority, hsm: SoftHsm, token: str
+) -> None:
+    """A gunicorn worker forked after the token was opened initialises the module again (PKCS#11 v2.40
+    5.4); a session the token dropped (unplugged and back) is opened again on the next signature."""
+    backend = keys.key_backend(token_ca)
+    public_key = token_ca.certificate.public_key()
+    assert isinstance(public_key, ec.EllipticCurvePublicKey)
+
+    def signs() -> None:
+        signature = backend.sign(data=b"probe", algorithm=hashes.SHA256(), purpose=Purpose.CRL)
+        public_key.verify(signature, b"probe", ec.ECDSA(hashes.SHA256()))
+
+    signs()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child's outcome is its exit status)
+        try:
+            signs()
+        except BaseException:
+            os._exit(1)
+        os._exit(0)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    signs()  # the parent's session is untouched by the child
+
+    shared = pki_pkcs11._sessions[(hsm.module, token)]
+    with shared.lock:
+        shared._session.close()  # the token forgot the session (as when it was unplugged)
+    signs()
 
 
 # --- every failure in one line ------------------------------------------------------------------------

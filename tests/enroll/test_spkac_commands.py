@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -143,18 +144,22 @@ def test_export_cert_writes_the_x509_user_cert_form(
     assert x509.load_der_x509_certificate(buffer.getvalue()).serial_number == int(serial, 16)
 
 
-def test_the_real_command_line_exits_1_with_a_one_line_reason(tmp_path: Path) -> None:
-    """manage.py as a fleet's script runs it: challenge, openssl spkac, submit, approve; refusals exit 1."""
-    cli = ManagePy(tmp_path)
+def test_the_real_command_line_exits_1_with_a_one_line_reason(
+    tmp_path: Path, new_installation: Callable[[Path], ManagePy]
+) -> None:
+    """manage.py as a fleet's script runs it: challenge, openssl spkac, submit, approve; refusals exit 1
+    (the installation's set-up in one process, each command checked in a process of its own)."""
+    cli = new_installation(tmp_path)
     manage, ok, refused = cli.run, cli.ok, cli.refused
 
-    ok("migrate", "--noinput")
-    ok("init_ca", "--name", "SPKAC E2E CA")
-    ok(
-        "shell",
-        "-c",
-        "from django.contrib.auth.models import User; "
-        "User.objects.create_user('fleet', 'fleet@example.com', 'fleet-password-123')",
+    cli.batch(
+        ("init_ca", "--name", "SPKAC E2E CA"),
+        (
+            "shell",
+            "-c",
+            "from django.contrib.auth.models import User; "
+            "User.objects.create_user('fleet', 'fleet@example.com', 'fleet-password-123')",
+        ),
     )
 
     challenge = ok("spkac_challenge", "--user", "fleet")
