@@ -323,6 +323,22 @@ def test_a_token_that_went_away_leaves_the_request_waiting_and_says_the_ca_key_i
     assert Certificate.objects.filter(ca=token_ca).count() == 0
 
 
+def test_the_pin_comes_from_the_pin_file_or_else_the_environment_and_nowhere_else(
+    token_ca: CertificateAuthority, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.ENROLL_PKCS11_PIN_FILE = ""
+    monkeypatch.delenv("ENROLL_PKCS11_PIN", raising=False)
+    keys.clear_key_cache()
+    with pytest.raises(CAKeyError, match="no PIN is configured: set ENROLL_PKCS11_PIN_FILE"):
+        keys.key_backend(token_ca)
+
+    monkeypatch.setenv("ENROLL_PKCS11_PIN", PIN)
+    backend = keys.key_backend(token_ca)
+    assert backend.sign(data=b"probe", algorithm=hashes.SHA256(), purpose=Purpose.CRL)
+    assert "pin-" not in token_ca.key_file  # RFC 7512's pin-value and pin-source are never written
+    assert PIN not in repr(backend)
+
+
 def test_a_forked_worker_and_a_session_closed_under_the_portal_sign_again(
     token_ca: CertificateAuthority, hsm: SoftHsm, token: str
 ) -> None:
