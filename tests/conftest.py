@@ -192,8 +192,9 @@ def _mail_queued_as_in_autocommit(request: pytest.FixtureRequest, monkeypatch: p
 
 @pytest.fixture(autouse=True)
 def _english_after_each_test() -> Iterator[None]:
-    """A German request leaves German active in its thread (LocaleMiddleware): the next test, which may
-    read pages or call code outside a request, starts in English again."""
+    """A German request leaves German active in its thread (LocaleMiddleware activates the language of each
+    request and leaves it): the next test, which may read pages or call code outside a request, starts in
+    English again. The one language reset of the suite (tests/i18n has none of its own)."""
     yield
     translation.deactivate()
 

@@ -1,18 +1,17 @@
 """The German catalogue compiled for the tests that read German (``make messages`` does it for ``make
 test``; this covers a plain ``pytest tests/i18n``): msgfmt into a temporary file, then renamed, so parallel
-workers never read half a file. Missing GNU gettext skips, or fails with ENROLL_REQUIRE_REAL_CLIENTS=1."""
+workers never read half a file. Missing GNU gettext skips, or fails with ENROLL_REQUIRE_REAL_CLIENTS=1.
+Every test ends in English: the autouse fixture of tests/conftest.py."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core.signals import setting_changed
-from django.utils import translation
 
 from tests.harness.programs import need_program
 
@@ -43,11 +42,3 @@ def compiled_catalogue() -> Path:
 @pytest.fixture
 def german(compiled_catalogue: Path) -> None:
     """Tests that read German need the compiled catalogue."""
-
-
-@pytest.fixture(autouse=True)
-def _back_to_the_default_language() -> Iterator[None]:
-    """A German request leaves German active in this thread (LocaleMiddleware activates the language of
-    each request and leaves it): the next test, which may call code outside a request, starts in English."""
-    yield
-    translation.deactivate()
