@@ -20,12 +20,14 @@ import datetime as dt
 import functools
 import ipaddress
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec
 
 from axes.helpers import get_cool_off
 from django.conf import settings
+from django.core.cache import caches
 from django.core.cache.backends.db import DatabaseCache
 from django.db import connections, router, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
@@ -33,7 +35,7 @@ from django.shortcuts import render
 from django.utils.functional import Promise
 from django.utils.translation import gettext, ngettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
-from django_ratelimit.core import get_usage
+from django_ratelimit.core import ALL, _get_window, _make_cache_key, _split_rate, get_usage
 
 from accounts import proxies
 
@@ -118,6 +120,45 @@ class RateLimitCache(DatabaseCache):
 
 
 # --- rate limits -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Usage:
+    """How often a key was counted in the current window of a rate, as django-ratelimit counts it."""
+
+    count: int
+    limit: int
+    time_left: int  # seconds until the window ends (0 in its last second)
+
+    @property
+    def reached(self) -> bool:
+        return self.count >= self.limit
+
+
+def peek(counters: dict[str, tuple[str, str, str]]) -> dict[str, Usage]:
+    """Read django-ratelimit counters without counting: name -> (group, key, rate) in, name -> Usage out.
+
+    ``get_usage(increment=False)`` is a write (it adds a zero counter, in a transaction that takes
+    SQLite's write lock); this is one SELECT for all of them, in the same cache under the same key
+    (``key`` is the value django-ratelimit's key function returns, ``group`` and ``rate`` as given to
+    it). Empty when rate limits are off (``RATELIMIT_ENABLE``), as ``get_usage`` returns None then.
+    """
+    if not settings.RATELIMIT_ENABLE or not counters:
+        return {}
+    cache_keys: dict[str, str] = {}
+    windows: dict[str, tuple[int, int]] = {}
+    for name, (group, key, rate) in counters.items():
+        limit, period = _split_rate(rate)
+        window = _get_window(key, period)
+        cache_keys[name] = _make_cache_key(group, window, rate, key, ALL)
+        windows[name] = (limit, window)
+    found = caches[settings.RATELIMIT_USE_CACHE].get_many(list(cache_keys.values()))
+    now = int(time.time())
+    return {
+        name: Usage(count=int(found.get(cache_key) or 0), limit=windows[name][0],
+                    time_left=windows[name][1] - now)
+        for name, cache_key in cache_keys.items()
+    }  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -176,7 +176,7 @@ def simpleenroll(request: HttpRequest, authority: CertificateAuthority) -> HttpR
         csr_der=der,
         kind=RequestKind.EST,
         client_address=proxies.client_address(request),
-        ca=authority if not authority.is_default else None,
+        ca=authority,
     )
     return _answer(outcome)
 

@@ -143,7 +143,7 @@ def _pki_operation(request: HttpRequest, authority: CertificateAuthority) -> Htt
             client_address=address,
             transaction_id=header.transaction_id,
             single_use_only=True,
-            ca=explicit,
+            ca=authority,
         )
     elif message.message_type == scep.MessageType.RENEWAL_REQ:
         current = scep_service.renewal_certificate(message=message)

@@ -63,6 +63,45 @@ def approve(
     return request
 
 
+def reserve_serial(
+    *, purpose: str, ca: CertificateAuthority | None, now: dt.datetime
+) -> issuance.Reserved | str:
+    """Reserve (and commit) one serial on ``ca`` (None: the default CA) for a request about to be stored
+    and approved at once (:func:`approve_new`); or why none could be, the request's reason to fail."""
+    try:
+        return issuance.reserve(purposes=[purpose], ca=ca, now=now)
+    except CAError as exc:
+        return str(exc)
+
+
+def discard_serial(reserved: issuance.Reserved | str, *, reason: str, now: dt.datetime) -> None:
+    """The request :func:`reserve_serial` was for was refused or rolled back: its serial was never used."""
+    if isinstance(reserved, issuance.Reserved):
+        with transaction.atomic():
+            reservations.discard(reservations=reserved.reservations, reason=reason, now=now)
+
+
+def approve_new(
+    request: EnrollmentRequest,
+    *,
+    reserved: issuance.Reserved | str,
+    by: Account | None,
+    reason: str,
+    now: dt.datetime,
+    subject: SubjectInfo | None = None,
+) -> None:
+    """Approve and issue a request stored in the caller's transaction (so nobody else can see or decide it
+    yet), with the serial :func:`reserve_serial` committed for it: APPROVED, then ISSUED or FAILED, as
+    :func:`approve` does. ``subject`` is the owner's, when the caller has just built it. Raises
+    :class:`FlowError` when ``by`` may not approve it (their own request)."""
+    if (refusal := _approval_refusal(request.pk, request, by=by)) is not None:
+        raise FlowError(refusal)
+    issuing = (
+        reserved if isinstance(reserved, str) else _Issuing(reserved, {request.pk: reserved.reservations[0]})
+    )
+    _approve_locked(request, by=by, now=now, reason=reason, issuing=issuing, subject=subject)
+
+
 @dataclass(frozen=True, slots=True)
 class _Issuing:
     """The serials reserved (committed) for an approval, by request id."""
@@ -115,16 +154,16 @@ def _approve_locked(
     now: dt.datetime,
     reason: str,
     issuing: _Issuing | str,
+    subject: SubjectInfo | None = None,
 ) -> None:
-    """APPROVED, then issue (ISSUED or FAILED); the caller holds the row lock inside a transaction."""
+    """APPROVED, then issue (ISSUED or FAILED); the caller holds the row lock inside a transaction.
+    ``subject`` is the owner's, when the caller has it (else built here). The decision is written once,
+    with the outcome (:func:`_issue`): nobody sees the row between the two in this transaction."""
     request.status = RequestStatus.APPROVED
     request.decided_by = by
     request.decided_at = now
-    update_fields = ["status", "decided_by", "decided_at"]
     if reason:
         request.reason = reason
-        update_fields.append("reason")
-    request.save(update_fields=update_fields)
     audit.record(
         event=AuditEvent.REQUEST_APPROVED,
         actor=by,
@@ -133,22 +172,28 @@ def _approve_locked(
         detail=f"request #{request.pk}" + (f", {reason}" if reason else ""),
         now=now,
     )
-    _issue(request, issuing=issuing, now=now)
+    _issue(request, issuing=issuing, now=now, subject=subject)
     request_id = request.pk
     notifications.decision_on_commit(request_id=request_id)
 
 
-def _issue(request: EnrollmentRequest, *, issuing: _Issuing | str, now: dt.datetime) -> None:
-    """Sign the approved request with its reserved serial (inside the caller's transaction). Any failure
-    ends FAILED."""
-    (outcome,) = _issue_many([request], subjects={request.owner_id: subject_for(request.owner)},
-                             actor=request.decided_by, issuing=issuing, now=now)  # fmt: skip
+def _issue(
+    request: EnrollmentRequest,
+    *,
+    issuing: _Issuing | str,
+    now: dt.datetime,
+    subject: SubjectInfo | None = None,
+) -> None:
+    """Sign the approved request with its reserved serial (inside the caller's transaction) and write the
+    decision with its outcome (:data:`_DECISION_FIELDS`). Any failure ends FAILED."""
+    subjects = {request.owner_id: subject or subject_for(request.owner)}
+    (outcome,) = _issue_many([request], subjects=subjects, actor=request.decided_by, issuing=issuing, now=now)
     certificate = outcome if isinstance(outcome, Certificate) else None
     reason = outcome if isinstance(outcome, str) else ""
     if certificate is None:
         request.status = RequestStatus.FAILED
         request.reason = f"Issuing failed: {reason}"
-        request.save(update_fields=["status", "reason"])
+        request.save(update_fields=_DECISION_FIELDS)
         audit.record(
             event=AuditEvent.REQUEST_FAILED,
             subject_user=request.owner,
@@ -160,7 +205,7 @@ def _issue(request: EnrollmentRequest, *, issuing: _Issuing | str, now: dt.datet
         return
     request.status = RequestStatus.ISSUED
     request.certificate = certificate
-    request.save(update_fields=["status", "certificate"])
+    request.save(update_fields=_DECISION_FIELDS)
 
 
 class ApprovalOutcome(StrEnum):

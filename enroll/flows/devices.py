@@ -25,7 +25,6 @@ import logging
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -309,11 +308,13 @@ def enroll_with_code(
         pre_approved=row.pre_approved,
         approve_reason=f"pre-approved enrollment code #{row.pk}" if row.pre_approved else "",
         on_stored=lambda request: use_code(row=row, request=request, client_address=client_address, now=now),
+        ca=ca,
     )
     try:
         request = submit_csr(
             owner=row.owner,
             data=parsed.der,
+            parsed=parsed,
             now=now,
             require_verified_email=True,
             device_name=row.device_name,
@@ -344,14 +345,15 @@ class RepeatedRequest(FlowError):
 def _poll(where: Q, *, kind: RequestKind, transaction_id: str, spki: str) -> DeviceOutcome | None:
     """The outcome of the device's earlier request with this transaction ID (``where`` narrows it to the
     code, or to the renewed certificate), or None if there is none: a repeat is a poll."""
-    previous = (
+    found = (
         EnrollmentRequest.objects.filter(where, kind=kind, transaction_id=transaction_id)
-        .select_related("certificate")
         .order_by("-created_at", "-pk")
+        .values_list("pk", flat=True)
         .first()
     )
-    if previous is None:
+    if found is None:  # the usual case, told by a small query
         return None
+    previous = EnrollmentRequest.objects.select_related("certificate").get(pk=found)
     if previous.spki_sha256 != spki:
         return _refused(POLL_OTHER_KEY, RefusalCause.BAD_REQUEST)
     return outcome_of(previous)
@@ -362,19 +364,26 @@ def use_code(
 ) -> None:
     """Count one use of ``row`` for ``request`` (inside the caller's transaction), never past its limit.
 
-    The code's row lock makes concurrent uses of one code wait for each other: the second of two identical
-    requests sent at once finds the first (:class:`RepeatedRequest`, and the caller answers it as a poll),
-    and a code is never used more often than it may be (:class:`CodeUsedUp`).
+    The code's row lock (taken by the counting UPDATE) makes concurrent uses of one code wait for each
+    other: the second of two identical requests sent at once finds the first (:class:`RepeatedRequest`,
+    and the caller answers it as a poll), and a code is never used more often than it may be
+    (:class:`CodeUsedUp`).
     """
-    locked = EnrollmentCode.objects.select_for_update().get(pk=row.pk)
+    # One UPDATE counts the use only while the code is usable, and holds its row until commit: a second
+    # request with the same code waits here, then finds the first one stored or the code used up.
+    counted = (
+        EnrollmentCode.objects.filter(pk=row.pk, revoked_at__isnull=True, uses__lt=F("max_uses"),
+                                      expires_at__gt=now)
+        .update(uses=F("uses") + 1, last_used_at=now)
+    )  # fmt: skip
     earlier = EnrollmentRequest.objects.filter(
         enrollment_code_id=row.pk, kind=request.kind, transaction_id=request.transaction_id
     ).exclude(pk=request.pk)
     if earlier.exists():
         raise RepeatedRequest(f"request #{request.pk} repeats an earlier one")
-    if (state := locked.state(now)) != CodeState.ACTIVE:
-        raise CodeUsedUp(CODE_WORDS[state])
-    EnrollmentCode.objects.filter(pk=row.pk).update(uses=F("uses") + 1, last_used_at=now)
+    if not counted:
+        state = EnrollmentCode.objects.get(pk=row.pk).state(now)
+        raise CodeUsedUp(CODE_WORDS.get(state, CODE_WORDS[CodeState.USED_UP]))
     audit.record(
         event=AuditEvent.ENROLLMENT_CODE_USED,
         actor=row.owner,
@@ -447,11 +456,13 @@ def reenroll(
         approve_by=None,
         pre_approved=auto,
         approve_reason=AUTO_APPROVED_DEVICE_RENEWAL if auto else "",
+        ca=current.ca,
     )
     try:
         request = submit_csr(
             owner=current.owner,
             data=parsed.der,
+            parsed=parsed,
             now=now,
             renewal_of=current,
             require_verified_email=True,
@@ -505,27 +516,24 @@ def outcome_of(request: EnrollmentRequest) -> DeviceOutcome:
 
 def _explicit(ca: CertificateAuthority | None) -> CertificateAuthority | None:
     """The CA to record on a request: None when it is the default CA (approval's own choice)."""
-    if ca is None:
-        return None
-    default = CertificateAuthority.objects.filter(is_default=True).values_list("pk", flat=True).first()
-    return None if default == ca.pk else ca
+    return None if ca is None or ca.is_default else ca
 
 
 # --- wrong codes: lock-out per client address and per code ------------------------------------------
 
 
-def _usage(scope: str, key: str, *, increment: bool) -> dict[str, Any] | None:
+def _count(scope: str, key: str) -> None:
+    """Count one wrong try against the code's and the address's counters (django-ratelimit)."""
     rate = settings.ENROLL_RATE_LIMITS.get("device_code", {}).get(scope)
     if not rate or not key:
-        return None
-    usage: dict[str, Any] | None = get_usage(
+        return
+    get_usage(
         HttpRequest(),  # django-ratelimit only asks a request for its method; the key is ours
         group=f"enroll.device_code.{scope}",
         key=lambda _group, _request: key,
         rate=rate,
-        increment=increment,
+        increment=True,
     )
-    return usage
 
 
 def _keys(*, client_address: str, digest: str) -> dict[str, str]:
@@ -536,11 +544,20 @@ def _keys(*, client_address: str, digest: str) -> dict[str, str]:
 
 
 def _locked_out(*, client_address: str, digest: str) -> DeviceOutcome | None:
-    """A refusal when this address, or this code, has had too many wrong tries in the current window."""
-    for scope, key in _keys(client_address=client_address, digest=digest).items():
-        usage = _usage(scope, key, increment=False)
-        if usage is not None and int(usage["count"]) >= int(usage["limit"]):
-            wait = max(1, int(usage["time_left"]) + 1)
+    """A refusal when this address, or this code, has had too many wrong tries in the current window.
+
+    Reads both counters in one look-up without counting (:func:`accounts.ratelimits.peek`)."""
+    rates = settings.ENROLL_RATE_LIMITS.get("device_code", {})
+    counters = {
+        scope: (f"enroll.device_code.{scope}", key, rates[scope])
+        for scope, key in _keys(client_address=client_address, digest=digest).items()
+        if key and rates.get(scope)
+    }
+    usages = ratelimits.peek(counters)
+    for scope in counters:
+        usage = usages.get(scope)
+        if usage is not None and usage.reached:
+            wait = max(1, usage.time_left + 1)
             whom = "from your network address" if scope == "address" else "with this code"
             return _refused(
                 f"Too many wrong or unusable enrollment codes {whom} in a short time. Try again in "
@@ -553,7 +570,7 @@ def _locked_out(*, client_address: str, digest: str) -> DeviceOutcome | None:
 
 def _count_wrong_code(*, client_address: str, digest: str) -> None:
     for scope, key in _keys(client_address=client_address, digest=digest).items():
-        _usage(scope, key, increment=True)
+        _count(scope, key)
     logger.info("wrong or unusable enrollment code from %s", client_address)
 
 

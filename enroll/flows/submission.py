@@ -23,15 +23,22 @@ from ca import audit
 from ca.clock import utcnow
 from ca.models import AuditEvent, Certificate, CertificateAuthority, clean_device_name
 from ca.pki.csr import ParsedRequest, parse_csr
+from ca.pki.errors import RequestRefused
+from ca.pki.profiles import SubjectInfo
 from ca.pki.spkac import ParsedSpkac, parse_spkac
 from ca.services.issuance import key_refusal
 from ca.types import Account
 from enroll import approver_mail, challenges
+from enroll.flows import approval
 from enroll.flows.approval import approve
 from enroll.flows.common import (
     AUTO_APPROVED_RENEWAL,
+    CONNECTION_LOST,
+    DATABASE_LOST,
     FlowError,
     SubmissionRefused,
+    drop_broken_connections,
+    subject_for,
 )
 from enroll.models import RENEWING_STATUSES, EnrollmentCode, EnrollmentRequest, RequestKind, RequestStatus
 
@@ -73,8 +80,10 @@ def renewal_blocker(certificate: Certificate) -> str | None:
 class DeviceOrigin:
     """Where a device's request came from (:mod:`enroll.flows.devices`): its kind (EST, SCEP), the
     transaction ID its repeats are recognised by, the enrollment code (None for a re-enrollment) and the
-    CA its URL named. ``on_stored`` runs in the storing transaction (the code's use is counted there);
-    ``pre_approved`` approves it at once, by ``approve_by`` with ``approve_reason``."""
+    CA its URL named (``issuing_ca``, recorded on the request: None for the default CA; ``ca``, the same CA
+    as the device's URL found it, issued on without looking it up again: None to look the default up).
+    ``on_stored`` runs in the storing transaction (the code's use is counted there); ``pre_approved``
+    approves it at once, by ``approve_by`` with ``approve_reason``."""
 
     kind: RequestKind
     transaction_id: str
@@ -85,6 +94,13 @@ class DeviceOrigin:
     pre_approved: bool = False
     approve_reason: str = ""
     on_stored: Callable[[EnrollmentRequest], None] | None = None
+    ca: CertificateAuthority | None = None
+
+    @property
+    def serial_purpose(self) -> str:
+        """What its serial is reserved for, before the request has a number."""
+        code = f" with enrollment code #{self.enrollment_code.pk}" if self.enrollment_code is not None else ""
+        return f"{str(self.kind).upper()} request{code}, transaction {self.transaction_id[:64]}"
 
 
 def submit_csr(
@@ -96,6 +112,7 @@ def submit_csr(
     require_verified_email: bool = False,
     device_name: str | None = None,
     device: DeviceOrigin | None = None,
+    parsed: ParsedRequest | None = None,
 ) -> EnrollmentRequest:
     """Check a CSR and store it as a new SUBMITTED request.
 
@@ -104,13 +121,19 @@ def submit_csr(
     any account. ``renewal_of`` makes the request a renewal of one of the owner's certificates (see
     :func:`submit_renewal`). ``device_name`` is the owner's label (:func:`ca.models.clean_device_name`);
     None for a renewal means the renewed certificate's, else none. ``device`` marks a device's request
-    (EST, SCEP: :mod:`enroll.flows.devices`); a pre-approved one is approved and issued at once.
+    (EST, SCEP: :mod:`enroll.flows.devices`); a pre-approved one is approved and issued at once
+    (:func:`_store_and_issue`). ``parsed`` is ``data`` parsed already by :func:`ca.pki.csr.parse_csr`.
     """
     now = now or utcnow()
-    if require_verified_email and (blocker := submission_blocker(owner)) is not None:
-        raise SubmissionRefused(blocker)
+    # The subject is the account's (its verified address): built once, for the check and for issuing.
+    subject = subject_for(owner) if require_verified_email else None
+    if subject is not None and subject.email is None:
+        raise SubmissionRefused(str(EMAIL_NOT_VERIFIED))
     name = _device_name(device_name)
-    parsed = parse_csr(data=data)
+    parsed = parsed if parsed is not None else parse_csr(data=data)
+    if device is not None and device.pre_approved:
+        return _store_and_issue(owner=owner, parsed=parsed, device=device, now=now, renewal_of=renewal_of,
+                                device_name=device_name, name=name, subject=subject)  # fmt: skip
     auto_approve = False
     with transaction.atomic():
         if renewal_of is not None:
@@ -118,8 +141,6 @@ def submit_csr(
             if device_name is None:
                 name = renewal_of.device_name
             auto_approve = _auto_approves(renewal_of, now=now)
-        if device is not None and device.pre_approved:
-            auto_approve = True
         request = _store(
             owner=owner,
             kind=device.kind if device is not None else RequestKind.CSR,
@@ -134,9 +155,58 @@ def submit_csr(
         )
     if auto_approve:
         # Stored (committed) first: approval reserves its serial in a transaction of its own.
-        if device is not None and device.approve_reason:
-            return approve(request_id=request.pk, by=device.approve_by, now=now, reason=device.approve_reason)
         return approve(request_id=request.pk, by=None, now=now, reason=AUTO_APPROVED_RENEWAL)
+    return request
+
+
+def _store_and_issue(
+    *,
+    owner: Account,
+    parsed: ParsedRequest,
+    device: DeviceOrigin,
+    now: dt.datetime,
+    renewal_of: Certificate | None,
+    device_name: str | None,
+    name: str,
+    subject: SubjectInfo | None,
+) -> EnrollmentRequest:
+    """A pre-approved device request (an approver's code, an auto-approved re-enrollment): its serial is
+    reserved (committed) first, then it is stored, approved and issued in one transaction, whose audit
+    entries (code used, submitted, approved, issued) are appended together (:func:`ca.audit.batch`). A
+    refusal stores nothing and discards the serial. Returns the request, ISSUED or FAILED."""
+    # Checked before the serial is spent and the write lock taken; issuing checks again in the transaction.
+    if (refusal := key_refusal(spki_sha256=parsed.key.spki_sha256, owner=owner)) is not None:
+        raise SubmissionRefused(refusal)
+    reserved = approval.reserve_serial(purpose=device.serial_purpose, ca=device.ca, now=now)
+    try:
+        with transaction.atomic(), audit.batch():
+            if renewal_of is not None:
+                renewal_of = _lock_renewable(renewal_of, owner=owner)
+                if device_name is None:
+                    name = renewal_of.device_name
+            request = _store(
+                owner=owner,
+                kind=device.kind,
+                parsed=parsed,
+                requested_subject=parsed.requested_subject[:1024],
+                renewal_of=renewal_of,
+                notes=[f"renewal of {renewal_of.serial}"] if renewal_of is not None else [],
+                now=now,
+                device_name=name,
+                announce=False,  # nobody needs to decide
+                device=device,
+                key_checked=True,
+            )
+            approval.approve_new(
+                request, reserved=reserved, by=device.approve_by, reason=device.approve_reason, now=now,
+                subject=subject,
+            )  # fmt: skip
+    except CONNECTION_LOST as exc:
+        drop_broken_connections()
+        raise FlowError(f"The request was not stored: {DATABASE_LOST}") from exc
+    except (FlowError, RequestRefused) as exc:
+        approval.discard_serial(reserved, reason=str(exc), now=now)
+        raise
     return request
 
 
@@ -188,13 +258,15 @@ def _store(
     device_name: str = "",
     announce: bool = True,
     device: DeviceOrigin | None = None,
+    key_checked: bool = False,
 ) -> EnrollmentRequest:
     """Refuse a blocked key or another account's key, else store the request as SUBMITTED (audited).
 
     Runs inside the caller's transaction; ``notes`` go into the audit entry's detail. ``announce`` tells
     the approvers on commit; not for a renewal that the submission approves itself (nobody needs to decide).
+    ``key_checked``: the caller checked the key already and issues in this transaction, which checks again.
     """
-    if (refusal := key_refusal(spki_sha256=parsed.key.spki_sha256, owner=owner)) is not None:
+    if not key_checked and (refusal := key_refusal(spki_sha256=parsed.key.spki_sha256, owner=owner)):
         raise SubmissionRefused(refusal)
     request = EnrollmentRequest.objects.create(
         owner=owner,

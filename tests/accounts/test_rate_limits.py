@@ -15,11 +15,13 @@ from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.test import Client, RequestFactory
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django_ratelimit.core import get_usage
 from pytest_django.fixtures import Settings
 
 from accounts.proxies import client_address
-from accounts.ratelimits import RateLimitCache
+from accounts.ratelimits import RateLimitCache, peek
 from accounts.services import mark_email_verified
 from ca.models import Certificate
 from enroll import env
@@ -360,3 +362,24 @@ def test_concurrent_increments_are_not_lost() -> None:
         thread.join()
     assert errors == []
     assert cache.get("shared") == 200
+
+
+def test_peek_reads_the_counters_get_usage_keeps_without_writing(db: None, settings: Settings) -> None:
+    """The device lock-out's look (accounts.ratelimits.peek): the same counts as django-ratelimit's, all
+    in one SELECT, never a write (get_usage without counting adds a zero row in a write transaction)."""
+    settings.RATELIMIT_ENABLE = True
+    group, rate = "enroll.device_code.address", "5/h"
+    for _ in range(3):
+        get_usage(RequestFactory().get("/"), group=group, key=lambda _g, _r: "address:192.0.2.7", rate=rate,
+                  increment=True)  # fmt: skip
+    counters = {"counted": (group, "address:192.0.2.7", rate), "never": (group, "address:192.0.2.8", rate)}
+
+    with CaptureQueriesContext(connection) as queries:
+        seen = peek(counters)
+
+    assert (seen["counted"].count, seen["counted"].limit, seen["counted"].reached) == (3, 5, False)
+    assert (seen["never"].count, seen["never"].reached) == (0, False)
+    assert 0 <= seen["counted"].time_left <= 3600
+    assert [query["sql"].split()[0] for query in queries.captured_queries] == ["SELECT"]
+    settings.RATELIMIT_ENABLE = False
+    assert peek(counters) == {}

@@ -11,9 +11,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.contrib.auth.models import Permission, User
 from django.core import mail
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks, Settings
 
 from accounts.services import mark_email_verified
+from ca import audit
 from ca.models import (
     AuditEntry,
     AuditEvent,
@@ -21,7 +24,9 @@ from ca.models import (
     BlockedKeySource,
     Certificate,
     CertificateAuthority,
+    ReservationState,
     RevocationReason,
+    SerialReservation,
 )
 from ca.pki.csr import parse_csr
 from ca.services.authorities import create_ca
@@ -30,6 +35,7 @@ from enroll import flows
 from enroll.flows import DeviceOutcomeKind, RefusalCause, devices
 from enroll.models import EnrollmentCode, EnrollmentRequest, RequestKind, RequestStatus, code_digest
 from tests.helpers import fixture_bytes, make_csr
+from tests.pki.certmonger import certmonger_csr
 
 pytestmark = pytest.mark.django_db
 
@@ -534,6 +540,73 @@ def test_a_repeat_stored_meanwhile_is_answered_as_a_poll_and_uses_the_code_once(
     assert EnrollmentRequest.objects.count() == 1
     row.refresh_from_db()
     assert row.uses == 1
+
+
+def test_a_pre_approved_repeat_stored_meanwhile_is_a_poll_and_its_serial_is_discarded(
+    alice: User, approver: User, enroll: Callable[..., flows.DeviceOutcome], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row, code = flows.create_enrollment_code(owner=alice, created_by=approver, uses=2, now=NOW)
+    csr = der(key=ec.generate_private_key(ec.SECP256R1()))
+    first = enroll(code, csr)
+    real_poll = devices._poll
+    calls = iter([None])  # the second call's first look finds nothing, as if the first were not committed yet
+    monkeypatch.setattr(devices, "_poll", lambda *a, **k: next(calls, real_poll(*a, **k)))
+
+    second = enroll(code, csr)
+
+    assert first.kind == second.kind == DeviceOutcomeKind.ISSUED
+    assert second.certificate == first.certificate
+    assert Certificate.objects.count() == 1
+    row.refresh_from_db()
+    assert row.uses == 1
+    states = sorted(SerialReservation.objects.values_list("state", flat=True))
+    assert states == sorted([ReservationState.ISSUED, ReservationState.DISCARDED])
+
+
+def test_a_pre_approved_enrollment_is_one_transaction_with_its_four_entries_appended_at_once(
+    alice: User, approver: User, enroll: Callable[..., flows.DeviceOutcome]
+) -> None:
+    _row, code = flows.create_enrollment_code(owner=alice, created_by=approver, device_name="kiosk", now=NOW)
+    first = AuditEntry.objects.order_by("-sequence").values_list("sequence", flat=True).first() or 0
+
+    with CaptureQueriesContext(connection) as queries:
+        outcome = enroll(code)
+
+    assert outcome.kind == DeviceOutcomeKind.ISSUED, outcome.reason
+    written = list(
+        AuditEntry.objects.filter(sequence__gt=first).order_by("sequence").values_list("sequence", "event")
+    )
+    assert written == [
+        (first + 1, AuditEvent.ENROLLMENT_CODE_USED),
+        (first + 2, AuditEvent.REQUEST_SUBMITTED),
+        (first + 3, AuditEvent.REQUEST_APPROVED),
+        (first + 4, AuditEvent.CERTIFICATE_ISSUED),
+    ]
+    statements = [query["sql"] for query in queries.captured_queries]
+    assert sum(sql.startswith('INSERT INTO "ca_auditentry"') for sql in statements) == 1
+    # 62 statements before the enrollment was one transaction with cached look-ups (docs/DEVICES.md).
+    assert len(statements) <= 30, "\n".join(statements)
+    (reservation,) = SerialReservation.objects.all()  # reserved (committed) before anything was signed
+    assert reservation.state == ReservationState.ISSUED
+    assert "EST request with enrollment code" in reservation.purpose
+    assert audit.verify_chain().intact
+
+
+def test_certmongers_request_with_an_underscore_in_its_printable_cn_enrolls(
+    alice: User, approver: User, enroll: Callable[..., flows.DeviceOutcome]
+) -> None:
+    _row, code = flows.create_enrollment_code(owner=alice, created_by=approver, now=NOW)
+    csr = certmonger_csr(ec.generate_private_key(ec.SECP256R1()), challenge=code)
+
+    outcome = enroll(code, csr, kind=RequestKind.SCEP, transaction_id="certmonger-1", single_use_only=True)
+
+    assert outcome.kind == DeviceOutcomeKind.ISSUED, outcome.reason
+    assert outcome.request is not None
+    assert outcome.certificate is not None
+    assert bytes(outcome.request.request_der) == csr  # stored as sent
+    assert outcome.request.requested_subject == "CN=certmonger_device"  # shown, ignored
+    issued = x509.load_der_x509_certificate(bytes(outcome.certificate.der))
+    assert issued.subject.rfc4514_string().startswith("CN=alice")
 
 
 def test_a_reenrollment_repeat_stored_meanwhile_is_answered_as_a_poll(
