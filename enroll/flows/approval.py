@@ -15,7 +15,7 @@ from ca.clock import utcnow
 from ca.errors import CAError
 from ca.models import AuditEvent, Certificate, CertificateAuthority, SerialReservation
 from ca.pki.profiles import SubjectInfo
-from ca.services import issuance, reservations
+from ca.services import authorisations, issuance, reservations
 from ca.types import Account
 from enroll import notifications
 from enroll.flows.common import (
@@ -47,7 +47,7 @@ def approve(
     pending = EnrollmentRequest.objects.filter(pk=request_id).first()
     if (refusal := _approval_refusal(request_id, pending, by=by)) is not None:
         raise FlowError(refusal)  # checked again under the lock; no serial is spent on a refusal
-    issuing = _reserve([request_id], now=now, ca=pending.issuing_ca if pending is not None else None)
+    issuing = _reserve([request_id], now=now, ca=pending.issuing_ca if pending is not None else None, by=by)
     try:
         with transaction.atomic():
             request = lock_request(request_id)
@@ -64,14 +64,30 @@ def approve(
 
 
 def reserve_serial(
-    *, purpose: str, ca: CertificateAuthority | None, now: dt.datetime
+    *,
+    purpose: str,
+    ca: CertificateAuthority | None,
+    now: dt.datetime,
+    request_sha256: str,
+    spki_sha256: str,
+    owner: Account,
+    by: Account | None,
 ) -> issuance.Reserved | str:
     """Reserve (and commit) one serial on ``ca`` (None: the default CA) for a request about to be stored
-    and approved at once (:func:`approve_new`); or why none could be, the request's reason to fail."""
+    and approved at once (:func:`approve_new`), with ``by``'s issuance authorisation for the request's key;
+    or why none could be, the request's reason to fail. Raises :class:`FlowError` when the signer is
+    configured and not running: nothing is reserved, nothing may be stored."""
     try:
-        return issuance.reserve(purposes=[purpose], ca=ca, now=now)
+        reserved = issuance.reserve(purposes=[purpose], ca=ca, now=now)
     except CAError as exc:
         return str(exc)
+    grant = authorisations.Grant(reserved.reservations[0], request_sha256, spki_sha256, owner.pk)
+    try:
+        authorisations.authorise(ca=reserved.ca, grants=[grant], approver=by, now=now)
+    except CAError as exc:
+        discard_serial(reserved, reason=str(exc), now=now)
+        raise FlowError(str(exc)) from exc
+    return reserved
 
 
 def discard_serial(reserved: issuance.Reserved | str, *, reason: str, now: dt.datetime) -> None:
@@ -111,17 +127,37 @@ class _Issuing:
 
 
 def _reserve(
-    request_ids: Sequence[int], *, now: dt.datetime, ca: CertificateAuthority | None = None
+    request_ids: Sequence[int],
+    *,
+    now: dt.datetime,
+    ca: CertificateAuthority | None = None,
+    by: Account | None = None,
 ) -> _Issuing | str:
-    """Reserve (and commit) one serial per request on ``ca`` (None: the default CA); or why none could be
-    reserved, which becomes each request's reason to fail once it is approved."""
+    """Reserve (and commit) one serial per request on ``ca`` (None: the default CA) and ``by``'s issuance
+    authorisation for each (:mod:`ca.services.authorisations`, what the signer checks); or why none could
+    be reserved, which becomes each request's reason to fail once it is approved. Raises
+    :class:`FlowError` when the signer is configured and not running: nothing is reserved then, and no
+    request may change."""
     if not request_ids:
         return "nothing to issue"
     try:
         reserved = issuance.reserve(purposes=[f"request #{pk}" for pk in request_ids], ca=ca, now=now)
     except CAError as exc:
         return str(exc)
-    return _Issuing(reserved, dict(zip(request_ids, reserved.reservations, strict=True)))
+    issuing = _Issuing(reserved, dict(zip(request_ids, reserved.reservations, strict=True)))
+    facts = EnrollmentRequest.objects.filter(pk__in=request_ids).values_list(
+        "pk", "request_sha256", "spki_sha256", "owner_id"
+    )
+    grants = [
+        authorisations.Grant(issuing.by_request[pk], request_sha256, spki_sha256, owner_id)
+        for pk, request_sha256, spki_sha256, owner_id in facts
+    ]
+    try:
+        authorisations.authorise(ca=reserved.ca, grants=grants, approver=by, now=now)
+    except CAError as exc:
+        _discard(issuing, reason=str(exc), now=now)
+        raise FlowError(str(exc)) from exc
+    return issuing
 
 
 def _discard(issuing: _Issuing | str, *, reason: str, now: dt.datetime) -> None:
@@ -257,7 +293,12 @@ def approve_many(
         chunk = ids_bulk[start : start + BULK_CHUNK]
         pending = EnrollmentRequest.objects.filter(pk__in=chunk).only("pk", "status", "owner_id").in_bulk()
         approvable = [pk for pk in chunk if _approval_refusal(pk, pending.get(pk), by=actor) is None]
-        issuing = _reserve(approvable, now=now)
+        try:
+            issuing = _reserve(approvable, now=now, by=actor)
+        except FlowError as exc:  # the signer is not running: this chunk and the rest stay undecided
+            for request_id in ids_bulk[start:]:
+                results[request_id] = ApprovalResult(request_id, ApprovalOutcome.REFUSED, reason=str(exc))
+            break
         try:
             with transaction.atomic():
                 results.update(_approve_chunk(chunk, actor=actor, now=now, issuing=issuing))

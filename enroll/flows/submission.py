@@ -177,7 +177,10 @@ def _store_and_issue(
     # Checked before the serial is spent and the write lock taken; issuing checks again in the transaction.
     if (refusal := key_refusal(spki_sha256=parsed.key.spki_sha256, owner=owner)) is not None:
         raise SubmissionRefused(refusal)
-    reserved = approval.reserve_serial(purpose=device.serial_purpose, ca=device.ca, now=now)
+    reserved = approval.reserve_serial(
+        purpose=device.serial_purpose, ca=device.ca, now=now, request_sha256=parsed.sha256,
+        spki_sha256=parsed.key.spki_sha256, owner=owner, by=device.approve_by,
+    )  # fmt: skip
     try:
         with transaction.atomic(), audit.batch():
             if renewal_of is not None:
