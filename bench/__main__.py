@@ -88,6 +88,19 @@ def parser() -> argparse.ArgumentParser:
         default=100_000,
         help="Revocations under the CRL republished per key store (100000).",
     )
+    parser.add_argument(
+        "--signer",
+        type=int,
+        default=1000,
+        help="Requests approved in bulk in process and through manage.py signer, lint on and off; 0 leaves "
+        "the signer out (1000).",
+    )
+    parser.add_argument(
+        "--signer-crl-entries",
+        type=int,
+        default=100_000,
+        help="Revocations under the CRL republished in process and through the signer; 0: none (100000).",
+    )
     return parser
 
 
@@ -101,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     servers = [s.strip() for s in options.reach_servers.split(",") if s.strip()]
     if unknown := set(servers) - {"nginx", "apache", "node"}:
         arguments.error(f"--reach-servers takes nginx, apache and node, not {', '.join(sorted(unknown))}.")
-    counts = (options.issue, options.single, options.est, options.reach_runs, options.ocsp_certificates)
+    counts = (
+        options.issue, options.single, options.est, options.reach_runs, options.ocsp_certificates,
+        options.signer, options.signer_crl_entries,
+    )  # fmt: skip
     if (
         any(size < 1 for size in sizes)
         or min(counts) < 0
@@ -131,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         reach_servers=servers,
         ocsp_certificates=options.ocsp_certificates,
         est_count=options.est,
+        signer_issue=options.signer,
+        signer_crl_entries=options.signer_crl_entries,
         hsm=softhsm_installed() if options.hsm is None else options.hsm,
         hsm_issue=options.hsm_issue,
         hsm_crl_entries=options.hsm_crl_entries,

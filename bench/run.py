@@ -14,6 +14,7 @@ from bench.issuance import bench_issuance
 from bench.ocsp import OCSP_CERTIFICATES, bench_ocsp
 from bench.polling import bench_polling
 from bench.reach import bench_reach
+from bench.signer import bench_signer
 
 
 def run(
@@ -28,6 +29,8 @@ def run(
     reach_servers: Sequence[str] = ("nginx", "apache", "node"),
     ocsp_certificates: int = OCSP_CERTIFICATES,
     est_count: int = 200,
+    signer_issue: int = 1000,
+    signer_crl_entries: int = 100_000,
     hsm: bool = False,
     hsm_issue: int = 200,
     hsm_crl_entries: int = 100_000,
@@ -44,5 +47,7 @@ def run(
             bench_ocsp(out, wrk=wrk, seconds=http_seconds, count=ocsp_certificates)
         if reach_runs and reach_servers:
             bench_reach(out, runs=reach_runs, servers=list(reach_servers))
+        if signer_issue:
+            bench_signer(out, signer_issue, signer_crl_entries)
         if hsm:  # last: its CA becomes the default issuer
             bench_hsm(out, issue_count=hsm_issue, crl_entries=hsm_crl_entries)

@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_benchmark(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m bench`` with ``args``; without the signer's figures unless ``--signer`` is given."""
+    if "--signer" not in args:
+        args = (*args, "--signer", "0")
     env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}  # its own SQLite file
     env["ENROLL_DATA_DIR"] = str(tmp_path)
     return subprocess.run(
@@ -52,6 +55,7 @@ def test_it_prints_every_figure_as_a_json_line(tmp_path: Path) -> None:
         "--reach-runs",
         "0",
         "--no-hsm",
+        *("--signer", "3", "--signer-crl-entries", "20"),
     )
 
     assert result.returncode == 0, result.stderr
@@ -91,6 +95,11 @@ def test_it_prints_every_figure_as_a_json_line(tmp_path: Path) -> None:
     assert "skipped" in by_name["polling_cost_gunicorn"][0]
     assert "revocation_reach" not in by_name  # --reach-runs 0
     assert not [name for name in by_name if name.startswith("hsm")]  # --no-hsm
+    signer = by_name["signer_bulk_approval"]  # in process and through a real manage.py signer
+    assert [f["lint"] for f in signer] == [True, False]
+    assert all(f["signer_per_second"] > 0 < f["in_process_per_second"] for f in signer)
+    assert by_name["signer_crl_republish"][0]["entries"] == 20
+    assert by_name["signer_round_trip"][0]["kept_connection_ms"] > 0
     assert all("target" not in f for f in found), "no target applies at these sizes"
 
 
