@@ -16,25 +16,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
 import socket
 import stat
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connections
+from django.db import DatabaseError, connections
 
 from ca import audit
 from ca.clock import utcnow
 from ca.models import AuditEvent, CertificateAuthority
 from ca.pki.errors import CAKeyError
 from ca.pki.signing import Purpose
-from ca.services import authorisations, keys
+from ca.services import keys
 from ca.signer import checks, client, protocol
+from ca.signer.bookkeeping import Note, RateLimit, Writer
 
 logger = logging.getLogger(__name__)
 
@@ -43,103 +42,12 @@ IDLE_TIMEOUT = 600.0
 REQUEST_TIMEOUT = 60.0
 #: Connections served at once; more are refused with a reason.
 MAX_CONNECTIONS = 64
-#: Seconds the writer collects audit entries before it writes them in one transaction.
-FLUSH_SECONDS = 0.5
 #: Seconds a CA row is reused before it is read again (a revoked CA stops issuing within this).
 CA_FRESH_SECONDS = 5.0
 
 
 class SignerStartError(Exception):
     """The signer cannot start; the text says why and what to do."""
-
-
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    stamp: float
-
-
-@dataclass(slots=True)
-class RateLimit:
-    """A token bucket per caller uid: ``rate`` signatures a second, bursts of a minute's worth."""
-
-    rate: float
-    buckets: dict[int, _Bucket] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def allow(self, uid: int) -> bool:
-        now = time.monotonic()
-        burst = self.rate * 60
-        with self.lock:
-            bucket = self.buckets.setdefault(uid, _Bucket(burst, now))
-            bucket.tokens = min(burst, bucket.tokens + (now - bucket.stamp) * self.rate)
-            bucket.stamp = now
-            if bucket.tokens < 1:
-                return False
-            bucket.tokens -= 1
-            return True
-
-
-@dataclass(frozen=True, slots=True)
-class _Note:
-    """One thing for the writer: an audit entry, and the authorisation to mark used."""
-
-    item: audit.AuditItem
-    authorisation: int | None = None
-
-
-class Writer(threading.Thread):
-    """Writes audit entries and ``used_at`` in batches, in transactions of its own, retrying on errors."""
-
-    def __init__(self) -> None:
-        super().__init__(name="signer-writer", daemon=True)
-        self.notes: queue.Queue[_Note | None] = queue.Queue()
-
-    def run(self) -> None:
-        stopping = False
-        while not stopping:
-            notes = self._collect(self.notes.get())
-            stopping = None in notes
-            batch = [note for note in notes if note is not None]
-            if batch:
-                self._write(batch)
-        connections.close_all()
-
-    def _collect(self, first: _Note | None) -> list[_Note | None]:
-        """``first`` and what else arrives within :data:`FLUSH_SECONDS` (at most 1000): one transaction
-        for a batch, so the writer never competes with the signatures for the database or the CPU."""
-        notes = [first]
-        deadline = time.monotonic() + FLUSH_SECONDS
-        while first is not None and len(notes) < 1000 and (left := deadline - time.monotonic()) > 0:
-            try:
-                note = self.notes.get(timeout=left)
-            except queue.Empty:
-                break
-            notes.append(note)
-            if note is None:
-                break
-        return notes
-
-    def _write(self, batch: list[_Note]) -> None:
-        from django.db import transaction
-
-        for attempt in range(30):
-            try:
-                now = utcnow()
-                with transaction.atomic():
-                    audit.record_many([note.item for note in batch], now=now)
-                    ids = [note.authorisation for note in batch if note.authorisation is not None]
-                    authorisations.mark_used(ids=ids, now=now)
-                return
-            except Exception:  # the database is busy or gone: keep the entries and try again
-                logger.exception("the signer could not write %s audit entries (try %s)", len(batch), attempt)
-                close_old_connections()
-                time.sleep(min(2.0, 0.1 * (attempt + 1)))
-        logger.error("the signer dropped %s audit entries after 30 tries: %s", len(batch), batch)
-
-    def stop(self) -> None:
-        self.notes.put(None)
-        self.join(timeout=60)
 
 
 def _peer_uid(sock: socket.socket) -> int:
@@ -340,11 +248,11 @@ class Signer:
             crl_number=verdict.crl_number,
             detail=f"{verdict.detail}; for uid {uid}",
         )
-        self.writer.notes.put(_Note(item, verdict.authorisation))
+        self.writer.notes.put(Note(item, verdict.authorisation))
 
     def _refuse(self, *, uid: int, purpose: str, ca: str, reason: str) -> None:
         logger.warning("the signer refused a %s of CA %s for uid %s: %s", purpose, ca or "-", uid, reason)
         item = audit.AuditItem(
             event=AuditEvent.SIGNER_REFUSED, ca_slug=ca, detail=f"{purpose} for uid {uid}: {reason}"
         )
-        self.writer.notes.put(_Note(item))
+        self.writer.notes.put(Note(item))
