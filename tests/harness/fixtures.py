@@ -2,7 +2,8 @@
 
 Servers: ``nginx_factory``, ``apache_factory``, ``node_factory`` (each call starts one server in a fresh
 folder; all are stopped at the end of the test) and ``chromium`` (headless Debian Chromium in a thread of
-its own). A test that uses one of them is marked ``real_server`` (tests/conftest.py, SERVER_FIXTURES).
+its own, one per test module). A test that uses one of them is marked ``real_server`` (tests/conftest.py,
+SERVER_FIXTURES).
 
 The portal's side: ``chain`` (the root alone, or root + issuing CA with
 ``@pytest.mark.parametrize("chain_kind", ["root", "intermediate"])``), ``chain_ca_file``, ``alice_client``
@@ -52,9 +53,10 @@ def node_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeFacto
     yield from started_in(tmp_path_factory, NodeServer, "node")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[ChromiumThread]:
-    """Headless Debian Chromium for one test (in its own thread: see :class:`ChromiumThread`)."""
+    """Headless Debian Chromium for the tests of one module (in its own thread: see
+    :class:`ChromiumThread`): one start per module; each test opens contexts of its own and closes them."""
     with ChromiumThread() as running:
         yield running
 
