@@ -140,32 +140,40 @@ def _cpu_ticks() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-def _server_cpu_seconds() -> float:
-    """CPU time (user + system) the processes started by this one and their children used so far: the
-    gunicorn master and its workers (Linux ``/proc``; 0 elsewhere)."""
-    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    pending, total = _children(os.getpid()), 0
+def _server_cpu_ticks() -> dict[int, int]:
+    """CPU ticks (user + system) used so far by each process of the gunicorn this process started: its
+    master and workers (Linux ``/proc``; empty elsewhere), not the other children (lint's worker pool)."""
+    ticks: dict[int, int] = {}
+    pending = [pid for pid in _children(os.getpid()) if b"gunicorn" in _read(f"/proc/{pid}/cmdline")]
     while pending:
         pid = pending.pop()
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-        pending.extend(_children(pid))
-    return total / ticks
+        fields = _read(f"/proc/{pid}/stat").rpartition(b")")[2].split()
+        if len(fields) > 12:
+            ticks[pid] = int(fields[11]) + int(fields[12])  # utime, stime
+            pending.extend(_children(pid))
+    return ticks
+
+
+def _server_cpu_seconds(before: dict[int, int], after: dict[int, int]) -> float:
+    """The CPU time the server's processes used between two :func:`_server_cpu_ticks`."""
+    hertz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    return sum(ticks - before.get(pid, 0) for pid, ticks in after.items()) / hertz
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError:
+        return b""
 
 
 def _children(pid: int) -> list[int]:
-    found: list[int] = []
     try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as children:
-                found.extend(int(child) for child in children.read().split())
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return []
-    return found
+    return [int(child) for task in tasks for child in _read(f"/proc/{pid}/task/{task}/children").split()]
 
 
 def _start_response(
@@ -275,14 +283,14 @@ def bench_est(out: Output, count: int, *, single_rate: float | None) -> None:
             threading.Thread(target=_client, args=(port, code, work, errors)) for _ in range(CLIENT_THREADS)
         ]
         busy_before, total_before = _cpu_ticks()
-        server_before, client_before = _server_cpu_seconds(), time.process_time()
+        server_before, client_before = _server_cpu_ticks(), time.process_time()
         started = time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         seconds = time.perf_counter() - started
-        server_cpu = _server_cpu_seconds() - server_before
+        server_cpu = _server_cpu_seconds(server_before, _server_cpu_ticks())
         client_cpu = time.process_time() - client_before
         busy_after, total_after = _cpu_ticks()
     cpu_busy = (busy_after - busy_before) / max(1, total_after - total_before)
