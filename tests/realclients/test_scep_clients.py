@@ -10,7 +10,7 @@
   decrypts and signs itself (no RA), enrolls it too.
 - certmonger's SCEP helper ``scep-submit`` (the daemon needs D-Bus): GetCACaps, GetCACert (RA and CA), and
   PKIOperation with a pkiMessage built as the certmonger daemon builds it (AES-256, SHA-256, RSA-4096, so
-  the GET is over 5 KB): it verifies the reply's signature and prints the envelope, which the device's key
+  the GET is over 5 KB; the request's CN a PrintableString holding ``_``): it verifies the reply's signature and prints the envelope, which the device's key
   opens. An owner's code gives PENDING first, then the certificate once approved (CertPoll); it renews
   (RenewalReq), and a wrong code is rejected.
 
@@ -50,6 +50,7 @@ from enroll.models import EnrollmentRequest, RequestKind, RequestStatus
 from tests.cli import ManagePy
 from tests.harness.gunicorn import PortalInstance
 from tests.harness.programs import need_program
+from tests.pki.certmonger import certmonger_csr
 
 pytestmark = [pytest.mark.real_client, pytest.mark.real_server, pytest.mark.django_db(transaction=True)]
 
@@ -282,13 +283,9 @@ class CertmongerDevice:
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         ).hexdigest()
-        self.csr = (
-            x509.CertificateSigningRequestBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wants-another-name")]))
-            .add_attribute(x509.oid.AttributeOID.CHALLENGE_PASSWORD, code.encode())
-            .sign(self.key, hashes.SHA256())
-            .public_bytes(serialization.Encoding.DER)
-        )
+        # As the daemon writes it: the CN a PrintableString although it holds "_", the code as
+        # challengePassword (a PrintableString too), an extensionRequest (tests/pki/certmonger.py).
+        self.csr = certmonger_csr(self.key, common_name=b"wants_another_name", challenge=code)
 
     def message(
         self,
