@@ -77,9 +77,11 @@ typecheck: $(VENV)/.installed
 # Each pass keeps its coverage data (.coverage.sqlite, .coverage.postgres); `make coverage` reports both.
 # The SQLite pass leaves the real-server tests (marker real_server) to the PostgreSQL pass when PostgreSQL
 # is installed (tests/conftest.py, --defer-real-servers). The tests that need no real server run on
-# TEST_WORKERS processes (pytest-xdist; each has its own test database and data folder); the real-server
-# tests run one at a time after them, so their timings (a revoked client refused within 5 s) measure the
-# servers rather than a machine busy with other tests. The 15 slowest tests of each run are listed.
+# TEST_WORKERS processes (pytest-xdist; each has its own test database and data folder), and so do the
+# real-server tests that time nothing (each has its own ports and folders); the ones that measure time
+# (marker timed: a revoked client refused within 5 s, the load test) run one at a time after them, so
+# their timings measure the servers rather than a machine busy with other tests. The 15 slowest tests of
+# each run are listed.
 PYTEST_COV := --cov --cov-report=
 TEST_WORKERS ?= 2
 PYTEST_OPTS := --durations=15 --durations-min=2

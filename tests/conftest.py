@@ -6,17 +6,17 @@ Real-server tests (marker ``real_server``: nginx, Apache, node, Chromium, gunico
 fixture of the harness gets the marker too) run ONCE, in the PostgreSQL pass of ``make test``: the SQLite
 pass runs pytest with ``--defer-real-servers``, which deselects them there when a PostgreSQL pass will
 follow, i.e. when PostgreSQL is installed. The PostgreSQL pass runs ``--real-servers without`` on two
-workers, then ``--real-servers only`` one test at a time; a test that drives only Chromium against the
-live test server (no nginx, Apache, node or gunicorn: it times nothing a busy machine would skew) is
-browser-only and runs on the workers with the first group. Run on their own (``pytest
-tests/realclients``) they run on any database. Programs missing still skip, or fail with
+workers, then ``--real-servers only`` one test at a time. Only the real-server tests that measure time
+(marker ``timed``: a revoked client refused within 5 s, the load test's figures, an OCSP cache's expiry)
+run one at a time, so that they measure the servers rather than a machine busy with other tests; every
+other real-server test has its own ports and folders and runs on the workers. Run on their own
+(``pytest tests/realclients``) they run on any database. Programs missing still skip, or fail with
 ENROLL_REQUIRE_REAL_CLIENTS=1.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -81,9 +81,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--real-servers",
         choices=("with", "without", "only"),
         default="with",
-        help="run the real_server tests with the others (default), leave them out, or run only them: the "
-        "PostgreSQL pass of make test runs the others on two workers (pytest-xdist), then the real-server "
-        "tests one at a time (their timings measure the servers, not a busy machine)",
+        help="run the timed real_server tests (markers real_server and timed) with the others (default), "
+        "leave them out, or run only them: the PostgreSQL pass of make test runs the others on two workers "
+        "(pytest-xdist), then the timed ones one at a time (their timings measure the servers, not a busy "
+        "machine)",
     )
 
 
@@ -91,29 +92,9 @@ def _on_sqlite() -> bool:
     return str(settings.DATABASES["default"]["ENGINE"]).endswith("sqlite3")
 
 
-#: The harness modules that start a server by hand (not through a fixture).
-_SERVER_HARNESS = (
-    "tests.harness.gunicorn",
-    "tests.harness.nginx",
-    "tests.harness.apache",
-    "tests.harness.node",
-)
-
-
-@functools.cache
-def _starts_servers_by_hand(path: Path) -> bool:
-    source = path.read_text(encoding="utf-8")
-    return any(name in source for name in _SERVER_HARNESS)
-
-
-def _browser_only(item: pytest.Item) -> bool:
-    """Chromium against the live test server and no other real server."""
-    used = SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
-    return used == {"chromium"} and not _starts_servers_by_hand(Path(str(item.path)))
-
-
 def _runs_one_at_a_time(item: pytest.Item) -> bool:
-    return item.get_closest_marker("real_server") is not None and not _browser_only(item)
+    """A real-server test that measures time (marker ``timed``): see the module's docstring."""
+    return item.get_closest_marker("real_server") is not None and item.get_closest_marker("timed") is not None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -235,6 +216,7 @@ def issue_for() -> Callable[..., Certificate]:
         return approved.certificate
 
     return issue
+
 
 @pytest.fixture(scope="session")
 def new_installation(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], ManagePy]:

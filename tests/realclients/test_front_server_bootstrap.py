@@ -40,6 +40,7 @@ from tests.harness.tls import HttpsAnswer, https_get, make_server_certificate
 pytestmark = [
     pytest.mark.real_client,
     pytest.mark.real_server,
+    pytest.mark.timed,  # within 5 s: runs alone (tests/conftest.py)
     pytest.mark.django_db(transaction=True),
     pytest.mark.parametrize("chain_kind", ["intermediate"]),
 ]

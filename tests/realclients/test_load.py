@@ -56,6 +56,7 @@ pytestmark = [
     pytest.mark.postgres,
     pytest.mark.real_client,
     pytest.mark.real_server,
+    pytest.mark.timed,  # its figures: runs alone (tests/conftest.py)
     pytest.mark.skipif(
         connection.vendor != "postgresql", reason="needs PostgreSQL (set DATABASE_URL=postgres://...)"
     ),

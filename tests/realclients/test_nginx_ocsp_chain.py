@@ -40,6 +40,7 @@ from tests.harness.tls import HttpsAnswer, ServerCertificate, https_get, make_se
 pytestmark = [
     pytest.mark.real_client,
     pytest.mark.real_server,
+    pytest.mark.timed,  # within 5 s: runs alone (tests/conftest.py)
     pytest.mark.django_db(transaction=True),
     pytest.mark.parametrize("chain_kind", ["intermediate"]),
 ]

@@ -219,6 +219,7 @@ def test_ssl_ocsp_on_with_an_intermediate_and_one_responder_checks_the_whole_cha
     assert "certificate revoked" in server.error_log()
 
 
+@pytest.mark.timed  # the cached answer's seconds: runs alone (tests/conftest.py)
 def test_with_ssl_ocsp_cache_a_good_answer_serves_until_its_next_update(
     settings: Settings,
     chain: list[CertificateAuthority],

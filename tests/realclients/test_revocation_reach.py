@@ -88,6 +88,7 @@ def all_current(node: str, chain: list[CertificateAuthority]) -> bool:
     return [states.get(ca.slug) for ca in chain] == [NodeState.CURRENT] * len(chain)
 
 
+@pytest.mark.timed  # runs alone (tests/conftest.py)
 @pytest.mark.parametrize("kind", ["nginx", "apache", "node"])
 def test_a_revoked_client_is_refused_within_5_s_of_the_click(
     kind: str,
