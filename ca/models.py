@@ -70,6 +70,23 @@ class CertificateAuthority(models.Model):
     )
     revocation_reason = models.CharField(max_length=32, choices=RevocationReason.choices, blank=True)
     revoked_by = models.CharField(max_length=150, blank=True, help_text="Who revoked it.")
+    # Key generations (manage.py rollover_ca, ca.services.rollover): a rollover makes a new row for the same
+    # CA name and subject with a new key, linked to the generation it replaces, and the two link
+    # certificates of RFC 4210 section 4.4 between the old key and the new one.
+    previous = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="successor",
+        help_text="The key generation this one replaced (manage.py rollover_ca); it issues no more.",
+    )
+    link_from_previous_der = models.BinaryField(
+        blank=True, default=b"", help_text="Old-signs-new link certificate: this key, signed by the previous."
+    )
+    link_to_previous_der = models.BinaryField(
+        blank=True, default=b"", help_text="New-signs-old link certificate: the previous key, signed by this."
+    )
 
     class Meta:
         verbose_name = "certificate authority"
@@ -112,6 +129,48 @@ class CertificateAuthority(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+    def newest_generation(self) -> CertificateAuthority:
+        """The newest key generation of this CA: the one that issues (a replaced generation only keeps
+        signing its CRL and OCSP answers for the certificates it issued)."""
+        node: CertificateAuthority = self
+        seen = {node.pk}
+        while True:
+            try:
+                following = node.successor
+            except CertificateAuthority.DoesNotExist:
+                return node
+            if following.pk in seen:  # a cycle cannot be made through rollover_ca; never loop on one
+                return node
+            seen.add(following.pk)
+            node = following
+
+    def generations(self) -> list[CertificateAuthority]:
+        """Every key generation of this CA, oldest first (this row among them)."""
+        first: CertificateAuthority = self
+        seen = {first.pk}
+        while first.previous is not None and first.previous.pk not in seen:
+            first = first.previous
+            seen.add(first.pk)
+        found = [first]
+        while True:
+            try:
+                following = found[-1].successor
+            except CertificateAuthority.DoesNotExist:
+                return found
+            if following in found:
+                return found
+            found.append(following)
+
+    @property
+    def link_certificates(self) -> tuple[x509.Certificate, ...]:
+        """The link certificates made when this generation replaced the previous: old-signs-new, then
+        new-signs-old (RFC 4210 section 4.4); none for a first generation."""
+        return tuple(
+            x509.load_der_x509_certificate(bytes(der))
+            for der in (self.link_from_previous_der, self.link_to_previous_der)
+            if der
+        )
 
     def revoked_in_chain(self) -> CertificateAuthority | None:
         """This CA or the nearest parent that was revoked, if any: nothing below it may be trusted."""
@@ -453,6 +512,9 @@ class AuditEvent(models.TextChoices):
     FRONT_SERVER_KEY_ROTATED = "front_server_key_rotated", "Front server key rotated"
     FRONT_SERVER_REMOVED = "front_server_removed", "Front server removed"
     CA_REVOKED = "ca_revoked", "CA revoked"
+    # CA keys (ca.services.rollover, authorities.move_ca_key): a new key generation, a key moved to a token.
+    CA_ROLLED_OVER = "ca_rolled_over", "CA key rolled over"
+    CA_KEY_MOVED = "ca_key_moved", "CA key moved into a token"
     # Account events (accounts.auditing): who, from which client address; never a password.
     LOGIN = "login", "Logged in"
     LOGIN_FAILED = "login_failed", "Login failed"

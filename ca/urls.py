@@ -35,6 +35,7 @@ urlpatterns = [
     path(f"{PUBLIC_PREFIX}ocsp/<anytext:encoded>", views.ocsp, name="responder-get"),
     path(f"{PUBLIC_PREFIX}<slug:slug>.crt", views.ca_certificate, {"fmt": "der"}, name="cert-der"),
     path(f"{PUBLIC_PREFIX}<slug:slug>.pem", views.ca_certificate, {"fmt": "pem"}, name="cert-pem"),
+    path(f"{PUBLIC_PREFIX}<slug:slug>/bundle.pem", views.ca_bundle, name="bundle"),
     path(f"{PUBLIC_PREFIX}<slug:slug>.crl", views.crl, {"fmt": "der"}, name="crl-der"),
     path(f"{PUBLIC_PREFIX}<slug:slug>.crl.pem", views.crl, {"fmt": "pem"}, name="crl-pem"),
     # The per-CA URLs written into certificates issued before the one URL existed: they answer for every CA.

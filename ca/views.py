@@ -32,7 +32,7 @@ from ca.clock import utcnow
 from ca.errors import CAError
 from ca.models import CertificateAuthority
 from ca.pki import node_reports
-from ca.services import frontservers
+from ca.services import frontservers, rollover
 from ca.services.crl_serving import crl_to_serve
 from ca.services.export import ca_certificate_pem
 from ca.services.ocsp import ocsp_response
@@ -103,6 +103,28 @@ def ca_certificate(request: HttpRequest, slug: str, fmt: str) -> HttpResponseBas
         etag=ca.fingerprint_sha256,
         last_modified=ca.created_at,
         max_age=CA_CERT_MAX_AGE,
+    )
+
+
+#: A new key generation reaches front servers within a minute even through a cache that honours this.
+CA_BUNDLE_MAX_AGE = 60
+
+
+@require_safe
+def ca_bundle(request: HttpRequest, slug: str) -> HttpResponseBase:
+    """Every key generation still valid of the CA and the CAs above it, with the link certificates
+    between generations (what ``enroll-crl-sync --ca-bundle-url`` reads; any generation's slug answers)."""
+    ca = get_object_or_404(CertificateAuthority, slug=slug)
+    body = rollover.ca_bundle(ca)
+    newest = max(generation.created_at for generation in rollover.bundle_authorities(ca))
+    return _respond(
+        request,
+        body=body,
+        content_type="application/x-pem-file",
+        filename=f"{slug}-bundle.pem",
+        etag=hashlib.sha256(body).hexdigest(),
+        last_modified=newest,
+        max_age=CA_BUNDLE_MAX_AGE,
     )
 
 

@@ -118,7 +118,7 @@ def _authority(slug: str | None) -> CertificateAuthority | HttpResponse:
         return text(
             f"There is no CA {slug[:64]!r} here. Use /.well-known/est/ for the default CA.", status=404
         )
-    return found
+    return found.newest_generation()  # a CA rolled over issues through its newest key generation
 
 
 def cacerts(request: HttpRequest, authority: CertificateAuthority) -> HttpResponse:

@@ -62,7 +62,7 @@ def _authority(slug: str | None) -> CertificateAuthority | HttpResponse:
     found = CertificateAuthority.objects.filter(slug=slug).first()
     if found is None:
         return text(f"There is no CA {slug[:64]!r} here. Use /scep for the default CA.", status=404)
-    return found
+    return found.newest_generation()  # a CA rolled over issues through its newest key generation
 
 
 @csrf_exempt

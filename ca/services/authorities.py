@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +75,17 @@ class TokenPlacement:
         return pki_pkcs11.TokenKey(module_path=self.module_path, token=self.token, label=label, id=key_id)
 
 
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    """What a new key generation of a CA stores beside its certificate (:mod:`ca.services.rollover`): the
+    generation it replaces, the two link certificates (old-signs-new, new-signs-old DER), and a step that
+    runs in the transaction that stores it."""
+
+    previous: CertificateAuthority
+    links: tuple[bytes, bytes]
+    also: Callable[[CertificateAuthority], None]
+
+
 def _token_label(slug: str) -> str:
     return f"enroll-ca-{slug}"
 
@@ -101,9 +113,16 @@ def _save_ca(
     parent: CertificateAuthority | None,
     make_default: bool,
     now: dt.datetime,
+    previous: CertificateAuthority | None = None,
+    links: tuple[bytes, bytes] = (b"", b""),
+    also: Callable[[CertificateAuthority], None] | None = None,
 ) -> CertificateAuthority:
     """Store the key (a new encrypted file; a token key stays where it is, its URI stored), the CA's row,
-    the audit entry and its first CRL (signed through the backend ``key`` is, for a token key)."""
+    the audit entry and its first CRL (signed through the backend ``key`` is, for a token key).
+
+    A new key generation (:mod:`ca.services.rollover`) names the ``previous`` one and carries its two
+    ``links`` (old-signs-new, new-signs-old DER); ``also`` runs in the same transaction, after the row is
+    made and before its first CRL."""
     if slug in RESERVED_SLUGS:
         raise CAError(
             f"'{slug}' names a public URL of the portal (/pki/{slug}); choose another slug for the CA."
@@ -140,6 +159,9 @@ def _save_ca(
             fingerprint_sha256=_sha256(der),
             is_default=make_default,
             created_at=now,
+            previous=previous,
+            link_from_previous_der=links[0],
+            link_to_previous_der=links[1],
         )
         audit.record(
             event=AuditEvent.CA_CREATED,
@@ -150,6 +172,8 @@ def _save_ca(
         )
         if isinstance(key, pki_pkcs11.Pkcs11KeyBackend):
             keys.remember_token_backend(ca, key)
+        if also is not None:
+            also(ca)
         crl.publish_crl(ca=ca, now=now)
     return ca
 
@@ -222,11 +246,17 @@ def _sign_and_save(
     parent: CertificateAuthority | None,
     make_default: bool,
     now: dt.datetime,
+    subject: x509.Name | None = None,
+    lineage: Callable[[x509.Certificate], Lineage] | None = None,
 ) -> tuple[CertificateAuthority, SerialReservation | None]:
-    """The CA certificate signed by its own key (a root) or its parent's backend, and the CA stored."""
+    """The CA certificate signed by its own key (a root) or its parent's backend, and the CA stored.
+
+    ``subject`` is the CA's name (default: from ``name`` and the organisation setting); ``lineage``, given
+    the signed certificate, makes what a new key generation stores beside it (a rollover's links)."""
     not_before = now - dt.timedelta(minutes=5)
     not_after = now + dt.timedelta(days=days)
-    subject = build_ca_name(common_name=name, organization=settings.ENROLL_ORGANIZATION or None)
+    if subject is None:
+        subject = build_ca_name(common_name=name, organization=settings.ENROLL_ORGANIZATION or None)
     reservation = None
     with from_core():
         public_key = own.public_key()
@@ -255,6 +285,7 @@ def _sign_and_save(
                 issuer_urls=parent.urls,
             )
             certificate = pki_signing.sign_certificate(builder=builder, backend=keys.key_backend(parent))
+    generation = lineage(certificate) if lineage is not None else None
     saved = _save_ca(
         slug=slug,
         name=name,
@@ -264,6 +295,9 @@ def _sign_and_save(
         parent=parent,
         make_default=make_default,
         now=now,
+        previous=generation.previous if generation else None,
+        links=generation.links if generation else (b"", b""),
+        also=generation.also if generation else None,
     )
     return saved, reservation
 
@@ -412,6 +446,13 @@ def move_ca_key(
                 raise CAError(f"The key of CA '{ca.slug}' was changed meanwhile; nothing was moved.")
             locked.key_file = where.uri()
             locked.save(update_fields=["key_file"])
+            audit.record(
+                event=AuditEvent.CA_KEY_MOVED,
+                ca_slug=locked.slug,
+                serial=locked.serial,
+                detail=f"into PKCS#11 token {token.token} ({where.uri()}); the key file is deleted",
+                now=now,
+            )
     except BaseException:
         try:
             pki_pkcs11.destroy_key(where=where, pin=token.pin)

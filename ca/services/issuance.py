@@ -247,9 +247,10 @@ def reserve(
 
     Must run outside any transaction (see :func:`ca.services.reservations.reserve`). Raises
     :class:`CAError` when there is no CA, its key or validity window is unusable, or a serial collides.
+    A CA that was rolled over issues through its newest key generation (:mod:`ca.services.rollover`).
     """
     now = now or utcnow()
-    ca = ca or authorities.default_ca()
+    ca = (ca or authorities.default_ca()).newest_generation()
     signer = _signer(ca=ca, validity=validity, now=now)  # the key must load before serials are spent
     rows = reservations.reserve(ca=ca, purposes=purposes, not_after=signer.not_after, now=now)
     return Reserved(ca=ca, reservations=rows, validity=validity, now=now)

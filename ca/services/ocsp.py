@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from django.conf import settings
+from django.db import models
 
 from ca.clock import utcnow
 from ca.errors import from_core
@@ -140,7 +141,22 @@ def certificate_state(*, ca: CertificateAuthority, serial: int) -> CertificateSt
     child = _child_ca_state(ca=ca, serial=text)
     if child is not None:
         return child
+    if _is_link_serial(ca=ca, serial=serial):
+        return CertificateState()
     return _reserved_serial_state(ca=ca, serial=text)
+
+
+def _is_link_serial(*, ca: CertificateAuthority, serial: int) -> bool:
+    """Whether ``ca`` signed a link certificate with this serial at a rollover (ca.services.rollover):
+    new-signs-old on its own row, old-signs-new on its successor's."""
+    rows = CertificateAuthority.objects.filter(models.Q(pk=ca.pk) | models.Q(previous=ca))
+    for pk, to_previous, from_previous in rows.values_list(
+        "pk", "link_to_previous_der", "link_from_previous_der"
+    ):
+        der = to_previous if pk == ca.pk else from_previous
+        if der and x509.load_der_x509_certificate(bytes(der)).serial_number == serial:
+            return True
+    return False
 
 
 def _child_ca_state(*, ca: CertificateAuthority, serial: str) -> CertificateState | None:
