@@ -1,7 +1,7 @@
 """enroll-crl-sync: keep a front server's CRL bundle current, and tell the portal. No Django, no database.
 
     enroll-crl-sync --url URL [--url URL ...] --ca-file FILE --output FILE [--reload-command CMD]
-                    [--node NAME --token-file FILE] [--report-url URL]
+                    [--ca-bundle-url URL] [--node NAME --token-file FILE] [--report-url URL]
                     [--every SECONDS] [--heartbeat SECONDS] [--timeout SECONDS] [--reload-timeout SECONDS]
 
 For each URL (one per CA of the chain: nginx and Apache need a CRL for every CA) it fetches the CRL with a
@@ -31,6 +31,16 @@ and is back to SECONDS after a success. It reports after each change and each fa
 runs (a run in progress finishes first: files are never half-written), exit status 0. It prints one line
 per change or failure (no timestamps: journald adds them), none per unchanged run.
 
+CA rollover. With --ca-bundle-url (the portal's ``/pki/<slug>/bundle.pem``: every key generation of the CA
+and of the CAs above it, and the link certificates between generations), the sync also keeps --ca-file: a
+CA certificate from the download is added to it only when it chains to a CA the file trusts already
+(signature, validity and basicConstraints cA=TRUE at each step), directly or through a link certificate
+of the download (RFC 4210 section 4.4), never because a plain-HTTP download lists it; link certificates
+are stepping stones only and are not added. The CRL of every generation the file trusts is then fetched
+too (the bundle's ``# CRL: URL`` line before each certificate says where), and the reload runs when the CA
+file or the CRL bundle changed. A certificate of the download that does not chain is ignored, with a
+warning line.
+
 State between runs (ETags and the installed CRLs) lives in OUTPUT.state.json beside the bundle.
 """
 
@@ -58,7 +68,8 @@ from pathlib import Path
 from types import FrameType
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ca.pki.node_reports import (
@@ -73,6 +84,7 @@ from ca.pki.node_reports import (
     new_nonce,
     sign_report,
 )
+from ca.pki.rollover import is_link
 
 USER_AGENT = "enroll-crl-sync/1"
 MAX_CRL_BYTES = 64 * 1024 * 1024
@@ -80,6 +92,10 @@ MAX_SECONDS = 86_400  # the longest interval or heartbeat a report may carry
 ONE_SHOT_HEARTBEAT = 60.0
 JITTER = 0.10  # the wait between runs is SECONDS x uniform(1 - JITTER, 1 + JITTER)
 BACKOFF_CAP_MINIMUM = 60.0
+#: The state file's entry for the CA bundle (never a URL, so never a CRL's entry).
+BUNDLE_STATE = "ca-bundle"
+#: The comment line before a certificate in the portal's CA bundle that says where its CRL is.
+CRL_LINE = "# CRL: "
 
 
 class SyncError(Exception):
@@ -111,6 +127,15 @@ class SyncConfig:
     reload_command: str | None = None
     timeout: float = 15.0
     reload_timeout: float = 120.0
+    ca_bundle_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BundleEntry:
+    """A certificate of the portal's CA bundle and the CRL URL its comment line gives (None for a link)."""
+
+    certificate: x509.Certificate
+    crl_url: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +239,9 @@ def authority_key_id(
     raise SyncError(f"{url}: the CRL names no authority key identifier")
 
 
-def fetch(url: str, *, etag: str | None, timeout: float) -> tuple[bytes | None, str | None]:
+def fetch(
+    url: str, *, etag: str | None, timeout: float, what: str = "the CRL"
+) -> tuple[bytes | None, str | None]:
     """GET the URL; (None, etag) on 304 Not Modified (only ever an answer to the ETag sent).
 
     ``Cache-Control: no-cache`` makes a cache between the portal and this server revalidate with the portal
@@ -244,7 +271,184 @@ def fetch(url: str, *, etag: str | None, timeout: float) -> tuple[bytes | None, 
     # line) or a bad port in the URL.
     except (OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise SyncError(f"{url}: cannot fetch the CRL ({reason})") from None
+        raise SyncError(f"{url}: cannot fetch {what} ({reason})") from None
+
+
+# --- the CA file: new key generations that chain to a trusted CA ------------------------------------------
+
+
+def parse_ca_bundle(data: bytes, *, url: str) -> list[BundleEntry]:
+    """The certificates of a CA bundle, each with the URL of the ``# CRL:`` line just before it."""
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise SyncError(f"{url}: the CA bundle is not PEM text") from None
+    entries: list[BundleEntry] = []
+    crl_url: str | None = None
+    block: list[str] | None = None
+    for line in text.splitlines():
+        if block is not None:
+            block.append(line)
+            if line.startswith("-----END CERTIFICATE-----"):
+                try:
+                    certificate = x509.load_pem_x509_certificate("\n".join(block).encode("ascii"))
+                except ValueError:
+                    raise SyncError(f"{url}: the CA bundle holds a damaged certificate") from None
+                entries.append(BundleEntry(certificate, crl_url))
+                block, crl_url = None, None
+        elif line.startswith("-----BEGIN CERTIFICATE-----"):
+            block = [line]
+        elif line.startswith(CRL_LINE):
+            found = line[len(CRL_LINE) :].strip()
+            crl_url = found if found.startswith(("http://", "https://")) else None
+    if block is not None:
+        raise SyncError(f"{url}: the CA bundle is truncated (a certificate without its END line)")
+    if not entries:
+        raise SyncError(f"{url}: the CA bundle holds no certificate")
+    return entries
+
+
+def _fingerprint(certificate: x509.Certificate) -> bytes:
+    return certificate.fingerprint(hashes.SHA256())
+
+
+def _usable_ca(certificate: x509.Certificate, *, now: dt.datetime) -> bool:
+    """A CA certificate (basicConstraints cA=TRUE; keyCertSign if it has keyUsage) valid at ``now``."""
+    if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+        return False
+    try:
+        if not certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            return False
+    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
+        return False
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return True
+    except (ValueError, x509.DuplicateExtension):
+        return False
+    return bool(usage.key_cert_sign)
+
+
+def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def admit_ca_certificates(
+    candidates: Sequence[x509.Certificate], *, trusted: Sequence[x509.Certificate], now: dt.datetime
+) -> tuple[list[x509.Certificate], list[x509.Certificate]]:
+    """(the candidates that chain to ``trusted``, the others). A candidate chains when it is a CA
+    certificate valid now whose signature verifies with a CA certificate valid now that is trusted or that
+    chains itself (a link certificate, then the new generation's own certificate through it)."""
+    known = {_fingerprint(certificate) for certificate in trusted}
+    signers = [certificate for certificate in trusted if _usable_ca(certificate, now=now)]
+    pending: list[x509.Certificate] = []
+    for certificate in candidates:
+        if _fingerprint(certificate) not in known:
+            known.add(_fingerprint(certificate))
+            pending.append(certificate)
+    admitted: list[x509.Certificate] = []
+    progress = True
+    while progress:
+        progress = False
+        for certificate in list(pending):
+            if _usable_ca(certificate, now=now) and any(_issued_by(certificate, ca) for ca in signers):
+                pending.remove(certificate)
+                admitted.append(certificate)
+                signers.append(certificate)
+                progress = True
+    return admitted, pending
+
+
+def _describe(certificate: x509.Certificate) -> str:
+    try:
+        subject = certificate.subject.rfc4514_string()
+    except ValueError:
+        subject = "a damaged name"
+    return f"{subject} (serial {certificate.serial_number:X})"
+
+
+@dataclass(frozen=True, slots=True)
+class CaUpdate:
+    """What the CA bundle adds this run: the new CA file (None: unchanged) and the one it replaces, the CAs
+    then trusted, the CRL URLs of those CAs, and the state entry to keep."""
+
+    ca_file: bytes | None
+    previous_ca_file: bytes | None
+    trusted: list[x509.Certificate]
+    crl_urls: list[str]
+    state: dict[str, object]
+
+
+def update_cas(
+    config: SyncConfig, *, trusted: list[x509.Certificate], state: dict[str, object], now: dt.datetime
+) -> CaUpdate:
+    """Fetch the CA bundle (conditional GET) and work out what the CA file gains (see the module's
+    docstring); prints one warning line per certificate ignored in a newly fetched bundle."""
+    url = config.ca_bundle_url
+    assert url is not None
+    previous = state.get(BUNDLE_STATE)
+    previous = previous if isinstance(previous, dict) and previous.get("url") == url else {}
+    stored, stored_etag = previous.get("pem"), previous.get("etag")
+    etag = stored_etag if isinstance(stored_etag, str) and isinstance(stored, str) else None
+    body, new_etag = fetch(url, etag=etag, timeout=config.timeout, what="the CA bundle")
+    fresh = body is not None
+    if body is None:
+        assert isinstance(stored, str)
+        body = stored.encode("ascii")
+    entries = parse_ca_bundle(body, url=url)
+    admitted, ignored = admit_ca_certificates(
+        [entry.certificate for entry in entries], trusted=trusted, now=now
+    )
+    if fresh:
+        for certificate in ignored:
+            print(
+                f"enroll-crl-sync: warning: {url}: ignored {_describe(certificate)}: it does not chain to a "
+                f"CA in {config.ca_file}",
+                file=sys.stderr,
+            )
+    added = [certificate for certificate in admitted if not is_link(certificate)]
+    now_trusted = [*trusted, *added]
+    trusted_prints = {_fingerprint(certificate) for certificate in now_trusted}
+    crl_urls = [
+        entry.crl_url
+        for entry in entries
+        if entry.crl_url and _fingerprint(entry.certificate) in trusted_prints
+    ]
+    new_file = previous = None
+    if added:
+        try:
+            previous = current = config.ca_file.read_bytes()
+        except OSError as exc:
+            raise SyncError(f"cannot read the CA file {config.ca_file}: {exc.strerror}") from None
+        if current and not current.endswith(b"\n"):
+            current += b"\n"
+        blocks = [
+            f"# added by enroll-crl-sync on {now:%Y-%m-%d %H:%M} UTC from {url}: {_describe(certificate)},\n"
+            "# it chains to a CA this file trusted\n"
+            + certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+            for certificate in added
+        ]
+        new_file = current + "".join(blocks).encode("ascii")
+    entry_state: dict[str, object] = {
+        "url": url,
+        "etag": new_etag,
+        "pem": body.decode("ascii"),
+        "crl_urls": crl_urls,
+    }
+    return CaUpdate(new_file, previous, now_trusted, crl_urls, entry_state)
+
+
+def _all_urls(configured: Sequence[str], more: Sequence[str]) -> list[str]:
+    seen: list[str] = []
+    for url in [*configured, *more]:
+        if url not in seen:
+            seen.append(url)
+    return seen
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -293,6 +497,10 @@ def installed_from_state(output: Path, urls: Sequence[str]) -> tuple[InstalledCr
     if not output.exists():
         return ()
     state = _load_state(output)
+    bundle = state.get(BUNDLE_STATE)
+    more = bundle.get("crl_urls") if isinstance(bundle, dict) else None
+    if isinstance(more, list):
+        urls = _all_urls(urls, [url for url in more if isinstance(url, str)])
     crls = []
     for url in urls:
         entry = state.get(url)
@@ -349,8 +557,14 @@ def sync_bundle(
     _check_folder(output)
     trusted = load_trusted(config.ca_file)
     state = _load_state(output)
+    update = None
+    urls = list(config.urls)
+    if config.ca_bundle_url is not None:
+        update = update_cas(config, trusted=trusted, state=state, now=now)
+        trusted = update.trusted
+        urls = _all_urls(urls, update.crl_urls)
     fetched: list[Fetched] = []
-    for url in config.urls:
+    for url in urls:
         previous = state.get(url)
         if not isinstance(previous, dict):  # no state yet for this URL, or a hand-edited file
             previous = {}
@@ -381,7 +595,7 @@ def sync_bundle(
         current = None
     except OSError as exc:
         raise SyncError(f"cannot read {output}: {exc.strerror}") from None
-    new_state = {
+    new_state: dict[str, object] = {
         item.url: {
             "etag": item.etag,
             "number": item.number,
@@ -390,16 +604,34 @@ def sync_bundle(
         }
         for item in fetched
     }
+    if update is not None:
+        new_state[BUNDLE_STATE] = update.state
     installed = tuple(InstalledCrl(item.authority_key_id, item.number) for item in fetched)
     state_bytes = json.dumps(new_state, indent=1).encode()
-    if current == bundle:
+    new_ca_file = update.ca_file if update is not None else None
+    if current == bundle and new_ca_file is None:
         write_atomically(_state_path(output), state_bytes)
         return False, installed
 
-    write_atomically(output, bundle)
+    current_ca_file = None
+    if new_ca_file is not None:
+        assert update is not None
+        current_ca_file = update.previous_ca_file
+        write_atomically(config.ca_file, new_ca_file)
+    if current != bundle:
+        write_atomically(output, bundle)
     problem = (
         _run_reload(config.reload_command, timeout=config.reload_timeout) if config.reload_command else None
     )
+    # as the CRL bundle: put back when there is a previous CRL bundle to put back (a first run keeps both
+    # files for the server to read when it starts)
+    if problem and current is not None and current_ca_file is not None:
+        try:
+            write_atomically(config.ca_file, current_ca_file)
+        except SyncError as exc:
+            problem += f"; putting the previous CA file back failed too ({exc})"
+        else:
+            problem += "; the previous CA file was put back"
     if problem and current is None:
         # Nothing to go back to, and a server that is not running cannot be reloaded: the verified bundle
         # stays for the server to read when it starts.
@@ -670,6 +902,12 @@ def _parser() -> argparse.ArgumentParser:
         "--reload-command", metavar="CMD", help="run when the bundle changed, e.g. 'nginx -s reload'"
     )
     parser.add_argument(
+        "--ca-bundle-url",
+        metavar="URL",
+        help="the portal's CA bundle (/pki/SLUG/bundle.pem): a new key generation of a CA is added to "
+        "--ca-file when it chains to a CA the file trusts, and its CRL is fetched too",
+    )
+    parser.add_argument(
         "--node",
         metavar="NAME",
         help="this server's name on the portal (manage.py frontserver add NAME); needs --token-file",
@@ -725,6 +963,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report_url = args.report_url or default_report_url(args.url[0])
     if args.node is not None and not report_url.startswith(("http://", "https://")):
         parser.error(f"--report-url: '{report_url}' is not an http:// or https:// URL")
+    if args.ca_bundle_url is not None and not args.ca_bundle_url.startswith(("http://", "https://")):
+        parser.error(f"--ca-bundle-url: '{args.ca_bundle_url}' is not an http:// or https:// URL")
     if args.every is not None and args.heartbeat is not None and args.heartbeat < args.every:
         parser.error("--heartbeat must not be shorter than --every (a report can only follow a run)")
 
@@ -735,6 +975,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reload_command=args.reload_command,
         timeout=args.timeout,
         reload_timeout=args.reload_timeout,
+        ca_bundle_url=args.ca_bundle_url,
     )
     reporter = None
     if args.node is not None:

@@ -181,6 +181,8 @@ class Command(BaseCommand):
         ]
         reload_command = options["reload_command"] or RELOAD_COMMANDS[options["server"]]
         fetch = [("--url", ca["crl_url"]) for ca in authorities]
+        # a CA rolled over (manage.py rollover_ca): the new key generation joins --ca-file once it chains
+        fetch.append(("--ca-bundle-url", issuing.public_url("ca:bundle")))
         fetch += [("--ca-file", options["ca_bundle"]), ("--output", options["crl_bundle"])]
         service = [
             *fetch,
@@ -207,7 +209,10 @@ class Command(BaseCommand):
             # The first run, before the server runs: fetch and install only, no reload, no report.
             "first_sync_command": command_lines(options["sync_program"], fetch, indent="#             "),
             "sync_command": command_lines(options["sync_program"], service, indent="    "),
-            "crl_folder": posixpath.dirname(options["crl_bundle"]) or "/",
+            # what the sync writes: the CRL bundle and the CA file (a new key generation of a CA)
+            "crl_folder": " ".join(
+                sorted({posixpath.dirname(options[name]) or "/" for name in ("crl_bundle", "ca_bundle")})
+            ),
             "heartbeat": 10 * options["every"],
         }
         template = DEVICE_KINDS[options["kind"]] if devices else KINDS[options["kind"]]
