@@ -10,9 +10,9 @@
   decrypts and signs itself (no RA), enrolls it too.
 - certmonger's SCEP helper ``scep-submit`` (the daemon needs D-Bus): GetCACaps, GetCACert (RA and CA), and
   PKIOperation with a pkiMessage built as the certmonger daemon builds it (AES-256, SHA-256, RSA-4096, so
-  the GET is over 5 KB; the request's CN a PrintableString holding ``_``): it verifies the reply's signature and prints the envelope, which the device's key
-  opens. An owner's code gives PENDING first, then the certificate once approved (CertPoll); it renews
-  (RenewalReq), and a wrong code is rejected.
+  the GET is over 5 KB; the request's CN a PrintableString holding ``_``): it verifies the reply's
+  signature and prints the envelope, which the device's key opens. An owner's code gives PENDING first,
+  then the certificate once approved (CertPoll); it renews (RenewalReq), and a wrong code is rejected.
 
 Every certificate verifies with ``openssl verify`` against the chain, passes pkilint, and carries the
 account's subject, whatever the client asked for. Last, the portal under gunicorn, run as production runs
