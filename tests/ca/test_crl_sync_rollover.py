@@ -216,3 +216,15 @@ def test_a_failed_reload_puts_the_previous_ca_file_and_crl_bundle_back(
     with pytest.raises(crlsync.InstallFailed, match="the previous CA file was put back"):
         front.run()
     assert (front.ca_file.read_bytes(), front.output.read_bytes()) == before
+
+
+def test_a_front_server_set_up_after_the_rollover_trusts_the_old_generation_through_the_other_link(
+    ca: CertificateAuthority,
+) -> None:
+    rolled = rollover_ca(ca=ca)
+    offered = x509.load_pem_x509_certificates(ca_bundle(rolled.new))
+    admitted, ignored = crlsync.admit_ca_certificates(
+        offered, trusted=[rolled.new.certificate], now=dt.datetime.now(tz=dt.UTC)
+    )
+    assert ignored == []
+    assert [c for c in admitted if not is_link(c)] == [rolled.old.certificate]  # through new-signs-old
