@@ -4,6 +4,7 @@ import argparse
 import ipaddress
 import posixpath
 import shlex
+import sys
 import urllib.parse
 from typing import Any
 
@@ -16,6 +17,10 @@ from ca.models import CertificateAuthority
 
 #: Each kind and its template in templates/ca/frontserver/ (front server: as in accounts/frontserver.py).
 KINDS = {"nginx": "nginx.conf", "apache": "apache.conf", "node": "node.js", "systemd": "systemd.txt"}
+
+#: ``signer``: not a front server but the portal host's own unit, the signer (ca/signer, docs/OPERATIONS.md
+#: "The signer"), so that every systemd unit the portal needs comes from this one command.
+SIGNER_TEMPLATE = "signer.service"
 
 #: ``--devices``: the device server (EST and SCEP only, docs/DEVICES.md) of the kinds that proxy to the
 #: portal. The node kind is an application server, not a proxy, and systemd is the CRL sync.
@@ -68,7 +73,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("kind", choices=sorted(KINDS))
+        parser.add_argument("kind", choices=sorted([*KINDS, "signer"]))
         parser.add_argument(
             "--server",
             choices=sorted(RELOAD_COMMANDS),
@@ -137,8 +142,19 @@ class Command(BaseCommand):
             "--reload-command",
             help="for systemd: what reloads the server after a new CRL (overrides --server)",
         )
+        parser.add_argument(
+            "--signer-user", default="enroll-signer", help="for signer: the signer's own system user"
+        )
+        parser.add_argument(
+            "--web-user", default="enroll", help="for signer: the user the web workers run as"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["kind"] == "signer":
+            self.stdout.write(
+                render_to_string(f"ca/frontserver/{SIGNER_TEMPLATE}", _signer(options)), ending=""
+            )
+            return
         issuing = (
             CertificateAuthority.objects.filter(slug=options["ca"]).first()
             if options["ca"]
@@ -217,3 +233,24 @@ class Command(BaseCommand):
         }
         template = DEVICE_KINDS[options["kind"]] if devices else KINDS[options["kind"]]
         self.stdout.write(render_to_string(f"ca/frontserver/{template}", context), ending="")
+
+
+def _signer(options: dict[str, Any]) -> dict[str, Any]:
+    """The signer unit's context: its user, the socket under systemd's runtime folder, this checkout."""
+    for name in ("signer_user", "web_user"):
+        if not options[name].replace("-", "").replace("_", "").isalnum():
+            raise CommandError(
+                f"--{name.replace('_', '-')} must be a plain user name, not {options[name]!r}."
+            )
+    runtime_directory = options["signer_user"]
+    socket_dir = f"/run/{runtime_directory}"
+    return {
+        **options,
+        "runtime_directory": runtime_directory,
+        "socket_dir": socket_dir,
+        "socket": f"{socket_dir}/signer.sock",
+        "project_dir": str(settings.BASE_DIR),
+        "python": sys.executable,
+        "data_dir": str(settings.DATA_DIR),
+        "key_dir": str(settings.ENROLL_CA_KEY_DIR),
+    }
