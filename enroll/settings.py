@@ -275,6 +275,9 @@ LOGGING = {
 ENROLL_PUBLIC_URL = env.get_url("ENROLL_PUBLIC_URL", default="http://127.0.0.1:8000")
 #: Passphrase that encrypts the CA key files (PKCS#8). Required to create or use a CA.
 ENROLL_CA_PASSPHRASE = env.get("ENROLL_CA_PASSPHRASE") or ""
+#: A file holding the user PIN of the PKCS#11 token that keeps CA keys (docs/OPERATIONS.md, "HSM (PKCS#11)"),
+#: read when the token is opened; empty: the environment's ENROLL_PKCS11_PIN. Never stored in the database.
+ENROLL_PKCS11_PIN_FILE = env.get("ENROLL_PKCS11_PIN_FILE") or ""
 #: Where CA key files live (inside the data dir by default).
 ENROLL_CA_KEY_DIR = DATA_DIR / "ca"
 #: O= in issued subjects (empty: none).
