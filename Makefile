@@ -16,6 +16,10 @@ PORT ?= 8000
 # The URL in certificates (CRL, CA certificate) and in mailed links; follows HOST and PORT unless set.
 ENROLL_PUBLIC_URL ?= http://$(if $(filter 0.0.0.0 ::,$(HOST)),127.0.0.1,$(HOST)):$(PORT)
 DEV_ENV := DJANGO_DEBUG=true ENROLL_CA_PASSPHRASE_FILE=var/dev-ca-passphrase ENROLL_PUBLIC_URL=$(ENROLL_PUBLIC_URL)
+# The server and the mail worker sign through the signer (manage.py signer, docs/OPERATIONS.md "The
+# signer"), which alone has the passphrase: their environment has the socket and no passphrase.
+SIGNER_SOCKET := var/run/signer.sock
+WEB_ENV := DJANGO_DEBUG=true ENROLL_PUBLIC_URL=$(ENROLL_PUBLIC_URL) ENROLL_SIGNER_SOCKET=$(SIGNER_SOCKET)
 
 .PHONY: run test test-steps lint typecheck pytest pytest-postgres coverage system-packages messages catalogue bench fixtures clean
 
@@ -29,7 +33,8 @@ var/dev-ca-passphrase: | $(VENV)/.installed
 	mkdir -p var && chmod 700 var
 	umask 077 && $(PY) -c "import secrets; print(secrets.token_urlsafe(32))" > $@
 
-# The mail worker (manage.py db_worker, docs/MAIL.md) runs beside the server and sends what the pages
+# The signer (manage.py signer) holds the development CA's key and signs for the server on var/run/signer.sock;
+# the mail worker (manage.py db_worker, docs/MAIL.md) runs beside the server and sends what the pages
 # queue (to this terminal, in development, and kept for the page /dev/mail/); it stops with the server
 # (Ctrl-C). Without --reload: restart `make run` after changing code that the mail tasks run.
 run: $(VENV)/.installed var/dev-ca-passphrase messages
@@ -38,10 +43,12 @@ run: $(VENV)/.installed var/dev-ca-passphrase messages
 	@echo "Mail: nothing leaves this machine. The mail worker prints each message in this terminal;"
 	@echo "      $(ENROLL_PUBLIC_URL)/dev/mail/ lists them (kept in var/dev-mail)."
 	@echo "Users: DJANGO_DEBUG=true $(PY) manage.py create_user NAME --email ADDRESS --verified (password printed once)"
-	$(DEV_ENV) $(PY) manage.py db_worker --no-reload & worker=$$!; \
-	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT; \
+	mkdir -p var/run && chmod 700 var/run
+	$(DEV_ENV) $(PY) manage.py signer --socket $(SIGNER_SOCKET) & signer=$$!; \
+	$(WEB_ENV) $(PY) manage.py db_worker --no-reload & worker=$$!; \
+	trap 'kill $$worker $$signer 2>/dev/null; wait $$worker $$signer 2>/dev/null' EXIT; \
 	trap 'exit 130' INT TERM; \
-	$(DEV_ENV) $(PY) manage.py runserver $(if $(findstring :,$(HOST)),[$(HOST)],$(HOST)):$(PORT)
+	$(WEB_ENV) $(PY) manage.py runserver $(if $(findstring :,$(HOST)),[$(HOST)],$(HOST)):$(PORT)
 
 system-packages:
 	bash .ci/system-packages
