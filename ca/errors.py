@@ -6,10 +6,10 @@ pages and the admin show it to the person who acted.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from ca.pki.errors import CAKeyError
+from ca.pki.errors import CAKeyError, KeyUnavailableError
 from ca.pki.profiles import ProfileError
 
 
@@ -21,6 +21,17 @@ class AlreadyRevoked(CAError):
     """The certificate is revoked already (a certificate is revoked once, with its first reason)."""
 
 
+class KeyUnavailable(CAError):
+    """The CA key cannot sign at all right now (token missing, wrong PIN, no PKCS#11 module, the signer not
+    running): nothing was signed. Flows change nothing and say so; the same action works once the operator
+    fixed it. ``unused`` holds what the caller may release once its transaction rolled back (the serial
+    reservations of :func:`ca.services.issuance.issue` that no CA signature carries)."""
+
+    def __init__(self, message: str, *, unused: Sequence[object] = ()) -> None:
+        super().__init__(message)
+        self.unused = list(unused)
+
+
 class CrlNotPublished(CAError):
     """The revocation is recorded, but the CRL that lists it could not be signed."""
 
@@ -28,8 +39,11 @@ class CrlNotPublished(CAError):
 @contextmanager
 def from_core() -> Iterator[None]:
     """Raise the PKI core's errors about keys and profiles (:class:`ca.pki.errors.CAKeyError`,
-    :class:`ca.pki.profiles.ProfileError`) as :class:`CAError`, with the same message."""
+    :class:`ca.pki.profiles.ProfileError`) as :class:`CAError`, with the same message; a key that cannot
+    sign at all (:class:`ca.pki.errors.KeyUnavailableError`) as :class:`KeyUnavailable`."""
     try:
         yield
+    except KeyUnavailableError as exc:
+        raise KeyUnavailable(str(exc)) from exc
     except (CAKeyError, ProfileError) as exc:
         raise CAError(str(exc)) from exc

@@ -65,3 +65,9 @@ class RequestRefused(ValueError):
 
 class CAKeyError(RuntimeError):
     """A CA private key file cannot be read, decrypted or does not match its certificate."""
+
+
+class KeyUnavailableError(CAKeyError):
+    """The CA key cannot sign at all right now (token missing, wrong or locked PIN, no PKCS#11 module, no
+    PIN configured, the signer not running): nothing was signed, and trying again once the operator fixed
+    it will work. Not for a signature that does not verify, nor for a refusal of one certificate."""

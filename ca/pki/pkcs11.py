@@ -38,7 +38,7 @@ import pkcs11
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 
-from .errors import CAKeyError
+from .errors import CAKeyError, KeyUnavailableError
 from .keys import CAKeyType, CAPrivateKey
 from .signing import CAPublicKey, Purpose, SignatureHash
 
@@ -128,17 +128,17 @@ def _plain_errors(*, module_path: str, token: str, doing: str, key: str = "") ->
     except CAKeyError:
         raise
     except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange):
-        raise CAKeyError(
+        raise KeyUnavailableError(
             f"The PKCS#11 token '{token}' refused the PIN (CKR_PIN_INCORRECT): put the token's user PIN "
             "in the PIN file (ENROLL_PKCS11_PIN_FILE or --pkcs11-pin-file) or ENROLL_PKCS11_PIN."
         ) from None
     except p11.PinLocked:
-        raise CAKeyError(
+        raise KeyUnavailableError(
             f"The user PIN of the PKCS#11 token '{token}' is locked after too many wrong tries "
             "(CKR_PIN_LOCKED): the token's security officer must unlock it."
         ) from None
     except (p11.NoSuchToken, p11.TokenNotPresent, p11.TokenNotRecognised, p11.DeviceRemoved):
-        raise CAKeyError(
+        raise KeyUnavailableError(
             f"There is no PKCS#11 token labelled '{token}' in {module_path}: check the token's label "
             "(softhsm2-util --show-slots, pkcs11-tool --list-slots) and that the HSM is connected."
         ) from None
@@ -170,7 +170,7 @@ def _plain_errors(*, module_path: str, token: str, doing: str, key: str = "") ->
         if "0x68" in text:  # CKR_KEY_FUNCTION_NOT_PERMITTED, which the binding does not name
             raise CAKeyError(_no_sign_permission(token=token, key=key)) from None
         if "loading" in text:
-            raise CAKeyError(
+            raise KeyUnavailableError(
                 f"The PKCS#11 module {module_path} cannot be loaded ({text.rpartition(': ')[2]}): install "
                 "the HSM's PKCS#11 library or correct the module path."
             ) from None
@@ -604,7 +604,8 @@ class Pkcs11KeyBackend:
         try:
             return self._call("sign", sign)
         except CAKeyError as exc:
-            raise CAKeyError(f"The CA key is not available: {exc}") from None
+            kind = KeyUnavailableError if isinstance(exc, KeyUnavailableError) else CAKeyError
+            raise kind(f"The CA key is not available: {exc}") from None
 
     def facts(self) -> KeyFacts:
         def read(session: Any) -> KeyFacts:

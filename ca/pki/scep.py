@@ -31,6 +31,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from asn1crypto import algos, cms, core, csr, parser
 from asn1crypto import x509 as asn1_x509
@@ -45,6 +46,18 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from .der import TooDeep, check_depth
 from .profiles import IssuerUrls, _issuer_extensions
 from .signing import PrivateKeyBackend, sign_certificate
+
+
+class RsaKeyOperations(Protocol):
+    """What SCEP does with the server's RSA key (the CA's, or its RA's), wherever the key is: an
+    ``rsa.RSAPrivateKey`` in this process, or the RA key held by the signer process
+    (:class:`ca.signer.client.SignerRaKey`). ``decrypt`` raises ValueError when ``ciphertext`` does not
+    decrypt (the same for every cause: no padding oracle beyond what RSA PKCS #1 v1.5 is)."""
+
+    def decrypt(self, ciphertext: bytes, padding: PKCS1v15) -> bytes: ...
+
+    def sign(self, data: bytes, padding: PKCS1v15, algorithm: hashes.HashAlgorithm) -> bytes: ...
+
 
 #: The largest pkiMessage read (after base64 decoding). An RSA-4096 request with its self-signed
 #: certificate is about 4 KB; 64 KiB leaves room for any honest client and bounds the work.
@@ -395,7 +408,7 @@ def _octet_chunks(encoded: bytes, *, depth: int = 0) -> bytes:
 
 
 def _decrypt_envelope(
-    data: bytes, *, key: rsa.RSAPrivateKey, certificate: asn1_x509.Certificate, header: MessageHeader
+    data: bytes, *, key: RsaKeyOperations, certificate: asn1_x509.Certificate, header: MessageHeader
 ) -> tuple[bytes, ContentCipher]:
     """RFC 5652 section 6: decrypt the content-encryption key of the recipient that is ``certificate``,
     then the content. Any failure says the same (no padding oracle on the key or the content)."""
@@ -484,7 +497,7 @@ def _challenge_password(request: csr.CertificationRequest) -> str | None:
 def read_pki_message(
     *,
     data: bytes,
-    decrypt_key: rsa.RSAPrivateKey,
+    decrypt_key: RsaKeyOperations,
     decrypt_certificate_der: bytes,
 ) -> PkiMessage:
     """Verify and open a client's pkiMessage (RFC 8894 section 3.2 and 3.3).
@@ -511,7 +524,7 @@ def read_pki_message(
 def _read_pki_message(
     *,
     data: bytes,
-    decrypt_key: rsa.RSAPrivateKey,
+    decrypt_key: RsaKeyOperations,
     decrypt_certificate_der: bytes,
 ) -> PkiMessage:
     info = _load_der(data, cms.ContentInfo, "SCEP message")
@@ -690,7 +703,7 @@ def signed_message(
     content: bytes,
     attributes: Sequence[cms.CMSAttribute],
     signer_certificate_der: bytes,
-    signer_key: rsa.RSAPrivateKey,
+    signer_key: RsaKeyOperations,
     digest_algorithm: str,
     extra_certificates: Sequence[bytes] = (),
     now: dt.datetime,
@@ -757,7 +770,7 @@ def cert_rep(
     header: MessageHeader,
     status: PkiStatus,
     signer_certificate_der: bytes,
-    signer_key: rsa.RSAPrivateKey,
+    signer_key: RsaKeyOperations,
     issued_certificate_der: bytes | None = None,
     fail_info: FailInfo | None = None,
     fail_text: str = "",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from cryptography import x509
@@ -57,6 +57,32 @@ class KeyBackend(Protocol):
     def public_key(self) -> CAPublicKey: ...
 
     def sign(self, *, data: bytes, algorithm: SignatureHash, purpose: Purpose) -> bytes: ...
+
+
+#: A batch signature's result: the signature, or why the backend refused that item (words a person reads).
+Signed = bytes | str
+
+
+class BatchKeyBackend(KeyBackend, Protocol):
+    """A backend that signs many to-be-signed values in one exchange, and may re-check and refuse each.
+
+    ``sign_many`` returns, per item in order, the signature (as :meth:`KeyBackend.sign`) or the reason that
+    item was refused (a string); it raises :class:`ca.pki.errors.CAKeyError` when it cannot sign at all.
+    With ``lint`` the backend lints each certificate (pkilint) before its key signs it, and a lint refusal's
+    reason is the text of :class:`ca.pki.lint.CertificateLintError`, as a local lint refusal's. A backend
+    whose ``lints_before_signing`` is true honours ``lint``: the caller then does not lint the drafts itself.
+    """
+
+    lints_before_signing: bool
+
+    def sign_many(
+        self, *, items: Sequence[bytes], algorithm: SignatureHash, purpose: Purpose, lint: bool
+    ) -> list[Signed]: ...
+
+
+def lints_before_signing(backend: KeyBackend) -> bool:
+    """Whether ``backend`` lints each certificate itself before its key signs it (the signer does)."""
+    return bool(getattr(backend, "lints_before_signing", False)) and hasattr(backend, "sign_many")
 
 
 class PrivateKeyBackend:
@@ -222,6 +248,37 @@ def finish_certificate(*, draft: x509.Certificate, backend: KeyBackend) -> x509.
     return x509.load_der_x509_certificate(
         _assemble(tbs=data, algorithm=signature_algorithm, signature=signature, rest=rest)
     )
+
+
+def finish_certificates(
+    *, drafts: Sequence[x509.Certificate], backend: KeyBackend, lint: bool = False
+) -> list[x509.Certificate | str]:
+    """:func:`finish_certificate` for a batch: per draft, the certificate signed by ``backend`` (assembled
+    and verified) or the reason ``backend`` refused it. A backend with ``sign_many``
+    (:class:`BatchKeyBackend`) gets the whole batch in one exchange (and ``lint``: see there); any other is
+    asked one draft after the other, and ``lint`` is the caller's to have done. Raises
+    :class:`CAKeyError` when the backend cannot sign at all or a signature does not verify."""
+    public_key, algorithm = _check_hash(backend)
+    parts = [_signed_parts(draft.public_bytes(serialization.Encoding.DER)) for draft in drafts]
+    items = [data for data, _algorithm, _rest in parts]
+    batch = getattr(backend, "sign_many", None)
+    if batch is not None:
+        signed: list[Signed] = batch(items=items, algorithm=algorithm, purpose=Purpose.CERTIFICATE, lint=lint)
+        if len(signed) != len(items):
+            raise CAKeyError(
+                "The key backend answered a batch with another number of results; nothing was stored."
+            )
+    else:
+        signed = [backend.sign(data=data, algorithm=algorithm, purpose=Purpose.CERTIFICATE) for data in items]
+    results: list[x509.Certificate | str] = []
+    for (data, signature_algorithm, rest), signature in zip(parts, signed, strict=True):
+        if isinstance(signature, str):
+            results.append(signature)
+            continue
+        _verify(public_key=public_key, signature=signature, data=data, algorithm=algorithm)
+        der = _assemble(tbs=data, algorithm=signature_algorithm, signature=signature, rest=rest)
+        results.append(x509.load_der_x509_certificate(der))
+    return results
 
 
 def sign_certificate(

@@ -4,7 +4,10 @@ lint, sign through the CA's key backend, verify, store.
 The CA key signs only certificates that passed every check: each certificate is first drafted with a
 throwaway key (:func:`ca.pki.signing.draft_certificate`: its to-be-signed bytes, with the reserved serial,
 are final), the drafts of a batch are linted at once, and only the clean ones are signed by the key backend
-(:func:`ca.pki.signing.finish_certificate`, which verifies each signature with the CA's public key). So a
+(:func:`ca.pki.signing.finish_certificate`, which verifies each signature with the CA's public key). Lint
+runs once, where the key is: a backend that lints before it signs (the signer,
+:attr:`ca.signer.client.SignerBackend.lints_before_signing`) gets the whole batch in one exchange and lints
+it there, and a draft it refuses gets its reason exactly as a local lint refusal. So a
 refused certificate costs no CA signature and uses up no serial: its reservation is discarded with the
 reason, and a discarded reservation is a serial that no CA signature ever carried (nothing to revoke,
 nothing for the CRL).
@@ -29,7 +32,7 @@ from django.utils.translation import gettext_lazy as _
 
 from ca import audit
 from ca.clock import utcnow
-from ca.errors import CAError, from_core
+from ca.errors import CAError, KeyUnavailable, from_core
 from ca.models import (
     AuditEvent,
     BlockedKey,
@@ -39,7 +42,7 @@ from ca.models import (
 )
 from ca.pki import lint as pki_lint
 from ca.pki.csr import check_csr_der
-from ca.pki.errors import CAKeyError, RequestRefused
+from ca.pki.errors import CAKeyError, KeyUnavailableError, RequestRefused
 from ca.pki.profiles import (
     IssuerUrls,
     Profile,
@@ -54,6 +57,8 @@ from ca.pki.signing import (
     certified_public_key,
     draft_certificate,
     finish_certificate,
+    finish_certificates,
+    lints_before_signing,
 )
 from ca.pki.spkac import check_spkac_der
 from ca.services import authorities, keys, reservations
@@ -276,7 +281,9 @@ def issue(
     the batch is stored and that failure is the reason of every order not refused on its own; serials
     the CA key did sign before the failure keep their reservation open, as after a crash between
     signing and storing (reported after 10 minutes, revocable by serial), so no CA-signed serial is ever
-    marked discarded.
+    marked discarded. A key that cannot sign at all (token missing, wrong PIN, the signer not running:
+    :class:`ca.errors.KeyUnavailable`) is raised instead, so that the caller changes nothing; its ``unused``
+    are the reservations the caller discards once its transaction rolled back.
     """
     if len(orders) != len(reserved.reservations):
         raise ValueError("issue() needs exactly one reservation per order")
@@ -284,20 +291,26 @@ def issue(
     signed_unstored: set[int] = set()  # orders whose serial the CA key signed, in a batch that failed
     try:
         signer = _signer(ca=reserved.ca, validity=reserved.validity, now=reserved.now)
+    except KeyUnavailable as exc:
+        raise KeyUnavailable(str(exc), unused=reserved.reservations) from exc
     except CAError as exc:
         outcomes = [str(exc)] * len(orders)
     else:
         drafts = _draft_all(orders, reserved=reserved, signer=signer, outcomes=outcomes)
-        if signer.lint:
+        if signer.lint and not lints_before_signing(signer.backend):
             drafts = _lint_drafts(drafts, signer=signer, outcomes=outcomes)
         try:
-            rows = _sign_drafts(drafts, signer=signer, now=reserved.now)
+            drafts = _sign_drafts(drafts, signer=signer, now=reserved.now, outcomes=outcomes)
         except CAKeyError as exc:
             logger.error("CA %s could not sign: %s", signer.ca.slug, exc)
             signed_unstored = {draft.index for draft in drafts if draft.signed}
+            if isinstance(exc, KeyUnavailableError):
+                unused = [r for i, r in enumerate(reserved.reservations) if i not in signed_unstored]
+                raise KeyUnavailable(str(exc), unused=unused) from exc
             for draft in drafts:
                 outcomes[draft.index] = str(exc)
-            drafts, rows = [], []
+            drafts = []
+        rows = [draft.row for draft in drafts if draft.row is not None]
         if rows:
             Certificate.objects.bulk_create(rows)
             reservations.mark_issued(
@@ -372,10 +385,11 @@ class _Draft:
     profile: Profile
     serial: str
     row: Certificate | None = None  # set once the CA key signed
+    sent: bool = False  # in a batch sent to the backend that failed: maybe signed, never assumed unsigned
 
     @property
     def signed(self) -> bool:
-        return self.row is not None
+        return self.row is not None or self.sent
 
 
 def _draft_all(
@@ -435,29 +449,55 @@ def _lint_drafts(
     return clean
 
 
-def _sign_drafts(drafts: list[_Draft], *, signer: _Signer, now: dt.datetime) -> list[Certificate]:
+def _sign_drafts(
+    drafts: list[_Draft], *, signer: _Signer, now: dt.datetime, outcomes: list[Certificate | str | None]
+) -> list[_Draft]:
     """Have the CA's key backend sign each draft's TBS bytes (verified with the CA's public key) and make
-    its row (the rows, in order); raises :class:`ca.pki.errors.CAKeyError` at the first signature that
-    fails (the drafts signed before it have their row set)."""
-    rows: list[Certificate] = []
+    its row: the drafts signed, in order. A backend that signs batches (the signer) gets them all in one
+    exchange, with lint when ``signer.lint``, and a draft it refuses gets its reason in ``outcomes``; any
+    other backend signs one after the other. Raises :class:`ca.pki.errors.CAKeyError` when a signature
+    fails (the drafts signed before it have their row set; a batch that failed has each draft ``sent``)."""
+    if hasattr(signer.backend, "sign_many"):
+        try:
+            results = finish_certificates(
+                drafts=[draft.certificate for draft in drafts], backend=signer.backend, lint=signer.lint
+            )
+        except CAKeyError as exc:
+            # a backend that cannot sign at all signed none of the batch; after any other failure
+            # (a broken-off answer, a signature that does not verify) each may have been signed
+            for draft in drafts:
+                draft.sent = not isinstance(exc, KeyUnavailableError)
+            raise
+        finished: list[_Draft] = []
+        for draft, result in zip(drafts, results, strict=True):
+            if isinstance(result, str):
+                logger.error("CA %s refused to issue a certificate: %s", signer.ca.slug, result)
+                outcomes[draft.index] = result
+                continue
+            _make_row(draft, result, signer=signer, now=now)
+            finished.append(draft)
+        return finished
     for draft in drafts:
-        certificate = signer.finish(draft.certificate)
-        der = certificate.public_bytes(serialization.Encoding.DER)
-        draft.certificate = certificate
-        draft.row = Certificate(
-            ca=signer.ca,
-            serial=draft.serial,
-            der=der,
-            subject=certificate.subject.rfc4514_string(),
-            not_before=signer.not_before,
-            not_after=signer.not_after,
-            owner=draft.order.owner,
-            fingerprint_sha256=hashlib.sha256(der).hexdigest(),
-            spki_sha256=draft.parsed.spki_sha256,
-            profile=draft.profile.name,
-            request_sha256=draft.parsed.sha256,
-            created_at=now,
-            device_name=draft.order.device_name,
-        )
-        rows.append(draft.row)
-    return rows
+        _make_row(draft, signer.finish(draft.certificate), signer=signer, now=now)
+    return drafts
+
+
+def _make_row(draft: _Draft, certificate: x509.Certificate, *, signer: _Signer, now: dt.datetime) -> None:
+    """Set the draft's final certificate and the row to insert for it."""
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    draft.certificate = certificate
+    draft.row = Certificate(
+        ca=signer.ca,
+        serial=draft.serial,
+        der=der,
+        subject=certificate.subject.rfc4514_string(),
+        not_before=signer.not_before,
+        not_after=signer.not_after,
+        owner=draft.order.owner,
+        fingerprint_sha256=hashlib.sha256(der).hexdigest(),
+        spki_sha256=draft.parsed.spki_sha256,
+        profile=draft.profile.name,
+        request_sha256=draft.parsed.sha256,
+        created_at=now,
+        device_name=draft.order.device_name,
+    )

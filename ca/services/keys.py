@@ -23,7 +23,7 @@ from ca.models import (
 from ca.pki import keys as pki_keys
 from ca.pki import pkcs11 as pki_pkcs11
 from ca.pki import signing as pki_signing
-from ca.pki.errors import CAKeyError
+from ca.pki.errors import CAKeyError, KeyUnavailableError
 from ca.signer import client as signer_client
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def token_pin() -> str:
         return read_pin_file(Path(path))
     pin = os.environ.get("ENROLL_PKCS11_PIN", "")
     if not pin:
-        raise CAKeyError(
+        raise KeyUnavailableError(
             "The CA key is in a PKCS#11 token but no PIN is configured: set ENROLL_PKCS11_PIN_FILE to a "
             "file that holds the token's user PIN (or ENROLL_PKCS11_PIN)."
         )
@@ -91,9 +91,9 @@ def read_pin_file(path: Path) -> str:
         pin = path.read_text(encoding="utf-8").rstrip("\r\n")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise CAKeyError(f"The PIN file {path} cannot be read ({reason}).") from None
+        raise KeyUnavailableError(f"The PIN file {path} cannot be read ({reason}).") from None
     if not pin:
-        raise CAKeyError(f"The PIN file {path} is empty; it must hold the token's user PIN.")
+        raise KeyUnavailableError(f"The PIN file {path} is empty; it must hold the token's user PIN.")
     return pin
 
 

@@ -11,6 +11,13 @@ stored encrypted in the CA key folder as CA keys are (:mod:`ca.pki.keys`). GetCA
 and the CA chain as a certs-only PKCS #7 (application/x-x509-ca-ra-cert, RFC 8894 section 4.2.1.2).
 A new RA is made when the current one has less than :data:`RA_RENEW_BEFORE` left.
 
+With the signer (``ENROLL_SIGNER_SOCKET``), every CA uses an RA (an RSA key-file CA too: its key stays in
+the signer, which never decrypts or signs raw bytes with a CA key), and the RA key's two operations go
+through the signer (:class:`ca.signer.client.SignerRaKey`, :mod:`ca.signer.ra`): a web worker never opens
+the RA key file nor knows the passphrase that encrypts it. A web worker then never makes an RA either:
+the operator makes it with ``manage.py scep_ra`` run as the signer's user (which opens the CA key itself,
+as the signer does); until then SCEP answers 503 with what to do.
+
 The enrollment itself (codes, approval, issuance) is :mod:`enroll.flows.devices`; the view
 (:mod:`enroll.scep_views`) joins the two.
 """
@@ -33,13 +40,14 @@ from django.conf import settings
 from django.db import transaction
 
 from ca.clock import utcnow
-from ca.errors import from_core
+from ca.errors import CAError, from_core
 from ca.models import Certificate, CertificateAuthority, ScepRaCertificate
 from ca.pki import keys as pki_keys
 from ca.pki import scep
 from ca.pki.serials import format_serial
 from ca.pki.signing import sign_certificate
 from ca.services import keys, reservations
+from ca.signer import client as signer_client
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +71,44 @@ class ScepIdentity:
 
     ca: CertificateAuthority
     certificate_der: bytes
-    key: rsa.RSAPrivateKey
+    key: scep.RsaKeyOperations  # in this process, or the RA key in the signer
     ra: ScepRaCertificate | None  # None: the CA's own key
 
 
 def _ra_key_path(ra: ScepRaCertificate) -> Path:
     return Path(settings.ENROLL_CA_KEY_DIR) / ra.key_file
+
+
+def ra_only() -> bool:
+    """Whether every CA answers SCEP through an RA: with the signer configured, no CA key decrypts."""
+    return bool(settings.ENROLL_SIGNER_SOCKET)
+
+
+def through_signer() -> bool:
+    """Whether this process asks the signer for the RA key's operations (a web worker with the socket set;
+    not the signer itself, nor ``manage.py scep_ra`` run as the signer's user)."""
+    return ra_only() and not signer_client.role.signer
+
+
+def ra_key(ra: ScepRaCertificate) -> scep.RsaKeyOperations:
+    """What decrypts and signs as ``ra``: the signer (:func:`through_signer`), else its key file."""
+    if through_signer():
+        return signer_client.SignerRaKey(
+            ca=ra.ca.slug, fingerprint=ra.fingerprint_sha256, path=str(settings.ENROLL_SIGNER_SOCKET)
+        )
+    return ra_private_key(ra)
+
+
+def ra_private_key(ra: ScepRaCertificate) -> rsa.RSAPrivateKey:
+    """The RA's key, decrypted from its file with the CA passphrase (the signer, or a process that holds
+    the keys itself); raises :class:`CAError` when it cannot be read."""
+    try:
+        return _load_ra_key(ra)
+    except OSError as exc:
+        raise CAError(
+            f"The SCEP RA key of CA '{ra.ca.slug}' cannot be read ({exc.strerror}); the operator must "
+            "restore it or make a new RA (manage.py scep_ra --new)."
+        ) from None
 
 
 def _load_ra_key(ra: ScepRaCertificate) -> rsa.RSAPrivateKey:
@@ -151,18 +191,39 @@ def create_ra(*, ca: CertificateAuthority, now: dt.datetime | None = None) -> Sc
 
 
 def identity_for(*, ca: CertificateAuthority, now: dt.datetime | None = None) -> ScepIdentity:
-    """Who decrypts and signs SCEP for ``ca``: the CA itself when its key is an RSA key file, else its
-    current RA (made now if there is none, or if the current one is about to expire)."""
+    """Who decrypts and signs SCEP for ``ca``: the CA itself when its key is an RSA key file (and no signer
+    is configured), else its current RA (made now if there is none, or if the current one is about to
+    expire; through the signer, never made here: see the module's text)."""
     now = now or utcnow()
-    if not ca.key_in_token and isinstance(ca.certificate.public_key(), rsa.RSAPublicKey):
+    if not ra_only() and not ca.key_in_token and isinstance(ca.certificate.public_key(), rsa.RSAPublicKey):
         ca_key = keys.load_key(ca)
         if isinstance(ca_key, rsa.RSAPrivateKey):
             return ScepIdentity(ca=ca, certificate_der=bytes(ca.certificate_der), key=ca_key, ra=None)
     with _ra_lock:
         ra = current_ra(ca=ca, now=now)
-        if ra is None:
+        if ra is None and through_signer():
+            ra = _any_unexpired_ra(ca=ca, now=now)
+        elif ra is None:
             ra = create_ra(ca=ca, now=now)
-    return ScepIdentity(ca=ca, certificate_der=bytes(ra.certificate_der), key=_load_ra_key(ra), ra=ra)
+    return ScepIdentity(ca=ca, certificate_der=bytes(ra.certificate_der), key=ra_key(ra), ra=ra)
+
+
+def _any_unexpired_ra(*, ca: CertificateAuthority, now: dt.datetime) -> ScepRaCertificate:
+    """Through the signer: the newest RA still valid (a web worker makes none), else :class:`CAError`."""
+    ra = ScepRaCertificate.objects.filter(ca=ca, not_after__gt=now).order_by("-created_at").first()
+    if ra is None:
+        raise CAError(
+            f"CA '{ca.slug}' has no SCEP RA certificate, and with the signer the web side makes none: the "
+            f"operator runs 'manage.py scep_ra --ca {ca.slug}' as the signer's user."
+        )
+    logger.warning(
+        "the SCEP RA of CA %s expires on %s: the operator should run 'manage.py scep_ra --ca %s --new' as "
+        "the signer's user",
+        ca.slug,
+        f"{ra.not_after:%Y-%m-%d}",
+        ca.slug,
+    )
+    return ra
 
 
 def capabilities() -> str:
@@ -199,7 +260,7 @@ def open_message(
         )
         for ra in others.order_by("-created_at")[:4]:
             other = ScepIdentity(
-                ca=identity.ca, certificate_der=bytes(ra.certificate_der), key=_load_ra_key(ra), ra=ra
+                ca=identity.ca, certificate_der=bytes(ra.certificate_der), key=ra_key(ra), ra=ra
             )
             try:
                 return _read(other, data), other

@@ -37,16 +37,17 @@ class RateLimit:
     buckets: dict[int, _Bucket] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def allow(self, uid: int) -> bool:
+    def allow(self, uid: int, count: int = 1) -> bool:
+        """Whether ``uid`` may have ``count`` more signatures now (all of them, or none)."""
         now = time.monotonic()
         burst = self.rate * 60
         with self.lock:
             bucket = self.buckets.setdefault(uid, _Bucket(burst, now))
             bucket.tokens = min(burst, bucket.tokens + (now - bucket.stamp) * self.rate)
             bucket.stamp = now
-            if bucket.tokens < 1:
+            if bucket.tokens < count:
                 return False
-            bucket.tokens -= 1
+            bucket.tokens -= count
             return True
 
 

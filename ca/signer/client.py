@@ -14,12 +14,15 @@ import contextlib
 import select
 import socket
 import threading
+from collections.abc import Sequence
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding, PKCS1v15
 from django.conf import settings
 
 from ca.models import CertificateAuthority
-from ca.pki.errors import CAKeyError
-from ca.pki.signing import CAPublicKey, Purpose, SignatureHash
+from ca.pki.errors import CAKeyError, KeyUnavailableError
+from ca.pki.signing import CAPublicKey, Purpose, SignatureHash, Signed
 from ca.signer import protocol
 
 #: Seconds to wait for an answer: a signature takes milliseconds; a million-entry CRL is re-checked and
@@ -47,7 +50,7 @@ class SignerRefused(CAKeyError):
 
 def _not_running(path: str, exc: OSError) -> CAKeyError:
     detail = exc.strerror or type(exc).__name__
-    return CAKeyError(f"{SIGNER_NOT_RUNNING} ({path}: {detail})")
+    return KeyUnavailableError(f"{SIGNER_NOT_RUNNING} ({path}: {detail})")
 
 
 class _Connections(threading.local):
@@ -101,8 +104,10 @@ def close() -> None:
 
 
 def exchange(*, path: str, message: dict[str, object]) -> protocol.Reply:
-    """Send one request on this thread's connection and read the reply; :class:`CAKeyError` if the signer
-    cannot be reached or breaks off (then nothing can be assumed signed, and nothing is stored)."""
+    """Send one request on this thread's connection and read the reply. Raises
+    :class:`ca.pki.errors.KeyUnavailableError` when the signer cannot be reached (nothing was sent, so
+    nothing was signed) or does not answer in time, and :class:`CAKeyError` when it breaks off after the
+    request was sent (then nothing can be assumed unsigned; nothing is stored)."""
     sock = _connection(path)
     try:
         # a signer that refuses before reading (a uid it does not serve) has its reason waiting
@@ -119,8 +124,12 @@ def exchange(*, path: str, message: dict[str, object]) -> protocol.Reply:
             "operator to look at the signer's log (journalctl -u enroll-signer), then try again."
         ) from None
     except (OSError, protocol.ProtocolError) as exc:
-        _forget()
-        raise _not_running(path, exc) if isinstance(exc, OSError) else CAKeyError(str(exc)) from None
+        _forget()  # sent, and no answer: the signer may have signed, so not "unavailable"
+        detail = (exc.strerror or type(exc).__name__) if isinstance(exc, OSError) else str(exc)
+        raise CAKeyError(
+            f"The signer broke off before it answered ({path}: {detail}), so nothing was stored. Ask the "
+            "operator to look at the signer's log (journalctl -u enroll-signer), then try again."
+        ) from None
 
 
 def ping(*, path: str) -> None:
@@ -130,8 +139,18 @@ def ping(*, path: str) -> None:
         raise SignerRefused(f"The signer refused this process: {reply.error}")
 
 
+def _refused(reply: protocol.Reply, *, what: str) -> CAKeyError:
+    kind = KeyUnavailableError if reply.unavailable else SignerRefused
+    return kind(f"The signer refused to sign this {what}: {reply.error}")
+
+
 class SignerBackend:
-    """A CA key held by the signer process: ``sign`` sends the to-be-signed bytes and what they are."""
+    """A CA key held by the signer process: ``sign`` sends the to-be-signed bytes and what they are;
+    ``sign_many`` a batch of certificates in one message each :data:`protocol.MAX_BATCH`, which the signer
+    checks with one query per kind and lints in parallel (so the web side lints nothing itself:
+    ``lints_before_signing``)."""
+
+    lints_before_signing = True
 
     def __init__(self, *, ca: CertificateAuthority, path: str) -> None:
         self._ca = ca
@@ -147,8 +166,70 @@ class SignerBackend:
         message = protocol.sign_message(ca=self._ca.slug, purpose=purpose, algorithm=algorithm, data=data)
         reply = exchange(path=self._path, message=message)
         if not reply.ok or reply.signature is None:
-            raise SignerRefused(f"The signer refused to sign this {purpose.value}: {reply.error}")
+            raise _refused(reply, what=purpose.value)
         return reply.signature
+
+    def sign_many(
+        self, *, items: Sequence[bytes], algorithm: SignatureHash, purpose: Purpose, lint: bool
+    ) -> list[Signed]:
+        """Per item, its signature or why the signer refused it (a lint refusal in lint's own words, as a
+        local lint refusal reads); :class:`CAKeyError` when the signer cannot sign at all."""
+        results: list[Signed] = []
+        for start in range(0, len(items), protocol.MAX_BATCH):
+            part = list(items[start : start + protocol.MAX_BATCH])
+            message = protocol.sign_many_message(
+                ca=self._ca.slug, purpose=purpose, algorithm=algorithm, items=part, lint=lint
+            )
+            try:
+                reply = exchange(path=self._path, message=message)
+                if not reply.ok or reply.results is None or len(reply.results) != len(part):
+                    raise _refused(reply, what=f"batch of {len(part)} {purpose.value}s")
+            except KeyUnavailableError as exc:
+                if start:  # an earlier part was signed: the batch as a whole was not "signed by nobody"
+                    raise CAKeyError(str(exc)) from None
+                raise
+            for result in reply.results:
+                if isinstance(result, protocol.ItemRefused):
+                    reason = (
+                        result.reason if result.lint else f"The signer refused to sign it: {result.reason}"
+                    )
+                    results.append(reason)
+                else:
+                    results.append(result)
+        return results
+
+
+class SignerRaKey:
+    """The RSA key of a CA's SCEP RA, held by the signer (:mod:`ca.signer.ra`): what
+    :class:`ca.pki.scep.RsaKeyOperations` needs, RSA PKCS #1 v1.5 only. A ciphertext that does not decrypt
+    raises ValueError as a local key does; a signer that cannot be asked raises :class:`CAKeyError`."""
+
+    def __init__(self, *, ca: str, fingerprint: str, path: str) -> None:
+        self._ca, self._fingerprint, self._path = ca, fingerprint, path
+
+    def _ask(self, *, operation: str, data: bytes, hash_name: str = "") -> protocol.Reply:
+        message = protocol.ra_message(
+            operation=operation, ca=self._ca, ra=self._fingerprint, data=data, hash_name=hash_name
+        )
+        return exchange(path=self._path, message=message)
+
+    def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
+        if not isinstance(padding, PKCS1v15):
+            raise ValueError("the SCEP RA key decrypts RSA PKCS #1 v1.5 only")
+        reply = self._ask(operation="ra-decrypt", data=ciphertext)
+        if reply.ok and reply.signature is not None:
+            return reply.signature
+        if reply.undecryptable:
+            raise ValueError("the ciphertext does not decrypt with this RA key")
+        raise _refused(reply, what="SCEP decryption")
+
+    def sign(self, data: bytes, padding: AsymmetricPadding, algorithm: hashes.HashAlgorithm) -> bytes:
+        if not isinstance(padding, PKCS1v15):
+            raise ValueError("the SCEP RA key signs RSA PKCS #1 v1.5 only")
+        reply = self._ask(operation="ra-sign", data=data, hash_name=algorithm.name)
+        if reply.ok and reply.signature is not None:
+            return reply.signature
+        raise _refused(reply, what="SCEP reply")
 
 
 def signer_backend(ca: CertificateAuthority) -> SignerBackend | None:

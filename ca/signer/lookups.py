@@ -1,66 +1,61 @@
-"""The database facts the signer checks a certificate against, one plain SELECT each.
-
-The signer asks these for every certificate it signs, so they are written as single indexed SELECTs rather
-than ORM queries (whose building cost more than the signature); each names the rule it reads.
-"""
+"""The database facts the signer checks a batch of certificates against: one SELECT per kind of fact for the
+whole batch (a batch of 250 costs five queries, not 1,250), each naming the rule it reads."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
-
-from django.db import connection
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from ca.models import BlockedKey, Certificate, IssuanceAuthorisation, SerialReservation
 from ca.services.authorisations import Unused
 
-
-def _table(model: Any) -> str:
-    return str(connection.ops.quote_name(model._meta.db_table))
-
-
-def _row(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    return tuple(row) if row is not None else None
+#: Longest IN (...) list in one query (as :data:`ca.services.issuance._IN_CHUNK`).
+_IN_CHUNK = 500
 
 
-def reservation(*, ca_id: int, serial: str, not_after: dt.datetime) -> tuple[str, bool] | None:
-    """The state of the reservation of ``serial`` on the CA and whether it was made for ``not_after``."""
-    when = connection.ops.adapt_datetimefield_value(not_after)
-    sql = f"SELECT state, CASE WHEN not_after = %s THEN 1 ELSE 0 END FROM {_table(SerialReservation)} "  # noqa: S608
-    row = _row(sql + "WHERE ca_id = %s AND serial = %s", [when, ca_id, serial])
-    return (str(row[0]), bool(row[1])) if row is not None else None
+@dataclass(slots=True)
+class Facts:
+    """What the database says about the serials and keys of one batch."""
+
+    #: serial -> (reservation state, the notAfter it was reserved for), serials reserved on the CA only
+    reservations: dict[str, tuple[str, dt.datetime]] = field(default_factory=dict)
+    #: serials of the CA with a stored certificate (signed before)
+    stored: set[str] = field(default_factory=set)
+    #: serial -> its authorisation not used yet (:func:`ca.services.authorisations.unused`)
+    authorisations: dict[str, Unused] = field(default_factory=dict)
+    #: blocked keys (:class:`ca.models.BlockedKey`) among the batch's
+    blocked: set[str] = field(default_factory=set)
+    #: key -> the owners of certificates that have it (one key, one account:
+    #: :func:`ca.services.issuance.key_refusals`)
+    holders: dict[str, set[int | None]] = field(default_factory=dict)
 
 
-def stored(*, ca_id: int, serial: str) -> bool:
-    """Whether a certificate with ``serial`` of the CA is stored (signed before)."""
-    sql = f"SELECT 1 FROM {_table(Certificate)} WHERE ca_id = %s AND serial = %s"  # noqa: S608
-    return _row(sql, [ca_id, serial]) is not None
+def _chunks(values: Sequence[str]) -> list[list[str]]:
+    unique = sorted(set(values))
+    return [unique[start : start + _IN_CHUNK] for start in range(0, len(unique), _IN_CHUNK)]
 
 
-def unused_authorisation(*, ca_id: int, serial: str) -> Unused | None:
-    """The authorisation to sign ``serial`` on the CA that was not used yet (as
-    :func:`ca.services.authorisations.unused`)."""
-    columns = "id, spki_sha256, owner_id, approver_name"
-    sql = f"SELECT {columns} FROM {_table(IssuanceAuthorisation)} "  # noqa: S608
-    row = _row(sql + "WHERE ca_id = %s AND serial = %s AND used_at IS NULL", [ca_id, serial])
-    return Unused(int(row[0]), str(row[1]), row[2], str(row[3])) if row is not None else None
-
-
-def blocked(*, spki_sha256: str) -> bool:
-    """Whether the key is blocked (:class:`ca.models.BlockedKey`)."""
-    sql = f"SELECT 1 FROM {_table(BlockedKey)} WHERE spki_sha256 = %s"  # noqa: S608
-    return _row(sql, [spki_sha256]) is not None
-
-
-def of_another_account(*, spki_sha256: str, owner_id: int | None) -> bool:
-    """Whether a certificate of anyone but ``owner_id`` has the key (the rule of
-    :func:`ca.services.issuance.key_refusals`: one key, one account)."""
-    table = _table(Certificate)
-    if owner_id is None:
-        sql = f"SELECT 1 FROM {table} WHERE spki_sha256 = %s AND owner_id IS NOT NULL"  # noqa: S608
-        return _row(sql, [spki_sha256]) is not None
-    sql = f"SELECT 1 FROM {table} WHERE spki_sha256 = %s AND (owner_id IS NULL OR owner_id <> %s)"  # noqa: S608
-    return _row(sql, [spki_sha256, owner_id]) is not None
+def facts(*, ca_id: int, serials: Sequence[str], spki_digests: Sequence[str]) -> Facts:
+    """The :class:`Facts` of ``serials`` on the CA and of ``spki_digests``."""
+    found = Facts()
+    for part in _chunks(serials):
+        rows = SerialReservation.objects.filter(ca_id=ca_id, serial__in=part)
+        for serial, state, not_after in rows.values_list("serial", "state", "not_after"):
+            found.reservations[serial] = (state, not_after)
+        stored = Certificate.objects.filter(ca_id=ca_id, serial__in=part).values_list("serial", flat=True)
+        found.stored.update(stored)
+        grants = IssuanceAuthorisation.objects.filter(ca_id=ca_id, serial__in=part, used_at__isnull=True)
+        columns = ("serial", "pk", "spki_sha256", "owner_id", "approver_name")
+        for serial, pk, spki, owner_id, approver in grants.values_list(*columns):
+            found.authorisations[serial] = Unused(pk, spki, owner_id, approver)
+    for part in _chunks(spki_digests):
+        found.blocked.update(
+            BlockedKey.objects.filter(spki_sha256__in=part).values_list("spki_sha256", flat=True)
+        )
+        holders = (
+            Certificate.objects.filter(spki_sha256__in=part).values_list("spki_sha256", "owner_id").distinct()
+        )
+        for spki, owner_id in holders:
+            found.holders.setdefault(spki, set()).add(owner_id)
+    return found

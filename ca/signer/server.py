@@ -29,11 +29,13 @@ from django.db import DatabaseError, connections
 from ca import audit
 from ca.clock import utcnow
 from ca.models import AuditEvent, CertificateAuthority
-from ca.pki.errors import CAKeyError
+from ca.pki import signing
+from ca.pki.errors import CAKeyError, KeyUnavailableError
 from ca.pki.signing import Purpose
 from ca.services import keys
-from ca.signer import checks, client, protocol
+from ca.signer import checks, client, protocol, ra
 from ca.signer.bookkeeping import Note, RateLimit, Writer
+from ca.signer.tbs import public_key_of
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +185,10 @@ class Signer:
             return protocol.error_reply(str(exc)), False
         if isinstance(request, protocol.Ping):
             return protocol.ok_reply(), True
+        if isinstance(request, protocol.SignManyRequest):
+            return self._answer_many(uid, request), True
+        if isinstance(request, protocol.RaRequest):
+            return self._answer_ra(uid, request), True
         if not self.limit.allow(uid):
             reason = f"uid {uid} asked for more than {self.limit.rate:g} signatures a second; try again later"
             self._refuse(uid=uid, purpose=request.purpose.value, ca=request.ca, reason=reason)
@@ -214,13 +220,92 @@ class Signer:
             return protocol.error_reply(str(exc)), True
         except CAKeyError as exc:
             logger.error("the signer cannot sign for CA %s: %s", ca.slug, exc)
-            return protocol.error_reply(str(exc)), True
+            unavailable = isinstance(exc, KeyUnavailableError)
+            return protocol.error_reply(str(exc), unavailable=unavailable), True
         except DatabaseError:
             logger.exception("the signer cannot read the database")
             connections.close_all()  # this thread reconnects on its next request
             return protocol.error_reply("the signer cannot read the database; try again"), True
         self._signed(uid=uid, ca=ca, purpose=request.purpose, verdict=verdict)
         return protocol.ok_reply(signature), True
+
+    def _answer_ra(self, uid: int, request: protocol.RaRequest) -> dict[str, object]:
+        """An operation with a CA's SCEP RA key (:mod:`ca.signer.ra`), rate-limited as signatures are."""
+        if not self.limit.allow(uid):
+            reason = f"uid {uid} asked for more than {self.limit.rate:g} signatures a second; try again later"
+            self._refuse(uid=uid, purpose=request.operation, ca=request.ca, reason=reason)
+            return protocol.error_reply(reason)
+        try:
+            return ra.answer(request)
+        except checks.Refused as exc:
+            self._refuse(uid=uid, purpose=request.operation, ca=request.ca, reason=str(exc))
+            return protocol.error_reply(str(exc))
+        except DatabaseError:
+            logger.exception("the signer cannot read the database")
+            connections.close_all()
+            return protocol.error_reply("the signer cannot read the database; try again")
+
+    def _answer_many(self, uid: int, request: protocol.SignManyRequest) -> dict[str, object]:
+        """A batch of certificates: checked together (:func:`checks.check_certificates`), linted together,
+        then each one left signed; per item its signature or why not. The key signing nothing at all
+        (token gone, wrong PIN) refuses the whole batch as unavailable: the caller stores none of it."""
+        purpose, count = request.purpose.value, len(request.items)
+        if not self.limit.allow(uid, count):
+            reason = f"uid {uid} asked for more than {self.limit.rate:g} signatures a second; try again later"
+            self._refuse(uid=uid, purpose=f"batch of {count}", ca=request.ca, reason=reason)
+            return protocol.error_reply(reason)
+        signed: list[checks.Verdict] = []  # audited whatever happens next: the key did sign these
+        ca: CertificateAuthority | None = None
+        try:
+            ca = self._ca(request.ca)
+            if ca is None:
+                reason = f"there is no CA '{request.ca}'"
+                self._refuse(uid=uid, purpose=f"batch of {count}", ca=request.ca, reason=reason)
+                return protocol.error_reply(reason)
+            expected = signing.signature_hash(public_key=public_key_of(ca)).name
+            if request.algorithm.name != expected:
+                reason = f"CA '{ca.slug}' signs with {expected}, not {request.algorithm.name}"
+                self._refuse(uid=uid, purpose=f"batch of {count}", ca=ca.slug, reason=reason)
+                return protocol.error_reply(reason)
+            verdicts = checks.check_certificates(
+                ca=ca,
+                items=request.items,
+                algorithm=request.algorithm,
+                memory=self.memory,
+                now=utcnow(),
+                lint=request.lint,
+            )
+            backend = keys.key_backend(ca)
+            results: list[bytes | protocol.ItemRefused] = []
+            for data, verdict in zip(request.items, verdicts, strict=True):
+                if isinstance(verdict, checks.Refused):
+                    lint = isinstance(verdict, checks.LintRefused)
+                    self._refuse(
+                        uid=uid,
+                        purpose=purpose,
+                        ca=ca.slug,
+                        reason=f"lint: {verdict}" if lint else str(verdict),
+                    )
+                    results.append(protocol.ItemRefused(reason=str(verdict), lint=lint))
+                    continue
+                results.append(backend.sign(data=data, algorithm=request.algorithm, purpose=request.purpose))
+                signed.append(verdict)
+        except checks.Refused as exc:
+            self._refuse(uid=uid, purpose=f"batch of {count}", ca=request.ca, reason=str(exc))
+            return protocol.error_reply(str(exc))
+        except CAKeyError as exc:
+            logger.error("the signer cannot sign for CA %s: %s", request.ca, exc)
+            unavailable = isinstance(exc, KeyUnavailableError) and not signed  # "nothing was signed"
+            return protocol.error_reply(str(exc), unavailable=unavailable)
+        except DatabaseError:
+            logger.exception("the signer cannot read the database")
+            connections.close_all()
+            return protocol.error_reply("the signer cannot read the database; try again")
+        finally:
+            for verdict in signed:
+                assert ca is not None
+                self._signed(uid=uid, ca=ca, purpose=request.purpose, verdict=verdict)
+        return protocol.many_reply(results)
 
     def _ca(self, slug: str) -> CertificateAuthority | None:
         """The CA row (with its parsed certificate), read again after :data:`CA_FRESH_SECONDS`."""

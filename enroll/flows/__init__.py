@@ -38,6 +38,7 @@ from enroll.flows.common import (
     AUTO_APPROVED_RENEWAL,
     DATABASE_LOST,
     FlowError,
+    SigningUnavailable,
     SubmissionRefused,
     subject_for,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "DeviceOutcomeKind",
     "FlowError",
     "RefusalCause",
+    "SigningUnavailable",
     "SubmissionRefused",
     "approve",
     "approve_many",

@@ -12,7 +12,7 @@ from django.db import connections, router, transaction
 
 from ca import audit
 from ca.clock import utcnow
-from ca.errors import CAError
+from ca.errors import CAError, KeyUnavailable
 from ca.models import AuditEvent, Certificate, CertificateAuthority, SerialReservation
 from ca.pki.profiles import SubjectInfo
 from ca.services import authorisations, issuance, reservations
@@ -22,6 +22,7 @@ from enroll.flows.common import (
     CONNECTION_LOST,
     DATABASE_LOST,
     FlowError,
+    SigningUnavailable,
     drop_broken_connections,
     internal_error,
     lock_request,
@@ -57,6 +58,8 @@ def approve(
     except FlowError as exc:
         _discard(issuing, reason=str(exc), now=now)
         raise
+    except KeyUnavailable as exc:  # the token or the signer went away meanwhile: nothing changed
+        raise key_unavailable(exc, now=now) from exc
     except CONNECTION_LOST as exc:
         drop_broken_connections()
         raise FlowError(f"Request #{request_id} was not decided: {DATABASE_LOST}") from exc
@@ -76,9 +79,12 @@ def reserve_serial(
     """Reserve (and commit) one serial on ``ca`` (None: the default CA) for a request about to be stored
     and approved at once (:func:`approve_new`), with ``by``'s issuance authorisation for the request's key;
     or why none could be, the request's reason to fail. Raises :class:`FlowError` when the signer is
-    configured and not running: nothing is reserved, nothing may be stored."""
+    configured and not running, or the CA key cannot sign at all (token missing, wrong PIN): nothing is
+    reserved, nothing may be stored."""
     try:
         reserved = issuance.reserve(purposes=[purpose], ca=ca, now=now)
+    except KeyUnavailable as exc:
+        raise SigningUnavailable(str(exc)) from exc
     except CAError as exc:
         return str(exc)
     grant = authorisations.Grant(reserved.reservations[0], request_sha256, spki_sha256, owner.pk)
@@ -86,8 +92,18 @@ def reserve_serial(
         authorisations.authorise(ca=reserved.ca, grants=[grant], approver=by, now=now)
     except CAError as exc:
         discard_serial(reserved, reason=str(exc), now=now)
-        raise FlowError(str(exc)) from exc
+        raise (SigningUnavailable if isinstance(exc, KeyUnavailable) else FlowError)(str(exc)) from exc
     return reserved
+
+
+def key_unavailable(exc: KeyUnavailable, *, now: dt.datetime) -> SigningUnavailable:
+    """The CA key could not sign at all while issuing (token missing, wrong PIN, the signer stopped), so the
+    step's transaction rolled back: release the serials no CA signature carries, and say so as the
+    signer-down case says it (the caller raises the :class:`FlowError`; every request is as it was)."""
+    unused = [r for r in exc.unused if isinstance(r, SerialReservation)]
+    with transaction.atomic():
+        reservations.discard(reservations=unused, reason=str(exc), now=now)
+    return SigningUnavailable(str(exc))
 
 
 def discard_serial(reserved: issuance.Reserved | str, *, reason: str, now: dt.datetime) -> None:
@@ -136,12 +152,14 @@ def _reserve(
     """Reserve (and commit) one serial per request on ``ca`` (None: the default CA) and ``by``'s issuance
     authorisation for each (:mod:`ca.services.authorisations`, what the signer checks); or why none could
     be reserved, which becomes each request's reason to fail once it is approved. Raises
-    :class:`FlowError` when the signer is configured and not running: nothing is reserved then, and no
-    request may change."""
+    :class:`FlowError` when the signer is configured and not running, or the CA key cannot sign at all
+    (token missing, wrong PIN): nothing is reserved then, and no request may change."""
     if not request_ids:
         return "nothing to issue"
     try:
         reserved = issuance.reserve(purposes=[f"request #{pk}" for pk in request_ids], ca=ca, now=now)
+    except KeyUnavailable as exc:
+        raise SigningUnavailable(str(exc)) from exc
     except CAError as exc:
         return str(exc)
     issuing = _Issuing(reserved, dict(zip(request_ids, reserved.reservations, strict=True)))
@@ -156,7 +174,7 @@ def _reserve(
         authorisations.authorise(ca=reserved.ca, grants=grants, approver=by, now=now)
     except CAError as exc:
         _discard(issuing, reason=str(exc), now=now)
-        raise FlowError(str(exc)) from exc
+        raise (SigningUnavailable if isinstance(exc, KeyUnavailable) else FlowError)(str(exc)) from exc
     return issuing
 
 
@@ -302,6 +320,11 @@ def approve_many(
         try:
             with transaction.atomic():
                 results.update(_approve_chunk(chunk, actor=actor, now=now, issuing=issuing))
+        except KeyUnavailable as exc:  # the CA key went away meanwhile: this chunk and the rest undecided
+            reason = str(key_unavailable(exc, now=now))
+            for request_id in ids_bulk[start:]:
+                results[request_id] = ApprovalResult(request_id, ApprovalOutcome.REFUSED, reason=reason)
+            break
         except CONNECTION_LOST:
             logger.exception("bulk approval stopped: the database connection failed")
             drop_broken_connections()
@@ -479,6 +502,8 @@ def _issue_many(
             issued = issuance.issue(orders=orders, reserved=batch, actor=actor)
     except CONNECTION_LOST:
         raise  # nothing can be written any more; the caller rolls back and says so
+    except KeyUnavailable:
+        raise  # the CA key cannot sign at all: the caller rolls back and says so, nothing changes
     except Exception as exc:  # anything unexpected: every request ends FAILED, nothing is stored
         logger.exception("issuing %s requests failed", len(orders))
         failure = internal_error(exc)

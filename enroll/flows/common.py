@@ -23,6 +23,12 @@ class FlowError(Exception):
     """A step is not allowed in the request's current state; the message says why."""
 
 
+class SigningUnavailable(FlowError):
+    """The CA key cannot sign at all right now (the signer not running, the token missing, a wrong PIN):
+    nothing changed, and the same step works once the operator fixed it
+    (:class:`ca.errors.KeyUnavailable`)."""
+
+
 class SubmissionRefused(FlowError):
     """The portal's rules refuse a submission (unverified address, compromised key, renewal rules).
 

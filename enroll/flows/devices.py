@@ -41,7 +41,7 @@ from ca.models import AuditEvent, Certificate, CertificateAuthority, clean_devic
 from ca.pki.csr import parse_csr
 from ca.pki.errors import RequestRefused
 from ca.types import Account
-from enroll.flows.common import FlowError, SubmissionRefused
+from enroll.flows.common import FlowError, SigningUnavailable, SubmissionRefused
 from enroll.flows.decisions import reject
 from enroll.flows.submission import DeviceOrigin, submit_csr
 from enroll.models import (
@@ -329,6 +329,8 @@ def enroll_with_code(
         return polled or _refused(CODE_WORDS[CodeState.USED_UP], RefusalCause.CODE_UNUSABLE)
     except CodeUsedUp as exc:
         return _refused(str(exc), RefusalCause.CODE_UNUSABLE)
+    except SigningUnavailable as exc:  # the signer or the CA key is not there: nothing was stored
+        return _refused(str(exc), RefusalCause.UNAVAILABLE)
     except FlowError as exc:  # SubmissionRefused, or approval's database failure
         return _refused(str(exc), RefusalCause.NOT_ALLOWED)
     return outcome_of(request)
@@ -471,6 +473,8 @@ def reenroll(
         )
     except RequestRefused as exc:
         return _refused(exc.message, RefusalCause.BAD_REQUEST)
+    except SigningUnavailable as exc:  # the signer or the CA key is not there: nothing was stored
+        return _refused(str(exc), RefusalCause.UNAVAILABLE)
     except FlowError as exc:  # a renewal pending or done: if it is this one (sent twice at once), a poll
         polled = _poll(
             Q(renewal_of=current), kind=kind, transaction_id=transaction_id, spki=parsed.key.spki_sha256

@@ -21,6 +21,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts.services import verified_email
 from ca import audit
 from ca.clock import utcnow
+from ca.errors import KeyUnavailable
 from ca.models import AuditEvent, Certificate, CertificateAuthority, clean_device_name
 from ca.pki.csr import ParsedRequest, parse_csr
 from ca.pki.errors import RequestRefused
@@ -207,6 +208,8 @@ def _store_and_issue(
     except CONNECTION_LOST as exc:
         drop_broken_connections()
         raise FlowError(f"The request was not stored: {DATABASE_LOST}") from exc
+    except KeyUnavailable as exc:  # the token or the signer went away meanwhile: nothing was stored
+        raise approval.key_unavailable(exc, now=now) from exc
     except (FlowError, RequestRefused) as exc:
         approval.discard_serial(reserved, reason=str(exc), now=now)
         raise

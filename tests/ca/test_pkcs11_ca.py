@@ -39,7 +39,7 @@ from ca.services.crl import current_crl
 from ca.services.ocsp import ocsp_response
 from ca.services.revocation import revoke_certificate
 from enroll import flows
-from enroll.models import EnrollmentRequest
+from enroll.models import EnrollmentRequest, RequestStatus
 from tests.cli import ManagePy
 from tests.conftest import make_csr, need_program
 from tests.harness.softhsm import PIN, SoftHsm, softhsm
@@ -315,11 +315,11 @@ def test_a_token_that_went_away_leaves_the_request_waiting_and_says_the_ca_key_i
     settings.ENROLL_PKCS11_PIN_FILE = str(hsm.pin_file("654321", name="wrong-pin"))
     keys.clear_key_cache()
 
-    refused = flows.approve(request_id=request.pk)
+    with pytest.raises(flows.SigningUnavailable, match="refused the PIN") as refused:
+        flows.approve(request_id=request.pk)
 
-    assert refused.certificate is None
-    assert "The CA key is not available" in refused.reason, refused.reason
-    assert "refused the PIN" in refused.reason
+    assert str(refused.value).startswith("The CA key is not available"), refused.value
+    assert EnrollmentRequest.objects.get(pk=request.pk).status == RequestStatus.SUBMITTED
     assert Certificate.objects.filter(ca=token_ca).count() == 0
 
 

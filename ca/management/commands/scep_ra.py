@@ -3,12 +3,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ca.errors import CAError
 from ca.models import CertificateAuthority
 from ca.pki.errors import CAKeyError
 from ca.services import scep
+from ca.signer import client as signer_client
 
 
 class Command(BaseCommand):
@@ -17,7 +19,8 @@ class Command(BaseCommand):
         "or a CA whose key is in a PKCS#11 token, its RSA RA certificate, "
         "made now if there is none or it expires within 30 days), or make a new RA with --new. The last "
         "line is the SHA-256 fingerprint of the certificate SCEP clients encrypt to (scepclient "
-        "-ca-fingerprint)."
+        "-ca-fingerprint). With the signer (ENROLL_SIGNER_SOCKET) every CA answers through an RA, which "
+        "only this command makes: run it as the signer's user, with the signer's environment."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -41,6 +44,9 @@ class Command(BaseCommand):
                 if options["ca"]
                 else "There is no default CA."
             )
+        # With the signer, the web side never makes an RA (it holds no key): this command does, as the
+        # signer's user, opening the CA key itself as the signer does.
+        was, signer_client.role.signer = signer_client.role.signer, bool(settings.ENROLL_SIGNER_SOCKET)
         try:
             if options["new"]:
                 identity_for = scep.identity_for(ca=ca)
@@ -51,7 +57,11 @@ class Command(BaseCommand):
                 scep.create_ra(ca=ca)
             identity = scep.identity_for(ca=ca)
         except (CAError, CAKeyError) as exc:
-            raise CommandError(str(exc)) from None
+            signer = bool(settings.ENROLL_SIGNER_SOCKET)
+            hint = " (with the signer, run scep_ra as the signer's user)" if signer else ""
+            raise CommandError(f"{exc}{hint}") from None
+        finally:
+            signer_client.role.signer = was
         if identity.ra is None:
             self.stdout.write(f"CA {ca.slug} decrypts and signs SCEP itself (RSA key file): {ca.subject}")
             self.stdout.write(ca.fingerprint_sha256)
