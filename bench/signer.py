@@ -3,7 +3,9 @@
 The signer runs as a real process on a socket in a temporary folder, on the benchmark's throwaway database,
 with the benchmark's own settings (so its lint setting is the in-process run's). The web side signs through
 it exactly as a web worker does: ``ENROLL_SIGNER_SOCKET`` set, :func:`ca.services.keys.key_backend` returns
-the signer's backend. Also a round trip on one kept connection beside one connection per request, which is
+the signer's backend, so a bulk approval sends each chunk's certificates in one ``sign-many`` message, which
+the signer checks with one query per kind of fact and lints in worker processes (the web side then lints
+nothing itself). Also a round trip on one kept connection beside one connection per request, which is
 why the client keeps its connection.
 """
 
