@@ -40,6 +40,8 @@ var/dev-ca-passphrase: | $(VENV)/.installed
 run: $(VENV)/.installed var/dev-ca-passphrase messages
 	$(DEV_ENV) $(PY) manage.py migrate --noinput -v 0
 	$(DEV_ENV) $(PY) manage.py dev_setup
+	@# SCEP's RA certificate (docs/DEVICES.md): the web side never makes one behind the signer
+	$(DEV_ENV) ENROLL_SIGNER_SOCKET=$(SIGNER_SOCKET) $(PY) manage.py scep_ra
 	@echo "Mail: nothing leaves this machine. The mail worker prints each message in this terminal;"
 	@echo "      $(ENROLL_PUBLIC_URL)/dev/mail/ lists them (kept in var/dev-mail)."
 	@echo "Users: DJANGO_DEBUG=true $(PY) manage.py create_user NAME --email ADDRESS --verified (password printed once)"
