@@ -20,9 +20,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_benchmark(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m bench`` with ``args``; without the signer's figures unless ``--signer`` is given."""
+    """``python -m bench`` with ``args``; without the signer's and SoftHSM2's figures unless ``--signer`` or
+    ``--hsm`` is given (each runs a bulk approval and a 100k-entry CRL: tests that judge other figures
+    would spend a minute on them)."""
     if "--signer" not in args:
         args = (*args, "--signer", "0")
+    if "--hsm" not in args and "--no-hsm" not in args:
+        args = (*args, "--no-hsm")
     env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}  # its own SQLite file
     env["ENROLL_DATA_DIR"] = str(tmp_path)
     return subprocess.run(
