@@ -43,6 +43,7 @@ def figures(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.real_server  # the EST figure runs gunicorn: once, in the PostgreSQL pass
 def test_it_prints_every_figure_as_a_json_line(tmp_path: Path) -> None:
     result = run_benchmark(
         tmp_path,

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.bench.test_benchmark import figures, run_benchmark
 
 
+@pytest.mark.real_server  # gunicorn serves the enrollments: once, in the PostgreSQL pass
 def test_the_est_figure_runs_alone_with_its_own_ca(tmp_path: Path) -> None:
     result = run_benchmark(
         tmp_path,
