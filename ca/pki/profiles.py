@@ -77,6 +77,20 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+#: RFC 5280 4.2.1.3: a CA certificate's key signs certificates and CRLs, nothing else (critical).
+CA_KEY_USAGE = x509.KeyUsage(
+    digital_signature=False,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+
+
 def get_profile(*, name: str) -> Profile:
     try:
         return PROFILES[name]
@@ -252,17 +266,7 @@ def ca_certificate_builder(
             x509.BasicConstraints(ca=True, path_length=None if issuer is None else 0), critical=True
         )
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            CA_KEY_USAGE,
             critical=True,
         )
         .add_extension(ski, critical=False)

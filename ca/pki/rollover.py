@@ -23,7 +23,7 @@ import datetime as dt
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from .profiles import IssuerUrls, _issuer_extensions
+from .profiles import CA_KEY_USAGE, IssuerUrls, _issuer_extensions
 
 
 def link_certificate_builder(
@@ -55,17 +55,7 @@ def link_certificate_builder(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=constraints.path_length), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            CA_KEY_USAGE,
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)

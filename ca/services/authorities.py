@@ -222,17 +222,23 @@ def create_ca(
             now=now,
         )
     except BaseException:
-        if isinstance(key, pki_pkcs11.Pkcs11KeyBackend):
-            try:
-                pki_pkcs11.destroy_key(where=key.where, pin=token.pin if token else "")
-            except CAKeyError:
-                logger.error(
-                    "the token key %s of a CA that was not created is left in the token", key.where.uri()
-                )
+        remove_new_token_key(key=key, token=token, what="a CA that was not created")
         raise
     if reservation is not None:
         reservations.mark_issued(reservations=[reservation], now=now)
     return saved
+
+
+def remove_new_token_key(
+    *, key: pki_keys.CAPrivateKey | pki_pkcs11.Pkcs11KeyBackend, token: TokenPlacement | None, what: str
+) -> None:
+    """After a failure: take a key just generated in a token out again (logged when that fails too)."""
+    if not isinstance(key, pki_pkcs11.Pkcs11KeyBackend):
+        return
+    try:
+        pki_pkcs11.destroy_key(where=key.where, pin=token.pin if token else "")
+    except CAKeyError:
+        logger.error("the token key %s of %s is left in the token", key.where.uri(), what)
 
 
 def _sign_and_save(

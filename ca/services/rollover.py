@@ -30,7 +30,6 @@ from ca.models import AuditEvent, CertificateAuthority, ReservationState, Serial
 from ca.pki import keys as pki_keys
 from ca.pki import pkcs11 as pki_pkcs11
 from ca.pki import signing as pki_signing
-from ca.pki.errors import CAKeyError
 from ca.pki.rollover import link_certificate_builder
 from ca.pki.serials import format_serial, new_serial
 from ca.services import keys, reservations
@@ -40,6 +39,7 @@ from ca.services.authorities import (
     TokenPlacement,
     _sign_and_save,
     _token_label,
+    remove_new_token_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -215,13 +215,7 @@ def rollover_ca(
             lineage=links,
         )
     except BaseException:
-        if isinstance(key, pki_pkcs11.Pkcs11KeyBackend):
-            try:
-                pki_pkcs11.destroy_key(where=key.where, pin=token.pin if token else "")
-            except CAKeyError:
-                logger.error(
-                    "the token key %s of a rollover that failed is left in the token", key.where.uri()
-                )
+        remove_new_token_key(key=key, token=token, what="a rollover that failed")
         raise
     if parent_reservation is not None:
         reservations.mark_issued(reservations=[parent_reservation], now=now)
