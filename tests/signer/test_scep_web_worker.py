@@ -6,12 +6,10 @@ the RA key, both in the signer), and cannot open the RA key itself. The RA of th
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.cli import ROOT, ManagePy
-from tests.signer.test_web_worker import _wait_for
+from tests.cli import ManagePy
+from tests.signer.test_web_worker import start_signer, web_worker
 
 #: What the web worker runs (``manage.py shell -c``): what the SCEP view does, step by step.
 WORKER = """
@@ -71,21 +69,9 @@ def test_a_web_worker_enrolls_over_scep_through_the_signer_and_cannot_open_the_r
     operator.env.update(ENROLL_SIGNER_SOCKET=str(socket_path))
     fingerprint = operator.ok("scep_ra")
 
-    web = ManagePy(tmp_path)
-    for name in ("ENROLL_CA_PASSPHRASE", "ENROLL_PKCS11_PIN", "ENROLL_PKCS11_PIN_FILE"):
-        web.env.pop(name, None)
-    web.env.update(ENROLL_DATA_DIR=str(tmp_path / "web-data"), ENROLL_SIGNER_SOCKET=str(socket_path))
-
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "signer", "--socket", str(socket_path)],
-        cwd=ROOT,
-        env=signer.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    web = web_worker(tmp_path, socket_path)
+    process = start_signer(signer, socket_path)
     try:
-        _wait_for(socket_path, process)
         kind, opened, status, cached = (part.strip() for part in web.ok("shell", "-c", WORKER).split("|"))
     finally:
         process.send_signal(signal.SIGTERM)

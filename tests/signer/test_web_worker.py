@@ -50,6 +50,30 @@ def _wait_for(path: Path, process: subprocess.Popen[str]) -> None:
         time.sleep(0.1)
 
 
+def web_worker(tmp_path: Path, socket_path: Path) -> ManagePy:
+    """A web worker's environment: the same database, the signer's socket, nothing of any key (no
+    passphrase, no PIN, another data folder)."""
+    web = ManagePy(tmp_path)
+    for name in ("ENROLL_CA_PASSPHRASE", "ENROLL_PKCS11_PIN", "ENROLL_PKCS11_PIN_FILE"):
+        web.env.pop(name, None)
+    web.env.update(ENROLL_DATA_DIR=str(tmp_path / "web-data"), ENROLL_SIGNER_SOCKET=str(socket_path))
+    return web
+
+
+def start_signer(signer: ManagePy, socket_path: Path) -> subprocess.Popen[str]:
+    """``manage.py signer`` in ``signer``'s environment, listening once it returns."""
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "signer", "--socket", str(socket_path)],
+        cwd=ROOT,
+        env=signer.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(socket_path, process)
+    return process
+
+
 def test_a_web_worker_signs_only_through_the_signer_and_a_stopped_signer_changes_nothing(
     tmp_path: Path,
 ) -> None:
@@ -61,21 +85,9 @@ def test_a_web_worker_signs_only_through_the_signer_and_a_stopped_signer_changes
     signer.ok("migrate", "--noinput")
     signer.ok("init_ca", "--name", "Signer Test CA")
 
-    web = ManagePy(tmp_path)  # the web worker's: the same database, nothing of the key
-    for name in ("ENROLL_CA_PASSPHRASE", "ENROLL_PKCS11_PIN", "ENROLL_PKCS11_PIN_FILE"):
-        web.env.pop(name, None)
-    web.env.update(ENROLL_DATA_DIR=str(tmp_path / "web-data"), ENROLL_SIGNER_SOCKET=str(socket_path))
-
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "signer", "--socket", str(socket_path)],
-        cwd=ROOT,
-        env=signer.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    web = web_worker(tmp_path, socket_path)
+    process = start_signer(signer, socket_path)
     try:
-        _wait_for(socket_path, process)
         assert oct(socket_path.stat().st_mode & 0o777) == "0o660"
         status, crl_number, cached = (part.strip() for part in web.ok("shell", "-c", WORKER).split("|"))
         assert status.startswith("issued "), status
