@@ -115,7 +115,7 @@ def build_subject(*, info: SubjectInfo) -> x509.Name:
     return x509.Name(attributes)
 
 
-def _issuer_extensions(
+def issuer_extensions(
     builder: x509.CertificateBuilder, *, issuer: x509.Certificate, urls: IssuerUrls
 ) -> x509.CertificateBuilder:
     ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
@@ -199,7 +199,7 @@ def client_certificate_builder(
         .add_extension(x509.ExtendedKeyUsage(list(profile.extended_key_usages)), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
-    builder = _issuer_extensions(builder, issuer=issuer, urls=urls)
+    builder = issuer_extensions(builder, issuer=issuer, urls=urls)
     if subject.email and subject.email.isascii():
         builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.RFC822Name(subject.email)]), critical=False
@@ -277,7 +277,7 @@ def ca_certificate_builder(
         )
     if issuer_urls is None:
         raise ValueError("an intermediate needs its issuer's URLs")
-    return _issuer_extensions(builder.issuer_name(issuer.subject), issuer=issuer, urls=issuer_urls)
+    return issuer_extensions(builder.issuer_name(issuer.subject), issuer=issuer, urls=issuer_urls)
 
 
 def build_ca_certificate(

@@ -23,7 +23,7 @@ import datetime as dt
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from .profiles import CA_KEY_USAGE, IssuerUrls, _issuer_extensions
+from .profiles import CA_KEY_USAGE, IssuerUrls, issuer_extensions
 
 
 def link_certificate_builder(
@@ -60,7 +60,7 @@ def link_certificate_builder(
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
-    return _issuer_extensions(builder, issuer=signer, urls=signer_urls)
+    return issuer_extensions(builder, issuer=signer, urls=signer_urls)
 
 
 def is_link(certificate: x509.Certificate) -> bool:

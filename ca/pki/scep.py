@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .der import TooDeep, check_depth
-from .profiles import IssuerUrls, _issuer_extensions
+from .profiles import IssuerUrls, issuer_extensions
 from .signing import PrivateKeyBackend, sign_certificate
 
 
@@ -956,7 +956,7 @@ def ra_certificate_builder(
         .add_extension(x509.ExtendedKeyUsage([OID_KP_CMC_RA]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
-    return _issuer_extensions(builder, issuer=issuer, urls=urls)
+    return issuer_extensions(builder, issuer=issuer, urls=urls)
 
 
 def build_ra_certificate(

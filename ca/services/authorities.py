@@ -86,7 +86,7 @@ class Lineage:
     also: Callable[[CertificateAuthority], None]
 
 
-def _token_label(slug: str) -> str:
+def token_label(slug: str) -> str:
     return f"enroll-ca-{slug}"
 
 
@@ -207,10 +207,10 @@ def create_ca(
             key = pki_keys.generate_ca_key(key_type=key_type)
             own: pki_signing.KeyBackend = pki_signing.PrivateKeyBackend(key=key)
         else:
-            where = token.key(label=_token_label(slug), key_id=pki_pkcs11.new_key_id())
+            where = token.key(label=token_label(slug), key_id=pki_pkcs11.new_key_id())
             key = own = pki_pkcs11.generate_key(where=where, pin=token.pin, key_type=key_type)
     try:
-        saved, reservation = _sign_and_save(
+        saved, reservation = sign_and_save(
             name=name,
             slug=slug,
             key=key,
@@ -241,7 +241,7 @@ def remove_new_token_key(
         logger.error("the token key %s of %s is left in the token", key.where.uri(), what)
 
 
-def _sign_and_save(
+def sign_and_save(
     *,
     name: str,
     slug: str,
@@ -438,7 +438,7 @@ def move_ca_key(
     path = keys.key_path(ca)
     with from_core():
         file_key = keys.load_key(ca)
-        where = token.key(label=_token_label(ca.slug), key_id=pki_pkcs11.new_key_id())
+        where = token.key(label=token_label(ca.slug), key_id=pki_pkcs11.new_key_id())
         backend = pki_pkcs11.import_key(where=where, pin=token.pin, key=file_key)
     try:
         with from_core():

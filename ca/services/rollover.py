@@ -37,9 +37,9 @@ from ca.services.authorities import (
     RESERVED_SLUGS,
     Lineage,
     TokenPlacement,
-    _sign_and_save,
-    _token_label,
     remove_new_token_key,
+    sign_and_save,
+    token_label,
 )
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def rollover_ca(
             key = pki_keys.generate_ca_key(key_type=key_type)
             own: pki_signing.KeyBackend = pki_signing.PrivateKeyBackend(key=key)
         else:
-            where = token.key(label=_token_label(slug), key_id=pki_pkcs11.new_key_id())
+            where = token.key(label=token_label(slug), key_id=pki_pkcs11.new_key_id())
             key = own = pki_pkcs11.generate_key(where=where, pin=token.pin, key_type=key_type)
     made: dict[str, x509.Certificate] = {}
 
@@ -201,7 +201,7 @@ def rollover_ca(
         )
 
     try:
-        new, parent_reservation = _sign_and_save(
+        new, parent_reservation = sign_and_save(
             name=ca.name,
             slug=slug,
             key=key,
