@@ -98,12 +98,13 @@ class Signer:
             finally:
                 probe.close()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # bind() creates the socket with 0o777 minus the umask: 0o660, so the signer's user and group
+        # (the web workers) may connect, nobody else; there is no moment at which it is wider.
         old = os.umask(0o117)
         try:
             listener.bind(str(path))
         finally:
             os.umask(old)
-        os.chmod(path, 0o660)
         listener.listen(128)
         self.listener = listener
         self._inode = path.stat().st_ino
