@@ -51,7 +51,7 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    _database["CONN_MAX_AGE"] = 0
+    _database["CONN_MAX_AGE"] = 60
 elif _database["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must be sqlite:///PATH or postgres://USER:PASSWORD@HOST/NAME.")
 DATABASES = {"default": _database}
