@@ -1,15 +1,16 @@
 """Issuance authorisations: the approver's word, committed before signing, that the signer checks.
 
-The approving flow (``enroll.flows.approval``) calls :func:`authorise` right after the serials are
-reserved and before it locks the requests: one :class:`ca.models.IssuanceAuthorisation` per serial,
+The approving flow (``enroll.flows.approval``) writes them with the serials' reservations, in the same
+committed transaction (:class:`Approval`, :func:`write`), before it locks the requests (or
+:func:`authorise` right after reserving): one :class:`ca.models.IssuanceAuthorisation` per serial,
 naming the request (its SHA-256), the key to certify, the owner and the approver. The signer process
 (:mod:`ca.signer`) reads it from its own database connection, so it must be committed first, as the
 reservation is. An authorisation whose request is not approved after all (decided by someone else
 meanwhile) is harmless: its reservation is discarded, and the signer signs only RESERVED serials.
 
-When the portal signs through the signer (``ENROLL_SIGNER_SOCKET``), :func:`authorise` asks the signer
-whether it is running first: if not, it raises :class:`CAError` saying so, and the flow leaves the
-requests as they were.
+When the portal signs through the signer (``ENROLL_SIGNER_SOCKET``), the flow asks the signer whether it
+is running first (:func:`signer_ready`, which :func:`authorise` calls too): if not, it raises
+:class:`CAError` saying so, and the flow leaves the requests as they were.
 """
 
 from __future__ import annotations
@@ -36,6 +37,24 @@ class Grant:
     owner_id: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class Approved:
+    """What one serial is authorised for: the request's SHA-256, its key's, and its owner's id."""
+
+    request_sha256: str
+    spki_sha256: str
+    owner_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """An approver's word (None: the operator's command line) for serials about to be reserved: one
+    request per serial, in the order of the reservations (:func:`ca.services.issuance.reserve`)."""
+
+    approver: Account | None
+    requests: Sequence[Approved]
+
+
 def signer_ready() -> None:
     """Raise :class:`CAError` when the portal signs through the signer and the signer does not answer."""
     if not settings.ENROLL_SIGNER_SOCKET:
@@ -55,23 +74,39 @@ def authorise(
     :class:`CAError` when the signer is configured and not running; nothing is written then.
     """
     signer_ready()
+    if not grants:
+        return []
+    approval = Approval(approver, [Approved(g.request_sha256, g.spki_sha256, g.owner_id) for g in grants])
+    with transaction.atomic(durable=True):
+        return write(ca=ca, approval=approval, reservations=[g.reservation for g in grants], now=now)
+
+
+def write(
+    *,
+    ca: CertificateAuthority,
+    approval: Approval,
+    reservations: Sequence[SerialReservation],
+    now: dt.datetime,
+) -> list[IssuanceAuthorisation]:
+    """Write one authorisation per reservation (in the caller's transaction, which commits it before
+    anything is signed): reservation i for ``approval.requests[i]``."""
+    if len(reservations) != len(approval.requests):
+        raise ValueError("one approved request per reservation")
+    approver = approval.approver
     rows = [
         IssuanceAuthorisation(
             ca=ca,
-            serial=grant.reservation.serial,
-            request_sha256=grant.request_sha256,
-            spki_sha256=grant.spki_sha256,
-            owner_id=grant.owner_id,
+            serial=reservation.serial,
+            request_sha256=approved.request_sha256,
+            spki_sha256=approved.spki_sha256,
+            owner_id=approved.owner_id,
             approver=approver,
             approver_name=approver.get_username() if approver is not None else "",
             created_at=now,
         )
-        for grant in grants
+        for reservation, approved in zip(reservations, approval.requests, strict=True)
     ]
-    if not rows:
-        return rows
-    with transaction.atomic(durable=True):
-        return IssuanceAuthorisation.objects.bulk_create(rows, batch_size=500)
+    return IssuanceAuthorisation.objects.bulk_create(rows, batch_size=500)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography import x509
@@ -61,7 +61,7 @@ from ca.pki.signing import (
     lints_before_signing,
 )
 from ca.pki.spkac import check_spkac_der
-from ca.services import authorities, keys, reservations
+from ca.services import authorisations, authorities, keys, reservations
 from ca.types import Account
 
 logger = logging.getLogger(__name__)
@@ -233,12 +233,46 @@ class IssueOrder:
 
 @dataclass(frozen=True, slots=True)
 class Reserved:
-    """Serials reserved (committed) for a batch of orders, one per order, and the window to sign with."""
+    """Serials reserved (committed) for a batch of orders, one per order, and the window to sign with;
+    ``prepared``: what :func:`prepare` did for some of them before the issuing transaction, by serial."""
 
     ca: CertificateAuthority
     reservations: list[SerialReservation]
     validity: dt.timedelta | None
     now: dt.datetime
+    prepared: Mapping[str, _Prepared] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """One order as :func:`prepare` left it: refused for what it is (``refusal``: its request or profile),
+    or drafted with its reserved serial (``certificate``, signed by a throwaway key only), and linted when
+    ``linted`` (``lint_refusal``: why lint refused it, or None). Nothing here depends on the database:
+    :func:`issue` uses it for the same order only, and checks everything else again."""
+
+    order: IssueOrder
+    refusal: str | None = None
+    parsed: _Checked | None = None
+    profile: Profile | None = None
+    certificate: x509.Certificate | None = None
+    linted: bool = False
+    lint_refusal: str | None = None
+
+    def fits(self, order: IssueOrder, signer: _Signer) -> bool:
+        """Made for this very order (request, subject, owner, format, profile) and signing window."""
+        if _identity(self.order) != _identity(order):
+            return False
+        draft = self.certificate
+        return draft is None or (
+            draft.not_valid_before_utc == signer.not_before
+            and draft.not_valid_after_utc == signer.not_after
+            and draft.issuer == signer.ca.certificate.subject
+        )
+
+
+def _identity(order: IssueOrder) -> tuple[bytes, SubjectInfo, int | None, str, str]:
+    """What an order's certificate is made of (its device name is on the certificate's row only)."""
+    return (order.request_der, order.subject, _owner_id(order.owner), order.kind, order.profile_name)
 
 
 def reserve(
@@ -247,8 +281,11 @@ def reserve(
     ca: CertificateAuthority | None = None,
     validity: dt.timedelta | None = None,
     now: dt.datetime | None = None,
+    approval: authorisations.Approval | None = None,
 ) -> Reserved:
-    """Step 1 of issuing: reserve one serial per purpose on ``ca`` (the default CA), committed at once.
+    """Step 1 of issuing: reserve one serial per purpose on ``ca`` (the default CA), committed at once,
+    with ``approval``'s issuance authorisation for each (one approved request per purpose, in order) in
+    the same transaction.
 
     Must run outside any transaction (see :func:`ca.services.reservations.reserve`). Raises
     :class:`CAError` when there is no CA, its key or validity window is unusable, or a serial collides.
@@ -257,8 +294,64 @@ def reserve(
     now = now or utcnow()
     ca = (ca or authorities.default_ca()).newest_generation()
     signer = _signer(ca=ca, validity=validity, now=now)  # the key must load before serials are spent
-    rows = reservations.reserve(ca=ca, purposes=purposes, not_after=signer.not_after, now=now)
+    then = None
+    if approval is not None:
+        if len(approval.requests) != len(purposes):
+            raise ValueError("reserve() needs one approved request per purpose")
+
+        def then(rows: list[SerialReservation]) -> None:
+            authorisations.write(ca=ca, approval=approval, reservations=rows, now=now)
+
+    rows = reservations.reserve(ca=ca, purposes=purposes, not_after=signer.not_after, now=now, then=then)
     return Reserved(ca=ca, reservations=rows, validity=validity, now=now)
+
+
+def prepare(*, orders: Sequence[IssueOrder], reserved: Reserved) -> Reserved:
+    """Step 1b of issuing, before the issuing transaction (so outside its write lock): re-check each order's
+    request, draft its certificate with its reserved serial and lint the drafts (where lint runs in this
+    process), exactly as :func:`issue` would; ``reserved`` with the results, which :func:`issue` then uses
+    for the same orders instead of doing that work again inside the transaction.
+
+    Optional: :func:`issue` does all of it for an order without a fitting result (another request, subject
+    or owner; another signing window). Nothing here reads a fact that can change meanwhile: whether the
+    key is blocked or another account's, whether the CA was revoked and whether its key can sign are
+    checked by :func:`issue` inside the transaction, as ever. A problem common to all orders (no usable
+    CA key, a revoked CA) leaves ``reserved`` as it was, for :func:`issue` to meet and report.
+    """
+    if len(orders) != len(reserved.reservations):
+        raise ValueError("prepare() needs exactly one reservation per order")
+    try:
+        signer = _signer(ca=reserved.ca, validity=reserved.validity, now=reserved.now)
+    except CAError:
+        return reserved
+    prepared: dict[str, _Prepared] = dict(reserved.prepared)
+    drafts: list[_Draft] = []
+    for index, (order, reservation) in enumerate(zip(orders, reserved.reservations, strict=True)):
+        try:
+            profile = _profile(order.profile_name)
+            parsed = _recheck(request_der=order.request_der, kind=order.kind)
+            certificate = signer.draft(
+                parsed=parsed, subject=order.subject, profile=profile, serial=int(reservation.serial, 16)
+            )
+        except (RequestRefused, CAError) as exc:
+            prepared[reservation.serial] = _Prepared(order, refusal=str(exc))
+            continue
+        drafts.append(_Draft(index, certificate, order, parsed, profile, reservation.serial))
+    lint_here = signer.lint and not lints_before_signing(signer.backend)
+    refusals: list[Certificate | str | None] = [None] * len(orders)
+    if lint_here:
+        _lint_drafts(drafts, signer=signer, outcomes=refusals)
+    for draft in drafts:
+        refusal = refusals[draft.index]
+        prepared[draft.serial] = _Prepared(
+            draft.order,
+            parsed=draft.parsed,
+            profile=draft.profile,
+            certificate=draft.certificate,
+            linted=lint_here,
+            lint_refusal=refusal if isinstance(refusal, str) else None,
+        )
+    return replace(reserved, prepared=prepared)
 
 
 def issue(
@@ -284,6 +377,9 @@ def issue(
     marked discarded. A key that cannot sign at all (token missing, wrong PIN, the signer not running:
     :class:`ca.errors.KeyUnavailable`) is raised instead, so that the caller changes nothing; its ``unused``
     are the reservations the caller discards once its transaction rolled back.
+
+    What :func:`prepare` did before the transaction for an order (re-check, draft, lint) is not done again;
+    everything that reads the database or the key is.
     """
     if len(orders) != len(reserved.reservations):
         raise ValueError("issue() needs exactly one reservation per order")
@@ -386,6 +482,8 @@ class _Draft:
     serial: str
     row: Certificate | None = None  # set once the CA key signed
     sent: bool = False  # in a batch sent to the backend that failed: maybe signed, never assumed unsigned
+    linted: bool = False  # linted before the transaction (:func:`prepare`), with this outcome:
+    lint_refusal: str | None = None
 
     @property
     def signed(self) -> bool:
@@ -400,9 +498,18 @@ def _draft_all(
     outcomes: list[Certificate | str | None],
 ) -> list[_Draft]:
     """Re-check and refuse each order, and draft the certificate of each one left with its reserved serial
-    (signed by the throwaway key only; not linted yet)."""
+    (signed by the throwaway key only; not linted yet), or take both from :func:`prepare`."""
     checked: list[tuple[int, _Checked, Profile]] = []
+    earlier: dict[int, _Prepared] = {}
     for index, order in enumerate(orders):
+        found = reserved.prepared.get(reserved.reservations[index].serial)
+        if found is not None and found.fits(order, signer):
+            if found.parsed is None or found.profile is None:
+                outcomes[index] = found.refusal or "refused"
+                continue
+            earlier[index] = found
+            checked.append((index, found.parsed, found.profile))
+            continue
         try:
             profile = _profile(order.profile_name)
             checked.append((index, _recheck(request_der=order.request_der, kind=order.kind), profile))
@@ -420,6 +527,12 @@ def _draft_all(
             outcomes[index] = refusal
             continue
         serial = reserved.reservations[index].serial
+        if (made := earlier.get(index)) is not None and made.certificate is not None:
+            drafts.append(
+                _Draft(index, made.certificate, order, parsed, profile, serial, linted=made.linted,
+                       lint_refusal=made.lint_refusal)
+            )  # fmt: skip
+            continue
         try:
             draft = signer.draft(
                 parsed=parsed, subject=order.subject, profile=profile, serial=int(serial, 16)
@@ -437,16 +550,17 @@ def _lint_drafts(
     """The drafts that lint clean (all linted at once, in worker processes for a large batch); the reason
     of each other one goes into ``outcomes``. The CA key has signed none of them yet: a refused draft
     carries only the throwaway key's signature and is dropped."""
-    clean: list[_Draft] = []
-    ders = [draft.certificate.public_bytes(serialization.Encoding.DER) for draft in drafts]
-    for draft, findings in zip(drafts, pki_lint.lint_many(ders=ders), strict=True):
+    refusals: dict[int, str] = {d.index: d.lint_refusal for d in drafts if d.lint_refusal is not None}
+    unlinted = [draft for draft in drafts if not draft.linted]
+    ders = [draft.certificate.public_bytes(serialization.Encoding.DER) for draft in unlinted]
+    for draft, findings in zip(unlinted, pki_lint.lint_many(ders=ders), strict=True):
         try:
             signer.refuse_if_unclean(findings)
         except CAError as exc:
-            outcomes[draft.index] = str(exc)
-            continue
-        clean.append(draft)
-    return clean
+            refusals[draft.index] = str(exc)
+    for index, reason in refusals.items():
+        outcomes[index] = reason
+    return [draft for draft in drafts if draft.index not in refusals]
 
 
 def _sign_drafts(

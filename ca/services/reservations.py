@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
@@ -43,13 +43,20 @@ SERIAL_COLLISION = (
 
 
 def reserve(
-    *, ca: CertificateAuthority, purposes: Sequence[str], not_after: dt.datetime, now: dt.datetime
+    *,
+    ca: CertificateAuthority,
+    purposes: Sequence[str],
+    not_after: dt.datetime,
+    now: dt.datetime,
+    then: Callable[[list[SerialReservation]], object] | None = None,
 ) -> list[SerialReservation]:
     """Draw one serial per purpose and commit them (one INSERT) before anything is signed.
 
     Runs in a durable transaction of its own: called inside another transaction it raises RuntimeError,
-    because a reservation rolled back with its caller would leave a signed serial unrecorded. Raises
-    :class:`CAError` (:data:`SERIAL_COLLISION`) when a drawn serial is taken; nothing is reserved then.
+    because a reservation rolled back with its caller would leave a signed serial unrecorded. ``then``
+    writes what belongs with the reservations (their issuance authorisations) in that same transaction.
+    Raises :class:`CAError` (:data:`SERIAL_COLLISION`) when a drawn serial is taken; nothing is reserved
+    then.
     """
     rows = [
         SerialReservation(
@@ -66,6 +73,8 @@ def reserve(
     try:
         with transaction.atomic(durable=True):
             SerialReservation.objects.bulk_create(rows)
+            if then is not None:
+                then(rows)
     except IntegrityError:
         logger.error("serial collision on CA %s: a freshly drawn serial is reserved already", ca.slug)
         raise CAError(SERIAL_COLLISION) from None

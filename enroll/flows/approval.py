@@ -49,6 +49,8 @@ def approve(
     if (refusal := _approval_refusal(request_id, pending, by=by)) is not None:
         raise FlowError(refusal)  # checked again under the lock; no serial is spent on a refusal
     issuing = _reserve([request_id], now=now, ca=pending.issuing_ca if pending is not None else None, by=by)
+    if pending is not None and isinstance(issuing, _Issuing):
+        issuing = replace(issuing, reserved=prepare(issuing.reserved, requests=[pending]))
     try:
         with transaction.atomic():
             request = lock_request(request_id)
@@ -81,19 +83,54 @@ def reserve_serial(
     or why none could be, the request's reason to fail. Raises :class:`FlowError` when the signer is
     configured and not running, or the CA key cannot sign at all (token missing, wrong PIN): nothing is
     reserved, nothing may be stored."""
+    _signer_ready()
+    approval = authorisations.Approval(by, [authorisations.Approved(request_sha256, spki_sha256, owner.pk)])
     try:
-        reserved = issuance.reserve(purposes=[purpose], ca=ca, now=now)
+        return issuance.reserve(purposes=[purpose], ca=ca, now=now, approval=approval)
     except KeyUnavailable as exc:
         raise SigningUnavailable(str(exc)) from exc
     except CAError as exc:
         return str(exc)
-    grant = authorisations.Grant(reserved.reservations[0], request_sha256, spki_sha256, owner.pk)
+
+
+def _signer_ready() -> None:
+    """Raise :class:`FlowError` (:class:`SigningUnavailable` when it is not running) unless the signer,
+    where the portal signs through one, answers: before any serial is reserved."""
     try:
-        authorisations.authorise(ca=reserved.ca, grants=[grant], approver=by, now=now)
+        authorisations.signer_ready()
     except CAError as exc:
-        discard_serial(reserved, reason=str(exc), now=now)
         raise (SigningUnavailable if isinstance(exc, KeyUnavailable) else FlowError)(str(exc)) from exc
-    return reserved
+
+
+def prepare(
+    reserved: issuance.Reserved,
+    *,
+    requests: Sequence[EnrollmentRequest],
+    subjects: dict[int, SubjectInfo] | None = None,
+) -> issuance.Reserved:
+    """Before the step's transaction, so outside its locks: re-check, draft and lint the certificate of each
+    of ``requests`` (as read before the lock, or about to be stored) with the serial reserved for it, in
+    order (:func:`ca.services.issuance.prepare`). Issuing inside the transaction uses that work for each
+    request that is still the same (request, owner, subject) and checks everything else again.
+    ``subjects``: the owners' subjects where the caller has built them, by owner id."""
+    subjects = dict(subjects or {})
+    for request in requests:
+        if request.owner_id not in subjects:
+            subjects[request.owner_id] = subject_for(request.owner)
+    orders = [_order(request, subject=subjects[request.owner_id]) for request in requests]
+    return issuance.prepare(orders=orders, reserved=reserved)
+
+
+def _order(request: EnrollmentRequest, *, subject: SubjectInfo) -> issuance.IssueOrder:
+    """What the CA is asked to issue for ``request``: its stored request, the owner's subject."""
+    return issuance.IssueOrder(
+        request_der=bytes(request.request_der),
+        subject=subject,
+        owner=request.owner,
+        kind=request.request_format,
+        profile_name=request.profile,
+        device_name=request.device_name,
+    )
 
 
 def key_unavailable(exc: KeyUnavailable, *, now: dt.datetime) -> SigningUnavailable:
@@ -156,26 +193,26 @@ def _reserve(
     (token missing, wrong PIN): nothing is reserved then, and no request may change."""
     if not request_ids:
         return "nothing to issue"
+    facts = {
+        pk: authorisations.Approved(request_sha256, spki_sha256, owner_id)
+        for pk, request_sha256, spki_sha256, owner_id in EnrollmentRequest.objects.filter(
+            pk__in=request_ids
+        ).values_list("pk", "request_sha256", "spki_sha256", "owner_id")
+    }
+    request_ids = [pk for pk in request_ids if pk in facts]  # a request deleted meanwhile gets no serial
+    if not request_ids:
+        return "nothing to issue"
+    _signer_ready()
+    approval = authorisations.Approval(by, [facts[pk] for pk in request_ids])
     try:
-        reserved = issuance.reserve(purposes=[f"request #{pk}" for pk in request_ids], ca=ca, now=now)
+        reserved = issuance.reserve(
+            purposes=[f"request #{pk}" for pk in request_ids], ca=ca, now=now, approval=approval
+        )
     except KeyUnavailable as exc:
         raise SigningUnavailable(str(exc)) from exc
     except CAError as exc:
         return str(exc)
-    issuing = _Issuing(reserved, dict(zip(request_ids, reserved.reservations, strict=True)))
-    facts = EnrollmentRequest.objects.filter(pk__in=request_ids).values_list(
-        "pk", "request_sha256", "spki_sha256", "owner_id"
-    )
-    grants = [
-        authorisations.Grant(issuing.by_request[pk], request_sha256, spki_sha256, owner_id)
-        for pk, request_sha256, spki_sha256, owner_id in facts
-    ]
-    try:
-        authorisations.authorise(ca=reserved.ca, grants=grants, approver=by, now=now)
-    except CAError as exc:
-        _discard(issuing, reason=str(exc), now=now)
-        raise (SigningUnavailable if isinstance(exc, KeyUnavailable) else FlowError)(str(exc)) from exc
-    return issuing
+    return _Issuing(reserved, dict(zip(request_ids, reserved.reservations, strict=True)))
 
 
 def _discard(issuing: _Issuing | str, *, reason: str, now: dt.datetime) -> None:
@@ -309,7 +346,7 @@ def approve_many(
     ids_bulk = [pk for pk in ids if pk not in named_ca]
     for start in range(0, len(ids_bulk), BULK_CHUNK):
         chunk = ids_bulk[start : start + BULK_CHUNK]
-        pending = EnrollmentRequest.objects.filter(pk__in=chunk).only("pk", "status", "owner_id").in_bulk()
+        pending = EnrollmentRequest.objects.filter(pk__in=chunk).select_related("owner").in_bulk()
         approvable = [pk for pk in chunk if _approval_refusal(pk, pending.get(pk), by=actor) is None]
         try:
             issuing = _reserve(approvable, now=now, by=actor)
@@ -317,6 +354,9 @@ def approve_many(
             for request_id in ids_bulk[start:]:
                 results[request_id] = ApprovalResult(request_id, ApprovalOutcome.REFUSED, reason=str(exc))
             break
+        if isinstance(issuing, _Issuing):  # drafted and linted before the chunk's rows are locked
+            rows = [pending[pk] for pk in issuing.by_request]
+            issuing = replace(issuing, reserved=prepare(issuing.reserved, requests=rows))
         try:
             with transaction.atomic():
                 results.update(_approve_chunk(chunk, actor=actor, now=now, issuing=issuing))
@@ -486,16 +526,7 @@ def _issue_many(
             outcomes[index] = "No serial number was reserved for this request; submit it again."
             continue
         reserved.append(reservation)
-        orders.append(
-            issuance.IssueOrder(
-                request_der=bytes(request.request_der),
-                subject=subjects[request.owner_id],
-                owner=request.owner,
-                kind=request.request_format,
-                profile_name=request.profile,
-                device_name=request.device_name,
-            )
-        )
+        orders.append(_order(request, subject=subjects[request.owner_id]))
     batch = replace(issuing.reserved, reservations=reserved)
     try:
         with transaction.atomic():

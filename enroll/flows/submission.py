@@ -27,7 +27,7 @@ from ca.pki.csr import ParsedRequest, parse_csr
 from ca.pki.errors import RequestRefused
 from ca.pki.profiles import SubjectInfo
 from ca.pki.spkac import ParsedSpkac, parse_spkac
-from ca.services.issuance import key_refusal
+from ca.services.issuance import Reserved, key_refusal
 from ca.types import Account
 from enroll import approver_mail, challenges
 from enroll.flows import approval
@@ -182,6 +182,10 @@ def _store_and_issue(
         purpose=device.serial_purpose, ca=device.ca, now=now, request_sha256=parsed.sha256,
         spki_sha256=parsed.key.spki_sha256, owner=owner, by=device.approve_by,
     )  # fmt: skip
+    if isinstance(reserved, Reserved) and subject is not None:
+        # drafted and linted before the write lock is taken: the transaction holds it for less
+        about_to_store = EnrollmentRequest(owner=owner, kind=device.kind, request_der=parsed.der)
+        reserved = approval.prepare(reserved, requests=[about_to_store], subjects={owner.pk: subject})
     try:
         with transaction.atomic(), audit.batch():
             if renewal_of is not None:
