@@ -52,6 +52,7 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     _database["CONN_MAX_AGE"] = 60
+    _database["ENGINE"] = "enroll.sqlite"  # writers queue for the write lock (enroll/sqlite/base.py)
 elif _database["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must be sqlite:///PATH or postgres://USER:PASSWORD@HOST/NAME.")
 DATABASES = {"default": _database}

@@ -26,9 +26,9 @@ from typing import Any
 
 import hypothesis
 import pytest
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import caches
+from django.db import connection
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import translation
 
@@ -89,7 +89,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _on_sqlite() -> bool:
-    return str(settings.DATABASES["default"]["ENGINE"]).endswith("sqlite3")
+    return connection.vendor == "sqlite"
 
 
 def _runs_one_at_a_time(item: pytest.Item) -> bool:

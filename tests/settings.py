@@ -24,3 +24,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+if DATABASES["default"]["ENGINE"] == "enroll.sqlite":  # noqa: F405
+    # Django's own choice for SQLite test databases (in memory), said outright: pytest-django recognises
+    # only Django's SQLite engine by name and would otherwise give each xdist worker a file name of
+    # "test_" + the whole path.
+    DATABASES["default"]["TEST"] = {"NAME": ":memory:"}  # noqa: F405
