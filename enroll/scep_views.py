@@ -55,7 +55,7 @@ def text(reason: str, *, status: int) -> HttpResponse:
 
 def _authority(slug: str | None) -> CertificateAuthority | HttpResponse:
     if slug is None:
-        found = CertificateAuthority.objects.filter(is_default=True).first()
+        found = CertificateAuthority.objects.filter(is_default=True).select_related("successor").first()
         if found is None:
             return text("This portal has no CA issuing certificates yet; try again later.", status=503)
         return found

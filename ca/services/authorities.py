@@ -474,7 +474,8 @@ def move_ca_key(
 
 
 def default_ca() -> CertificateAuthority:
-    ca = CertificateAuthority.objects.filter(is_default=True).first()
+    """The CA that issues when none is named (with its successor looked up, for newest_generation())."""
+    ca = CertificateAuthority.objects.filter(is_default=True).select_related("successor").first()
     if ca is None:
         raise CAError("No CA issues certificates yet: create one with manage.py init_ca --name NAME.")
     return ca
