@@ -1,12 +1,15 @@
 """EST enrollments per second with a pre-approved enrollment code, under gunicorn, linted (docs/DEVICES.md).
 
-gunicorn (2 gthread workers of 4 threads, :func:`bench.endpoint.gunicorn`) serves the portal; 8 client
-threads POST RFC 7030 ``simpleenroll`` requests (a fresh P-256 key each, made before the clock starts) with
-one multi-use pre-approved code, as a TLS-terminating front server would pass them on (``X-Forwarded-Proto:
-https`` from a trusted proxy, 127.0.0.1). Every answer must be 200 with one certificate in a certs-only
-PKCS#7. Everything the portal does stays on: pre-signing lint, the wrong-code lock-out check (rate limits
-on: a right code is never counted, so 127.0.0.1 is never locked out), the four audit entries, and the
-owner's mail, queued for the worker as in production (the database task backend; the worker itself does
+gunicorn (:data:`WORKERS` gthread workers of :data:`THREADS` threads, as docs/OPERATIONS.md advises for 2
+cores; :func:`bench.endpoint.gunicorn`) serves the portal; 8 client threads POST RFC 7030 ``simpleenroll``
+requests (a fresh P-256 key each, made before the clock starts) with one multi-use pre-approved code, as the
+generated device server's nginx passes them on: a connection of its own for each request (``proxy_pass``
+without upstream keep-alive) and ``X-Forwarded-Proto: https`` from a trusted proxy, 127.0.0.1. (Kept-alive
+client connections stay with the worker that accepted them, so a few connections can load one worker and
+leave the other idle: not what the front server does.) Every answer must be 200 with one certificate in a
+certs-only PKCS#7. Everything the portal does stays on: pre-signing lint, the wrong-code lock-out check
+(rate limits on: a right code is never counted, so 127.0.0.1 is never locked out), the four audit entries,
+and the owner's mail, queued for the worker as in production (the database task backend; the worker does
 not run during the figure). The server's own CPU time per enrollment is given beside the rate: on a
 machine shared with other work, 2 cores divided by it is what the server could do on 2 idle cores.
 
@@ -53,6 +56,8 @@ EST_TARGET_PER_SECOND = 50.0
 EST_TARGET_MIN_COUNT = 100
 EST_PATH = "/.well-known/est/simpleenroll"
 CLIENT_THREADS = 8
+#: gunicorn's workers and threads per worker: two processes per core, two threads each (docs/OPERATIONS.md).
+WORKERS, THREADS = 4, 2
 #: The owner's mail is queued for the worker, as in production (tests.settings runs tasks inline).
 QUEUED_TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 #: Where an enrollment's time goes: each part's functions (file, name) in the profile, whose cumulative
@@ -110,23 +115,22 @@ def _one_certificate(status: int, body: bytes) -> None:
 
 
 def _client(port: int, code: str, bodies: queue.Queue[bytes], errors: list[str]) -> None:
-    conn = HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        while True:
-            try:
-                body = bodies.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                conn.request("POST", EST_PATH, body=body, headers=_headers(code, body))
-                response = conn.getresponse()
-                _one_certificate(response.status, response.read())
-            except Exception as exc:  # reported; the figure is refused below
-                errors.append(f"{type(exc).__name__}: {exc}")
-                conn.close()
-                conn = HTTPConnection("127.0.0.1", port, timeout=60)
-    finally:
-        conn.close()
+    """Send the bodies as the generated device server's nginx passes requests on: a connection of its own
+    for each (``proxy_pass`` without upstream keep-alive), so gunicorn's workers share them as they come."""
+    while True:
+        try:
+            body = bodies.get_nowait()
+        except queue.Empty:
+            return
+        conn = HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            conn.request("POST", EST_PATH, body=body, headers={**_headers(code, body), "Connection": "close"})
+            response = conn.getresponse()
+            _one_certificate(response.status, response.read())
+        except Exception as exc:  # reported; the figure is refused below
+            errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            conn.close()
 
 
 def _cpu_ticks() -> tuple[int, int]:
@@ -278,7 +282,7 @@ def bench_est(out: Output, count: int, *, single_rate: float | None) -> None:
     errors: list[str] = []
     connection.close()  # the server's workers use the database from here
     server_env = {"ENROLL_TRUSTED_PROXIES": "127.0.0.1", "ENROLL_BENCH_QUEUED_TASKS": "1"}
-    with gunicorn(extra_env=server_env) as port:
+    with gunicorn(workers=WORKERS, threads=THREADS, extra_env=server_env) as port:
         threads = [
             threading.Thread(target=_client, args=(port, code, work, errors)) for _ in range(CLIENT_THREADS)
         ]
@@ -304,8 +308,8 @@ def bench_est(out: Output, count: int, *, single_rate: float | None) -> None:
         database=connection.vendor,
         ca_key="ec-p256",
         lint=bool(settings.ENROLL_LINT_BEFORE_SIGN),
-        server="gunicorn, 2 gthread workers of 4 threads",
-        client=f"{CLIENT_THREADS} threads, keep-alive, POST {EST_PATH}",
+        server=f"gunicorn, {WORKERS} gthread workers of {THREADS} threads",
+        client=f"{CLIENT_THREADS} threads, a connection per request, POST {EST_PATH}",
         enrollments=count,
         seconds=round(seconds, 3),
         per_second=round(rate, 1),
