@@ -9,8 +9,10 @@ endpoint stayed a quarter idle, waiting.
 This backend queues those writers instead. Before its BEGIN, a transaction takes a process-wide lock of
 the database file (threads of one process hand it over at once) and then an exclusive ``flock`` of a lock
 file beside the database (``<database>-writer.lock``, for the other processes: web workers, the signer,
-the mail worker, commands); both are released when the transaction commits or rolls back, or the
-connection closes (and by the kernel when a process dies). SQLite's own locking is unchanged underneath:
+the mail worker, commands), waiting for it in the kernel (a blocking ``flock`` in a thread of its own, so
+that the wait can be given up at the timeout; the next writer is woken the moment the lock is let go, and
+waiting costs no CPU); both are released when the transaction commits or rolls back, or the connection
+closes (and by the kernel when a process dies). SQLite's own locking is unchanged underneath:
 autocommit statements outside a transaction, and any program that does not use this backend, still meet
 SQLite's lock and busy handler, so correctness never depends on the queue. Waiting is bounded by the same
 ``timeout`` option as SQLite's (20 s in the portal's settings); past it the transaction fails with
@@ -34,8 +36,7 @@ from django.db.backends.sqlite3 import base
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between two tries for another process's lock file (the wait inside one process needs none).
-_POLL_SECONDS = 0.0005
+LOCKED = "database is locked (no write lock within the timeout)"
 
 _process_locks: dict[str, threading.Lock] = {}
 _process_locks_guard = threading.Lock()
@@ -46,17 +47,59 @@ def _process_lock(path: str) -> threading.Lock:
         return _process_locks.setdefault(path, threading.Lock())
 
 
+class _FileWait:
+    """One wait for the lock file: a blocking ``flock`` on a descriptor of its own, in a thread of its own,
+    which the caller may give up at its timeout; a wait given up lets go of the lock once it gets it."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        self.done = threading.Event()
+        self.guard = threading.Lock()
+        self.given_up = False
+        self.locked = False
+        threading.Thread(target=self._wait, name="sqlite-writer-wait", daemon=True).start()
+
+    def _wait(self) -> None:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except OSError:
+            with self.guard:
+                os.close(self.fd)
+                self.given_up = True
+            self.done.set()
+            return
+        with self.guard:
+            if self.given_up:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+                os.close(self.fd)
+            else:
+                self.locked = True
+        self.done.set()
+
+    def result(self, timeout: float) -> int | None:
+        """The descriptor that holds the lock, or None when it did not come within ``timeout`` seconds."""
+        self.done.wait(max(timeout, 0))
+        with self.guard:
+            if self.locked:
+                return self.fd
+            self.given_up = True
+            return None
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     """SQLite whose IMMEDIATE (or EXCLUSIVE) transactions queue for the write lock (see the module)."""
 
-    _writer_fd: int | None = None
-    _writer_locks: tuple[threading.Lock, bool] | None = None  # held: (process lock, lock file too)
+    _writer_fd: int | None = None  # this connection's descriptor of the lock file, opened once
+    _writer_locks: tuple[threading.Lock, int | None] | None = None  # held: process lock, locked descriptor
     _writer_unusable = False
+
+    def _lock_path(self) -> str:
+        return f"{self.settings_dict['NAME']}-writer.lock"
 
     def _lock_file(self) -> int | None:
         """The lock file's descriptor (opened once per connection), or None where there is none."""
         if self._writer_fd is None and not self._writer_unusable:
-            path = f"{self.settings_dict['NAME']}-writer.lock"
+            path = self._lock_path()
             try:
                 self._writer_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o660)
             except OSError as exc:
@@ -82,30 +125,41 @@ class DatabaseWrapper(base.DatabaseWrapper):
         deadline = time.monotonic() + timeout
         process_lock = _process_lock(str(self.settings_dict["NAME"]))
         if not process_lock.acquire(timeout=timeout):
-            raise OperationalError("database is locked (no write lock within the timeout)")
+            raise OperationalError(LOCKED)
+        try:
+            self._writer_locks = (process_lock, self._lock_file_locked(deadline))
+        except BaseException:
+            process_lock.release()
+            raise
+
+    def _lock_file_locked(self, deadline: float) -> int | None:
+        """The descriptor that now holds the lock file, or None where there is no lock file."""
         fd = self._lock_file()
         if fd is None:
-            self._writer_locks = (process_lock, False)
-            return
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    process_lock.release()
-                    raise OperationalError("database is locked (no write lock within the timeout)") from None
-                time.sleep(_POLL_SECONDS)
-        self._writer_locks = (process_lock, True)
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            pass  # another process writes: wait in the kernel
+        try:
+            locked = _FileWait(self._lock_path()).result(deadline - time.monotonic())
+        except OSError as exc:
+            raise OperationalError(f"{LOCKED}: {exc}") from exc
+        if locked is None:
+            raise OperationalError(LOCKED)
+        return locked
 
     def _release_writer_locks(self) -> None:
         held, self._writer_locks = self._writer_locks, None
         if held is None:
             return
-        process_lock, file_locked = held
+        process_lock, fd = held
         try:
-            if file_locked and self._writer_fd is not None:
-                fcntl.flock(self._writer_fd, fcntl.LOCK_UN)
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                if fd != self._writer_fd:
+                    os.close(fd)  # a wait's own descriptor
         finally:
             process_lock.release()
 

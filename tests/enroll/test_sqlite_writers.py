@@ -92,6 +92,25 @@ def hold_lock_file(path: Path) -> subprocess.Popen[str]:
     return holder
 
 
+def lock_file_frees_within(path: Path, *, seconds: float) -> bool:
+    """Whether another descriptor can take the lock file now or within ``seconds`` (then it lets go)."""
+    fd = os.open(f"{path}-writer.lock", os.O_RDWR)
+    deadline = time.monotonic() + seconds
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.01)
+                continue
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return True
+    finally:
+        os.close(fd)
+
+
 def test_a_second_writer_in_the_process_waits_for_the_first_to_commit(database: Path) -> None:
     first_began = threading.Event()
     errors: list[BaseException] = []
@@ -150,6 +169,8 @@ def test_the_wait_ends_with_database_is_locked_after_the_timeout(database: Path)
         assert holder.stdin is not None
         holder.stdin.close()
         holder.wait(5)
+    # the wait given up gets the lock once the other process lets go, and lets go of it at once
+    assert lock_file_frees_within(database, seconds=5)
     wrapper.set_autocommit(True)
     begin(wrapper)  # the failed wait left nothing held: the queue is free again
     rollback(wrapper)
@@ -174,12 +195,7 @@ def test_the_queue_is_let_go_on_commit_rollback_and_close(database: Path, end: s
     begin(first)
     {"commit": commit, "rollback": rollback, "close": DatabaseWrapper.close}[end](first)
 
-    lock_file = os.open(f"{database}-writer.lock", os.O_RDWR)
-    try:
-        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if still held
-        fcntl.flock(lock_file, fcntl.LOCK_UN)
-    finally:
-        os.close(lock_file)
+    assert lock_file_frees_within(database, seconds=0)  # free at once
     second = open_database(database, timeout=0.2)
     begin(second)
     rollback(second)
