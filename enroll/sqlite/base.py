@@ -18,8 +18,9 @@ SQLite's lock and busy handler, so correctness never depends on the queue. Waiti
 ``timeout`` option as SQLite's (20 s in the portal's settings); past it the transaction fails with
 "database is locked", as it would without the queue.
 
-A database in memory, or a lock file that cannot be opened (another user's folder), is left to SQLite's
-busy handler alone (the latter logged once).
+The lock file is opened read-only (``flock`` needs no more), so every user who may read the database's
+folder can queue, whoever created the file. A database in memory, or a lock file that cannot be opened or
+created, is left to SQLite's busy handler alone (the latter logged once).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class _FileWait:
     which the caller may give up at its timeout; a wait given up lets go of the lock once it gets it."""
 
     def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self.done = threading.Event()
         self.guard = threading.Lock()
         self.given_up = False
@@ -101,7 +102,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if self._writer_fd is None and not self._writer_unusable:
             path = self._lock_path()
             try:
-                self._writer_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o660)
+                self._writer_fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o660)
             except OSError as exc:
                 self._writer_unusable = True
                 logger.warning("writers wait in SQLite's busy handler: cannot open %s (%s)", path, exc)
