@@ -50,9 +50,12 @@ def _get(port: int, path: str) -> tuple[HTTPResponse, bytes]:
 
 
 @contextmanager
-def gunicorn(*, workers: int = 2, threads: int = 4, extra_env: dict[str, str] | None = None) -> Iterator[int]:
-    """gunicorn (threaded workers, as the load test runs it) with :mod:`bench.settings` on a free
-    loopback port, ``extra_env`` added to its environment; yields the port."""
+def gunicorn(
+    *, workers: int = 2, threads: int | None = 4, extra_env: dict[str, str] | None = None
+) -> Iterator[int]:
+    """gunicorn (threaded workers, as the load test runs it; ``threads`` None: its default sync workers, one
+    request at a time each) with :mod:`bench.settings` on a free loopback port, ``extra_env`` added to its
+    environment; yields the port."""
     port = _free_port()
     env = {
         **os.environ,
@@ -61,10 +64,12 @@ def gunicorn(*, workers: int = 2, threads: int = 4, extra_env: dict[str, str] | 
         "ENROLL_BENCH_BASE_SETTINGS": str(settings.SETTINGS_MODULE),
         "ENROLL_BENCH_DATABASE_NAME": str(connection.settings_dict["NAME"]),
     }
+    worker_class = ["--worker-class", "sync"] if threads is None else [
+        "--worker-class", "gthread", "--threads", str(threads)
+    ]  # fmt: skip
     command = [
-        sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class", "gthread",
-        "--threads", str(threads), "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-        "enroll.wsgi:application",
+        sys.executable, "-m", "gunicorn", "--workers", str(workers), *worker_class,
+        "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "enroll.wsgi:application",
     ]  # fmt: skip
     server = subprocess.Popen(command, env=env)
     try:

@@ -1,6 +1,6 @@
 """EST enrollments per second with a pre-approved enrollment code, under gunicorn, linted (docs/DEVICES.md).
 
-gunicorn (:data:`WORKERS` gthread workers of :data:`THREADS` threads, as docs/OPERATIONS.md advises for 2
+gunicorn (:data:`WORKERS` sync workers, one request at a time each, as docs/OPERATIONS.md advises for 2
 cores; :func:`bench.endpoint.gunicorn`) serves the portal; 8 client threads POST RFC 7030 ``simpleenroll``
 requests (a fresh P-256 key each, made before the clock starts) with one multi-use pre-approved code, as the
 generated device server's nginx passes them on: a connection of its own for each request (``proxy_pass``
@@ -56,8 +56,9 @@ EST_TARGET_PER_SECOND = 50.0
 EST_TARGET_MIN_COUNT = 100
 EST_PATH = "/.well-known/est/simpleenroll"
 CLIENT_THREADS = 8
-#: gunicorn's workers and threads per worker: two processes per core, two threads each (docs/OPERATIONS.md).
-WORKERS, THREADS = 4, 2
+#: gunicorn's workers: two processes per core, each a sync worker (one request at a time: a second thread
+#: in a worker mostly waits for the first's GIL, 10 to 15 % more CPU per enrollment); docs/OPERATIONS.md.
+WORKERS = 4
 #: The owner's mail is queued for the worker, as in production (tests.settings runs tasks inline).
 QUEUED_TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 #: Where an enrollment's time goes: each part's functions (file, name) in the profile, whose cumulative
@@ -282,7 +283,7 @@ def bench_est(out: Output, count: int, *, single_rate: float | None) -> None:
     errors: list[str] = []
     connection.close()  # the server's workers use the database from here
     server_env = {"ENROLL_TRUSTED_PROXIES": "127.0.0.1", "ENROLL_BENCH_QUEUED_TASKS": "1"}
-    with gunicorn(workers=WORKERS, threads=THREADS, extra_env=server_env) as port:
+    with gunicorn(workers=WORKERS, threads=None, extra_env=server_env) as port:
         threads = [
             threading.Thread(target=_client, args=(port, code, work, errors)) for _ in range(CLIENT_THREADS)
         ]
@@ -308,7 +309,7 @@ def bench_est(out: Output, count: int, *, single_rate: float | None) -> None:
         database=connection.vendor,
         ca_key="ec-p256",
         lint=bool(settings.ENROLL_LINT_BEFORE_SIGN),
-        server=f"gunicorn, {WORKERS} gthread workers of {THREADS} threads",
+        server=f"gunicorn, {WORKERS} sync workers",
         client=f"{CLIENT_THREADS} threads, a connection per request, POST {EST_PATH}",
         enrollments=count,
         seconds=round(seconds, 3),
