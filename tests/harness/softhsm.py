@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from ca.pki.pkcs11 import SOFTHSM2_MODULE, reinitialize_modules
 from ca.services import keys
-from tests.harness.programs import REQUIRE_REAL_CLIENTS, need_program
+from tests.harness.programs import missing_real_client, need_program
 
 PIN = "123456"
 SO_PIN = "12345678"
@@ -34,10 +32,7 @@ def need_softhsm() -> str:
     """softhsm2-util's path; skip (or fail in CI) when SoftHSM2 or its PKCS#11 module is missing."""
     util = need_program("softhsm2-util")
     if not Path(SOFTHSM2_MODULE).exists():
-        message = f"the SoftHSM2 PKCS#11 module {SOFTHSM2_MODULE} is not installed"
-        if REQUIRE_REAL_CLIENTS:
-            pytest.fail(f"{message} (ENROLL_REQUIRE_REAL_CLIENTS=1)")
-        pytest.skip(message)
+        missing_real_client(f"the SoftHSM2 PKCS#11 module {SOFTHSM2_MODULE} is not installed")
     return util
 
 
