@@ -579,7 +579,7 @@ class AuditEntry(models.Model):
 class IssuanceAuthorisation(models.Model):
     """An approver's word that the serial reserved on ``ca`` may be signed for one request's key.
 
-    Written (committed) by :func:`ca.services.authorisations.authorise` when a request is approved, before
+    Written (committed) by :func:`ca.services.authorisations.write` when a request is approved, before
     anything is signed; the signer (:mod:`ca.signer`) signs a certificate only with an unused authorisation
     for its CA and serial whose key is the certificate's, and notes when it was used. ``approver`` is None
     for the operator's command line and automatic approvals (``approver_name`` says which).

@@ -1,15 +1,15 @@
 """Issuance authorisations: the approver's word, committed before signing, that the signer checks.
 
 The approving flow (``enroll.flows.approval``) writes them with the serials' reservations, in the same
-committed transaction (:class:`Approval`, :func:`write`), before it locks the requests (or
-:func:`authorise` right after reserving): one :class:`ca.models.IssuanceAuthorisation` per serial,
+committed transaction (:class:`Approval`, :func:`write`, through :func:`ca.services.issuance.reserve`),
+before it locks the requests: one :class:`ca.models.IssuanceAuthorisation` per serial,
 naming the request (its SHA-256), the key to certify, the owner and the approver. The signer process
 (:mod:`ca.signer`) reads it from its own database connection, so it must be committed first, as the
 reservation is. An authorisation whose request is not approved after all (decided by someone else
 meanwhile) is harmless: its reservation is discarded, and the signer signs only RESERVED serials.
 
 When the portal signs through the signer (``ENROLL_SIGNER_SOCKET``), the flow asks the signer whether it
-is running first (:func:`signer_ready`, which :func:`authorise` calls too): if not, it raises
+is running first (:func:`signer_ready`): if not, it raises
 :class:`CAError` saying so, and the flow leaves the requests as they were.
 """
 
@@ -20,21 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
 
 from ca.errors import from_core
 from ca.models import CertificateAuthority, IssuanceAuthorisation, SerialReservation
 from ca.types import Account
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """One serial to sign for one request: the request's SHA-256, its key's and its owner's id."""
-
-    reservation: SerialReservation
-    request_sha256: str
-    spki_sha256: str
-    owner_id: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,22 +52,6 @@ def signer_ready() -> None:
 
     with from_core():
         ping(path=settings.ENROLL_SIGNER_SOCKET)
-
-
-def authorise(
-    *, ca: CertificateAuthority, grants: Sequence[Grant], approver: Account | None, now: dt.datetime
-) -> list[IssuanceAuthorisation]:
-    """Check that the signer runs (when configured), then write and commit one authorisation per grant.
-
-    Must run outside any transaction (as :func:`ca.services.reservations.reserve`). Raises
-    :class:`CAError` when the signer is configured and not running; nothing is written then.
-    """
-    signer_ready()
-    if not grants:
-        return []
-    approval = Approval(approver, [Approved(g.request_sha256, g.spki_sha256, g.owner_id) for g in grants])
-    with transaction.atomic(durable=True):
-        return write(ca=ca, approval=approval, reservations=[g.reservation for g in grants], now=now)
 
 
 def write(

@@ -49,9 +49,9 @@ def approve(
     if (refusal := _approval_refusal(request_id, pending, by=by)) is not None:
         raise FlowError(refusal)  # checked again under the lock; no serial is spent on a refusal
     issuing = _reserve([request_id], now=now, ca=pending.issuing_ca if pending is not None else None, by=by)
-    if pending is not None and isinstance(issuing, _Issuing):
-        issuing = replace(issuing, reserved=prepare(issuing.reserved, requests=[pending]))
     try:
+        if pending is not None and isinstance(issuing, _Issuing):
+            issuing = replace(issuing, reserved=prepare(issuing.reserved, requests=[pending]))
         with transaction.atomic():
             request = lock_request(request_id)
             if (refusal := _approval_refusal(request_id, request, by=by)) is not None:
@@ -354,10 +354,10 @@ def approve_many(
             for request_id in ids_bulk[start:]:
                 results[request_id] = ApprovalResult(request_id, ApprovalOutcome.REFUSED, reason=str(exc))
             break
-        if isinstance(issuing, _Issuing):  # drafted and linted before the chunk's rows are locked
-            rows = [pending[pk] for pk in issuing.by_request]
-            issuing = replace(issuing, reserved=prepare(issuing.reserved, requests=rows))
         try:
+            if isinstance(issuing, _Issuing):  # drafted and linted before the chunk's rows are locked
+                rows = [pending[pk] for pk in issuing.by_request]
+                issuing = replace(issuing, reserved=prepare(issuing.reserved, requests=rows))
             with transaction.atomic():
                 results.update(_approve_chunk(chunk, actor=actor, now=now, issuing=issuing))
         except KeyUnavailable as exc:  # the CA key went away meanwhile: this chunk and the rest undecided

@@ -182,11 +182,11 @@ def _store_and_issue(
         purpose=device.serial_purpose, ca=device.ca, now=now, request_sha256=parsed.sha256,
         spki_sha256=parsed.key.spki_sha256, owner=owner, by=device.approve_by,
     )  # fmt: skip
-    if isinstance(reserved, Reserved) and subject is not None:
-        # drafted and linted before the write lock is taken: the transaction holds it for less
-        about_to_store = EnrollmentRequest(owner=owner, kind=device.kind, request_der=parsed.der)
-        reserved = approval.prepare(reserved, requests=[about_to_store], subjects={owner.pk: subject})
     try:
+        if isinstance(reserved, Reserved) and subject is not None:
+            # drafted and linted before the write lock is taken: the transaction holds it for less
+            about_to_store = EnrollmentRequest(owner=owner, kind=device.kind, request_der=parsed.der)
+            reserved = approval.prepare(reserved, requests=[about_to_store], subjects={owner.pk: subject})
         with transaction.atomic(), audit.batch():
             if renewal_of is not None:
                 renewal_of = _lock_renewable(renewal_of, owner=owner)

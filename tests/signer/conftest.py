@@ -72,14 +72,14 @@ def draft(ca: CertificateAuthority, owner: User, *, approver: User | None, autho
     """Reserve a serial on ``ca`` for a new key of ``owner`` and (unless told not to) authorise it."""
     now = utcnow()
     not_before, not_after = validity_window(now=now, validity=dt.timedelta(days=365), issuer=ca.certificate)
-    (reservation,) = reservations.reserve(ca=ca, purposes=["signer test"], not_after=not_after, now=now)
     key = ec.generate_private_key(ec.SECP256R1())
-    if authorise:
-        grant = authorisations.Grant(
-            reservation=reservation,
-            request_sha256="ab" * 32,
-            spki_sha256=keypolicy.spki_sha256(key.public_key()),
-            owner_id=owner.pk,
-        )
-        authorisations.authorise(ca=ca, grants=[grant], approver=approver, now=now)
+    approved = authorisations.Approved("ab" * 32, keypolicy.spki_sha256(key.public_key()), owner.pk)
+    approval = authorisations.Approval(approver, [approved])
+
+    def write(rows: list[SerialReservation]) -> None:
+        authorisations.write(ca=ca, approval=approval, reservations=rows, now=now)
+
+    (reservation,) = reservations.reserve(
+        ca=ca, purposes=["signer test"], not_after=not_after, now=now, then=write if authorise else None
+    )
     return Draft(ca, key, reservation, owner, not_before, not_after, ca.certificate)
