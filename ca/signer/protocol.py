@@ -248,7 +248,7 @@ def _sign_many(message: dict[str, Any]) -> SignManyRequest:
         raise ProtocolError("'ca' must be a CA's slug")
     if purpose != Purpose.CERTIFICATE.value:
         raise ProtocolError("'sign-many' signs certificates only")
-    if hash_name not in HASHES:
+    if not isinstance(hash_name, str) or hash_name not in HASHES:  # a JSON list is not hashable
         raise ProtocolError(f"unknown hash {str(hash_name)[:40]!r}; sha256 or sha384")
     if not isinstance(lint, bool):
         raise ProtocolError("'lint' must be true or false")
@@ -284,7 +284,7 @@ def parse_request(payload: bytes) -> SignRequest | SignManyRequest | RaRequest |
         what = Purpose(str(purpose))
     except ValueError:
         raise ProtocolError(f"unknown purpose {str(purpose)[:40]!r}") from None
-    if hash_name not in HASHES:
+    if not isinstance(hash_name, str) or hash_name not in HASHES:  # a JSON list is not hashable
         raise ProtocolError(f"unknown hash {str(hash_name)[:40]!r}; sha256 or sha384")
     return SignRequest(ca=ca, purpose=what, hash_name=str(hash_name), data=_base64(data, what=what))
 

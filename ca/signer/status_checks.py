@@ -66,10 +66,8 @@ def check_crl(
     if next_update is None or next_update - this_update > ca_crl.crl_lifetime():
         raise Refused(f"its nextUpdate is not within {settings.ENROLL_CRL_LIFETIME_HOURS} hours")
     if serials:
-        unknown = [s for s in serials if s not in _revoked_serials(ca)] if len(serials) < 8 else None
-        if unknown is None:
-            revoked = _revoked_serials(ca)
-            unknown = [s for s in serials if s not in revoked]
+        revoked = _revoked_serials(ca)
+        unknown = [s for s in serials if s not in revoked]
         if unknown:
             raise Refused(
                 f"it lists {len(unknown)} serial(s) CA '{ca.slug}' did not revoke, such as "

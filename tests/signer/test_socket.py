@@ -54,6 +54,11 @@ def test_the_socket_is_0660_and_answers_a_ping(signer: Signer) -> None:
         (_frame(b'{"version": 1, "operation": "decrypt"}'), "unknown operation"),
         (_message(purpose="private-key"), "unknown purpose"),
         (_message(hash="md5"), "unknown hash"),
+        (_message(hash=["sha256"]), "unknown hash"),  # not hashable: once a thread's traceback
+        (
+            _message(operation="sign-many", purpose="certificate", hash={}, lint=True, items=["AAAA"]),
+            "unknown hash",
+        ),
         (_message(data="not base64!"), "not base64"),
         (_message(data=""), "empty"),
         (_message(ca=""), "slug"),
