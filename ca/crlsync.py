@@ -84,7 +84,7 @@ from ca.pki.node_reports import (
     new_nonce,
     sign_report,
 )
-from ca.pki.rollover import is_link
+from ca.pki.rollover import CRL_LINE, comment, is_link
 
 USER_AGENT = "enroll-crl-sync/1"
 MAX_CRL_BYTES = 64 * 1024 * 1024
@@ -94,8 +94,6 @@ JITTER = 0.10  # the wait between runs is SECONDS x uniform(1 - JITTER, 1 + JITT
 BACKOFF_CAP_MINIMUM = 60.0
 #: The state file's entry for the CA bundle (never a URL, so never a CRL's entry).
 BUNDLE_STATE = "ca-bundle"
-#: The comment line before a certificate in the portal's CA bundle that says where its CRL is.
-CRL_LINE = "# CRL: "
 
 
 class SyncError(Exception):
@@ -369,7 +367,7 @@ def _describe(certificate: x509.Certificate) -> str:
         subject = certificate.subject.rfc4514_string()
     except ValueError:
         subject = "a damaged name"
-    return f"{subject} (serial {certificate.serial_number:X})"
+    return comment(f"{subject} (serial {certificate.serial_number:X})")
 
 
 @dataclass(frozen=True, slots=True)

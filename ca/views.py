@@ -115,8 +115,9 @@ def ca_bundle(request: HttpRequest, slug: str) -> HttpResponseBase:
     """Every key generation still valid of the CA and the CAs above it, with the link certificates
     between generations (what ``enroll-crl-sync --ca-bundle-url`` reads; any generation's slug answers)."""
     ca = get_object_or_404(CertificateAuthority, slug=slug)
-    body = rollover.ca_bundle(ca)
-    newest = max(generation.created_at for generation in rollover.bundle_authorities(ca))
+    authorities = rollover.bundle_authorities(ca)
+    body = rollover.ca_bundle(ca, authorities=authorities)
+    newest = max(generation.created_at for generation in authorities)
     return _respond(
         request,
         body=body,

@@ -73,3 +73,16 @@ def is_link(certificate: x509.Certificate) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return True
     return False
+
+
+# --- the CA bundle's text ---------------------------------------------------------------------------------
+
+#: The comment line before a certificate of a CA bundle that says where that generation's CRL is (the
+#: portal writes it, ``enroll-crl-sync --ca-bundle-url`` reads it).
+CRL_LINE = "# CRL: "
+
+
+def comment(text: str) -> str:
+    """``text`` for a comment line of a PEM file: one line, ASCII (a CA name such as "Société" becomes
+    "Soci\\xe9t\\xe9"), so that the whole file stays ASCII as RFC 7468 PEM is."""
+    return " ".join(text.split()).encode("ascii", "backslashreplace").decode("ascii")

@@ -30,7 +30,7 @@ from ca.models import AuditEvent, CertificateAuthority, ReservationState, Serial
 from ca.pki import keys as pki_keys
 from ca.pki import pkcs11 as pki_pkcs11
 from ca.pki import signing as pki_signing
-from ca.pki.rollover import link_certificate_builder
+from ca.pki.rollover import CRL_LINE, comment, link_certificate_builder
 from ca.pki.serials import format_serial, new_serial
 from ca.services import keys, reservations
 from ca.services.authorities import (
@@ -230,9 +230,6 @@ def rollover_ca(
 
 # --- the CA bundle front servers fetch ------------------------------------------------------------------
 
-#: The comment line that says where a generation's CRL is (enroll-crl-sync --ca-bundle-url reads it).
-CRL_LINE = "# CRL: "
-
 
 def bundle_authorities(ca: CertificateAuthority) -> list[CertificateAuthority]:
     """Every key generation of ``ca`` and of the CAs above any of them, roots first, oldest first."""
@@ -253,21 +250,29 @@ def bundle_authorities(ca: CertificateAuthority) -> list[CertificateAuthority]:
 
 def _pem_block(certificate: x509.Certificate, *comments: str) -> str:
     pem = certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
-    return "".join(f"# {line}\n" if not line.startswith("#") else f"{line}\n" for line in comments) + pem
+    lines = (comment(line if line.startswith("#") else f"# {line}") for line in comments)
+    return "".join(f"{line}\n" for line in lines) + pem
 
 
-def ca_bundle(ca: CertificateAuthority, *, now: dt.datetime | None = None) -> bytes:
+def ca_bundle(
+    ca: CertificateAuthority,
+    *,
+    now: dt.datetime | None = None,
+    authorities: list[CertificateAuthority] | None = None,
+) -> bytes:
     """The PEM bundle of the CA certificates a front server trusts for ``ca``: every key generation still
     valid (not expired, not revoked) of it and of the CAs above it, each after a comment line with its CRL
     URL (:data:`CRL_LINE`), and the link certificates between generations. Text outside the PEM blocks is
-    ignored by OpenSSL, nginx, Apache and Node (RFC 7468 section 5.2)."""
+    ignored by OpenSSL, nginx, Apache and Node (RFC 7468 section 5.2). ``authorities``: what
+    :func:`bundle_authorities` gave for ``ca``, where the caller has it already."""
     now = now or utcnow()
     parts = [
-        f"# The CA certificates of {ca.name} ({ca.slug}) and the CAs above it: every key generation still\n"
-        "# valid, and the link certificates between generations (RFC 4210 section 4.4). enroll-crl-sync\n"
-        "# --ca-bundle-url adds to its --ca-file only those that chain to a CA it trusts already.\n"
+        f"# The CA certificates of {comment(ca.name)} ({ca.slug}) and the CAs above it: every key\n"
+        "# generation still valid, and the link certificates between generations (RFC 4210 section 4.4).\n"
+        "# enroll-crl-sync --ca-bundle-url adds to its --ca-file only those that chain to a CA it trusts\n"
+        "# already.\n"
     ]
-    for generation in bundle_authorities(ca):
+    for generation in authorities if authorities is not None else bundle_authorities(ca):
         if generation.not_after <= now or generation.revoked_in_chain() is not None:
             continue
         certificate = generation.certificate

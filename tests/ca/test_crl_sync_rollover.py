@@ -16,10 +16,10 @@ from pytest_django.fixtures import Settings
 from ca import crlsync
 from ca.models import CertificateAuthority, CrlPublication
 from ca.pki.profiles import SubjectInfo
-from ca.pki.rollover import is_link
+from ca.pki.rollover import CRL_LINE, is_link
 from ca.services.authorities import create_ca
 from ca.services.issuance import issue_certificate
-from ca.services.rollover import CRL_LINE, Rollover, ca_bundle, rollover_ca
+from ca.services.rollover import Rollover, ca_bundle, rollover_ca
 from tests.ca.test_crl_sync import Served, installed_crls, portal, reload_marker, reloads
 from tests.helpers import make_csr, signed_by
 

@@ -22,6 +22,7 @@ from django.test import Client
 from django.urls import reverse
 from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks
 
+from ca import crlsync
 from ca.errors import CAError
 from ca.models import (
     AuditEntry,
@@ -35,14 +36,14 @@ from ca.models import (
     SerialReservation,
 )
 from ca.pki.keys import CAKeyType
-from ca.pki.rollover import is_link
+from ca.pki.rollover import CRL_LINE, is_link
 from ca.pki.serials import format_serial
 from ca.services import ocsp as ocsp_service
 from ca.services.authorities import create_ca
 from ca.services.crl import publish_crl
 from ca.services.issuance import reserve
 from ca.services.revocation import revoke_certificate
-from ca.services.rollover import CRL_LINE, Rollover, ca_bundle, rollover_ca
+from ca.services.rollover import Rollover, ca_bundle, rollover_ca
 from tests.conftest import need_program
 from tests.helpers import signed_by
 
@@ -372,6 +373,22 @@ def test_the_bundle_url_serves_every_valid_generation_with_its_crl_url_and_the_l
         again = client.get(reverse("ca:bundle", kwargs={"slug": slug}), HTTP_IF_NONE_MATCH=response["ETag"])
         assert again.status_code == 304
     assert client.get(reverse("ca:bundle", kwargs={"slug": "nope"})).status_code == 404
+
+
+def test_a_ca_named_outside_ascii_gets_an_ascii_bundle_that_enroll_crl_sync_reads(client: Client) -> None:
+    ca = create_ca(name="Société Générale Clients", slug="societe")
+    rolled = rollover_ca(ca=ca)
+
+    response = client.get(reverse("ca:bundle", kwargs={"slug": "societe"}))
+
+    assert response.status_code == 200
+    text = response.content.decode("ascii")
+    assert "Soci\\xe9t\\xe9 G\\xe9n\\xe9rale Clients" in text
+    entries = crlsync.parse_ca_bundle(response.content, url="http://pki.example.test/bundle.pem")
+    assert [entry.crl_url for entry in entries if entry.crl_url] == [
+        rolled.old.public_url("ca:crl-pem"),
+        rolled.new.public_url("ca:crl-pem"),
+    ]
 
 
 def test_the_command_prints_the_new_slug_urls_fingerprints_and_next_steps(ca: CertificateAuthority) -> None:
