@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from django.db import IntegrityError
 
 from ca import audit
 from ca.clock import utcnow
@@ -214,8 +215,14 @@ def rollover_ca(
             subject=old_certificate.subject,
             lineage=links,
         )
-    except BaseException:
+    except BaseException as exc:
         remove_new_token_key(key=key, token=token, what="a rollover that failed")
+        if isinstance(exc, IntegrityError):  # another rollover of this CA (or this slug) won the race
+            raise CAError(
+                f"CA '{ca.slug}' was rolled over by another command at the same time, or the slug '{slug}' "
+                f"was taken meanwhile, so nothing was saved. Run manage.py rollover_ca {ca.slug} again: it "
+                "says which generation is the newest, if another one was made."
+            ) from None
         raise
     if parent_reservation is not None:
         reservations.mark_issued(reservations=[parent_reservation], now=now)

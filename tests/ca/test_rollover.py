@@ -39,6 +39,7 @@ from ca.pki.keys import CAKeyType
 from ca.pki.rollover import CRL_LINE, is_link
 from ca.pki.serials import format_serial
 from ca.services import ocsp as ocsp_service
+from ca.services import rollover as rollover_service
 from ca.services.authorities import create_ca
 from ca.services.crl import publish_crl
 from ca.services.issuance import reserve
@@ -345,6 +346,20 @@ def test_it_refuses_what_cannot_be_rolled_over_and_says_what_to_do(
     count = CertificateAuthority.objects.count()
     with pytest.raises(CAError, match=message):
         rollover_ca(ca=ca, **kwargs)  # type: ignore[arg-type]
+    assert CertificateAuthority.objects.count() == count
+
+
+def test_two_rollovers_of_one_ca_at_once_the_second_is_refused_in_plain_words(
+    ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rollover_ca(ca=ca)
+    count = CertificateAuthority.objects.count()
+    # the second command checked before the first one saved: it finds out only when it saves
+    monkeypatch.setattr(rollover_service, "_refusal", lambda ca, now: None)
+
+    with pytest.raises(CAError, match="rolled over by another command at the same time"):
+        rollover_ca(ca=CertificateAuthority.objects.get(pk=ca.pk), slug="test-root-late")
+
     assert CertificateAuthority.objects.count() == count
 
 
