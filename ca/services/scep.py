@@ -208,14 +208,25 @@ def identity_for(*, ca: CertificateAuthority, now: dt.datetime | None = None) ->
     return ScepIdentity(ca=ca, certificate_der=bytes(ra.certificate_der), key=ra_key(ra), ra=ra)
 
 
+#: The RAs whose coming expiry this process has logged already.
+_warned_ras: set[int] = set()
+
+
 def _any_unexpired_ra(*, ca: CertificateAuthority, now: dt.datetime) -> ScepRaCertificate:
     """Through the signer: the newest RA still valid (a web worker makes none), else :class:`CAError`."""
-    ra = ScepRaCertificate.objects.filter(ca=ca, not_after__gt=now).order_by("-created_at").first()
+    ra = (
+        ScepRaCertificate.objects.filter(ca=ca, not_before__lte=now, not_after__gt=now)
+        .order_by("-created_at")
+        .first()
+    )
     if ra is None:
         raise CAError(
             f"CA '{ca.slug}' has no SCEP RA certificate, and with the signer the web side makes none: the "
             f"operator runs 'manage.py scep_ra --ca {ca.slug}' as the signer's user."
         )
+    if ra.pk in _warned_ras:  # once per RA and process, not on every SCEP request
+        return ra
+    _warned_ras.add(ra.pk)
     logger.warning(
         "the SCEP RA of CA %s expires on %s: the operator should run 'manage.py scep_ra --ca %s --new' as "
         "the signer's user",
