@@ -215,14 +215,7 @@ def _ra(message: dict[str, Any], operation: str) -> RaRequest:
         if hash_name not in RA_HASHES:
             raise ProtocolError(f"unknown hash {hash_name[:40]!r}; {', '.join(RA_HASHES)}")
         limit = MAX_RA_SIGN
-    if not isinstance(data, str) or len(data) > limit * 4 // 3 + 4:
-        raise ProtocolError(f"'data' must be base64 of at most {limit} bytes for {operation}")
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise ProtocolError("'data' is not base64") from None
-    if not raw:
-        raise ProtocolError("'data' is empty")
+    raw = _decoded(data, limit=limit, what=operation)
     return RaRequest(operation=operation, ca=ca, ra=ra, hash_name=hash_name, data=raw)
 
 
@@ -231,8 +224,13 @@ def ping_message() -> dict[str, Any]:
 
 
 def _base64(data: object, *, what: Purpose) -> bytes:
-    if not isinstance(data, str) or len(data) > MAX_DATA[what] * 4 // 3 + 4:
-        raise ProtocolError(f"'data' must be base64 of at most {MAX_DATA[what]} bytes for a {what.value}")
+    return _decoded(data, limit=MAX_DATA[what], what=f"a {what.value}")
+
+
+def _decoded(data: object, *, limit: int, what: str) -> bytes:
+    """The bytes of ``data``, base64 of at most ``limit`` bytes (checked before decoding), not empty."""
+    if not isinstance(data, str) or len(data) > limit * 4 // 3 + 4:
+        raise ProtocolError(f"'data' must be base64 of at most {limit} bytes for {what}")
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
