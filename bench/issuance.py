@@ -60,8 +60,15 @@ def bench_issuance(out: Output, count: int, single: int) -> float | None:
             not_after=not_after,
             urls=ca.urls,
         ).public_bytes(serialization.Encoding.DER)
-    raw = count / (time.perf_counter() - started)
-    emit(out, figure="issue_raw_cryptography", ca_key="ec-p256", certificates=count, per_second=round(raw, 1))
+    raw = count / (time.perf_counter() - started) if count else None  # --issue 0: no raw figure
+    if raw is not None:
+        emit(
+            out,
+            figure="issue_raw_cryptography",
+            ca_key="ec-p256",
+            certificates=count,
+            per_second=round(raw, 1),
+        )
 
     bulk = ((True, private_keys[:count]), (False, private_keys[count : 2 * count])) if count else ()
     for lint, batch in bulk:  # --issue 0: single approvals only
@@ -81,8 +88,8 @@ def bench_issuance(out: Output, count: int, single: int) -> float | None:
             issued=issued,
             seconds=round(seconds, 3),
             per_second=round(count / seconds, 1),
-            raw_per_second=round(raw, 1),
-            share_of_raw=round(count / seconds / raw, 3),
+            raw_per_second=round(raw, 1) if raw else None,
+            share_of_raw=round(count / seconds / raw, 3) if raw else None,
         )
 
     if single:
@@ -99,8 +106,8 @@ def bench_issuance(out: Output, count: int, single: int) -> float | None:
             lint=bool(settings.ENROLL_LINT_BEFORE_SIGN),
             requests=single,
             per_second=round(rate, 1),
-            raw_per_second=round(raw, 1),
-            share_of_raw=round(rate / raw, 3),
+            raw_per_second=round(raw, 1) if raw else None,
+            share_of_raw=round(rate / raw, 3) if raw else None,
         )
         bench_approve_and_next(out, owner, admin, private_keys[2 * count + single :], single_rate=rate)
         return rate

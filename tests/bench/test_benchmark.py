@@ -130,6 +130,22 @@ def test_bad_sizes_are_refused_in_plain_words(tmp_path: Path, args: list[str], m
     assert message in result.stderr
 
 
+def test_single_approvals_alone_have_no_raw_signing_figure_to_compare_with(tmp_path: Path) -> None:
+    # --issue 0 signs nothing raw: the single approvals' line says so instead of dividing by zero.
+    result = run_benchmark(
+        tmp_path,
+        *("--crl-sizes", "", "--issue", "0", "--single", "2", "--est", "0", "--http-seconds", "0"),
+        *("--reach-runs", "0"),
+    )
+
+    assert result.returncode == 0, result.stderr
+    found = {figure["figure"]: figure for figure in figures(result.stdout)}
+    assert "issue_raw_cryptography" not in found
+    single = found["issue_single_approvals"]
+    assert (single["requests"], single["raw_per_second"], single["share_of_raw"]) == (2, None, None)
+    assert single["per_second"] > 0
+
+
 @pytest.mark.real_client
 @pytest.mark.real_server
 def test_it_prints_the_revocation_reach_of_a_front_server(tmp_path: Path) -> None:
