@@ -17,6 +17,7 @@ operator's configured base URL.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import functools
 import multiprocessing
@@ -28,6 +29,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import validators  # type: ignore[import-untyped]  # pkilint's own URL rule
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 #: pkilint and its ASN.1 modules take about half a second to import: they are imported on the first lint,
 #: so a process that lints nothing (most manage.py commands) starts without them.
@@ -107,6 +112,57 @@ def _loader() -> Any:
     from pkilint import loader
 
     return loader.RFC5280CertificateDocumentLoader()
+
+
+def warm_up() -> None:
+    """Import pkilint and build the validators now (a tenth to half a second), not on the first lint.
+
+    For long-running processes that lint, at start: a web server's workers (``enroll/wsgi.py``; with
+    gunicorn's ``--preload`` once in its master, before it forks the workers), so that no request waits.
+    One throwaway certificate is linted too, with the URIs and e-mail address a client certificate carries:
+    that compiles the patterns of pkilint's URI and address rules, which its first lint would otherwise do.
+    """
+    lint_certificate(der=_sample_der())
+
+
+def _sample_der() -> bytes:
+    """A self-signed certificate with a throwaway P-256 key, key identifiers, an e-mail address, a CRL
+    distribution point and an OCSP address (RFC 5280 sections 4.2.1.1, 4.2.1.2, 4.2.1.6, 4.2.1.13, 4.2.2.1),
+    which lints clean; only for :func:`warm_up`."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lint warm-up")])
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    url = "https://ca.example.com/warm-up"
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name("warm-up@example.com")]), critical=False)
+        .add_extension(
+            x509.CRLDistributionPoints(
+                [x509.DistributionPoint([x509.UniformResourceIdentifier(url)], None, None, None)]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityInformationAccess(
+                [
+                    x509.AccessDescription(
+                        AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(url)
+                    )
+                ]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.DER)
 
 
 def lint_certificate(*, der: bytes) -> list[Finding]:

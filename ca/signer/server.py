@@ -29,7 +29,7 @@ from django.db import DatabaseError, connections
 from ca import audit
 from ca.clock import utcnow
 from ca.models import AuditEvent, CertificateAuthority
-from ca.pki import signing
+from ca.pki import lint, signing
 from ca.pki.errors import CAKeyError, KeyUnavailableError
 from ca.pki.signing import Purpose
 from ca.services import keys
@@ -112,6 +112,8 @@ class Signer:
     def serve_forever(self) -> None:
         """Accept connections until :meth:`stop`; each is served on a thread of its own."""
         assert self.listener is not None
+        if settings.ENROLL_LINT_BEFORE_SIGN:
+            lint.warm_up()  # pkilint's validators now, not in the first request's time
         self.writer.start()
         logger.info("the signer listens on %s for uids %s", self.path, sorted(self.allowed))
         self.listener.settimeout(0.5)

@@ -69,6 +69,36 @@ def test_the_validators_are_built_once_per_process() -> None:
     assert lint._validator() is lint._validator()
 
 
+def test_the_warm_up_certificate_lints_clean() -> None:
+    # Clean: the warm-up runs through every validator a real certificate meets, none stops it early.
+    found = lint.lint_certificate(der=lint._sample_der())
+
+    assert [str(f) for f in found if f.severity <= Severity.NOTICE] == []
+
+
+WSGI_PROBE = (
+    "import sys; import enroll.wsgi; from django.conf import settings; from django.db import connection; "
+    "from ca.pki import lint; "
+    "print(lint._validator.cache_info().currsize, 'pkilint.pkix' in sys.modules, "
+    "settings.ROOT_URLCONF in sys.modules, connection.connection is None)"
+)
+
+
+@pytest.mark.parametrize(
+    ("lint_on", "expected"), [("true", "1 True True True"), ("false", "0 False True True")], ids=["on", "off"]
+)
+def test_loading_the_wsgi_application_prepares_urls_and_lint_without_touching_the_database(
+    lint_on: str, expected: str
+) -> None:
+    # What gunicorn --preload does in its master before forking: nothing there may open a connection.
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "ENROLL_LINT_BEFORE_SIGN": lint_on}
+    result = subprocess.run(
+        [sys.executable, "-c", WSGI_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+
+    assert result.stdout.strip() == expected
+
+
 def test_der_that_is_no_certificate_is_one_fatal_finding() -> None:
     (finding,) = lint.lint_certificate(der=b"\x30\x03\x02\x01\x00")
 
