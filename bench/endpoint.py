@@ -49,13 +49,32 @@ def _get(port: int, path: str) -> tuple[HTTPResponse, bytes]:
         client.close()
 
 
+def read_bytes(path: str) -> bytes:
+    """The file's bytes; empty when it cannot be read (a process of ``/proc`` that ended)."""
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError:
+        return b""
+
+
+def children_of(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux ``/proc``; empty elsewhere)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    return [int(child) for task in tasks for child in read_bytes(f"/proc/{pid}/task/{task}/children").split()]
+
+
 @contextmanager
 def gunicorn(
     *, workers: int = 2, threads: int | None = 4, extra_env: dict[str, str] | None = None
 ) -> Iterator[int]:
     """gunicorn (threaded workers, as the load test runs it; ``threads`` None: its default sync workers, one
     request at a time each) with :mod:`bench.settings` on a free loopback port, ``extra_env`` added to its
-    environment; yields the port."""
+    environment; yields the port once every worker is there. ``--preload``, as docs/OPERATIONS.md advises:
+    the master loads the portal (and what ``enroll/wsgi.py`` prepares) before it forks warm workers."""
     port = _free_port()
     env = {
         **os.environ,
@@ -69,7 +88,7 @@ def gunicorn(
     ]  # fmt: skip
     command = [
         sys.executable, "-m", "gunicorn", "--workers", str(workers), *worker_class,
-        "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "enroll.wsgi:application",
+        "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "--preload", "enroll.wsgi:application",
     ]  # fmt: skip
     server = subprocess.Popen(command, env=env)
     try:
@@ -82,6 +101,10 @@ def gunicorn(
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("gunicorn did not start") from None
                 time.sleep(0.2)
+        while len(children_of(server.pid)) < workers:  # all forked (warm: --preload), not only the first
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn started {len(children_of(server.pid))} of {workers} workers")
+            time.sleep(0.05)
         yield port
     finally:
         server.terminate()

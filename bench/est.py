@@ -45,7 +45,7 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.services import mark_email_verified
 from bench.common import Output, at_least, emit
-from bench.endpoint import gunicorn
+from bench.endpoint import children_of, gunicorn, read_bytes
 from ca.models import CertificateAuthority
 from ca.services import authorities
 from enroll import flows
@@ -149,13 +149,13 @@ def _server_cpu_ticks() -> dict[int, int]:
     """CPU ticks (user + system) used so far by each process of the gunicorn this process started: its
     master and workers (Linux ``/proc``; empty elsewhere), not the other children (lint's worker pool)."""
     ticks: dict[int, int] = {}
-    pending = [pid for pid in _children(os.getpid()) if b"gunicorn" in _read(f"/proc/{pid}/cmdline")]
+    pending = [pid for pid in children_of(os.getpid()) if b"gunicorn" in read_bytes(f"/proc/{pid}/cmdline")]
     while pending:
         pid = pending.pop()
-        fields = _read(f"/proc/{pid}/stat").rpartition(b")")[2].split()
+        fields = read_bytes(f"/proc/{pid}/stat").rpartition(b")")[2].split()
         if len(fields) > 12:
             ticks[pid] = int(fields[11]) + int(fields[12])  # utime, stime
-            pending.extend(_children(pid))
+            pending.extend(children_of(pid))
     return ticks
 
 
@@ -163,22 +163,6 @@ def _server_cpu_seconds(before: dict[int, int], after: dict[int, int]) -> float:
     """The CPU time the server's processes used between two :func:`_server_cpu_ticks`."""
     hertz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     return sum(ticks - before.get(pid, 0) for pid, ticks in after.items()) / hertz
-
-
-def _read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            return file.read()
-    except OSError:
-        return b""
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return []
-    return [int(child) for task in tasks for child in _read(f"/proc/{pid}/task/{task}/children").split()]
 
 
 def _start_response(

@@ -76,6 +76,7 @@ class PortalInstance(ManagedProcess):
             # As docs/OPERATIONS.md says for production: certmonger's SCEP GETs are about 5.5 KB, more
             # than gunicorn's default request line (4094).
             "--limit-request-line=8190",
+            "--preload",  # as docs/OPERATIONS.md says: the master loads the portal, the workers fork warm
             f"--access-logfile={self.access_log_path}",
             "--access-logformat=%(s)s %(m)s %(U)s %(L)s",
             f"--error-logfile={self.error_log_path}",
