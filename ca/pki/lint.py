@@ -29,10 +29,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import validators  # type: ignore[import-untyped]  # pkilint's own URL rule
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
+
+from . import profiles
+from .serials import new_serial
 
 #: pkilint and its ASN.1 modules take about half a second to import: they are imported on the first lint,
 #: so a process that lints nothing (most manage.py commands) starts without them.
@@ -125,44 +126,36 @@ def warm_up() -> None:
     lint_certificate(der=_sample_der())
 
 
+#: The warm-up certificates' validity, fixed: no clock is read (the validators do not compare it with now).
+_SAMPLE_VALIDITY = (dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2027, 1, 1, tzinfo=dt.UTC))
+
+
 def _sample_der() -> bytes:
-    """A self-signed certificate with a throwaway P-256 key, key identifiers, an e-mail address, a CRL
-    distribution point and an OCSP address (RFC 5280 sections 4.2.1.1, 4.2.1.2, 4.2.1.6, 4.2.1.13, 4.2.2.1),
-    which lints clean; only for :func:`warm_up`."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lint warm-up")])
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    url = "https://ca.example.com/warm-up"
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
-        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name("warm-up@example.com")]), critical=False)
-        .add_extension(
-            x509.CRLDistributionPoints(
-                [x509.DistributionPoint([x509.UniformResourceIdentifier(url)], None, None, None)]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityInformationAccess(
-                [
-                    x509.AccessDescription(
-                        AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(url)
-                    )
-                ]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
+    """A client certificate as the portal issues it (:func:`ca.pki.profiles.client_certificate_builder`,
+    the ``client`` profile with an e-mail address, CRL distribution point, caIssuers and OCSP URLs) under a
+    throwaway root CA (:func:`ca.pki.profiles.build_ca_certificate`), both keys throwaway P-256 ones;
+    it lints clean. Only for :func:`warm_up`."""
+    not_before, not_after = _SAMPLE_VALIDITY
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root = profiles.build_ca_certificate(
+        subject=profiles.build_ca_name(common_name="Lint warm-up CA", organization=None),
+        key=root_key,
+        serial=new_serial(),
+        not_before=not_before,
+        not_after=not_after,
     )
-    return certificate.public_bytes(serialization.Encoding.DER)
+    url = "https://ca.example.com/warm-up"
+    builder = profiles.client_certificate_builder(
+        profile=profiles.get_profile(name="client"),
+        public_key=ec.generate_private_key(ec.SECP256R1()).public_key(),
+        subject=profiles.SubjectInfo(common_name="lint warm-up", email="warm-up@example.com"),
+        issuer=root,
+        serial=new_serial(),
+        not_before=not_before,
+        not_after=not_after,
+        urls=profiles.IssuerUrls(crl_url=f"{url}/crl", ca_issuers_url=f"{url}/ca", ocsp_url=f"{url}/ocsp"),
+    )
+    return builder.sign(root_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
 def lint_certificate(*, der: bytes) -> list[Finding]:
