@@ -32,7 +32,7 @@ from ca.pki import node_reports
 from ca.pki.node_reports import InstalledCrl, ReportOutcome
 from ca.services import frontservers
 from ca.services.authorities import create_ca
-from ca.services.crl import current_crl, next_crl_number, publish_crl
+from ca.services.crl import clock_floor, current_crl, next_crl_number, publish_crl
 from tests.ca.reporting import make_report, post_report, report_installed, signed
 
 T0 = dt.datetime(2026, 11, 28, 10, 0, tzinfo=dt.UTC)
@@ -412,7 +412,7 @@ def test_the_next_crl_number_counts_only_authenticated_reports(
     frozen: time_machine.Traveller, client: Client, ca: CertificateAuthority, token: str
 ) -> None:
     latest = current_crl(ca=ca).number
-    huge = int(T0.timestamp()) + 10**9
+    huge = clock_floor(T0) + 10**9
     stranger = node_reports.token_for(node_reports.new_node_key())
     body, signature = signed(make_report(node="web1", crls=[(ca, huge)]), stranger)
     assert post_report(client, body, signature).status_code == 403
@@ -420,7 +420,7 @@ def test_the_next_crl_number_counts_only_authenticated_reports(
     assert post_report(client, body, signature).status_code == 403
     client.get(reverse("ca:crl-der", kwargs={"slug": ca.slug}), headers={"X-Enroll-Node": "web1"})
 
-    assert next_crl_number(ca=ca, latest=latest, now=T0) == max(latest + 1, int(T0.timestamp()))
+    assert next_crl_number(ca=ca, latest=latest, now=T0) == max(latest + 1, clock_floor(T0))
 
     report_installed(client, node="web1", token=token, crls=[(ca, huge)])
 
